@@ -1,0 +1,264 @@
+/**
+ * The one configuration object, loaded from JSON and validated once at start. Keys keep the
+ * Kamailio module parameter names and defaults (presence, presence_xml, presence_mwi,
+ * xcap_server); nothing else in the code reads the file or process.env.
+ */
+import { readFile } from 'node:fs/promises';
+import type { ListenSpec } from '../transport/stack.js';
+import type { Protocol } from '../transport/flows.js';
+
+export interface Config {
+  // operator's contract
+  listen: ListenSpec[];
+  xcap_listen: { address: string; port: number };
+  xcap_root: string;
+  rpc_listen: { address: string; port: number };
+  db_url: string;
+  /** Filesystem path from db_url. */
+  db_path: string;
+  xcap_table: string;
+  log_level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  // presence_xml
+  disable_presence: number;
+  disable_winfo: number;
+  disable_bla: number;
+  force_active: number;
+  integrated_xcap_server: number;
+  xcap_server: string[];
+  passive_mode: number;
+  xcapauth_userdel_reason: string;
+  force_dummy_presence: number;
+  // presence
+  min_expires: number;
+  max_expires: number;
+  default_expires: number;
+  min_expires_action: number;
+  expires_offset: number;
+  clean_period: number;
+  server_address: string;
+  to_tag_pref: string;
+  timeout_rm_subs: number;
+  // presence_mwi has no parameters of its own.
+  // xcap_client
+  periodical_query: number;
+  query_period: number;
+  // presenced's own
+  max_message_size: number;
+  tcp_connection_lifetime: number;
+  tcp_partial_timeout: number;
+  sip_t1: number;
+  sip_t2: number;
+  sip_t4: number;
+  worker_threads: number;
+  max_xml_size: number;
+  max_xml_depth: number;
+  xcap_auth: 'none' | 'digest';
+  xcap_auth_users: Record<string, string>;
+  xcap_auth_realm: string;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Check = (value: unknown, key: string) => unknown;
+
+const flag: Check = (v, key) => {
+  if (v === 0 || v === 1 || v === true || v === false) return Number(v);
+  throw new ConfigError(`${key}: must be 0 or 1 (got ${JSON.stringify(v)})`);
+};
+
+const int =
+  (min: number, max: number): Check =>
+  (v, key) => {
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+    throw new ConfigError(`${key}: must be an integer from ${min} to ${max} (got ${JSON.stringify(v)})`);
+  };
+
+const str: Check = (v, key) => {
+  if (typeof v === 'string') return v;
+  throw new ConfigError(`${key}: must be a string (got ${JSON.stringify(v)})`);
+};
+
+const oneOf =
+  (...allowed: string[]): Check =>
+  (v, key) => {
+    if (typeof v === 'string' && allowed.includes(v)) return v;
+    throw new ConfigError(`${key}: must be one of ${allowed.join(', ')} (got ${JSON.stringify(v)})`);
+  };
+
+const PROTOCOLS: Protocol[] = ['udp', 'tcp', 'ws', 'tls', 'wss'];
+
+function parseHostPort(text: string, key: string): { address: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`${key}: "${text}" is not address:port (e.g. 127.0.0.1:8080)`);
+  const a = m[1]!;
+  return { address: a.startsWith('[') ? a.slice(1, -1) : a, port };
+}
+
+const hostPort: Check = (v, key) => parseHostPort(str(v, key) as string, key);
+
+const listenList: Check = (v, key) => {
+  if (!Array.isArray(v) || v.length === 0) throw new ConfigError(`${key}: must be a non-empty list of "proto:address:port"`);
+  return v.map((item, i) => {
+    const s = str(item, `${key}[${i}]`) as string;
+    const c = s.indexOf(':');
+    const proto = s.slice(0, c).toLowerCase() as Protocol;
+    if (c === -1 || !PROTOCOLS.includes(proto)) {
+      throw new ConfigError(`${key}[${i}]: "${s}" must be proto:address:port with proto one of ${PROTOCOLS.join(', ')}`);
+    }
+    if (proto === 'tls' || proto === 'wss') {
+      throw new ConfigError(`${key}[${i}]: ${proto} is not supported yet (no certificate configuration); use udp, tcp or ws`);
+    }
+    const hp = parseHostPort(s.slice(c + 1), `${key}[${i}]`);
+    return { proto, address: hp.address, port: hp.port } satisfies ListenSpec;
+  });
+};
+
+const stringList: Check = (v, key) => {
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v;
+  throw new ConfigError(`${key}: must be a string or a list of strings`);
+};
+
+const dbUrl: Check = (v, key) => {
+  const s = str(v, key) as string;
+  if (!s.startsWith('lmdb:') || s.length <= 5) throw new ConfigError(`${key}: must be lmdb:PATH (got ${JSON.stringify(s)})`);
+  return s;
+};
+
+const userdelReason: Check = (v, key) => {
+  const s = str(v, key) as string;
+  if (!/^(deactivated|probation|rejected|timeout|giveup|noresource|invariant)(;retry-after=\d+)?$/.test(s)) {
+    throw new ConfigError(
+      `${key}: must be an RFC 6665 reason (deactivated, probation, rejected, timeout, giveup, noresource, invariant), optionally ;retry-after=N (got ${JSON.stringify(s)})`,
+    );
+  }
+  return s;
+};
+
+const xcapRoot: Check = (v, key) => {
+  const s = str(v, key) as string;
+  if (!/^\/[A-Za-z0-9\-._~/]*[^/]$/.test(s)) throw new ConfigError(`${key}: must be an absolute path without a trailing slash, e.g. /xcap-root`);
+  return s;
+};
+
+const userMap: Check = (v, key) => {
+  if (v && typeof v === 'object' && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string')) return v;
+  throw new ConfigError(`${key}: must be an object mapping XUI (sip:user@domain) to password`);
+};
+
+/** key → [default, check]. The order here is the order of the README table. */
+const SCHEMA: Record<keyof Omit<Config, 'db_path'>, [unknown, Check]> = {
+  listen: [['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], listenList],
+  xcap_listen: ['127.0.0.1:8080', hostPort],
+  xcap_root: ['/xcap-root', xcapRoot],
+  rpc_listen: ['127.0.0.1:8081', hostPort],
+  db_url: ['lmdb:./data', dbUrl],
+  xcap_table: ['xcap', str],
+  log_level: ['info', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')],
+  disable_presence: [0, flag],
+  disable_winfo: [0, flag],
+  disable_bla: [1, flag],
+  force_active: [0, flag],
+  integrated_xcap_server: [1, flag],
+  xcap_server: [[], stringList],
+  passive_mode: [0, flag],
+  xcapauth_userdel_reason: ['probation', userdelReason],
+  force_dummy_presence: [0, flag],
+  min_expires: [0, int(0, 86400 * 365)],
+  max_expires: [3600, int(1, 86400 * 365)],
+  default_expires: [3600, int(1, 86400 * 365)],
+  min_expires_action: [1, int(1, 2)],
+  expires_offset: [0, int(0, 3600)],
+  clean_period: [100, int(1, 86400)],
+  server_address: ['', str],
+  to_tag_pref: ['10', str],
+  timeout_rm_subs: [1, flag],
+  periodical_query: [1, flag],
+  query_period: [100, int(1, 86400)],
+  max_message_size: [65535, int(1024, 1 << 20)],
+  tcp_connection_lifetime: [120, int(1, 86400 * 7)],
+  tcp_partial_timeout: [10, int(1, 3600)],
+  sip_t1: [500, int(10, 10_000)],
+  sip_t2: [4000, int(10, 60_000)],
+  sip_t4: [5000, int(10, 60_000)],
+  worker_threads: [-1, int(-1, 64)],
+  max_xml_size: [65536, int(1024, 16 << 20)],
+  max_xml_depth: [64, int(4, 1024)],
+  xcap_auth: ['none', oneOf('none', 'digest')],
+  xcap_auth_users: [{}, userMap],
+  xcap_auth_realm: ['presenced', str],
+};
+
+export const CONFIG_KEYS = Object.keys(SCHEMA);
+
+export function defaultsOf(): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(SCHEMA).map(([k, [d]]) => [k, d]));
+}
+
+/** Validate a parsed JSON object; throws ConfigError naming the key and what is allowed. */
+export function buildConfig(raw: unknown): Config {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('configuration must be a JSON object');
+  const input = raw as Record<string, unknown>;
+  for (const key of Object.keys(input)) {
+    if (!(key in SCHEMA)) {
+      const near = CONFIG_KEYS.filter((k) => k.includes(key) || key.includes(k) || levenshtein(k, key) <= 3);
+      throw new ConfigError(`unknown configuration key "${key}"${near.length ? ` (did you mean ${near.join(', ')}?)` : ''}`);
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, [def, check]] of Object.entries(SCHEMA)) out[key] = check(key in input ? input[key] : def, key);
+  const cfg = out as unknown as Config;
+  cfg.db_path = cfg.db_url.slice('lmdb:'.length);
+  if (cfg.min_expires > cfg.max_expires) throw new ConfigError(`min_expires (${cfg.min_expires}) must not exceed max_expires (${cfg.max_expires})`);
+  if (cfg.default_expires > cfg.max_expires) {
+    throw new ConfigError(`default_expires (${cfg.default_expires}) must not exceed max_expires (${cfg.max_expires})`);
+  }
+  if (cfg.sip_t2 < cfg.sip_t1) throw new ConfigError(`sip_t2 (${cfg.sip_t2}) must not be below sip_t1 (${cfg.sip_t1})`);
+  if (!cfg.integrated_xcap_server && cfg.xcap_server.length === 0 && !cfg.force_active && !cfg.passive_mode) {
+    throw new ConfigError('xcap_server: at least one XCAP server URL is required when integrated_xcap_server is 0 (or set force_active to 1)');
+  }
+  for (const [i, u] of cfg.xcap_server.entries()) {
+    if (!/^https?:\/\/[^/\s]+(\/\S*)?$/.test(u)) throw new ConfigError(`xcap_server[${i}]: "${u}" is not an http(s) URL of an XCAP root`);
+  }
+  if (cfg.xcap_auth === 'digest' && Object.keys(cfg.xcap_auth_users).length === 0) {
+    throw new ConfigError('xcap_auth_users: needs at least one user when xcap_auth is "digest"');
+  }
+  return cfg;
+}
+
+export async function loadConfig(path: string | undefined): Promise<Config> {
+  if (path === undefined) return buildConfig({});
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read configuration file ${path}: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`configuration file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return buildConfig(raw);
+}
+
+function levenshtein(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0]!;
+    dp[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = dp[j]!;
+      dp[j] = Math.min(dp[j]! + 1, dp[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return dp[b.length]!;
+}

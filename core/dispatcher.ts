@@ -1,0 +1,71 @@
+/**
+ * Where every SIP request enters the presence server: generic checks (URI scheme, Require,
+ * Max-Forwards), OPTIONS, 405 for methods the node does not serve, and hand-off to the
+ * PUBLISH / SUBSCRIBE handlers. A thrown SipError becomes its response here and only here.
+ */
+import type { IncomingRequest } from '../transport/stack.js';
+import type { SipResponse } from '../transport/message.js';
+import type { Logger } from './log.js';
+import { SipError } from './errors.js';
+import { newTag } from './ids.js';
+import type { PackageRegistry } from './packages/registry.js';
+
+export type MethodHandler = (incoming: IncomingRequest) => Promise<SipResponse | void> | SipResponse | void;
+
+export class Dispatcher {
+  private readonly handlers = new Map<string, MethodHandler>();
+
+  constructor(
+    private readonly packages: PackageRegistry,
+    private readonly log: Logger,
+  ) {
+    this.handlers.set('OPTIONS', (incoming) => this.options(incoming));
+  }
+
+  register(method: string, handler: MethodHandler): void {
+    this.handlers.set(method, handler);
+  }
+
+  get allow(): string {
+    return [...this.handlers.keys()].join(', ');
+  }
+
+  handle = async (incoming: IncomingRequest): Promise<void> => {
+    const req = incoming.request;
+    let response: SipResponse | void;
+    try {
+      this.precheck(incoming);
+      const handler = this.handlers.get(req.method);
+      if (!handler) throw new SipError(405, 'Method Not Allowed', [['allow', this.allow]]);
+      response = await handler(incoming);
+    } catch (err) {
+      if (!(err instanceof SipError)) throw err; // the stack answers 500 and logs it with the Call-ID
+      this.log.debug({ callId: req.callId, method: req.method, status: err.status, reason: err.reason }, 'request rejected');
+      response = incoming.reply(err.status, err.reason, newTag());
+      for (const [name, value] of err.extraHeaders) response.headers.append(name, value);
+    }
+    if (response) incoming.respond(response);
+  };
+
+  private precheck(incoming: IncomingRequest): void {
+    const req = incoming.request;
+    const scheme = req.uri.slice(0, req.uri.indexOf(':')).toLowerCase();
+    if (scheme !== 'sip' && scheme !== 'sips' && scheme !== 'pres') throw new SipError(416, 'Unsupported URI Scheme');
+    const require = req.headers.getAll('require');
+    if (require.length > 0) throw new SipError(420, 'Bad Extension', [['unsupported', require.join(', ')]]);
+    const mf = req.headers.get('max-forwards');
+    if (mf !== undefined && Number(mf) === 0 && req.method !== 'OPTIONS') throw new SipError(483, 'Too Many Hops');
+  }
+
+  /** RFC 3261 §11.2: what this node can do. */
+  private options(incoming: IncomingRequest): SipResponse {
+    const res = incoming.reply(200, 'OK');
+    res.headers.append('allow', this.allow);
+    res.headers.append('accept', this.packages.acceptedTypes().join(', '));
+    res.headers.append('allow-events', this.packages.names().join(', '));
+    res.headers.append('supported', '');
+    res.headers.append('accept-encoding', 'identity');
+    res.headers.append('accept-language', 'en');
+    return res;
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * The interface every event package implements (RFC 6665 §7): its name, what may be
+ * PUBLISHed for it, what a NOTIFY carries, whether a watcher needs authorisation, and how the
+ * state of a resource becomes a NOTIFY body.
+ */
+import { parseParams } from '../../transport/grammar.js';
+
+export interface EventPackage {
+  /** The Event / Allow-Events token, e.g. `presence`, `message-summary`, `dialog;sla`. */
+  readonly name: string;
+  /** Content types a PUBLISH may carry; empty when the package cannot be published. */
+  readonly publishTypes: readonly string[];
+  /** Content type of NOTIFY bodies (and the default Accept of a SUBSCRIBE). */
+  readonly notifyType: string;
+  /** Whether a watcher is subject to pres-rules authorisation. */
+  readonly needsAuthorization: boolean;
+}
+
+export interface EventHeader {
+  name: string;
+  params: Map<string, string>;
+  id: string | undefined;
+}
+
+export function parseEventHeader(value: string): EventHeader | undefined {
+  const semi = value.indexOf(';');
+  const name = (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
+  if (!/^[a-z0-9\-.!%*_+`'~]+$/.test(name)) return undefined;
+  const params = semi === -1 ? new Map<string, string>() : parseParams(value, semi);
+  return { name, params, id: params.get('id') };
+}

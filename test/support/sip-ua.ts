@@ -1,0 +1,225 @@
+/**
+ * A tiny SIP user agent for tests, over UDP or TCP on loopback: sends requests (or raw
+ * bytes), matches responses by branch, receives in-dialog requests (NOTIFY) and answers them
+ * with a configurable status. It uses the project's own parser, so it only trusts bytes.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { SipRequest, SipResponse, createResponse } from '../../transport/message.js';
+import { parseMessage, StreamFramer } from '../../transport/parser.js';
+
+export type UaProto = 'udp' | 'tcp';
+
+export interface RequestOptions {
+  method: string;
+  uri: string;
+  from?: string;
+  to?: string;
+  callId?: string;
+  cseq?: number;
+  headers?: Array<[string, string]> | Record<string, string>;
+  body?: string;
+  contentType?: string;
+  /** Skip adding default headers (Max-Forwards, Contact). */
+  bare?: boolean;
+}
+
+export interface Received {
+  message: SipRequest | SipResponse;
+  raw: Buffer;
+  at: number;
+}
+
+const rand = (n = 6): string => randomBytes(n).toString('hex');
+
+export class TestUa {
+  readonly received: Received[] = [];
+  /** Status to answer incoming requests with (per method); undefined = do not answer. */
+  answer: (req: SipRequest) => number | undefined = (req) => (req.method === 'NOTIFY' ? 200 : 405);
+  private waiters: Array<{ pred: (r: Received) => boolean; resolve: (r: Received) => void }> = [];
+  private udp: dgram.Socket | undefined;
+  private tcp: net.Socket | undefined;
+  private tcpServer: net.Server | undefined;
+  private readonly inbound = new Set<net.Socket>();
+  localPort = 0;
+  readonly user = `ua${rand(3)}`;
+
+  private constructor(
+    readonly proto: UaProto,
+    readonly serverPort: number,
+    readonly serverHost = '127.0.0.1',
+  ) {}
+
+  static async open(proto: UaProto, serverPort: number): Promise<TestUa> {
+    const ua = new TestUa(proto, serverPort);
+    if (proto === 'udp') {
+      const s = dgram.createSocket('udp4');
+      ua.udp = s;
+      await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+      ua.localPort = s.address().port;
+      s.on('message', (data) => ua.onBytes(data, true, undefined));
+    } else {
+      // A listening socket for requests the server opens a connection for, plus the outbound connection.
+      const server = net.createServer((sock) => {
+        ua.inbound.add(sock);
+        ua.attachStream(sock);
+        sock.on('close', () => ua.inbound.delete(sock));
+      });
+      ua.tcpServer = server;
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      ua.localPort = (server.address() as net.AddressInfo).port;
+      await ua.connect();
+    }
+    return ua;
+  }
+
+  /** (Re)open the outbound TCP connection. */
+  async connect(): Promise<void> {
+    const sock = net.connect({ host: this.serverHost, port: this.serverPort });
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', () => resolve());
+      sock.once('error', reject);
+    });
+    sock.on('error', () => undefined);
+    this.tcp = sock;
+    this.attachStream(sock);
+  }
+
+  private attachStream(sock: net.Socket): void {
+    const framer = new StreamFramer({ maxMessageSize: 1 << 20 });
+    sock.on('data', (chunk: Buffer) => {
+      for (const raw of framer.push(chunk).messages) this.onBytes(raw, false, sock);
+    });
+  }
+
+  get contact(): string {
+    return `<sip:${this.user}@127.0.0.1:${this.localPort}${this.proto === 'tcp' ? ';transport=tcp' : ''}>`;
+  }
+
+  get aor(): string {
+    return `sip:${this.user}@example.com`;
+  }
+
+  private onBytes(raw: Buffer, datagram: boolean, sock: net.Socket | undefined): void {
+    let message: SipRequest | SipResponse;
+    try {
+      message = parseMessage(raw, datagram).message;
+    } catch {
+      return;
+    }
+    const rec: Received = { message, raw, at: Date.now() };
+    this.received.push(rec);
+    if (message instanceof SipRequest) {
+      const status = this.answer(message);
+      if (status !== undefined) {
+        const res = createResponse(message, status, undefined, message.toTag ? undefined : rand());
+        this.replyTo(message, res, sock);
+      }
+    }
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      if (this.waiters[i]!.pred(rec)) {
+        this.waiters[i]!.resolve(rec);
+        this.waiters.splice(i, 1);
+      }
+    }
+  }
+
+  /** Send a response to a received request, back where it came from (its Via / its connection). */
+  replyTo(req: SipRequest, res: SipResponse, sock?: net.Socket): void {
+    const data = res.toBuffer();
+    if (this.proto === 'udp') {
+      const via = req.topVia;
+      const port = Number(via.params.get('rport') || via.port || 5060);
+      this.udp!.send(data, port, via.params.get('received') ?? via.host);
+    } else (sock ?? this.tcp)!.write(data);
+  }
+
+  sendRaw(data: Buffer | string): void {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    if (this.proto === 'udp') this.udp!.send(buf, this.serverPort, this.serverHost);
+    else this.tcp!.write(buf);
+  }
+
+  build(o: RequestOptions): SipRequest {
+    const req = new SipRequest(o.method, o.uri);
+    const branch = `z9hG4bK${rand()}`;
+    req.headers.append('via', `SIP/2.0/${this.proto.toUpperCase()} 127.0.0.1:${this.localPort};branch=${branch};rport`);
+    req.headers.append('from', o.from ?? `<${this.aor}>;tag=${rand()}`);
+    req.headers.append('to', o.to ?? `<${o.uri}>`);
+    req.headers.append('call-id', o.callId ?? `${rand(8)}@test`);
+    req.headers.append('cseq', `${o.cseq ?? 1} ${o.method}`);
+    if (!o.bare) {
+      req.headers.append('max-forwards', '70');
+      if (o.method === 'SUBSCRIBE') req.headers.append('contact', this.contact);
+    }
+    const hs = o.headers ? (Array.isArray(o.headers) ? o.headers : Object.entries(o.headers)) : [];
+    for (const [k, v] of hs) req.headers.append(k.toLowerCase(), v);
+    if (o.body !== undefined) {
+      req.body = Buffer.from(o.body);
+      if (o.contentType) req.headers.append('content-type', o.contentType);
+    }
+    return req;
+  }
+
+  /** Send a request and wait for its final response. */
+  async request(o: RequestOptions | SipRequest, timeoutMs = 5000): Promise<SipResponse> {
+    const req = o instanceof SipRequest ? o : this.build(o);
+    const branch = req.topVia.branch;
+    const p = this.waitFor(
+      (r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch,
+      timeoutMs,
+      `final response to ${req.method}`,
+    );
+    this.sendRaw(req.toBuffer());
+    return (await p).message as SipResponse;
+  }
+
+  waitFor(pred: (r: Received) => boolean, timeoutMs = 5000, what = 'a message'): Promise<Received> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        const i = this.waiters.findIndex((w) => w.resolve === done);
+        if (i !== -1) this.waiters.splice(i, 1);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      const done = (r: Received): void => {
+        clearTimeout(t);
+        resolve(r);
+      };
+      this.waiters.push({ pred, resolve: done });
+    });
+  }
+
+  /** Wait for the next request (e.g. NOTIFY) received after `since` matching pred. */
+  nextRequest(method: string, pred: (r: SipRequest) => boolean = () => true, timeoutMs = 5000, since = 0): Promise<SipRequest> {
+    const seen = this.received.find(
+      (r) => r.at >= since && r.message instanceof SipRequest && r.message.method === method && pred(r.message) && !this.consumed.has(r),
+    );
+    if (seen) {
+      this.consumed.add(seen);
+      return Promise.resolve(seen.message as SipRequest);
+    }
+    return this.waitFor(
+      (r) => r.message instanceof SipRequest && r.message.method === method && pred(r.message) && !this.consumed.has(r),
+      timeoutMs,
+      method,
+    ).then((r) => {
+      this.consumed.add(r);
+      return r.message as SipRequest;
+    });
+  }
+
+  /** Requests handed out by nextRequest(), so each is returned once. */
+  private readonly consumed = new Set<Received>();
+
+  requests(method: string): SipRequest[] {
+    return this.received.filter((r) => r.message instanceof SipRequest && r.message.method === method).map((r) => r.message as SipRequest);
+  }
+
+  async close(): Promise<void> {
+    this.udp?.close();
+    this.tcp?.destroy();
+    for (const s of this.inbound) s.destroy();
+    if (this.tcpServer) await new Promise<void>((r) => this.tcpServer!.close(() => r()));
+  }
+}

@@ -1,0 +1,303 @@
+/**
+ * SIP message model and serializer (RFC 3261 §7, §20). Header names are stored in their
+ * long, lower-case form; values are kept as received (one entry per header line) and split
+ * into list elements only when asked for.
+ */
+import { splitList, parseParams } from './grammar.js';
+import { NameAddr } from './uri.js';
+
+/** Compact forms (RFC 3261 §7.3.3 and the event/SIP-ETag RFCs). */
+export const COMPACT_FORMS: Readonly<Record<string, string>> = {
+  i: 'call-id',
+  m: 'contact',
+  e: 'content-encoding',
+  l: 'content-length',
+  c: 'content-type',
+  f: 'from',
+  s: 'subject',
+  k: 'supported',
+  t: 'to',
+  v: 'via',
+  o: 'event',
+  u: 'allow-events',
+  r: 'refer-to',
+  b: 'referred-by',
+  x: 'session-expires',
+  a: 'accept-contact',
+  j: 'reject-contact',
+  d: 'request-disposition',
+  y: 'identity',
+};
+
+const CANONICAL: Record<string, string> = {
+  'call-id': 'Call-ID',
+  cseq: 'CSeq',
+  'www-authenticate': 'WWW-Authenticate',
+  'sip-etag': 'SIP-ETag',
+  'sip-if-match': 'SIP-If-Match',
+  'mime-version': 'MIME-Version',
+};
+
+const canonicalCache = new Map<string, string>();
+/** `content-type` → `Content-Type`, with the RFC spellings for the irregular ones. */
+export function canonicalName(lower: string): string {
+  let c = canonicalCache.get(lower);
+  if (c !== undefined) return c;
+  c = CANONICAL[lower] ?? lower.replace(/(^|-)([a-z])/g, (_m, d: string, ch: string) => d + ch.toUpperCase());
+  if (canonicalCache.size < 512) canonicalCache.set(lower, c);
+  return c;
+}
+
+export interface Via {
+  protocol: string; // "UDP", "TCP", "WS", ...
+  host: string;
+  port: number | undefined;
+  params: Map<string, string>;
+  branch: string | undefined;
+}
+
+export function parseVia(value: string): Via {
+  // SIP / 2.0 / UDP host:port;params — LWS is allowed around the slashes (RFC 3261 §25.1).
+  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z0-9\-]+)\s+([^;\s]+?)\s*(;.*)?$/i.exec(value);
+  if (!m) throw new SyntaxError(`malformed Via: ${value}`);
+  const sentBy = m[2]!;
+  let host: string;
+  let port: number | undefined;
+  if (sentBy.startsWith('[')) {
+    const close = sentBy.indexOf(']');
+    if (close === -1) throw new SyntaxError('malformed Via host');
+    host = sentBy.slice(0, close + 1);
+    if (sentBy[close + 1] === ':') port = Number(sentBy.slice(close + 2));
+  } else {
+    const pc = sentBy.indexOf(':');
+    host = pc === -1 ? sentBy : sentBy.slice(0, pc);
+    if (pc !== -1) port = Number(sentBy.slice(pc + 1));
+  }
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new SyntaxError('malformed Via port');
+  if (host.length === 0) throw new SyntaxError('malformed Via host');
+  const params = m[3] ? parseParams(m[3]) : new Map<string, string>();
+  return { protocol: m[1]!.toUpperCase(), host, port, params, branch: params.get('branch') };
+}
+
+export function formatVia(v: Via): string {
+  let s = `SIP/2.0/${v.protocol} ${v.host}${v.port !== undefined ? ':' + v.port : ''}`;
+  for (const [k, val] of v.params) s += val === '' ? `;${k}` : `;${k}=${val}`;
+  return s;
+}
+
+export interface CSeq {
+  seq: number;
+  method: string;
+}
+
+export function parseCSeq(value: string): CSeq {
+  const m = /^\s*(\d{1,10})\s+([A-Za-z0-9\-.!%*_+`'~]+)\s*$/.exec(value);
+  if (!m) throw new SyntaxError(`malformed CSeq: ${value}`);
+  const seq = Number(m[1]);
+  if (seq > 0xffffffff) throw new SyntaxError('CSeq number out of range');
+  return { seq, method: m[2]! };
+}
+
+/** Headers whose values are comma-separated lists and may be split (RFC 3261 §7.3.1). */
+const LIST_HEADERS = new Set([
+  'via', 'route', 'record-route', 'contact', 'allow', 'supported', 'require', 'proxy-require',
+  'unsupported', 'allow-events', 'accept', 'accept-encoding', 'accept-language', 'content-encoding',
+  'content-language', 'in-reply-to',
+]);
+
+export class Headers {
+  /** [lowerName, value] pairs in message order. */
+  readonly entries: Array<[string, string]> = [];
+
+  get(name: string): string | undefined {
+    for (const e of this.entries) if (e[0] === name) return e[1];
+    return undefined;
+  }
+
+  has(name: string): boolean {
+    return this.get(name) !== undefined;
+  }
+
+  /** All values of a header, list headers split into their elements. */
+  getAll(name: string): string[] {
+    const out: string[] = [];
+    const split = LIST_HEADERS.has(name);
+    for (const e of this.entries) {
+      if (e[0] !== name) continue;
+      if (split) for (const v of splitList(e[1])) out.push(v);
+      else out.push(e[1]);
+    }
+    return out;
+  }
+
+  count(name: string): number {
+    let n = 0;
+    for (const e of this.entries) if (e[0] === name) n++;
+    return n;
+  }
+
+  append(name: string, value: string): this {
+    this.entries.push([name, value]);
+    return this;
+  }
+
+  prepend(name: string, value: string): this {
+    this.entries.unshift([name, value]);
+    return this;
+  }
+
+  set(name: string, value: string): this {
+    this.remove(name);
+    this.entries.push([name, value]);
+    return this;
+  }
+
+  remove(name: string): this {
+    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i]![0] === name) this.entries.splice(i, 1);
+    return this;
+  }
+
+  /** Replace the first Via (and only it), keeping the rest of its list. */
+  replaceTopVia(value: string): void {
+    for (let i = 0; i < this.entries.length; i++) {
+      const e = this.entries[i]!;
+      if (e[0] !== 'via') continue;
+      const parts = splitList(e[1]);
+      parts[0] = value;
+      e[1] = parts.join(', ');
+      return;
+    }
+  }
+}
+
+export abstract class SipMessage {
+  readonly headers = new Headers();
+  body: Buffer = EMPTY;
+
+  get callId(): string {
+    return this.headers.get('call-id') ?? '';
+  }
+
+  get cseq(): CSeq {
+    return parseCSeq(this.headers.get('cseq') ?? '');
+  }
+
+  get topVia(): Via {
+    const v = this.headers.get('via');
+    if (v === undefined) throw new SyntaxError('no Via');
+    return parseVia(splitList(v)[0]!);
+  }
+
+  get from(): NameAddr {
+    return NameAddr.parse(this.headers.get('from') ?? '');
+  }
+
+  get to(): NameAddr {
+    return NameAddr.parse(this.headers.get('to') ?? '');
+  }
+
+  get fromTag(): string | undefined {
+    return tagOf(this.headers.get('from'));
+  }
+
+  get toTag(): string | undefined {
+    return tagOf(this.headers.get('to'));
+  }
+
+  /** Numeric header value, or undefined when absent; throws on a malformed number. */
+  intHeader(name: string): number | undefined {
+    const v = this.headers.get(name);
+    if (v === undefined) return undefined;
+    const t = v.trim();
+    if (!/^\d{1,10}$/.test(t)) throw new SyntaxError(`malformed ${canonicalName(name)}: ${v}`);
+    return Number(t);
+  }
+
+  /** Content-Type media type without parameters, lower-cased. */
+  get contentType(): string | undefined {
+    const v = this.headers.get('content-type');
+    if (v === undefined) return undefined;
+    const semi = v.indexOf(';');
+    return (semi === -1 ? v : v.slice(0, semi)).trim().toLowerCase();
+  }
+
+  abstract startLine(): string;
+
+  /** Serialise; Content-Length is always written from the body. */
+  toBuffer(): Buffer {
+    let head = this.startLine() + '\r\n';
+    for (const [name, value] of this.headers.entries) {
+      if (name === 'content-length') continue;
+      head += canonicalName(name) + ': ' + value + '\r\n';
+    }
+    head += 'Content-Length: ' + this.body.length + '\r\n\r\n';
+    if (this.body.length === 0) return Buffer.from(head, 'utf8');
+    const h = Buffer.from(head, 'utf8');
+    return Buffer.concat([h, this.body], h.length + this.body.length);
+  }
+
+  toString(): string {
+    return this.toBuffer().toString('utf8');
+  }
+}
+
+function tagOf(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  // Fast path: the tag parameter is outside <>; find ";tag=" after the last '>'.
+  const gt = v.lastIndexOf('>');
+  const search = gt === -1 ? v : v.slice(gt);
+  const m = /;\s*tag\s*=\s*([^;\s,]+)/i.exec(search);
+  return m ? m[1] : undefined;
+}
+
+export const EMPTY = Buffer.alloc(0);
+
+export class SipRequest extends SipMessage {
+  constructor(
+    public method: string,
+    public uri: string,
+  ) {
+    super();
+  }
+  startLine(): string {
+    return `${this.method} ${this.uri} SIP/2.0`;
+  }
+}
+
+export class SipResponse extends SipMessage {
+  constructor(
+    public status: number,
+    public reason: string,
+  ) {
+    super();
+  }
+  startLine(): string {
+    return `SIP/2.0 ${this.status} ${this.reason}`;
+  }
+}
+
+export const REASON_PHRASES: Readonly<Record<number, string>> = {
+  100: 'Trying', 200: 'OK', 202: 'Accepted', 204: 'No Notification',
+  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+  405: 'Method Not Allowed', 408: 'Request Timeout', 412: 'Conditional Request Failed',
+  413: 'Request Entity Too Large', 415: 'Unsupported Media Type', 416: 'Unsupported URI Scheme',
+  420: 'Bad Extension', 423: 'Interval Too Brief', 480: 'Temporarily Unavailable',
+  481: 'Call/Transaction Does Not Exist', 482: 'Loop Detected', 483: 'Too Many Hops',
+  489: 'Bad Event', 500: 'Server Internal Error', 501: 'Not Implemented', 503: 'Service Unavailable',
+  505: 'Version Not Supported', 513: 'Message Too Large',
+};
+
+/**
+ * Build a response to `req` (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq copied;
+ * `toTag` added to To when the request's To has none.
+ */
+export function createResponse(req: SipRequest, status: number, reason?: string, toTag?: string): SipResponse {
+  const res = new SipResponse(status, reason ?? REASON_PHRASES[status] ?? 'Unknown');
+  for (const [name, value] of req.headers.entries) {
+    if (name === 'via' || name === 'from' || name === 'call-id' || name === 'cseq') res.headers.append(name, value);
+    else if (name === 'to') {
+      res.headers.append('to', toTag !== undefined && tagOf(value) === undefined && status > 100 ? `${value};tag=${toTag}` : value);
+    }
+  }
+  return res;
+}

@@ -1,0 +1,220 @@
+/**
+ * SIP message parser (RFC 3261 §7) and the TCP stream framer (§18.3).
+ *
+ * The parser is tolerant where RFC 3261 asks for it (LWS, folding, compact forms, case) and
+ * records — rather than throws on — problems found after the start line, so the transaction
+ * layer can still answer 400 with a reason when the Via is usable.
+ */
+import { COMPACT_FORMS, SipRequest, SipResponse, SipMessage, EMPTY } from './message.js';
+
+export class SipParseError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SipParseError';
+  }
+}
+
+export interface ParsedMessage {
+  message: SipRequest | SipResponse;
+  /** Problems that make the message invalid but still answerable (e.g. a bad header line). */
+  problems: string[];
+}
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const LFLF = Buffer.from('\n\n');
+
+/** Locate the end of the header section; returns [headerEnd, bodyStart] or undefined. */
+export function findHeaderEnd(buf: Buffer, from = 0): [number, number] | undefined {
+  const a = buf.indexOf(CRLFCRLF, from);
+  const b = buf.indexOf(LFLF, from);
+  if (a === -1 && b === -1) return undefined;
+  if (a !== -1 && (b === -1 || a < b)) return [a, a + 4];
+  return [b, b + 2];
+}
+
+const REQUEST_LINE = /^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP\/(\d+\.\d+)$/;
+const STATUS_LINE = /^SIP\/(\d+\.\d+) (\d{3}) ?(.*)$/;
+
+/**
+ * Parse one complete message. `datagram` marks UDP framing (body = rest of the datagram,
+ * Content-Length optional); otherwise the caller (the framer) has already cut the body.
+ */
+export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
+  // Leading CRLFs before a message are ignored (RFC 3261 §7.5).
+  let start = 0;
+  while (start < buf.length && (buf[start] === 0x0d || buf[start] === 0x0a)) start++;
+  const ends = findHeaderEnd(buf, start);
+  const headerEnd = ends ? ends[0] : buf.length;
+  const bodyStart = ends ? ends[1] : buf.length;
+  const head = buf.toString('utf8', start, headerEnd);
+  const lines = head.split(/\r?\n/);
+  const first = lines[0] ?? '';
+  const problems: string[] = [];
+
+  let message: SipRequest | SipResponse;
+  const rm = REQUEST_LINE.exec(first);
+  if (rm) {
+    if (rm[3] !== '2.0') problems.push(`unsupported SIP version SIP/${rm[3]}`);
+    message = new SipRequest(rm[1]!, rm[2]!);
+  } else {
+    const sm = STATUS_LINE.exec(first);
+    if (!sm) throw new SipParseError(`not a SIP start line: ${JSON.stringify(first.slice(0, 80))}`);
+    if (sm[1] !== '2.0') throw new SipParseError(`unsupported SIP version in response: ${sm[1]}`);
+    const status = Number(sm[2]);
+    if (status < 100 || status > 699) throw new SipParseError(`status code out of range: ${status}`);
+    message = new SipResponse(status, sm[3] ?? '');
+  }
+
+  // Unfold continuation lines (§7.3.1) and split name: value.
+  let current: [string, string] | undefined;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    if (line.length === 0) continue;
+    const c0 = line.charCodeAt(0);
+    if (c0 === 0x20 || c0 === 0x09) {
+      if (current) current[1] += ' ' + line.trim();
+      else problems.push('continuation line without a header');
+      continue;
+    }
+    const colon = line.indexOf(':');
+    if (colon <= 0) {
+      problems.push(`malformed header line: ${line.slice(0, 40)}`);
+      current = undefined;
+      continue;
+    }
+    let name = line.slice(0, colon).trim().toLowerCase();
+    if (!/^[a-z0-9\-.!%*_+`'~]+$/.test(name)) {
+      problems.push(`malformed header name: ${name.slice(0, 40)}`);
+      current = undefined;
+      continue;
+    }
+    if (name.length === 1) name = COMPACT_FORMS[name] ?? name;
+    current = [name, line.slice(colon + 1).trim()];
+    message.headers.entries.push(current);
+  }
+
+  const clHeader = message.headers.get('content-length');
+  let contentLength: number | undefined;
+  if (clHeader !== undefined) {
+    if (!/^\d{1,9}$/.test(clHeader)) problems.push(`malformed Content-Length: ${clHeader.slice(0, 20)}`);
+    else contentLength = Number(clHeader);
+    if (message.headers.count('content-length') > 1) problems.push('more than one Content-Length');
+  }
+  const available = buf.length - bodyStart;
+  if (datagram) {
+    if (contentLength !== undefined && contentLength > available) {
+      problems.push('Content-Length larger than the datagram');
+      message.body = available > 0 ? buf.subarray(bodyStart) : EMPTY;
+    } else {
+      // §18.3: octets past Content-Length in a datagram are discarded.
+      const len = contentLength ?? available;
+      message.body = len > 0 ? Buffer.from(buf.subarray(bodyStart, bodyStart + len)) : EMPTY;
+    }
+  } else {
+    message.body = available > 0 ? Buffer.from(buf.subarray(bodyStart)) : EMPTY;
+  }
+  return { message, problems };
+}
+
+/** Headers without which no request can be processed (RFC 3261 §8.1.1). */
+const MANDATORY = ['via', 'call-id', 'cseq', 'from', 'to'] as const;
+
+/**
+ * Semantic checks of a request after parsing; returns a reason phrase for a 400, or undefined.
+ */
+export function validateRequest(req: SipRequest, problems: string[]): string | undefined {
+  for (const h of MANDATORY) {
+    if (!req.headers.has(h)) return `Missing ${h === 'call-id' ? 'Call-ID' : h === 'cseq' ? 'CSeq' : h[0]!.toUpperCase() + h.slice(1)} header`;
+  }
+  if (problems.length > 0) return problems[0]!.replace(/[\r\n]/g, ' ').slice(0, 100);
+  try {
+    req.topVia;
+  } catch {
+    return 'Malformed Via header';
+  }
+  let cseq;
+  try {
+    cseq = req.cseq;
+  } catch {
+    return 'Malformed CSeq header';
+  }
+  if (cseq.method !== req.method) return 'CSeq method does not match the request method';
+  for (const h of ['from', 'to'] as const) {
+    if (req.headers.count(h) > 1) return `More than one ${h === 'from' ? 'From' : 'To'} header`;
+    try {
+      req[h];
+    } catch {
+      return `Malformed ${h === 'from' ? 'From' : 'To'} header`;
+    }
+  }
+  if (req.headers.count('call-id') > 1) return 'More than one Call-ID header';
+  if (req.headers.count('cseq') > 1) return 'More than one CSeq header';
+  const mf = req.headers.get('max-forwards');
+  if (mf !== undefined && !/^\d{1,3}$/.test(mf.trim())) return 'Malformed Max-Forwards header';
+  if (!/^[a-z][a-z0-9+\-.]*:/i.test(req.uri)) return 'Malformed Request-URI';
+  return undefined;
+}
+
+/** True for messages with a usable top Via, i.e. a response can be routed back. */
+export function hasRoutableVia(msg: SipMessage): boolean {
+  try {
+    msg.topVia;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface FramerLimits {
+  maxMessageSize: number;
+}
+
+/**
+ * Cuts a TCP byte stream into messages using Content-Length (RFC 3261 §18.3). Keep-alive
+ * CRLFs between messages (RFC 5626 §4.4.1) are reported so the caller can answer a ping.
+ */
+export class StreamFramer {
+  private buffer: Buffer = EMPTY;
+
+  constructor(private readonly limits: FramerLimits) {}
+
+  /** Bytes received but not yet forming a complete message. */
+  get pending(): number {
+    return this.buffer.length;
+  }
+
+  /**
+   * Add a chunk; returns complete messages (raw) and whether a double-CRLF ping was seen.
+   * Throws SipParseError when the stream cannot be framed (the connection must be closed).
+   */
+  push(chunk: Buffer): { messages: Buffer[]; ping: boolean } {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const messages: Buffer[] = [];
+    let ping = false;
+    for (;;) {
+      let s = 0;
+      while (s < this.buffer.length && (this.buffer[s] === 0x0d || this.buffer[s] === 0x0a)) s++;
+      if (s > 0) {
+        if (s >= 4) ping = true;
+        this.buffer = this.buffer.subarray(s);
+      }
+      if (this.buffer.length === 0) break;
+      const ends = findHeaderEnd(this.buffer);
+      if (!ends) {
+        if (this.buffer.length > this.limits.maxMessageSize) throw new SipParseError('header section over the message size limit');
+        break;
+      }
+      const head = this.buffer.toString('latin1', 0, ends[0]);
+      const m = /(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*(\d+)/i.exec(head);
+      if (!m) throw new SipParseError('Content-Length missing on a stream transport');
+      const len = Number(m[1]);
+      const total = ends[1] + len;
+      if (total > this.limits.maxMessageSize) throw new SipParseError('message over the size limit');
+      if (this.buffer.length < total) break;
+      messages.push(this.buffer.subarray(0, total));
+      this.buffer = this.buffer.subarray(total);
+    }
+    if (this.buffer.length === 0) this.buffer = EMPTY;
+    return { messages, ping };
+  }
+}

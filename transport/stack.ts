@@ -1,0 +1,404 @@
+/**
+ * The SIP stack: listeners, the receive pipeline (parse → validate → transaction match) and
+ * the send side (response routing by Via, RFC 3261 §18.2.2 + RFC 3581; requests to a target
+ * over UDP, TCP or an existing flow). It knows nothing of presence: the transaction user
+ * registers one request handler.
+ */
+import net from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { randomBytes } from 'node:crypto';
+import { SipRequest, SipResponse, createResponse, formatVia, type Via } from './message.js';
+import { parseMessage, validateRequest, hasRoutableVia, type ParsedMessage } from './parser.js';
+import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
+import { UdpListener } from './udp.js';
+import { TcpTransport } from './tcp.js';
+import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
+import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
+import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
+import { DEFAULT_TIMERS, type TimerSettings, type Send } from './transactions/timers.js';
+
+export interface ListenSpec {
+  proto: Protocol;
+  address: string;
+  port: number;
+}
+
+export interface StackOptions {
+  listen: ListenSpec[];
+  maxMessageSize: number;
+  tcpIdleTimeout: number;
+  tcpPartialTimeout: number;
+  timers?: TimerSettings;
+  /** Server / User-Agent header value. */
+  userAgent: string;
+  log: Logger;
+}
+
+/** A request delivered to the transaction user together with the means to answer it. */
+export interface IncomingRequest {
+  request: SipRequest;
+  source: Source;
+  /** Send a response through the server transaction. */
+  respond(response: SipResponse): void;
+  /** Build a response with the request's Via/From/To/Call-ID/CSeq (and our To-tag). */
+  reply(status: number, reason?: string, toTag?: string): SipResponse;
+}
+
+export type RequestHandler = (incoming: IncomingRequest) => void | Promise<void>;
+
+type ServerTx = NonInviteServerTransaction | InviteServerTransaction;
+
+const BRANCH_COOKIE = 'z9hG4bK';
+
+export class SipStack {
+  readonly timers: TimerSettings;
+  private readonly udp: UdpListener[] = [];
+  private readonly tcp: TcpTransport[] = [];
+  private readonly extraFlows = new Map<string, Flow>();
+  private readonly serverTx = new Map<string, ServerTx>();
+  private readonly clientTx = new Map<string, NonInviteClientTransaction>();
+  private handler: RequestHandler = () => {};
+  private readonly branchPrefix = BRANCH_COOKIE + randomBytes(6).toString('hex');
+  private branchCounter = 0;
+  private readonly log: Logger;
+
+  constructor(private readonly options: StackOptions) {
+    this.timers = options.timers ?? DEFAULT_TIMERS;
+    this.log = options.log;
+  }
+
+  onRequest(handler: RequestHandler): void {
+    this.handler = handler;
+  }
+
+  async start(): Promise<void> {
+    for (const spec of this.options.listen) {
+      if (spec.proto === 'udp') {
+        const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
+        await l.listen();
+        this.udp.push(l);
+      } else if (spec.proto === 'tcp') {
+        const t = new TcpTransport(
+          spec.address,
+          spec.port,
+          {
+            maxMessageSize: this.options.maxMessageSize,
+            idleTimeout: this.options.tcpIdleTimeout,
+            partialTimeout: this.options.tcpPartialTimeout,
+          },
+          (d, s) => this.receive(d, s, false),
+          this.log,
+        );
+        await t.listen();
+        this.tcp.push(t);
+      }
+      // ws/wss listeners are attached from outside with attachFlow()/receive(): see transport/ws.ts.
+    }
+  }
+
+  /** Bound listeners, with the actual port when 0 was asked for. */
+  listeners(): ListenSpec[] {
+    return [
+      ...this.udp.map((u) => ({ proto: 'udp' as const, address: u.address, port: u.boundPort })),
+      ...this.tcp.map((t) => ({ proto: 'tcp' as const, address: t.address, port: t.boundPort })),
+    ];
+  }
+
+  get pendingClientTransactions(): number {
+    return this.clientTx.size;
+  }
+
+  get tcpConnections(): number {
+    let n = 0;
+    for (const t of this.tcp) n += t.connectionCount;
+    return n + this.extraFlows.size;
+  }
+
+  async stop(): Promise<void> {
+    for (const tx of this.serverTx.values()) tx.terminate();
+    for (const tx of this.clientTx.values()) tx.terminate();
+    await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close())]);
+    for (const f of this.extraFlows.values()) f.close();
+  }
+
+  /** Register a flow owned by another listener (WebSocket), so requests can target it. */
+  attachFlow(flow: Flow): void {
+    this.extraFlows.set(flow.id, flow);
+  }
+
+  detachFlow(flow: Flow): void {
+    this.extraFlows.delete(flow.id);
+  }
+
+  findFlow(id: string): Flow | undefined {
+    const f = this.extraFlows.get(id);
+    if (f) return f;
+    for (const t of this.tcp) {
+      const c = t.byId.get(id);
+      if (c) return c;
+    }
+    return undefined;
+  }
+
+  // ───────────────────────────── receive ─────────────────────────────
+
+  /** Entry point for every received message. `datagram` = message-per-packet framing. */
+  receive(data: Buffer, source: Source, datagram: boolean): void {
+    let parsed: ParsedMessage;
+    try {
+      parsed = parseMessage(data, datagram);
+    } catch (err) {
+      this.log.debug(
+        { remote: `${source.proto}:${source.address}:${source.port}`, bytes: data.length, reason: (err as Error).message },
+        'dropped unparseable message',
+      );
+      return;
+    }
+    const { message } = parsed;
+    try {
+      if (message instanceof SipResponse) this.receiveResponse(message);
+      else this.receiveRequest(message, parsed.problems, source, data.length);
+    } catch (err) {
+      this.log.error({ err, callId: message.callId }, 'error while handling a received message');
+    }
+  }
+
+  private receiveResponse(res: SipResponse): void {
+    let via: Via;
+    try {
+      via = res.topVia;
+    } catch {
+      return;
+    }
+    let method: string;
+    try {
+      method = res.cseq.method;
+    } catch {
+      return;
+    }
+    const tx = via.branch ? this.clientTx.get(via.branch + '|' + method) : undefined;
+    if (!tx) {
+      this.log.debug({ callId: res.callId, status: res.status }, 'stray response dropped');
+      return;
+    }
+    tx.receiveResponse(res);
+  }
+
+  private receiveRequest(req: SipRequest, problems: string[], source: Source, size: number): void {
+    if (!hasRoutableVia(req)) {
+      this.log.info({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
+      return;
+    }
+    this.stampVia(req, source);
+    if (size > this.options.maxMessageSize) {
+      this.log.warn({ callId: req.callId, bytes: size }, 'request over the message size limit');
+      if (req.method !== 'ACK') this.sendStateless(req, source, 513, 'Message Too Large');
+      return;
+    }
+    const bad = validateRequest(req, problems);
+    if (bad !== undefined) {
+      this.log.info({ callId: req.callId, method: req.method, reason: bad }, 'rejected malformed request');
+      if (req.method !== 'ACK') this.sendStateless(req, source, 400, bad);
+      return;
+    }
+    const via = req.topVia;
+    const method = req.method === 'ACK' ? 'INVITE' : req.method;
+    const key = this.serverKey(req, via, method);
+    const existing = this.serverTx.get(key);
+    if (req.method === 'ACK') {
+      if (existing instanceof InviteServerTransaction) existing.receiveAck();
+      return;
+    }
+    if (existing) {
+      existing.receiveRequest();
+      return;
+    }
+    if (req.method === 'CANCEL') {
+      // Nothing this stack holds is cancellable: no INVITE ever stays in Proceeding.
+      this.sendStateless(req, source, 481);
+      return;
+    }
+    const send = this.responseSender(req, source);
+    const reliable = isReliable(source.proto);
+    const tx: ServerTx =
+      req.method === 'INVITE'
+        ? new InviteServerTransaction(key, send, reliable, this.timers, (t) => this.serverTx.delete(t.key))
+        : new NonInviteServerTransaction(key, send, reliable, this.timers, (t) => this.serverTx.delete(t.key));
+    this.serverTx.set(key, tx);
+    const incoming: IncomingRequest = {
+      request: req,
+      source,
+      respond: (res) => this.respondVia(tx, res, req),
+      // RFC 3261 §8.2.6.2: a UAS response carries a To tag (the TU passes the dialog's own).
+      reply: (status, reason, toTag) => createResponse(req, status, reason, toTag ?? this.newTag()),
+    };
+    let result: void | Promise<void>;
+    try {
+      result = this.handler(incoming);
+    } catch (err) {
+      this.failRequest(tx, req, err);
+      return;
+    }
+    if (result && typeof (result as Promise<void>).then === 'function') {
+      (result as Promise<void>).catch((err) => this.failRequest(tx, req, err));
+    }
+  }
+
+  private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest): void {
+    if (!res.headers.has('server')) res.headers.append('server', this.options.userAgent);
+    try {
+      tx.respond(res);
+    } catch (err) {
+      this.log.error({ err, callId: req.callId }, 'response could not be sent');
+    }
+  }
+
+  private failRequest(tx: ServerTx, req: SipRequest, err: unknown): void {
+    this.log.error({ err, callId: req.callId, method: req.method }, 'request handler failed');
+    const res = createResponse(req, 500, 'Server Internal Error');
+    this.respondVia(tx, res, req);
+  }
+
+  /** Transaction key (RFC 3261 §17.2.3): branch + sent-by + method, or the RFC 2543 tuple. */
+  private serverKey(req: SipRequest, via: Via, method: string): string {
+    const sentBy = `${via.host}:${via.port ?? ''}`;
+    if (via.branch && via.branch.startsWith(BRANCH_COOKIE)) return `${via.branch}|${sentBy}|${method}`;
+    const cseq = req.cseq;
+    return `2543|${req.callId}|${cseq.seq}|${req.fromTag ?? ''}|${req.uri}|${sentBy}|${method}`;
+  }
+
+  /** RFC 3261 §18.2.1 `received` and RFC 3581 §4 `rport` on the top Via. */
+  private stampVia(req: SipRequest, source: Source): void {
+    const via = req.topVia;
+    let changed = false;
+    if (bareHost(via.host) !== source.address) {
+      via.params.set('received', source.address);
+      changed = true;
+    }
+    if (via.params.has('rport') && via.params.get('rport') === '') {
+      via.params.set('rport', String(source.port));
+      if (!via.params.has('received')) via.params.set('received', source.address);
+      changed = true;
+    }
+    if (changed) req.headers.replaceTopVia(formatVia(via));
+  }
+
+  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string): void {
+    const res = createResponse(req, status, reason);
+    res.headers.append('server', this.options.userAgent);
+    this.responseSender(req, source)(res.toBuffer());
+  }
+
+  /** How responses to this request travel (RFC 3261 §18.2.2, RFC 3581 §4). */
+  private responseSender(req: SipRequest, source: Source): Send {
+    const via = req.topVia;
+    if (source.flow) {
+      const flow = source.flow;
+      return (data) => {
+        if (flow.send(data)) return;
+        if (flow.proto !== 'tcp') return; // a closed WebSocket cannot be reopened by the server
+        const host = via.params.get('received') ?? bareHost(via.host);
+        const port = via.port ?? 5060;
+        this.sendTcp(host, port, data).catch((err) =>
+          this.log.info({ err, callId: req.callId }, 'response lost: connection closed and reconnect failed'),
+        );
+      };
+    }
+    const udp = this.udpFor(source.localAddress, source.localPort);
+    const rport = via.params.get('rport');
+    const host = via.params.get('received') ?? bareHost(via.host);
+    const port = rport ? Number(rport) : (via.port ?? 5060);
+    return (data) => udp?.send(data, host, port);
+  }
+
+  private udpFor(address?: string, port?: number): UdpListener | undefined {
+    return this.udp.find((u) => u.address === address && u.boundPort === port) ?? this.udp[0];
+  }
+
+  private async sendTcp(host: string, port: number, data: Buffer): Promise<Flow> {
+    const t = this.tcp[0];
+    if (!t) throw new Error('no TCP listener configured');
+    const conn = await t.connect(host, port);
+    conn.send(data);
+    return conn;
+  }
+
+  // ───────────────────────────── send ─────────────────────────────
+
+  newTag(): string {
+    return randomBytes(6).toString('hex');
+  }
+
+  newBranch(): string {
+    return this.branchPrefix + (this.branchCounter++).toString(36);
+  }
+
+  /** The sent-by we advertise for a protocol: the first listener of that kind. */
+  sentBy(proto: Protocol): { host: string; port: number } {
+    const l = this.listeners().find((x) => x.proto === proto) ?? this.listeners()[0];
+    if (!l) throw new Error('no listener');
+    return { host: uriHost(l.address === '0.0.0.0' || l.address === '::' ? '127.0.0.1' : l.address), port: l.port };
+  }
+
+  /**
+   * Send a request in a new non-INVITE client transaction and resolve with its outcome.
+   * The stack adds the top Via (with a fresh branch and rport) for the transport chosen.
+   */
+  async sendRequest(req: SipRequest, target: Target): Promise<ClientOutcome> {
+    const branch = this.newBranch();
+    let flow: Flow | undefined = target.flowId ? this.findFlow(target.flowId) : undefined;
+    if (flow?.closed) flow = undefined;
+    const proto: Protocol = flow ? flow.proto : target.proto;
+    const sb = flow && flow.proto !== 'tcp' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
+    req.headers.prepend('via', `SIP/2.0/${proto.toUpperCase()} ${sb.host}:${sb.port};branch=${branch};rport`);
+    const data = req.toBuffer();
+    const key = branch + '|' + req.method;
+
+    let host = bareHost(target.host);
+    if (!flow && net.isIP(host) === 0) {
+      try {
+        host = (await lookup(host)).address;
+      } catch (err) {
+        return { kind: 'transport-error', error: err as Error };
+      }
+    }
+    return new Promise<ClientOutcome>((resolve) => {
+      let tx: NonInviteClientTransaction;
+      let send: Send;
+      if (flow) {
+        const f = flow;
+        send = (d) => {
+          if (!f.send(d)) tx.transportError(new Error(`flow ${f.id} closed`));
+        };
+      } else if (proto === 'udp') {
+        const udp = this.udpFor();
+        if (!udp) {
+          resolve({ kind: 'transport-error', error: new Error('no UDP listener configured') });
+          return;
+        }
+        send = (d) => udp.send(d, host, target.port);
+      } else if (proto === 'tcp') {
+        let conn: Promise<Flow> | undefined;
+        send = (d) => {
+          conn = conn
+            ? conn.then((c) => {
+                if (!c.send(d)) throw new Error('connection closed');
+                return c;
+              })
+            : this.sendTcp(host, target.port, d);
+          conn.catch((err: Error) => tx.transportError(err));
+        };
+      } else {
+        resolve({ kind: 'transport-error', error: new Error(`no route for ${proto} without an open flow`) });
+        return;
+      }
+      tx = new NonInviteClientTransaction(key, data, send, isReliable(proto), this.timers, resolve, (t) =>
+        this.clientTx.delete(t.key),
+      );
+      this.clientTx.set(key, tx);
+      tx.start();
+    });
+  }
+}
+
+export type { ClientOutcome };

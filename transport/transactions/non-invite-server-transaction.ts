@@ -1,0 +1,55 @@
+/**
+ * Non-INVITE server transaction, RFC 3261 §17.2.2 (Figure 8).
+ *
+ *   Trying ──1xx──▶ Proceeding ──final──▶ Completed ──Timer J──▶ Terminated
+ *     └──────────────final──────────────────▲
+ *
+ * Request retransmissions are absorbed in Trying and answered with the last response in
+ * Proceeding and Completed. Timer J is 64*T1 for unreliable transports and zero otherwise.
+ */
+import type { SipResponse } from '../message.js';
+import { timer64T1, type TimerSettings, type Send } from './timers.js';
+
+export type NonInviteServerState = 'trying' | 'proceeding' | 'completed' | 'terminated';
+
+export class NonInviteServerTransaction {
+  state: NonInviteServerState = 'trying';
+  private lastResponse: Buffer | undefined;
+  private timerJ: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly key: string,
+    private readonly send: Send,
+    private readonly reliable: boolean,
+    private readonly timers: TimerSettings,
+    private readonly onTerminated: (tx: NonInviteServerTransaction) => void,
+  ) {}
+
+  /** The TU's response. Responses after the final one are ignored (§17.2.2). */
+  respond(response: SipResponse): void {
+    if (this.state === 'completed' || this.state === 'terminated') return;
+    this.lastResponse = response.toBuffer();
+    this.send(this.lastResponse);
+    if (response.status < 200) {
+      this.state = 'proceeding';
+      return;
+    }
+    this.state = 'completed';
+    const j = this.reliable ? 0 : timer64T1(this.timers);
+    this.timerJ = setTimeout(() => this.terminate(), j);
+    this.timerJ.unref();
+  }
+
+  /** A retransmission of the request matched this transaction. */
+  receiveRequest(): void {
+    if ((this.state === 'proceeding' || this.state === 'completed') && this.lastResponse) this.send(this.lastResponse);
+  }
+
+  /** Transport error while sending: the transaction ends (§17.2.4). */
+  terminate(): void {
+    if (this.state === 'terminated') return;
+    this.state = 'terminated';
+    if (this.timerJ) clearTimeout(this.timerJ);
+    this.onTerminated(this);
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * UDP listener (RFC 3261 §18): one datagram is one message.
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Logger, Source } from './flows.js';
+
+export class UdpListener {
+  private socket: dgram.Socket | undefined;
+  boundPort = 0;
+
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    private readonly onDatagram: (data: Buffer, source: Source) => void,
+    private readonly log: Logger,
+  ) {}
+
+  async listen(): Promise<void> {
+    const type = net.isIPv6(this.address) ? 'udp6' : 'udp4';
+    const socket = dgram.createSocket({ type, recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 4 * 1024 * 1024 });
+    this.socket = socket;
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(this.port, this.address, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    this.boundPort = socket.address().port;
+    socket.on('error', (err) => this.log.error({ err, listener: `udp:${this.address}:${this.boundPort}` }, 'UDP socket error'));
+    socket.on('message', (data, rinfo) => {
+      this.onDatagram(data, {
+        proto: 'udp',
+        address: rinfo.address,
+        port: rinfo.port,
+        localAddress: this.address,
+        localPort: this.boundPort,
+      });
+    });
+  }
+
+  send(data: Buffer, host: string, port: number): void {
+    const socket = this.socket;
+    if (!socket) return;
+    socket.send(data, port, host, (err) => {
+      if (err) this.log.warn({ err, host, port }, 'UDP send failed');
+    });
+  }
+
+  async close(): Promise<void> {
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
+  }
+}

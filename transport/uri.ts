@@ -1,0 +1,153 @@
+/**
+ * SIP URIs (RFC 3261 §19.1) and name-addr / addr-spec header values (§20.10, §25.1).
+ */
+import { parseParams, formatParams, readQuoted, quote } from './grammar.js';
+
+export class SipUri {
+  constructor(
+    public scheme: string,
+    public user: string | undefined,
+    public host: string,
+    public port: number | undefined,
+    public params: Map<string, string>,
+    public headers: string | undefined,
+    public password?: string,
+  ) {}
+
+  /** `transport` URI parameter, lower-cased (udp when absent for sip:, tls for sips:). */
+  get transport(): string {
+    const t = this.params.get('transport');
+    if (t) return t.toLowerCase();
+    return this.scheme === 'sips' ? 'tls' : 'udp';
+  }
+
+  /** user@host without parameters: the address-of-record form used as a presentity key. */
+  get aor(): string {
+    return `${this.scheme}:${this.user !== undefined ? this.user + '@' : ''}${this.host.toLowerCase()}`;
+  }
+
+  toString(): string {
+    let s = this.scheme + ':';
+    if (this.user !== undefined) s += this.user + (this.password !== undefined ? ':' + this.password : '') + '@';
+    s += this.host;
+    if (this.port !== undefined) s += ':' + this.port;
+    s += formatParams(this.params);
+    if (this.headers) s += '?' + this.headers;
+    return s;
+  }
+
+  static parse(text: string): SipUri {
+    const t = text.trim();
+    const colon = t.indexOf(':');
+    if (colon <= 0) throw new SyntaxError(`not a URI: ${t}`);
+    const scheme = t.slice(0, colon).toLowerCase();
+    if (scheme !== 'sip' && scheme !== 'sips' && scheme !== 'pres' && scheme !== 'tel') {
+      throw new SyntaxError(`unsupported URI scheme: ${scheme}`);
+    }
+    let rest = t.slice(colon + 1);
+    if (scheme === 'tel') {
+      const semi = rest.indexOf(';');
+      const number = semi === -1 ? rest : rest.slice(0, semi);
+      if (number.length === 0) throw new SyntaxError('empty tel number');
+      return new SipUri(scheme, number, '', undefined, semi === -1 ? new Map() : parseParams(rest, semi), undefined);
+    }
+    let headers: string | undefined;
+    const q = rest.indexOf('?');
+    if (q !== -1) {
+      headers = rest.slice(q + 1);
+      rest = rest.slice(0, q);
+    }
+    let user: string | undefined;
+    let password: string | undefined;
+    const at = rest.lastIndexOf('@');
+    if (at !== -1) {
+      const userinfo = rest.slice(0, at);
+      const pc = userinfo.indexOf(':');
+      if (pc !== -1) {
+        user = userinfo.slice(0, pc);
+        password = userinfo.slice(pc + 1);
+      } else user = userinfo;
+      if (user.length === 0) throw new SyntaxError('empty user part');
+      if (/[\s<>"]/.test(user)) throw new SyntaxError('invalid character in user part');
+      rest = rest.slice(at + 1);
+    }
+    const semi = rest.indexOf(';');
+    const hostport = semi === -1 ? rest : rest.slice(0, semi);
+    const params = semi === -1 ? new Map<string, string>() : parseParams(rest, semi);
+    let host: string;
+    let port: number | undefined;
+    if (hostport.startsWith('[')) {
+      const close = hostport.indexOf(']');
+      if (close === -1) throw new SyntaxError('unterminated IPv6 reference');
+      host = hostport.slice(0, close + 1);
+      const after = hostport.slice(close + 1);
+      if (after.startsWith(':')) port = parsePort(after.slice(1));
+      else if (after.length > 0) throw new SyntaxError('junk after IPv6 reference');
+    } else {
+      const pc = hostport.indexOf(':');
+      if (pc === -1) host = hostport;
+      else {
+        host = hostport.slice(0, pc);
+        port = parsePort(hostport.slice(pc + 1));
+      }
+    }
+    if (!/^[A-Za-z0-9.\-\[\]:]+$/.test(host)) throw new SyntaxError(`invalid host: ${host}`);
+    return new SipUri(scheme, user, host, port, params, headers, password);
+  }
+}
+
+function parsePort(s: string): number {
+  if (!/^\d{1,5}$/.test(s)) throw new SyntaxError(`invalid port: ${s}`);
+  const p = Number(s);
+  if (p > 65535) throw new SyntaxError(`invalid port: ${s}`);
+  return p;
+}
+
+/** A From/To/Contact/Route value: optional display name, URI, header parameters. */
+export class NameAddr {
+  constructor(
+    public uri: SipUri,
+    public displayName: string | undefined,
+    public params: Map<string, string>,
+    /** `*` in Contact (RFC 3261 §10.2.2). */
+    public star = false,
+  ) {}
+
+  get tag(): string | undefined {
+    return this.params.get('tag');
+  }
+
+  toString(): string {
+    if (this.star) return '*';
+    const dn = this.displayName !== undefined ? quote(this.displayName) + ' ' : '';
+    return `${dn}<${this.uri.toString()}>${formatParams(this.params)}`;
+  }
+
+  static parse(text: string): NameAddr {
+    const t = text.trim();
+    if (t === '*') return new NameAddr(new SipUri('sip', undefined, '*', undefined, new Map(), undefined), undefined, new Map(), true);
+    let displayName: string | undefined;
+    let i = 0;
+    if (t[0] === '"') {
+      const [dn, end] = readQuoted(t, 0);
+      displayName = dn;
+      i = end;
+    }
+    const lt = t.indexOf('<', i);
+    if (lt !== -1) {
+      if (displayName === undefined) {
+        const dn = t.slice(0, lt).trim();
+        if (dn.length > 0) displayName = dn;
+      }
+      const gt = t.indexOf('>', lt);
+      if (gt === -1) throw new SyntaxError('unterminated <URI>');
+      const uri = SipUri.parse(t.slice(lt + 1, gt));
+      return new NameAddr(uri, displayName, parseParams(t, gt + 1));
+    }
+    if (displayName !== undefined) throw new SyntaxError('display name without <URI>');
+    // addr-spec form: parameters after ';' belong to the header, not to the URI (§20.10).
+    const semi = t.indexOf(';');
+    const uri = SipUri.parse(semi === -1 ? t : t.slice(0, semi));
+    return new NameAddr(uri, undefined, semi === -1 ? new Map() : parseParams(t, semi));
+  }
+}
