@@ -8,17 +8,29 @@ import { SipStack } from '../transport/stack.js';
 import { Dispatcher } from './dispatcher.js';
 import { PackageRegistry } from './packages/registry.js';
 import { SERVER_HEADER } from './version.js';
+import { Store } from './store/store.js';
+import { WorkerPool } from './pool.js';
+import { XcapServer, type XcapChange } from './xcap/server.js';
 
 export class PresenceNode {
   readonly stack: SipStack;
   readonly dispatcher: Dispatcher;
   readonly packages: PackageRegistry;
   readonly startedAt = Date.now();
+  readonly store: Store;
+  readonly pool: WorkerPool;
+  readonly xcap: XcapServer | undefined;
 
   constructor(
     readonly config: Config,
     readonly log: Logger,
   ) {
+    this.store = Store.open(config.db_path, config.xcap_table);
+    this.pool = new WorkerPool(
+      { dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
+      config.worker_threads,
+      this.store,
+    );
     this.packages = new PackageRegistry([]);
     this.stack = new SipStack({
       listen: config.listen.filter((l) => l.proto === 'udp' || l.proto === 'tcp'),
@@ -31,9 +43,27 @@ export class PresenceNode {
     });
     this.dispatcher = new Dispatcher(this.packages, log);
     this.stack.onRequest(this.dispatcher.handle);
+    if (config.integrated_xcap_server && !config.passive_mode) {
+      this.xcap = new XcapServer({
+        config,
+        store: this.store,
+        pool: this.pool,
+        log,
+        onDocumentChanged: (change) => this.onXcapChange(change),
+      });
+    }
+  }
+
+  private onXcapChange(change: XcapChange): void {
+    this.log.debug({ auid: change.auid, xui: change.xui, name: change.name }, 'XCAP document changed');
   }
 
   async start(): Promise<void> {
+    if (this.xcap) {
+      const port = await this.xcap.start();
+      const { address } = this.config.xcap_listen;
+      this.log.info({ listener: `http://${address}:${port}${this.config.xcap_root}`, address, port }, 'XCAP listener ready');
+    }
     await this.stack.start();
     for (const l of this.stack.listeners()) {
       this.log.info({ listener: `${l.proto}:${l.address}:${l.port}`, proto: l.proto, address: l.address, port: l.port }, 'SIP listener ready');
@@ -42,5 +72,8 @@ export class PresenceNode {
 
   async stop(): Promise<void> {
     await this.stack.stop();
+    await this.xcap?.stop();
+    await this.pool.close();
+    await this.store.close();
   }
 }

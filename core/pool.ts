@@ -1,0 +1,50 @@
+/**
+ * The XML worker pool (piscina). With `worker_threads` = 0 every task runs on the main
+ * thread through the same functions, so the thread boundary can be measured both ways
+ * (bench/) and switched off where a round trip costs more than the work.
+ */
+import { Piscina } from 'piscina';
+import { availableParallelism } from 'node:os';
+import { configureWorker, type WorkerSettings } from '../workers/context.js';
+import { runTask, type TaskName, type TaskPayload, type TaskResult } from '../workers/tasks.js';
+import type { Store } from './store/store.js';
+
+export class WorkerPool {
+  private readonly piscina: Piscina | undefined;
+  readonly threads: number;
+
+  constructor(settings: WorkerSettings, threads: number, store: Store) {
+    // -1 = automatic: one thread per core beside the transport thread, at least one.
+    this.threads = threads < 0 ? Math.max(1, Math.min(4, availableParallelism() - 1)) : threads;
+    configureWorker(settings, store);
+    if (this.threads > 0) {
+      this.piscina = new Piscina({
+        filename: new URL('../workers/worker.js', import.meta.url).href,
+        minThreads: this.threads,
+        maxThreads: this.threads,
+        workerData: settings,
+        idleTimeout: 0,
+      });
+    }
+  }
+
+  run<N extends TaskName>(name: N, payload: TaskPayload<N>): Promise<TaskResult<N>> {
+    if (!this.piscina) {
+      try {
+        return Promise.resolve(runTask({ name, payload }) as TaskResult<N>);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.piscina.run({ name, payload });
+  }
+
+  /** Run on the main thread regardless of pool size (for tasks measured cheaper than a round trip). */
+  runHere<N extends TaskName>(name: N, payload: TaskPayload<N>): TaskResult<N> {
+    return runTask({ name, payload }) as TaskResult<N>;
+  }
+
+  async close(): Promise<void> {
+    await this.piscina?.destroy();
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Record types and their protobuf codecs (records.proto). Workers import this module for the
+ * types and the decoders only.
+ */
+import protobuf from 'protobufjs';
+import { fileURLToPath } from 'node:url';
+import { join, dirname } from 'node:path';
+import { existsSync } from 'node:fs';
+
+/** Bumped when a record gains meaning a reader must know about. */
+export const SCHEMA_VERSION = 1;
+
+export interface Publication {
+  schema?: number;
+  presentityUri: string;
+  event: string;
+  entityTag: string;
+  expiresAt: number;
+  receivedAt: number;
+  contentType: string;
+  body: Uint8Array;
+  sender: string;
+  callId: string;
+}
+
+export type SubscriptionState = 'active' | 'pending' | 'terminated';
+
+export interface Subscription {
+  schema?: number;
+  id: string;
+  presentityUri: string;
+  event: string;
+  eventId: string;
+  watcherUri: string;
+  watcherDisplay: string;
+  callId: string;
+  localTag: string;
+  remoteTag: string;
+  remoteCseq: number;
+  localCseq: number;
+  routeSet: string[];
+  remoteTarget: string;
+  transport: string;
+  flowId: string;
+  sourceAddress: string;
+  sourcePort: number;
+  expiresAt: number;
+  state: SubscriptionState;
+  reason: string;
+  localUri: string;
+  accept: string;
+  winfoVersion: number;
+  createdAt: number;
+  subHandling: string;
+}
+
+export interface WatcherAuth {
+  schema?: number;
+  presentityUri: string;
+  event: string;
+  watcherUri: string;
+  status: string;
+  winfoEvent: string;
+  insertedAt: number;
+  displayName: string;
+  subHandling: string;
+}
+
+export interface XcapDocument {
+  schema?: number;
+  auid: string;
+  xui: string;
+  name: string;
+  etag: string;
+  contentType: string;
+  body: Uint8Array;
+  updatedAt: number;
+  source: string;
+}
+
+// records.proto stays beside the sources; from dist/core/store/ that is ../../../core/store/.
+const here = dirname(fileURLToPath(import.meta.url));
+const PROTO_PATH = existsSync(join(here, 'records.proto')) ? join(here, 'records.proto') : join(here, '..', '..', '..', 'core', 'store', 'records.proto');
+
+const root = protobuf.loadSync(PROTO_PATH);
+
+class Codec<T extends object> {
+  private readonly type: protobuf.Type;
+  constructor(name: string) {
+    this.type = root.lookupType(`presenced.store.${name}`);
+  }
+  encode(value: T): Buffer {
+    const msg = this.type.fromObject({ ...value, schema: SCHEMA_VERSION });
+    const bytes = this.type.encode(msg).finish();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  decode(bytes: Uint8Array): T {
+    return this.type.toObject(this.type.decode(bytes), { longs: Number, defaults: true, arrays: true, bytes: Buffer }) as T;
+  }
+}
+
+export const codecs = {
+  publication: new Codec<Publication>('Publication'),
+  subscription: new Codec<Subscription>('Subscription'),
+  watcher: new Codec<WatcherAuth>('WatcherAuth'),
+  xcap: new Codec<XcapDocument>('XcapDocument'),
+};

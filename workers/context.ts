@@ -1,0 +1,33 @@
+/**
+ * What a task needs besides its payload: XML limits and read access to the store. Set once
+ * per thread (piscina workerData, or by the pool when tasks run on the main thread).
+ */
+import { Store } from '../core/store/store.js';
+import { DEFAULT_XML_LIMITS, type XmlLimits } from './xml.js';
+
+export interface WorkerSettings {
+  dbPath: string;
+  xcapTable: string;
+  limits: XmlLimits;
+}
+
+let settings: WorkerSettings | undefined;
+let store: Store | undefined;
+
+export function configureWorker(s: WorkerSettings, existingStore?: Store): void {
+  settings = s;
+  if (existingStore) store = existingStore;
+}
+
+export function limits(): XmlLimits {
+  return settings?.limits ?? DEFAULT_XML_LIMITS;
+}
+
+/** Read access to the node's LMDB environment (opened read-only in worker threads). */
+export function readStore(): Store {
+  if (!store) {
+    if (!settings) throw new Error('worker not configured');
+    store = Store.open(settings.dbPath, settings.xcapTable, true);
+  }
+  return store;
+}

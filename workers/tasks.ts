@@ -1,0 +1,43 @@
+/**
+ * Every task a worker runs, by name. Payloads carry keys where the data is in the store
+ * (the worker reads the same LMDB environment), and strings where it is not.
+ */
+import { limits, readStore } from './context.js';
+import { validatePidf, validateRoot, composePidf, checkBasic, checkActivities, type Checked } from './pidf.js';
+import { xcapTasks } from './xcap.js';
+
+function bodiesOf(presentityUri: string, event: string): string[] {
+  const pubs = readStore().publicationsOf(presentityUri, event);
+  pubs.sort((a, b) => b.receivedAt - a.receivedAt);
+  return pubs.map((p) => Buffer.from(p.body).toString('utf8'));
+}
+
+const coreTasks = {
+  'pidf.validate': (p: { xml: string }): Checked => validatePidf(p.xml, limits()),
+  'xml.validateRoot': (p: { xml: string; root: string; ns: string }): Checked => validateRoot(p.xml, limits(), p.root, p.ns),
+  /** Compose the presentity's current PIDF from the store. */
+  'pidf.compose': (p: { presentityUri: string; event: string; dummy: boolean }): string =>
+    composePidf({ presentityUri: p.presentityUri, bodies: bodiesOf(p.presentityUri, p.event), dummy: p.dummy }, limits()),
+  'pidf.composeBodies': (p: { presentityUri: string; bodies: string[]; dummy: boolean }): string => composePidf(p, limits()),
+  'pidf.checkBasic': (p: { presentityUri: string; status: string }): number =>
+    checkBasic(bodiesOf(p.presentityUri, 'presence'), p.status, limits()),
+  'pidf.checkActivities': (p: { presentityUri: string; activity: string }): number =>
+    checkActivities(bodiesOf(p.presentityUri, 'presence'), p.activity, limits()),
+};
+
+const tasks = { ...coreTasks, ...xcapTasks };
+
+type Tasks = typeof tasks;
+export type TaskName = keyof Tasks;
+export type TaskPayload<N extends TaskName> = Parameters<Tasks[N]>[0];
+export type TaskResult<N extends TaskName> = ReturnType<Tasks[N]>;
+export interface TaskRequest {
+  name: string;
+  payload: unknown;
+}
+
+export function runTask(req: TaskRequest): unknown {
+  const fn = (tasks as Record<string, (p: unknown) => unknown>)[req.name];
+  if (!fn) throw new Error(`unknown worker task ${req.name}`);
+  return fn(req.payload);
+}
