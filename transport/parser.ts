@@ -5,7 +5,7 @@
  * records — rather than throws on — problems found after the start line, so the transaction
  * layer can still answer 400 with a reason when the Via is usable.
  */
-import { COMPACT_FORMS, SipRequest, SipResponse, SipMessage, EMPTY } from './message.js';
+import { COMPACT_FORMS, SipRequest, SipResponse, SipMessage, EMPTY, parseVia } from './message.js';
 
 export class SipParseError extends Error {
   constructor(message: string) {
@@ -33,7 +33,9 @@ export function findHeaderEnd(buf: Buffer, from = 0): [number, number] | undefin
 }
 
 const REQUEST_LINE = /^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP\/(\d+\.\d+)$/;
-const STATUS_LINE = /^SIP\/(\d+\.\d+) (\d{3}) ?(.*)$/;
+const STATUS_LINE = /^SIP\/(\d+\.\d+) (\d{3})(?: (.*))?$/;
+/** A request line with extra or misplaced SP (RFC 4475 §3.1.2.8-10): answerable, but a 400. */
+const LOOSE_REQUEST_LINE = /^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(.*?)[ \t]+SIP\/(\d+\.\d+)[ \t]*$/;
 
 /**
  * Parse one complete message. `datagram` marks UDP framing (body = rest of the datagram,
@@ -53,9 +55,13 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
 
   let message: SipRequest | SipResponse;
   const rm = REQUEST_LINE.exec(first);
+  const loose = rm ? undefined : LOOSE_REQUEST_LINE.exec(first);
   if (rm) {
     if (rm[3] !== '2.0') problems.push(`unsupported SIP version SIP/${rm[3]}`);
     message = new SipRequest(rm[1]!, rm[2]!);
+  } else if (loose && loose[2]!.length > 0) {
+    problems.push('malformed Request-Line');
+    message = new SipRequest(loose[1]!, loose[2]!);
   } else {
     const sm = STATUS_LINE.exec(first);
     if (!sm) throw new SipParseError(`not a SIP start line: ${JSON.stringify(first.slice(0, 80))}`);
@@ -72,7 +78,7 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
     if (line.length === 0) continue;
     const c0 = line.charCodeAt(0);
     if (c0 === 0x20 || c0 === 0x09) {
-      if (current) current[1] += ' ' + line.trim();
+      if (current) current[1] += (current[1].length > 0 ? ' ' : '') + line.trim();
       else problems.push('continuation line without a header');
       continue;
     }
@@ -128,7 +134,8 @@ export function validateRequest(req: SipRequest, problems: string[]): string | u
   }
   if (problems.length > 0) return problems[0]!.replace(/[\r\n]/g, ' ').slice(0, 100);
   try {
-    req.topVia;
+    // Every Via, not just the top one (RFC 4475 §3.1.2.1 badinv01).
+    for (const v of req.headers.getAll('via')) parseVia(v);
   } catch {
     return 'Malformed Via header';
   }
@@ -150,7 +157,8 @@ export function validateRequest(req: SipRequest, problems: string[]): string | u
   if (req.headers.count('call-id') > 1) return 'More than one Call-ID header';
   if (req.headers.count('cseq') > 1) return 'More than one CSeq header';
   const mf = req.headers.get('max-forwards');
-  if (mf !== undefined && !/^\d{1,3}$/.test(mf.trim())) return 'Malformed Max-Forwards header';
+  // 1*DIGIT (leading zeros allowed, RFC 4475 §3.1.1.1), at most 255 (RFC 3261 §20.22).
+  if (mf !== undefined && (!/^\d{1,10}$/.test(mf.trim()) || Number(mf) > 255)) return 'Malformed Max-Forwards header';
   if (!/^[a-z][a-z0-9+\-.]*:/i.test(req.uri)) return 'Malformed Request-URI';
   return undefined;
 }
@@ -175,6 +183,8 @@ export interface FramerLimits {
  */
 export class StreamFramer {
   private buffer: Buffer = EMPTY;
+  /** CR/LF octets seen between messages since the last message or ping, across chunks. */
+  private crlfRun = 0;
 
   constructor(private readonly limits: FramerLimits) {}
 
@@ -195,10 +205,15 @@ export class StreamFramer {
       let s = 0;
       while (s < this.buffer.length && (this.buffer[s] === 0x0d || this.buffer[s] === 0x0a)) s++;
       if (s > 0) {
-        if (s >= 4) ping = true;
+        this.crlfRun += s;
+        if (this.crlfRun >= 4) {
+          ping = true;
+          this.crlfRun = 0;
+        }
         this.buffer = this.buffer.subarray(s);
       }
       if (this.buffer.length === 0) break;
+      this.crlfRun = 0;
       const ends = findHeaderEnd(this.buffer);
       if (!ends) {
         if (this.buffer.length > this.limits.maxMessageSize) throw new SipParseError('header section over the message size limit');

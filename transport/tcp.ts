@@ -5,6 +5,7 @@
  * long.
  */
 import net from 'node:net';
+import { randomBytes } from 'node:crypto';
 import type { Flow, Logger, Source } from './flows.js';
 import { StreamFramer, SipParseError } from './parser.js';
 
@@ -17,6 +18,8 @@ export interface TcpLimits {
 }
 
 let nextConnectionId = 1;
+/** Flow ids are unique across restarts: a stored flow id never names a new connection. */
+const BOOT = randomBytes(3).toString('hex');
 
 export class TcpConnection implements Flow {
   readonly id: string;
@@ -35,7 +38,7 @@ export class TcpConnection implements Flow {
     readonly socket: net.Socket,
     limits: TcpLimits,
   ) {
-    this.id = `tcp-${nextConnectionId++}`;
+    this.id = `tcp-${BOOT}-${nextConnectionId++}`;
     this.framer = new StreamFramer(limits);
     this.remoteAddress = normaliseAddress(socket.remoteAddress ?? '');
     this.remotePort = socket.remotePort ?? 0;

@@ -51,15 +51,11 @@ export class SipUri {
       if (number.length === 0) throw new SyntaxError('empty tel number');
       return new SipUri(scheme, number, '', undefined, semi === -1 ? new Map() : parseParams(rest, semi), undefined);
     }
-    let headers: string | undefined;
-    const q = rest.indexOf('?');
-    if (q !== -1) {
-      headers = rest.slice(q + 1);
-      rest = rest.slice(0, q);
-    }
     let user: string | undefined;
     let password: string | undefined;
-    const at = rest.lastIndexOf('@');
+    // The userinfo may hold ';', '?' and ',' unescaped (RFC 3261 §25.1 user-unreserved) but
+    // never '@', which appears nowhere else unescaped: cut at the first '@' before the headers.
+    const at = rest.indexOf('@');
     if (at !== -1) {
       const userinfo = rest.slice(0, at);
       const pc = userinfo.indexOf(':');
@@ -70,6 +66,12 @@ export class SipUri {
       if (user.length === 0) throw new SyntaxError('empty user part');
       if (/[\s<>"]/.test(user)) throw new SyntaxError('invalid character in user part');
       rest = rest.slice(at + 1);
+    }
+    let headers: string | undefined;
+    const q = rest.indexOf('?');
+    if (q !== -1) {
+      headers = rest.slice(q + 1);
+      rest = rest.slice(0, q);
     }
     const semi = rest.indexOf(';');
     const hostport = semi === -1 ? rest : rest.slice(0, semi);
@@ -147,7 +149,10 @@ export class NameAddr {
     if (displayName !== undefined) throw new SyntaxError('display name without <URI>');
     // addr-spec form: parameters after ';' belong to the header, not to the URI (§20.10).
     const semi = t.indexOf(';');
-    const uri = SipUri.parse(semi === -1 ? t : t.slice(0, semi));
+    const spec = semi === -1 ? t : t.slice(0, semi);
+    // A URI with headers (or a ',') must be enclosed in <> (RFC 3261 §20.10).
+    if (spec.includes('?') || spec.includes(',')) throw new SyntaxError('addr-spec with "?" or "," must be a name-addr');
+    const uri = SipUri.parse(spec);
     return new NameAddr(uri, undefined, semi === -1 ? new Map() : parseParams(t, semi));
   }
 }

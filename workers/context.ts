@@ -23,11 +23,18 @@ export function limits(): XmlLimits {
   return settings?.limits ?? DEFAULT_XML_LIMITS;
 }
 
-/** Read access to the node's LMDB environment (opened read-only in worker threads). */
+let ownStore = false;
+
+/**
+ * Read access to the node's LMDB environment (opened read-only in worker threads). A worker
+ * thread renews its read snapshot on every call, so it sees what the main thread committed
+ * before sending the task.
+ */
 export function readStore(): Store {
   if (!store) {
     if (!settings) throw new Error('worker not configured');
     store = Store.open(settings.dbPath, settings.xcapTable, true);
-  }
+    ownStore = true;
+  } else if (ownStore) store.env.resetReadTxn();
   return store;
 }

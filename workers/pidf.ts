@@ -53,7 +53,7 @@ export function validateRoot(xml: string, limits: XmlLimits, rootName: string, n
 }
 
 /** Serialise an element so it stands alone: namespaces declared on its ancestors are declared on it. */
-function standalone(el: XmlElement, inherited: Record<string, string>): string {
+export function standalone(el: XmlElement, inherited: Record<string, string>): string {
   const text = el.toString();
   const gt = firstTagEnd(text);
   const tag = text.slice(0, gt);

@@ -5,6 +5,7 @@
 import { limits, readStore } from './context.js';
 import { validatePidf, validateRoot, composePidf, checkBasic, checkActivities, type Checked } from './pidf.js';
 import { xcapTasks } from './xcap.js';
+import { composeDialogInfo } from './dialog.js';
 
 function bodiesOf(presentityUri: string, event: string): string[] {
   const pubs = readStore().publicationsOf(presentityUri, event);
@@ -19,6 +20,8 @@ const coreTasks = {
   'pidf.compose': (p: { presentityUri: string; event: string; dummy: boolean }): string =>
     composePidf({ presentityUri: p.presentityUri, bodies: bodiesOf(p.presentityUri, p.event), dummy: p.dummy }, limits()),
   'pidf.composeBodies': (p: { presentityUri: string; bodies: string[]; dummy: boolean }): string => composePidf(p, limits()),
+  'dialog.compose': (p: { presentityUri: string; event: string; versionSlot: string }): string =>
+    composeDialogInfo(p.presentityUri, bodiesOf(p.presentityUri, p.event), p.versionSlot, limits()),
   'pidf.checkBasic': (p: { presentityUri: string; status: string }): number =>
     checkBasic(bodiesOf(p.presentityUri, 'presence'), p.status, limits()),
   'pidf.checkActivities': (p: { presentityUri: string; activity: string }): number =>

@@ -4,6 +4,18 @@
  * state of a resource becomes a NOTIFY body.
  */
 import { parseParams } from '../../transport/grammar.js';
+import type { WorkerPool } from '../pool.js';
+import type { Store } from '../store/store.js';
+import type { Config } from '../config.js';
+
+export interface PackageContext {
+  pool: WorkerPool;
+  store: Store;
+  config: Config;
+}
+
+/** Placeholder a versioned body carries where each subscription's own version goes. */
+export const VERSION_SLOT = '\u0000version\u0000';
 
 export interface EventPackage {
   /** The Event / Allow-Events token, e.g. `presence`, `message-summary`, `dialog;sla`. */
@@ -14,6 +26,12 @@ export interface EventPackage {
   readonly notifyType: string;
   /** Whether a watcher is subject to pres-rules authorisation. */
   readonly needsAuthorization: boolean;
+  /** Bodies carry VERSION_SLOT, replaced by a per-subscription counter (RFC 4235 §4.1, RFC 3858 §4.1). */
+  readonly versioned: boolean;
+  /** Check a PUBLISH body; resolves with a reason phrase when it must be refused (400). */
+  validate(body: string, ctx: PackageContext): Promise<string | undefined>;
+  /** The resource's current state as a NOTIFY body; undefined for a NOTIFY without body. */
+  compose(presentityUri: string, ctx: PackageContext): Promise<string | undefined>;
 }
 
 export interface EventHeader {

@@ -1,0 +1,223 @@
+/**
+ * The NOTIFY side of RFC 6665: composing the state once per presentity change (and per
+ * authorisation outcome), then one cheap NOTIFY per watcher, one in flight per subscription
+ * with the newest state queued behind it. A watcher that answers 481, times out or whose
+ * transport fails is removed; it never delays the others.
+ */
+import { SipRequest } from '../transport/message.js';
+import { SipUri, NameAddr } from '../transport/uri.js';
+import type { SipStack, ClientOutcome } from '../transport/stack.js';
+import type { Target, Protocol } from '../transport/flows.js';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { Store } from './store/store.js';
+import type { PackageRegistry } from './packages/registry.js';
+import { VERSION_SLOT, type PackageContext } from './packages/types.js';
+import { LiveSubscription, presentityKey, type Pending } from './subscription.js';
+
+export interface NotifierDeps {
+  config: Config;
+  stack: SipStack;
+  store: Store;
+  packages: PackageRegistry;
+  ctx: PackageContext;
+  log: Logger;
+  /** Live subscriptions of a presentity+event. */
+  watchersOf: (presentityUri: string, event: string) => Iterable<LiveSubscription>;
+  /** Forget a subscription (memory and store) — it ended. */
+  forget: (sub: LiveSubscription, reason: string) => Promise<void>;
+  /** Transform a composed body for an authorisation outcome key ('' = untransformed). */
+  transform?: (sub: LiveSubscription, body: string) => Promise<string>;
+}
+
+export interface NotifyStats {
+  sent: number;
+  failed: number;
+  removedByFailure: number;
+}
+
+interface BodyEntry {
+  body: Promise<string | undefined>;
+  transformed: Map<string, Promise<string>>;
+}
+
+/** Body a polite-blocked watcher sees (RFC 5025 §3.2.1): a valid document that reveals nothing. */
+function politeBlockBody(presentityUri: string): string {
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="' +
+    presentityUri.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;') +
+    '"><tuple id="polite-block"><status><basic>closed</basic></status></tuple></presence>\n'
+  );
+}
+
+export class Notifier {
+  private readonly bodies = new Map<string, BodyEntry>();
+  readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0 };
+
+  constructor(private readonly deps: NotifierDeps) {}
+
+  /** The presentity's state changed: recompose once, then NOTIFY every active watcher. */
+  presentityChanged(presentityUri: string, event: string): void {
+    this.bodies.delete(presentityKey(presentityUri, event));
+    for (const sub of this.deps.watchersOf(presentityUri, event)) {
+      if (sub.record.state === 'active') this.schedule(sub, { kind: 'state' });
+    }
+  }
+
+  /** Queue a NOTIFY for one subscription (state update or final). */
+  schedule(sub: LiveSubscription, pending: Pending): void {
+    if (sub.ended) return;
+    if (pending.kind === 'terminate') sub.ended = true;
+    if (sub.inFlight) {
+      if (!sub.queued || pending.kind === 'terminate') sub.queued = pending;
+      return;
+    }
+    this.send(sub, pending).catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'NOTIFY failed'));
+  }
+
+  /** The composed (untransformed) body of a presentity, computed once per change. */
+  private composed(sub: LiveSubscription): BodyEntry {
+    const key = sub.presentityKey;
+    let entry = this.bodies.get(key);
+    if (!entry) {
+      const pkg = this.deps.packages.get(sub.record.event);
+      const body = pkg ? pkg.compose(sub.record.presentityUri, this.deps.ctx) : Promise.resolve(undefined);
+      entry = { body, transformed: new Map() };
+      this.bodies.set(key, entry);
+      // A failed composition must not stick: the next change or NOTIFY tries again.
+      body.catch(() => {
+        if (this.bodies.get(key) === entry) this.bodies.delete(key);
+      });
+    }
+    return entry;
+  }
+
+  /** Body for an active watcher, per its authorisation outcome (one computation per outcome). */
+  private async bodyFor(sub: LiveSubscription): Promise<string | undefined> {
+    if (sub.record.subHandling === 'polite-block') return politeBlockBody(sub.record.presentityUri);
+    const entry = this.composed(sub);
+    const transform = this.deps.transform;
+    if (sub.bodyKey === '' || !transform) return entry.body;
+    let t = entry.transformed.get(sub.bodyKey);
+    if (!t) {
+      t = entry.body.then((b) => (b === undefined ? '' : transform(sub, b)));
+      entry.transformed.set(sub.bodyKey, t);
+    }
+    const out = await t;
+    return out === '' ? undefined : out;
+  }
+
+  private async send(sub: LiveSubscription, pending: Pending): Promise<void> {
+    const rec = sub.record;
+    sub.inFlight = true;
+    let outcome: ClientOutcome;
+    try {
+      const pkg = this.deps.packages.get(rec.event);
+      let body: string | undefined;
+      let state: string;
+      if (pending.kind === 'terminate') {
+        state = `terminated;reason=${pending.reason}`;
+        // A final NOTIFY after expiry, unsubscribe or fetch still carries the state (RFC 6665 §4.4.3).
+        if (rec.state === 'active' && (pending.reason === 'timeout' || pending.reason === 'noresource')) body = await this.bodyFor(sub);
+      } else {
+        const remaining = Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000));
+        state = `${rec.state};expires=${remaining}`;
+        if (rec.state === 'active') body = await this.bodyFor(sub);
+      }
+      if (body !== undefined && pkg?.versioned) {
+        body = body.split(VERSION_SLOT).join(String(rec.winfoVersion));
+        rec.winfoVersion++;
+      }
+      rec.localCseq++;
+      // The CSeq is committed before the NOTIFY leaves: a restart continues above it.
+      await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
+      const req = this.build(sub, state, body, pkg?.notifyType);
+      outcome = await this.deps.stack.sendRequest(req, this.target(sub));
+    } catch (err) {
+      sub.inFlight = false;
+      throw err;
+    }
+    sub.inFlight = false;
+    await this.afterOutcome(sub, pending, outcome);
+  }
+
+  private async afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> {
+    const rec = sub.record;
+    const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
+    if (status >= 200 && status < 300) this.stats.sent++;
+    else {
+      this.stats.failed++;
+      const why = outcome.kind === 'transport-error' ? outcome.error.message : outcome.kind === 'timeout' ? 'timeout (Timer F)' : `${status}`;
+      this.deps.log.info({ callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why }, 'NOTIFY not accepted');
+    }
+    if (pending.kind === 'terminate') return; // already forgotten by whoever ended it
+    // RFC 6665 §4.2.2: 481 ends the subscription, and so does a transport failure; a timeout (Timer F or 408)
+    // does when timeout_rm_subs = 1 (Kamailio's parameter, default 1).
+    const timedOut = outcome.kind === 'timeout' || status === 408;
+    const fatal = status === 481 || outcome.kind === 'transport-error' || (timedOut && this.deps.config.timeout_rm_subs === 1);
+    if (fatal) {
+      sub.ended = true;
+      sub.queued = undefined;
+      this.stats.removedByFailure++;
+      await this.deps.forget(sub, status === 481 ? 'watcher answered 481' : 'NOTIFY failed: ' + status);
+      return;
+    }
+    const next = sub.queued;
+    sub.queued = undefined;
+    if (next) {
+      if (next.kind === 'terminate') sub.ended = false; // schedule() marked it; let the final NOTIFY through
+      this.schedule(sub, next);
+    }
+  }
+
+  /** Where the NOTIFY goes: the first route, else the remote target; on the SUBSCRIBE's flow if it is still open. */
+  target(sub: LiveSubscription): Target {
+    const rec = sub.record;
+    const first = rec.routeSet[0];
+    let uri: SipUri;
+    try {
+      uri = first ? NameAddr.parse(first).uri : SipUri.parse(rec.remoteTarget);
+    } catch {
+      uri = new SipUri('sip', undefined, rec.sourceAddress, rec.sourcePort, new Map(), undefined);
+    }
+    const proto = uri.transport as Protocol;
+    const target: Target = { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
+    if (rec.flowId) target.flowId = rec.flowId;
+    return target;
+  }
+
+  private build(sub: LiveSubscription, state: string, body: string | undefined, contentType: string | undefined): SipRequest {
+    const rec = sub.record;
+    let requestUri = rec.remoteTarget;
+    const routes = rec.routeSet.slice();
+    // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
+    if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
+      requestUri = NameAddr.parse(routes.shift()!).uri.toString();
+      routes.push(`<${rec.remoteTarget}>`);
+    }
+    const req = new SipRequest('NOTIFY', requestUri);
+    const h = req.headers;
+    h.append('max-forwards', '70');
+    h.append('from', `<${rec.localUri}>;tag=${rec.localTag}`);
+    h.append('to', `<${rec.watcherUri}>;tag=${rec.remoteTag}`);
+    h.append('call-id', rec.callId);
+    h.append('cseq', `${rec.localCseq} NOTIFY`);
+    for (const r of routes) h.append('route', r);
+    h.append('contact', this.contact(rec.transport as Protocol));
+    h.append('event', rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event);
+    h.append('subscription-state', state);
+    if (body !== undefined) {
+      h.append('content-type', contentType ?? 'application/octet-stream');
+      req.body = Buffer.from(body, 'utf8');
+    }
+    return req;
+  }
+
+  /** Our Contact: server_address when configured, else the listener of the transport used. */
+  contact(proto: Protocol): string {
+    const configured = this.deps.config.server_address;
+    if (configured) return configured.startsWith('<') ? configured : `<${configured}>`;
+    const sb = this.deps.stack.sentBy(proto === 'tcp' || proto === 'udp' ? proto : 'udp');
+    return `<sip:presence@${sb.host}:${sb.port}${proto === 'tcp' ? ';transport=tcp' : ''}>`;
+  }
+}

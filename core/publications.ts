@@ -1,0 +1,199 @@
+/**
+ * PUBLISH processing, RFC 3903 §6 step by step, and the soft state it creates: each
+ * publication expires on its own and every change reaches the watchers through the notifier.
+ * The 2xx is sent only after the store has committed the change.
+ */
+import type { IncomingRequest } from '../transport/stack.js';
+import type { SipResponse } from '../transport/message.js';
+import { SipUri } from '../transport/uri.js';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { Store } from './store/store.js';
+import type { Publication } from './store/records.js';
+import type { PackageRegistry } from './packages/registry.js';
+import type { EventPackage, PackageContext } from './packages/types.js';
+import { SipError } from './errors.js';
+import { grantedExpires } from './expires.js';
+import { ExpiryTimers } from './timers.js';
+import { newEntityTag } from './ids.js';
+
+export interface PublicationDeps {
+  config: Config;
+  store: Store;
+  packages: PackageRegistry;
+  ctx: PackageContext;
+  log: Logger;
+  /** The presentity's state for this event changed (committed). */
+  onChange: (presentityUri: string, event: string) => void;
+}
+
+/** `sip:alice@example.com` from a Request-URI: no port, no parameters, host lower-cased. */
+export function presentityOf(uri: string): string {
+  let u: SipUri;
+  try {
+    u = SipUri.parse(uri);
+  } catch {
+    throw new SipError(400, 'Malformed Request-URI');
+  }
+  if (u.user === undefined) throw new SipError(404, 'Not Found'); // no presentity without a user part
+  return `${u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme}:${u.user}@${u.host.toLowerCase()}`;
+}
+
+const timerKey = (p: { presentityUri: string; event: string; entityTag: string }): string =>
+  `${p.presentityUri}\u0000${p.event}\u0000${p.entityTag}`;
+
+export class Publications {
+  private readonly timers = new ExpiryTimers();
+
+  constructor(private readonly deps: PublicationDeps) {}
+
+  /** Re-arm expiry for every stored publication; remove those that expired while the node was down. */
+  async recover(): Promise<{ live: number; expired: number }> {
+    const now = Date.now();
+    let live = 0;
+    const expired: Publication[] = [];
+    for (const p of this.deps.store.allPublications()) {
+      if (p.expiresAt <= now) expired.push(p);
+      else {
+        live++;
+        this.arm(p);
+      }
+    }
+    await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag)));
+    const changed = new Set(expired.map((p) => `${p.presentityUri}\u0000${p.event}`));
+    for (const k of changed) {
+      const [uri, event] = k.split('\u0000') as [string, string];
+      this.deps.onChange(uri, event);
+    }
+    return { live, expired: expired.length };
+  }
+
+  stop(): void {
+    this.timers.clearAll();
+  }
+
+  handle = async (incoming: IncomingRequest): Promise<SipResponse> => {
+    const req = incoming.request;
+    const { config, store, packages } = this.deps;
+
+    // §6 step 1: the Request-URI names the presentity this node holds state for.
+    const presentityUri = presentityOf(req.uri);
+
+    // §6 step 2: the Event header names a package this node accepts publications for.
+    const eventHeader = req.headers.get('event');
+    const pkg: EventPackage | undefined = packages.lookup(eventHeader);
+    if (!pkg || pkg.publishTypes.length === 0) {
+      const publishable = packages.all().filter((p) => p.publishTypes.length > 0).map((p) => p.name);
+      throw new SipError(489, 'Bad Event', [['allow-events', publishable.join(', ')]]);
+    }
+
+    // §6 step 3: SIP-If-Match names the publication being refreshed, modified or removed.
+    const ifMatch = req.headers.get('sip-if-match')?.trim();
+    let existing: Publication | undefined;
+    if (ifMatch !== undefined) {
+      existing = ifMatch.length > 0 ? store.getPublication(presentityUri, pkg.name, ifMatch) : undefined;
+      if (!existing || existing.expiresAt <= Date.now()) throw new SipError(412, 'Conditional Request Failed');
+    }
+    const hasBody = req.body.length > 0;
+    if (!existing && !hasBody) throw new SipError(400, 'Initial PUBLISH without a body');
+
+    // §6 step 4: Expires — too brief (423), too long (shortened), absent (default), 0 (removal).
+    const expires = grantedExpires(req, config);
+
+    // §6 step 5: the body must be of a type the package understands, and valid.
+    let contentType = existing?.contentType ?? '';
+    let body: Uint8Array = existing?.body ?? new Uint8Array();
+    if (hasBody) {
+      const ct = req.contentType;
+      if (ct === undefined || !pkg.publishTypes.includes(ct)) {
+        throw new SipError(415, 'Unsupported Media Type', [['accept', pkg.publishTypes.join(', ')]]);
+      }
+      const reason = await pkg.validate(req.body.toString('utf8'), this.deps.ctx);
+      if (reason !== undefined) throw new SipError(400, sanitiseReason(reason));
+      contentType = ct;
+      body = req.body;
+    }
+
+    if (expires === 0) {
+      // Removal (§6 step 4): the entity-tag ceases to exist; nothing stored for an initial one.
+      if (existing) {
+        this.timers.clear(timerKey(existing));
+        await store.removePublication(presentityUri, pkg.name, existing.entityTag);
+        this.deps.log.info({ callId: req.callId, presentityUri, event: pkg.name, entityTag: existing.entityTag }, 'publication removed');
+        this.deps.onChange(presentityUri, pkg.name);
+      }
+      const res = incoming.reply(200, 'OK');
+      res.headers.append('expires', '0');
+      return res;
+    }
+
+    // §6 step 6: a fresh entity-tag for every successful PUBLISH, committed before the 2xx.
+    const now = Date.now();
+    const publication: Publication = {
+      presentityUri,
+      event: pkg.name,
+      entityTag: newEntityTag(),
+      expiresAt: now + expires * 1000,
+      receivedAt: hasBody || !existing ? now : existing.receivedAt,
+      contentType,
+      body,
+      sender: safeFromUri(incoming),
+      callId: req.callId,
+    };
+    if (existing) this.timers.clear(timerKey(existing));
+    await Promise.all([
+      store.putPublication(publication),
+      existing ? store.removePublication(presentityUri, pkg.name, existing.entityTag) : Promise.resolve(true),
+    ]);
+    this.arm(publication);
+    const res = incoming.reply(200, 'OK');
+    res.headers.append('sip-etag', publication.entityTag);
+    res.headers.append('expires', String(expires));
+    this.deps.log.debug(
+      { callId: req.callId, presentityUri, event: pkg.name, entityTag: publication.entityTag, expires, refresh: !hasBody },
+      existing ? (hasBody ? 'publication modified' : 'publication refreshed') : 'publication created',
+    );
+    if (hasBody) this.deps.onChange(presentityUri, pkg.name);
+    return res;
+  };
+
+  private arm(p: Publication): void {
+    this.timers.set(timerKey(p), p.expiresAt + this.deps.config.expires_offset * 1000, () => {
+      this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
+    });
+  }
+
+  private async expire(p: Publication): Promise<void> {
+    const current = this.deps.store.getPublication(p.presentityUri, p.event, p.entityTag);
+    if (!current) return;
+    await this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag);
+    this.deps.log.info({ presentityUri: p.presentityUri, event: p.event, entityTag: p.entityTag }, 'publication expired');
+    this.deps.onChange(p.presentityUri, p.event);
+  }
+
+  /** presence.cleanup: drop every expired publication now. */
+  async cleanup(): Promise<number> {
+    const now = Date.now();
+    let n = 0;
+    for (const p of this.deps.store.allPublications()) {
+      if (p.expiresAt <= now) {
+        await this.expire(p);
+        n++;
+      }
+    }
+    return n;
+  }
+}
+
+function safeFromUri(incoming: IncomingRequest): string {
+  try {
+    return incoming.request.from.uri.aor;
+  } catch {
+    return '';
+  }
+}
+
+/** A reason phrase must stay on one line and within a sane length. */
+export function sanitiseReason(s: string): string {
+  return s.replace(/[\r\n\t]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 120);
+}

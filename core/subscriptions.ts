@@ -1,0 +1,350 @@
+/**
+ * SUBSCRIBE processing (RFC 6665 §4.2.1, RFC 3856 §6): new subscriptions create a dialog
+ * whose state is committed to the store before the 2xx; refreshes, unsubscribes and expiry
+ * follow the RFC; every subscription that ends is removed from memory and store alike.
+ */
+import type { IncomingRequest } from '../transport/stack.js';
+import type { SipResponse, SipRequest } from '../transport/message.js';
+import { NameAddr } from '../transport/uri.js';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { Store } from './store/store.js';
+import type { Subscription } from './store/records.js';
+import type { PackageRegistry } from './packages/registry.js';
+import type { EventPackage } from './packages/types.js';
+import { parseEventHeader } from './packages/types.js';
+import { SipError } from './errors.js';
+import { grantedExpires } from './expires.js';
+import { ExpiryTimers } from './timers.js';
+import { newTag } from './ids.js';
+import { presentityOf } from './publications.js';
+import type { Notifier } from './notifier.js';
+import { LiveSubscription, dialogKey, presentityKey, type SubHandling } from './subscription.js';
+
+export interface AuthorizationOutcome {
+  handling: SubHandling;
+  /** Which transformed body the watcher gets ('' = the whole composed state). */
+  bodyKey: string;
+}
+
+export interface Authorizer {
+  evaluate(presentityUri: string, watcherUri: string, pkg: EventPackage): Promise<AuthorizationOutcome>;
+}
+
+export type SubscriptionEvent = 'created' | 'refreshed' | 'ended' | 'authorized';
+
+export interface SubscriptionDeps {
+  config: Config;
+  store: Store;
+  packages: PackageRegistry;
+  log: Logger;
+  authorizer: Authorizer;
+  /** Watcher-list changes (presence.winfo listens). */
+  onEvent?: (sub: LiveSubscription, event: SubscriptionEvent, reason?: string) => void;
+}
+
+/** Accept matching (RFC 3261 §20.1): exact type, type/*, or * / *. */
+function accepts(accept: string[], type: string): boolean {
+  const [major] = type.split('/');
+  return accept.some((a) => {
+    const t = a.split(';')[0]!.trim().toLowerCase();
+    return t === type || t === '*/*' || t === `${major}/*`;
+  });
+}
+
+/** Merged-request memory (RFC 3261 §8.2.2.2): how long an initial SUBSCRIBE's identity is kept. */
+const MERGE_WINDOW_MS = 32_000;
+
+export class Subscriptions {
+  readonly byId = new Map<string, LiveSubscription>();
+  private readonly byDialog = new Map<string, LiveSubscription>();
+  private readonly byPresentity = new Map<string, Set<LiveSubscription>>();
+  private readonly timers = new ExpiryTimers();
+  private readonly recentInitial = new Map<string, { branch: string; at: number }>();
+  notifier!: Notifier;
+
+  constructor(private readonly deps: SubscriptionDeps) {}
+
+  watchersOf(presentityUri: string, event: string): Iterable<LiveSubscription> {
+    return this.byPresentity.get(presentityKey(presentityUri, event)) ?? [];
+  }
+
+  get count(): number {
+    return this.byId.size;
+  }
+
+  handle = async (incoming: IncomingRequest): Promise<SipResponse | void> => {
+    const req = incoming.request;
+    const toTag = req.toTag;
+    if (toTag !== undefined) return this.inDialog(incoming, toTag);
+    return this.initial(incoming);
+  };
+
+  // ───── RFC 6665 §4.2.1: a new subscription ─────
+
+  private async initial(incoming: IncomingRequest): Promise<SipResponse | void> {
+    const req = incoming.request;
+    const { config, store, packages } = this.deps;
+    const presentityUri = presentityOf(req.uri);
+    const pkg = this.packageOf(req);
+
+    const acceptValues = req.headers.getAll('accept');
+    if (acceptValues.length > 0 && !accepts(acceptValues, pkg.notifyType)) {
+      throw new SipError(406, 'Not Acceptable', [['accept', pkg.notifyType]]);
+    }
+    const contacts = req.headers.getAll('contact');
+    if (contacts.length === 0) throw new SipError(400, 'Missing Contact header');
+    if (contacts.length > 1) throw new SipError(400, 'More than one Contact in SUBSCRIBE');
+    let remoteTarget: string;
+    try {
+      remoteTarget = NameAddr.parse(contacts[0]!).uri.toString();
+    } catch {
+      throw new SipError(400, 'Malformed Contact header');
+    }
+    const from = req.from;
+    const fromTag = from.tag;
+    if (!fromTag) throw new SipError(400, 'Missing From tag');
+    const expires = grantedExpires(req, config);
+
+    // RFC 3261 §8.2.2.2: the same initial request arriving over two paths (a fork upstream) is merged.
+    const cseq = req.cseq;
+    const mergeKey = `${req.callId}\u0000${fromTag}\u0000${cseq.seq}`;
+    const branch = req.topVia.branch ?? '';
+    const now = Date.now();
+    const seen = this.recentInitial.get(mergeKey);
+    if (seen && seen.branch !== branch && now - seen.at < MERGE_WINDOW_MS) throw new SipError(482, 'Loop Detected');
+    this.rememberInitial(mergeKey, branch, now);
+
+    const watcherUri = from.uri.toString();
+    const auth = await this.deps.authorizer.evaluate(presentityUri, from.uri.aor, pkg);
+    if (auth.handling === 'block') throw new SipError(403, 'Forbidden');
+
+    const localTag = newTag(config.to_tag_pref);
+    const record: Subscription = {
+      id: localTag,
+      presentityUri,
+      event: pkg.name,
+      eventId: parseEventHeader(req.headers.get('event') ?? '')?.id ?? '',
+      watcherUri,
+      watcherDisplay: from.displayName ?? '',
+      callId: req.callId,
+      localTag,
+      remoteTag: fromTag,
+      remoteCseq: cseq.seq,
+      localCseq: 0,
+      routeSet: req.headers.getAll('record-route'),
+      remoteTarget,
+      transport: incoming.source.proto,
+      flowId: incoming.source.flow?.id ?? '',
+      sourceAddress: incoming.source.address,
+      sourcePort: incoming.source.port,
+      expiresAt: now + expires * 1000,
+      state: auth.handling === 'confirm' ? 'pending' : 'active',
+      reason: '',
+      localUri: req.to.uri.toString(),
+      accept: acceptValues.join(', '),
+      winfoVersion: 0,
+      createdAt: now,
+      subHandling: auth.handling,
+    };
+    const sub = new LiveSubscription(record);
+    sub.bodyKey = auth.bodyKey;
+
+    const res = this.okResponse(incoming, localTag, expires);
+    if (expires === 0) {
+      // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, terminated, nothing stored.
+      incoming.respond(res);
+      this.deps.log.debug({ callId: req.callId, presentityUri, event: pkg.name }, 'fetch subscription');
+      this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
+      return;
+    }
+    await store.putSubscription(record);
+    this.add(sub);
+    incoming.respond(res);
+    this.deps.log.info(
+      { callId: req.callId, presentityUri, watcherUri, event: pkg.name, state: record.state, expires },
+      'subscription created',
+    );
+    this.deps.onEvent?.(sub, 'created');
+    this.notifier.schedule(sub, { kind: 'state' });
+  }
+
+  private rememberInitial(key: string, branch: string, now: number): void {
+    this.recentInitial.set(key, { branch, at: now });
+    if (this.recentInitial.size > 10_000) {
+      for (const [k, v] of this.recentInitial) {
+        if (now - v.at > MERGE_WINDOW_MS) this.recentInitial.delete(k);
+        else break;
+      }
+    }
+  }
+
+  private packageOf(req: SipRequest): EventPackage {
+    const pkg = this.deps.packages.lookup(req.headers.get('event'));
+    if (!pkg) throw new SipError(489, 'Bad Event', [['allow-events', this.deps.packages.names().join(', ')]]);
+    return pkg;
+  }
+
+  private okResponse(incoming: IncomingRequest, localTag: string, expires: number): SipResponse {
+    const res = incoming.reply(200, 'OK', localTag);
+    res.headers.append('expires', String(expires));
+    res.headers.append('contact', this.notifier.contact(incoming.source.proto));
+    // RFC 3261 §12.1.1: a dialog-creating 2xx copies the Record-Route headers.
+    for (const rr of incoming.request.headers.getAll('record-route')) res.headers.append('record-route', rr);
+    return res;
+  }
+
+  // ───── RFC 6665 §4.2.1.2 / §4.2.1.4: refresh and unsubscribe ─────
+
+  private async inDialog(incoming: IncomingRequest, toTag: string): Promise<SipResponse | void> {
+    const req = incoming.request;
+    const sub = this.byDialog.get(dialogKey(req.callId, toTag, req.fromTag ?? ''));
+    if (!sub || sub.ended) throw new SipError(481, 'Subscription Does Not Exist');
+    const pkg = this.packageOf(req);
+    const eventId = parseEventHeader(req.headers.get('event') ?? '')?.id ?? '';
+    if (pkg.name !== sub.record.event || eventId !== sub.record.eventId) throw new SipError(481, 'Subscription Does Not Exist');
+    const cseq = req.cseq.seq;
+    // RFC 3261 §12.2.2: a lower or equal remote CSeq is out of order.
+    if (cseq <= sub.record.remoteCseq) throw new SipError(500, 'CSeq Out Of Order');
+    const expires = grantedExpires(req, this.deps.config);
+    const rec = sub.record;
+    rec.remoteCseq = cseq;
+    if (expires === 0) {
+      await this.forget(sub, 'unsubscribed');
+      incoming.respond(this.okResponse(incoming, rec.localTag, 0));
+      this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
+      return;
+    }
+    // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.1).
+    const contact = req.headers.getAll('contact')[0];
+    if (contact) {
+      try {
+        rec.remoteTarget = NameAddr.parse(contact).uri.toString();
+      } catch {
+        throw new SipError(400, 'Malformed Contact header');
+      }
+    }
+    if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
+    rec.expiresAt = Date.now() + expires * 1000;
+    await this.deps.store.putSubscription(rec);
+    this.arm(sub);
+    incoming.respond(this.okResponse(incoming, rec.localTag, expires));
+    this.deps.onEvent?.(sub, 'refreshed');
+    this.notifier.schedule(sub, { kind: 'state' });
+  }
+
+  // ───── life cycle ─────
+
+  private add(sub: LiveSubscription): void {
+    this.byId.set(sub.id, sub);
+    this.byDialog.set(sub.dialogKey, sub);
+    let set = this.byPresentity.get(sub.presentityKey);
+    if (!set) {
+      set = new Set();
+      this.byPresentity.set(sub.presentityKey, set);
+    }
+    set.add(sub);
+    this.arm(sub);
+  }
+
+  private arm(sub: LiveSubscription): void {
+    this.timers.set(sub.id, sub.record.expiresAt + this.deps.config.expires_offset * 1000, () => {
+      this.terminate(sub, 'timeout').catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'expiry failed'));
+    });
+  }
+
+  /** End a subscription with a final NOTIFY (expiry, deauthorisation, administrative removal). */
+  async terminate(sub: LiveSubscription, reason: string): Promise<void> {
+    if (!this.byId.has(sub.id)) return;
+    await this.forget(sub, reason);
+    this.notifier.schedule(sub, { kind: 'terminate', reason });
+  }
+
+  /** Remove from memory and store; no NOTIFY. Idempotent. */
+  forget = async (sub: LiveSubscription, why: string): Promise<void> => {
+    if (this.byId.get(sub.id) !== sub) return;
+    this.byId.delete(sub.id);
+    this.byDialog.delete(sub.dialogKey);
+    const set = this.byPresentity.get(sub.presentityKey);
+    if (set) {
+      set.delete(sub);
+      if (set.size === 0) this.byPresentity.delete(sub.presentityKey);
+    }
+    this.timers.clear(sub.id);
+    await this.deps.store.removeSubscription(sub.id);
+    this.deps.log.info(
+      { callId: sub.record.callId, presentityUri: sub.record.presentityUri, watcherUri: sub.record.watcherUri, event: sub.record.event, why },
+      'subscription ended',
+    );
+    this.deps.onEvent?.(sub, 'ended', why);
+  };
+
+  /**
+   * After a restart: live subscriptions resume in their dialogs (CSeq continues); those that
+   * expired while the node was down get their terminated NOTIFY and are removed.
+   */
+  async recover(): Promise<{ live: number; expired: number }> {
+    const now = Date.now();
+    let live = 0;
+    let expired = 0;
+    for (const rec of this.deps.store.allSubscriptions()) {
+      rec.flowId = ''; // connections of the previous process are gone
+      const sub = new LiveSubscription(rec);
+      if (rec.expiresAt <= now) {
+        expired++;
+        await this.deps.store.removeSubscription(rec.id);
+        this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
+        continue;
+      }
+      const pkg = this.deps.packages.get(rec.event);
+      if (pkg) {
+        const auth = await this.deps.authorizer.evaluate(rec.presentityUri, uriAor(rec.watcherUri), pkg);
+        sub.bodyKey = auth.bodyKey;
+      }
+      this.add(sub);
+      live++;
+    }
+    return { live, expired };
+  }
+
+  /** Re-run authorisation for a presentity's watchers (rules changed) and NOTIFY those whose state changed. */
+  async reevaluate(presentityUri: string, event: string): Promise<number> {
+    const pkg = this.deps.packages.get(event);
+    if (!pkg) return 0;
+    let changed = 0;
+    for (const sub of [...this.watchersOf(presentityUri, event)]) {
+      const rec = sub.record;
+      const auth = await this.deps.authorizer.evaluate(presentityUri, uriAor(rec.watcherUri), pkg);
+      const before = rec.subHandling;
+      const beforeKey = sub.bodyKey;
+      if (auth.handling === before && auth.bodyKey === beforeKey) continue;
+      changed++;
+      if (auth.handling === 'block') {
+        // An allowed watcher that lost its permission: xcapauth_userdel_reason; a pending one is rejected.
+        const reason = rec.state === 'active' ? this.deps.config.xcapauth_userdel_reason : 'rejected';
+        rec.subHandling = 'block';
+        await this.terminate(sub, reason);
+        continue;
+      }
+      rec.subHandling = auth.handling;
+      sub.bodyKey = auth.bodyKey;
+      rec.state = auth.handling === 'confirm' ? 'pending' : 'active';
+      await this.deps.store.putSubscription(rec);
+      this.deps.onEvent?.(sub, 'authorized');
+      this.notifier.schedule(sub, { kind: 'state' });
+    }
+    return changed;
+  }
+
+  stop(): void {
+    this.timers.clearAll();
+  }
+}
+
+export function uriAor(uri: string): string {
+  try {
+    return NameAddr.parse(uri).uri.aor;
+  } catch {
+    return uri;
+  }
+}
