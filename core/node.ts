@@ -20,6 +20,13 @@ import { Publications } from './publications.js';
 import { Subscriptions } from './subscriptions.js';
 import { Notifier } from './notifier.js';
 import { PresenceAuthorizer } from './authorization/index.js';
+import { winfoPackage } from './packages/winfo.js';
+import { WatcherInfo } from './watchers.js';
+import { RpcServer } from './rpc/server.js';
+import { createMethods } from './rpc/methods.js';
+import { createMetrics } from './metrics.js';
+import type { AuthorizationOutcome } from './subscriptions.js';
+import type { Transformations } from '../workers/pres-rules.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
 export function enabledPackages(config: Config): EventPackage[] {
@@ -27,6 +34,7 @@ export function enabledPackages(config: Config): EventPackage[] {
   if (!config.disable_presence) out.push(presencePackage);
   out.push(messageSummaryPackage);
   if (!config.disable_bla) out.push(dialogSlaPackage);
+  if (!config.disable_presence && !config.disable_winfo) out.push(winfoPackage);
   return out;
 }
 
@@ -42,6 +50,8 @@ export class PresenceNode {
   readonly subscriptions: Subscriptions;
   readonly notifier: Notifier;
   readonly ctx: PackageContext;
+  readonly watcherInfo: WatcherInfo;
+  readonly rpc: RpcServer;
 
   constructor(
     readonly config: Config,
@@ -69,8 +79,17 @@ export class PresenceNode {
       store: this.store,
       packages: this.packages,
       log,
-      authorizer: new PresenceAuthorizer(config, undefined),
+      authorizer: new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri)),
     });
+    this.watcherInfo = new WatcherInfo(
+      this.store,
+      () => this.notifier,
+      (uri) => this.subscriptions.watchersOf(uri, 'presence.winfo'),
+      (uri) => this.subscriptions.watchersOf(uri, 'presence'),
+      log,
+    );
+    this.ctx.watchers = (uri) => this.watcherInfo.list(uri);
+    this.subscriptions.onEvent = this.watcherInfo.onSubscriptionEvent;
     this.notifier = new Notifier({
       config,
       stack: this.stack,
@@ -80,6 +99,7 @@ export class PresenceNode {
       log,
       watchersOf: (uri, event) => this.subscriptions.watchersOf(uri, event),
       forget: (sub, why) => this.subscriptions.forget(sub, why),
+      transform: (sub, body) => this.pool.run('rules.transform', { xml: body, transformations: JSON.parse(sub.bodyKey) as Transformations }),
     });
     this.subscriptions.notifier = this.notifier;
     this.publications = new Publications({
@@ -105,10 +125,35 @@ export class PresenceNode {
         onDocumentChanged: (change) => this.onXcapChange(change),
       });
     }
+    this.rpc = new RpcServer({
+      address: config.rpc_listen.address,
+      port: config.rpc_listen.port,
+      methods: createMethods(this),
+      metrics: createMetrics(this),
+      log,
+    });
   }
 
+  /** pres-rules outcome for a watcher; the transformations become the key of the body it sees. */
+  private async evaluateRules(presentityUri: string, watcherUri: string): Promise<AuthorizationOutcome> {
+    const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri });
+    return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '' };
+  }
+
+  /** Rules of a presentity may have changed outside (xcap_client mode): fetch them again. */
+  async refreshRules(_presentityUri: string): Promise<void> {}
+
+  /** A committed XCAP change: pres-rules re-evaluate the presentity's watchers (integrated_xcap_server). */
   private onXcapChange(change: XcapChange): void {
-    this.log.debug({ auid: change.auid, xui: change.xui, name: change.name }, 'XCAP document changed');
+    this.log.info({ auid: change.auid, xui: change.xui, name: change.name, deleted: change.doc === undefined }, 'XCAP document changed');
+    if (!change.xui) return;
+    if (change.auid === 'pres-rules') {
+      this.subscriptions
+        .reevaluate(change.xui, 'presence')
+        .catch((err) => this.log.error({ err, presentityUri: change.xui }, 're-evaluating watchers failed'));
+    } else if (change.auid === 'pidf-manipulation') {
+      this.notifier.presentityChanged(change.xui, 'presence');
+    }
   }
 
   async start(): Promise<void> {
@@ -125,6 +170,9 @@ export class PresenceNode {
       { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired },
       'store recovered',
     );
+    const rpcPort = await this.rpc.start();
+    const r = this.config.rpc_listen;
+    this.log.info({ listener: `http://${r.address}:${rpcPort}/RPC`, address: r.address, port: rpcPort }, 'RPC listener ready');
     for (const l of this.stack.listeners()) {
       this.log.info({ listener: `${l.proto}:${l.address}:${l.port}`, proto: l.proto, address: l.address, port: l.port }, 'SIP listener ready');
     }
@@ -134,6 +182,7 @@ export class PresenceNode {
     this.publications.stop();
     this.subscriptions.stop();
     await this.stack.stop();
+    await this.rpc.stop();
     await this.xcap?.stop();
     await this.pool.close();
     await this.store.close();

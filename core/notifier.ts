@@ -64,12 +64,19 @@ export class Notifier {
     }
   }
 
+  /** Drop a presentity's composed body without notifying (the next NOTIFY recomposes). */
+  invalidate(presentityUri: string, event: string): void {
+    this.bodies.delete(presentityKey(presentityUri, event));
+  }
+
   /** Queue a NOTIFY for one subscription (state update or final). */
   schedule(sub: LiveSubscription, pending: Pending): void {
     if (sub.ended) return;
     if (pending.kind === 'terminate') sub.ended = true;
     if (sub.inFlight) {
       if (!sub.queued || pending.kind === 'terminate') sub.queued = pending;
+      // Queued updates coalesce into the whole current state (partial bodies cannot be merged).
+      else if (sub.queued.kind === 'state') sub.queued = { kind: 'state' };
       return;
     }
     this.send(sub, pending).catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'NOTIFY failed'));
@@ -122,7 +129,7 @@ export class Notifier {
       } else {
         const remaining = Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000));
         state = `${rec.state};expires=${remaining}`;
-        if (rec.state === 'active') body = await this.bodyFor(sub);
+        if (rec.state === 'active') body = pending.body ?? (await this.bodyFor(sub));
       }
       if (body !== undefined && pkg?.versioned) {
         body = body.split(VERSION_SLOT).join(String(rec.winfoVersion));

@@ -7,7 +7,9 @@ import type { Subscription } from './store/records.js';
 export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
 
 /** What the notifier must send next for a subscription once nothing is in flight. */
-export type Pending = { kind: 'state' } | { kind: 'terminate'; reason: string };
+export type Pending =
+  | { kind: 'state'; /** An explicit body (e.g. a partial watcherinfo) instead of the composed state. */ body?: string }
+  | { kind: 'terminate'; reason: string };
 
 export class LiveSubscription {
   /** A NOTIFY of this subscription is awaiting its final response. */

@@ -39,8 +39,6 @@ export interface SubscriptionDeps {
   packages: PackageRegistry;
   log: Logger;
   authorizer: Authorizer;
-  /** Watcher-list changes (presence.winfo listens). */
-  onEvent?: (sub: LiveSubscription, event: SubscriptionEvent, reason?: string) => void;
 }
 
 /** Accept matching (RFC 3261 §20.1): exact type, type/*, or * / *. */
@@ -62,6 +60,8 @@ export class Subscriptions {
   private readonly timers = new ExpiryTimers();
   private readonly recentInitial = new Map<string, { branch: string; at: number }>();
   notifier!: Notifier;
+  /** Watcher-list changes (presence.winfo listens). */
+  onEvent: ((sub: LiveSubscription, event: SubscriptionEvent, reason?: string) => void) | undefined;
 
   constructor(private readonly deps: SubscriptionDeps) {}
 
@@ -165,7 +165,7 @@ export class Subscriptions {
       { callId: req.callId, presentityUri, watcherUri, event: pkg.name, state: record.state, expires },
       'subscription created',
     );
-    this.deps.onEvent?.(sub, 'created');
+    this.onEvent?.(sub, 'created');
     this.notifier.schedule(sub, { kind: 'state' });
   }
 
@@ -229,7 +229,7 @@ export class Subscriptions {
     await this.deps.store.putSubscription(rec);
     this.arm(sub);
     incoming.respond(this.okResponse(incoming, rec.localTag, expires));
-    this.deps.onEvent?.(sub, 'refreshed');
+    this.onEvent?.(sub, 'refreshed');
     this.notifier.schedule(sub, { kind: 'state' });
   }
 
@@ -276,7 +276,7 @@ export class Subscriptions {
       { callId: sub.record.callId, presentityUri: sub.record.presentityUri, watcherUri: sub.record.watcherUri, event: sub.record.event, why },
       'subscription ended',
     );
-    this.deps.onEvent?.(sub, 'ended', why);
+    this.onEvent?.(sub, 'ended', why);
   };
 
   /**
@@ -330,7 +330,7 @@ export class Subscriptions {
       sub.bodyKey = auth.bodyKey;
       rec.state = auth.handling === 'confirm' ? 'pending' : 'active';
       await this.deps.store.putSubscription(rec);
-      this.deps.onEvent?.(sub, 'authorized');
+      this.onEvent?.(sub, 'authorized');
       this.notifier.schedule(sub, { kind: 'state' });
     }
     return changed;

@@ -6,6 +6,14 @@ import { limits, readStore } from './context.js';
 import { validatePidf, validateRoot, composePidf, checkBasic, checkActivities, type Checked } from './pidf.js';
 import { xcapTasks } from './xcap.js';
 import { composeDialogInfo } from './dialog.js';
+import { evaluateRules, applyTransformations, spheresOf, type RulesOutcome, type Transformations } from './pres-rules.js';
+
+/** The presentity's pres-rules document: `index` (RFC 5025 §9.1), else the first one in its tree. */
+function rulesDocument(presentityUri: string): string | undefined {
+  const store = readStore();
+  const doc = store.getXcap('pres-rules', presentityUri, 'index') ?? store.xcapDocumentsOf('pres-rules', presentityUri)[0];
+  return doc ? Buffer.from(doc.body).toString('utf8') : undefined;
+}
 
 function bodiesOf(presentityUri: string, event: string): string[] {
   const pubs = readStore().publicationsOf(presentityUri, event);
@@ -22,6 +30,16 @@ const coreTasks = {
   'pidf.composeBodies': (p: { presentityUri: string; bodies: string[]; dummy: boolean }): string => composePidf(p, limits()),
   'dialog.compose': (p: { presentityUri: string; event: string; versionSlot: string }): string =>
     composeDialogInfo(p.presentityUri, bodiesOf(p.presentityUri, p.event), p.versionSlot, limits()),
+  'rules.evaluate': (p: { presentityUri: string; watcherUri: string }): RulesOutcome => {
+    const rulesXml = rulesDocument(p.presentityUri);
+    const spheres =
+      rulesXml !== undefined && rulesXml.includes('sphere')
+        ? spheresOf(composePidf({ presentityUri: p.presentityUri, bodies: bodiesOf(p.presentityUri, 'presence'), dummy: false }, limits()), limits())
+        : [];
+    return evaluateRules({ rulesXml, watcherUri: p.watcherUri, spheres, now: Date.now() }, limits());
+  },
+  'rules.transform': (p: { xml: string; transformations: Transformations }): string =>
+    applyTransformations(p.xml, p.transformations, limits()),
   'pidf.checkBasic': (p: { presentityUri: string; status: string }): number =>
     checkBasic(bodiesOf(p.presentityUri, 'presence'), p.status, limits()),
   'pidf.checkActivities': (p: { presentityUri: string; activity: string }): number =>

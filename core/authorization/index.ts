@@ -16,6 +16,8 @@ export class PresenceAuthorizer implements Authorizer {
   ) {}
 
   async evaluate(presentityUri: string, watcherUri: string, pkg: EventPackage): Promise<AuthorizationOutcome> {
+    // RFC 3857 §5.1: a presentity may always watch its own watchers; others are refused.
+    if (pkg.name === 'presence.winfo') return { handling: watcherUri === presentityUri ? 'allow' : 'block', bodyKey: '' };
     if (!pkg.needsAuthorization || this.config.force_active === 1) return { handling: 'allow', bodyKey: '' };
     if (!this.rules) return { handling: 'confirm', bodyKey: '' };
     return this.rules(presentityUri, watcherUri);

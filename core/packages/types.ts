@@ -12,6 +12,8 @@ export interface PackageContext {
   pool: WorkerPool;
   store: Store;
   config: Config;
+  /** Current watchers of a presentity (for presence.winfo), set once subscriptions exist. */
+  watchers?: (presentityUri: string, event: string) => import('./winfo.js').WatcherEntry[];
 }
 
 /** Placeholder a versioned body carries where each subscription's own version goes. */

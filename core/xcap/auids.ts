@@ -1,0 +1,102 @@
+/**
+ * The application usages this XCAP server serves (RFC 4825 §5): for each auid its MIME type,
+ * its default document namespace (§5.2) and the small schema its documents are checked
+ * against in the worker (root element, required and unique attributes).
+ */
+import type { UsageRules } from '../../workers/xcap.js';
+
+export const NS = {
+  commonPolicy: 'urn:ietf:params:xml:ns:common-policy',
+  presRules: 'urn:ietf:params:xml:ns:pres-rules',
+  resourceLists: 'urn:ietf:params:xml:ns:resource-lists',
+  rlsServices: 'urn:ietf:params:xml:ns:rls-services',
+  pidf: 'urn:ietf:params:xml:ns:pidf',
+  xcapCaps: 'urn:ietf:params:xml:ns:xcap-caps',
+  xcapError: 'urn:ietf:params:xml:ns:xcap-error',
+} as const;
+
+export interface AppUsage {
+  auid: string;
+  mimeType: string;
+  /** Default document namespace (RFC 4825 §5.2). */
+  defaultNamespace: string;
+  rules: UsageRules;
+  /** Server-generated, read-only (xcap-caps). */
+  readOnly: boolean;
+  /** Whether users' trees exist (xcap-caps has only a global tree). */
+  userTrees: boolean;
+}
+
+function usage(
+  auid: string,
+  mimeType: string,
+  defaultNamespace: string,
+  rules: Omit<UsageRules, 'defaultNamespaces'>,
+  opts: { readOnly?: boolean; userTrees?: boolean } = {},
+): AppUsage {
+  // An unprefixed name in a node selector means the default document namespace (RFC 4825
+  // §6.3); like Kamailio's xcap_server, it also matches the namespace of the document's root,
+  // so `/ruleset/rule[@id="a"]` works on a pres-rules document without an xmlns() binding.
+  const defaultNamespaces = [...new Set([defaultNamespace, rules.root.ns])];
+  return { auid, mimeType, defaultNamespace, rules: { ...rules, defaultNamespaces }, readOnly: opts.readOnly ?? false, userTrees: opts.userTrees ?? true };
+}
+
+/** In the order xcap-caps lists them. */
+export const APP_USAGES: AppUsage[] = [
+  usage('xcap-caps', 'application/xcap-caps+xml', NS.xcapCaps, { root: { ns: NS.xcapCaps, local: 'xcap-caps' } }, { readOnly: true, userTrees: false }),
+  // RFC 5025 §9: root <ruleset> of RFC 4745; rule ids are unique in the document (RFC 4745 §7).
+  usage('pres-rules', 'application/auth-policy+xml', NS.presRules, {
+    root: { ns: NS.commonPolicy, local: 'ruleset' },
+    rootChildren: [{ ns: NS.commonPolicy, local: 'rule' }],
+    required: [{ ns: NS.commonPolicy, local: 'rule', attr: 'id' }],
+    unique: [{ ns: NS.commonPolicy, local: 'rule', attr: 'id', scope: 'document' }],
+  }),
+  // RFC 4826 §3.4: list names, entry URIs, entry-ref refs and external anchors unique among siblings.
+  usage('resource-lists', 'application/resource-lists+xml', NS.resourceLists, {
+    root: { ns: NS.resourceLists, local: 'resource-lists' },
+    rootChildren: [{ ns: NS.resourceLists, local: 'list' }],
+    required: [
+      { ns: NS.resourceLists, local: 'entry', attr: 'uri' },
+      { ns: NS.resourceLists, local: 'entry-ref', attr: 'ref' },
+      { ns: NS.resourceLists, local: 'external', attr: 'anchor' },
+    ],
+    unique: [
+      { ns: NS.resourceLists, local: 'list', attr: 'name', scope: 'siblings' },
+      { ns: NS.resourceLists, local: 'entry', attr: 'uri', scope: 'siblings' },
+      { ns: NS.resourceLists, local: 'entry-ref', attr: 'ref', scope: 'siblings' },
+      { ns: NS.resourceLists, local: 'external', attr: 'anchor', scope: 'siblings' },
+    ],
+  }),
+  // RFC 4826 §4.4: service URIs unique.
+  usage('rls-services', 'application/rls-services+xml', NS.rlsServices, {
+    root: { ns: NS.rlsServices, local: 'rls-services' },
+    rootChildren: [{ ns: NS.rlsServices, local: 'service' }],
+    required: [{ ns: NS.rlsServices, local: 'service', attr: 'uri' }],
+    unique: [{ ns: NS.rlsServices, local: 'service', attr: 'uri', scope: 'document' }],
+  }),
+  // RFC 4827: a PIDF document (RFC 3863 §4: tuple ids unique).
+  usage('pidf-manipulation', 'application/pidf+xml', NS.pidf, {
+    root: { ns: NS.pidf, local: 'presence' },
+    required: [{ ns: NS.pidf, local: 'tuple', attr: 'id' }],
+    unique: [{ ns: NS.pidf, local: 'tuple', attr: 'id', scope: 'document' }],
+  }),
+];
+
+export const USAGE_BY_AUID: ReadonlyMap<string, AppUsage> = new Map(APP_USAGES.map((u) => [u.auid, u]));
+
+/** The xcap-caps document (RFC 4825 §12): auids, extensions, namespaces. */
+export function xcapCapsDocument(): string {
+  const namespaces = [NS.xcapCaps, NS.xcapError, NS.commonPolicy, NS.presRules, NS.resourceLists, NS.rlsServices, NS.pidf];
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?>\n' +
+    `<xcap-caps xmlns="${NS.xcapCaps}">\n` +
+    '  <auids>\n' +
+    APP_USAGES.map((u) => `    <auid>${u.auid}</auid>\n`).join('') +
+    '  </auids>\n' +
+    '  <extensions/>\n' +
+    '  <namespaces>\n' +
+    namespaces.map((n) => `    <namespace>${n}</namespace>\n`).join('') +
+    '  </namespaces>\n' +
+    '</xcap-caps>\n'
+  );
+}
