@@ -7,13 +7,18 @@ import { loadConfig, ConfigError } from './config.js';
 import { createLogger } from './log.js';
 import { PresenceNode } from './node.js';
 import { VERSION } from './version.js';
+import { rpcCommand } from './cli.js';
 
 function usage(): never {
-  process.stderr.write('usage: presenced [--config FILE] [--version]\n');
+  process.stderr.write('usage: presenced [--config FILE] [--version]\n       presenced rpc [--url URL | --config FILE] METHOD [PARAM ...]\n');
   process.exit(2);
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'rpc') {
+    process.exitCode = await rpcCommand(argv.slice(1));
+    return;
+  }
   let configPath: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
