@@ -66,7 +66,7 @@ export class PresenceNode {
     this.ctx = { pool: this.pool, store: this.store, config };
     this.packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));
     this.stack = new SipStack({
-      listen: config.listen.filter((l) => l.proto === 'udp' || l.proto === 'tcp'),
+      listen: config.listen,
       maxMessageSize: config.max_message_size,
       tcpIdleTimeout: config.tcp_connection_lifetime * 1000,
       tcpPartialTimeout: config.tcp_partial_timeout * 1000,

@@ -12,6 +12,7 @@ import { parseMessage, validateRequest, hasRoutableVia, type ParsedMessage } fro
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';
 import { TcpTransport } from './tcp.js';
+import { WsListener } from './ws.js';
 import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
@@ -54,6 +55,7 @@ export class SipStack {
   readonly timers: TimerSettings;
   private readonly udp: UdpListener[] = [];
   private readonly tcp: TcpTransport[] = [];
+  private readonly ws: WsListener[] = [];
   private readonly extraFlows = new Map<string, Flow>();
   private readonly serverTx = new Map<string, ServerTx>();
   private readonly clientTx = new Map<string, NonInviteClientTransaction>();
@@ -91,8 +93,22 @@ export class SipStack {
         );
         await t.listen();
         this.tcp.push(t);
+      } else if (spec.proto === 'ws') {
+        const w = new WsListener(
+          spec.address,
+          spec.port,
+          this.options.maxMessageSize,
+          {
+            // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
+            onMessage: (d, s) => this.receive(d, s, true),
+            onOpen: (f) => this.attachFlow(f),
+            onClose: (f) => this.detachFlow(f),
+          },
+          this.log,
+        );
+        await w.listen();
+        this.ws.push(w);
       }
-      // ws/wss listeners are attached from outside with attachFlow()/receive(): see transport/ws.ts.
     }
   }
 
@@ -101,6 +117,7 @@ export class SipStack {
     return [
       ...this.udp.map((u) => ({ proto: 'udp' as const, address: u.address, port: u.boundPort })),
       ...this.tcp.map((t) => ({ proto: 'tcp' as const, address: t.address, port: t.boundPort })),
+      ...this.ws.map((w) => ({ proto: 'ws' as const, address: w.address, port: w.boundPort })),
     ];
   }
 
@@ -117,7 +134,7 @@ export class SipStack {
   async stop(): Promise<void> {
     for (const tx of this.serverTx.values()) tx.terminate();
     for (const tx of this.clientTx.values()) tx.terminate();
-    await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close())]);
+    await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close()), ...this.ws.map((w) => w.close())]);
     for (const f of this.extraFlows.values()) f.close();
   }
 

@@ -1,0 +1,124 @@
+/**
+ * SIP over WebSocket (RFC 7118) on uWebSockets.js: the `sip` subprotocol, one SIP message per
+ * WebSocket message, responses and in-dialog requests back on the same connection (the only
+ * way to reach a browser client).
+ */
+import uWS from 'uWebSockets.js';
+import { randomBytes } from 'node:crypto';
+import type { Flow, Logger, Source } from './flows.js';
+
+const BOOT = randomBytes(3).toString('hex');
+let nextId = 1;
+
+interface WsData {
+  flow?: WsFlow;
+}
+
+class WsFlow implements Flow {
+  readonly id = `ws-${BOOT}-${nextId++}`;
+  readonly proto = 'ws' as const;
+  closed = false;
+  constructor(
+    private readonly ws: uWS.WebSocket<WsData>,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    readonly localAddress: string,
+    readonly localPort: number,
+  ) {}
+  send(data: Buffer): boolean {
+    if (this.closed) return false;
+    // RFC 7118 §5: UTF-8 SIP messages go in text frames.
+    this.ws.send(data, false);
+    return true;
+  }
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws.end(1001, 'closing');
+  }
+}
+
+export class WsListener {
+  private token: uWS.us_listen_socket | undefined;
+  boundPort = 0;
+  private readonly flows = new Set<WsFlow>();
+
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    private readonly maxMessageSize: number,
+    private readonly hooks: {
+      onMessage: (data: Buffer, source: Source) => void;
+      onOpen: (flow: Flow) => void;
+      onClose: (flow: Flow) => void;
+    },
+    private readonly log: Logger,
+  ) {}
+
+  async listen(): Promise<void> {
+    const app = uWS.App();
+    app.ws<WsData>('/*', {
+      maxPayloadLength: this.maxMessageSize,
+      idleTimeout: 120,
+      sendPingsAutomatically: true,
+      upgrade: (res, req, context) => {
+        // RFC 7118 §4.1: the client offers the "sip" subprotocol; refuse anything else.
+        const protocols = req.getHeader('sec-websocket-protocol').split(',').map((p) => p.trim().toLowerCase());
+        if (!protocols.includes('sip')) {
+          res.writeStatus('400 Bad Request').end('WebSocket subprotocol "sip" required (RFC 7118)\n');
+          return;
+        }
+        res.upgrade<WsData>(
+          {},
+          req.getHeader('sec-websocket-key'),
+          'sip',
+          req.getHeader('sec-websocket-extensions'),
+          context,
+        );
+      },
+      open: (ws) => {
+        const remote = Buffer.from(ws.getRemoteAddressAsText()).toString();
+        const flow = new WsFlow(ws, remote, 0, this.address, this.boundPort);
+        ws.getUserData().flow = flow;
+        this.flows.add(flow);
+        this.hooks.onOpen(flow);
+      },
+      message: (ws, message) => {
+        const flow = ws.getUserData().flow;
+        if (!flow) return;
+        // The ArrayBuffer is only valid during this call: copy it.
+        const data = Buffer.from(Buffer.from(message));
+        this.hooks.onMessage(data, {
+          proto: 'ws',
+          address: flow.remoteAddress,
+          port: flow.remotePort,
+          localAddress: this.address,
+          localPort: this.boundPort,
+          flow,
+        });
+      },
+      close: (ws) => {
+        const flow = ws.getUserData().flow;
+        if (!flow) return;
+        flow.closed = true;
+        this.flows.delete(flow);
+        this.hooks.onClose(flow);
+      },
+    });
+    await new Promise<void>((resolve, reject) => {
+      app.listen(this.address, this.port, (token) => {
+        if (!token) return reject(new Error(`cannot listen on ws:${this.address}:${this.port}`));
+        this.token = token;
+        this.boundPort = uWS.us_socket_local_port(token);
+        resolve();
+      });
+    });
+    this.log.debug({ port: this.boundPort }, 'WebSocket listener bound');
+  }
+
+  async close(): Promise<void> {
+    for (const f of this.flows) f.close();
+    if (this.token) uWS.us_listen_socket_close(this.token);
+    this.token = undefined;
+  }
+}
