@@ -1,0 +1,122 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { XmlDocument } from 'libxml2-wasm';
+import { startNode, type RunningNode } from '../support/node.js';
+import { TestUa } from '../support/sip-ua.js';
+import { subscribe, subState } from '../support/presence.js';
+
+let node: RunningNode;
+before(async () => {
+  node = await startNode({ force_active: 0 });
+});
+after(async () => {
+  await node.stop();
+});
+
+interface WinfoDoc {
+  version: number;
+  state: string;
+  watchers: Array<{ uri: string; status: string; event: string }>;
+}
+
+function parseWinfo(xml: string): WinfoDoc {
+  const doc = XmlDocument.fromString(xml);
+  try {
+    const ns = { w: 'urn:ietf:params:xml:ns:watcherinfo' };
+    const root = doc.root;
+    const watchers = doc.find('/w:watcherinfo/w:watcher-list/w:watcher', ns).map((n) => {
+      const el = n as unknown as { attr(name: string): { value: string } | null; content: string };
+      return { uri: el.content.trim(), status: el.attr('status')!.value, event: el.attr('event')!.value };
+    });
+    return { version: Number(root.attr('version')!.value), state: root.attr('state')!.value, watchers };
+  } finally {
+    doc.dispose();
+  }
+}
+
+test('presence.winfo: own subscription allowed with a full list, later changes partial, version +1 per NOTIFY', async () => {
+  const alice = 'sip:winfo-alice@example.com';
+  const owner = await TestUa.open('udp', node.udpPort);
+  const bobUa = await TestUa.open('udp', node.udpPort);
+  const carolUa = await TestUa.open('tcp', node.tcpPort);
+  try {
+    // bob watches alice first: no rules → pending.
+    const bob = await subscribe(bobUa, alice, { expires: 120 });
+    assert.equal(bob.res.status, 200);
+    const bobFirst = await bob.dialog.nextNotify();
+    assert.match(subState(bobFirst), /^pending/);
+
+    // alice subscribes to her own watcher info (From is her own AOR).
+    const res = await owner.request({
+      method: 'SUBSCRIBE',
+      uri: alice,
+      from: `<${alice}>;tag=own1`,
+      to: `<${alice}>`,
+      callId: 'winfo-own@test',
+      headers: [
+        ['event', 'presence.winfo'],
+        ['expires', '120'],
+        ['accept', 'application/watcherinfo+xml'],
+      ],
+    });
+    assert.equal(res.status, 200);
+    const n0 = await owner.nextRequest('NOTIFY', (r) => r.callId === 'winfo-own@test');
+    assert.equal(n0.headers.get('content-type'), 'application/watcherinfo+xml');
+    assert.match(subState(n0), /^active/);
+    const d0 = parseWinfo(n0.body.toString());
+    assert.equal(d0.state, 'full');
+    assert.equal(d0.version, 0);
+    assert.equal(d0.watchers.length, 1);
+    assert.equal(d0.watchers[0]!.uri, bobUa.aor);
+    assert.equal(d0.watchers[0]!.status, 'pending');
+    assert.equal(d0.watchers[0]!.event, 'subscribe');
+
+    // carol arrives: a partial NOTIFY with only carol, version 1.
+    const carol = await subscribe(carolUa, alice, { expires: 120 });
+    assert.equal(carol.res.status, 200);
+    const n1 = await owner.nextRequest('NOTIFY', (r) => r.callId === 'winfo-own@test');
+    const d1 = parseWinfo(n1.body.toString());
+    assert.equal(d1.state, 'partial');
+    assert.equal(d1.version, 1);
+    assert.deepEqual(
+      d1.watchers.map((w) => [w.uri, w.status]),
+      [[carolUa.aor, 'pending']],
+    );
+
+    // bob unsubscribes: partial, terminated.
+    const un = await bob.dialog.request(0);
+    assert.equal(un.status, 200);
+    const n2 = await owner.nextRequest('NOTIFY', (r) => r.callId === 'winfo-own@test');
+    const d2 = parseWinfo(n2.body.toString());
+    assert.equal(d2.version, 2);
+    assert.equal(d2.watchers[0]!.uri, bobUa.aor);
+    assert.equal(d2.watchers[0]!.status, 'terminated');
+  } finally {
+    await owner.close();
+    await bobUa.close();
+    await carolUa.close();
+  }
+});
+
+test("presence.winfo of someone else's presentity → 403", async () => {
+  const ua = await TestUa.open('udp', node.udpPort);
+  try {
+    const { res } = await subscribe(ua, 'sip:winfo-other@example.com', { event: 'presence.winfo', expires: 60 });
+    assert.equal(res.status, 403);
+  } finally {
+    await ua.close();
+  }
+});
+
+test('disable_winfo = 1 → presence.winfo is a bad event (489)', async () => {
+  const n2 = await startNode({ disable_winfo: 1 });
+  const ua = await TestUa.open('udp', n2.udpPort);
+  try {
+    const { res } = await subscribe(ua, ua.aor, { event: 'presence.winfo', expires: 60 });
+    assert.equal(res.status, 489);
+    assert.doesNotMatch(res.headers.get('allow-events') ?? '', /presence\.winfo/);
+  } finally {
+    await ua.close();
+    await n2.stop();
+  }
+});

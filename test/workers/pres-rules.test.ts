@@ -1,0 +1,105 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { evaluateRules, applyTransformations } from '../../workers/pres-rules.js';
+import { DEFAULT_XML_LIMITS } from '../../workers/xml.js';
+
+const L = DEFAULT_XML_LIMITS;
+const now = Date.parse('2026-06-01T12:00:00Z');
+
+function ruleset(...rules: string[]): string {
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?><cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" ' +
+    'xmlns:pr="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy">' +
+    rules.join('') +
+    '</cr:ruleset>'
+  );
+}
+
+function rule(id: string, conditions: string, handling: string, transformations = ''): string {
+  return (
+    `<cr:rule id="${id}"><cr:conditions>${conditions}</cr:conditions>` +
+    `<cr:actions><pr:sub-handling>${handling}</pr:sub-handling></cr:actions>` +
+    (transformations ? `<cr:transformations>${transformations}</cr:transformations>` : '') +
+    '</cr:rule>'
+  );
+}
+
+const evalFor = (rulesXml: string | undefined, watcherUri: string, spheres: string[] = []) =>
+  evaluateRules({ rulesXml, watcherUri, spheres, now }, L);
+
+test('no document → confirm (pending)', () => {
+  assert.equal(evalFor(undefined, 'sip:bob@example.com').handling, 'confirm');
+});
+
+test('identity one matches exactly (scheme sips/sip and host case folded); no matching rule → confirm', () => {
+  const doc = ruleset(rule('a', '<cr:identity><cr:one id="sip:bob@Example.com"/></cr:identity>', 'allow'));
+  assert.equal(evalFor(doc, 'sip:bob@example.com').handling, 'allow');
+  assert.equal(evalFor(doc, 'sip:carol@example.com').handling, 'confirm');
+});
+
+test('many with domain and except', () => {
+  const doc = ruleset(
+    rule('d', '<cr:identity><cr:many domain="example.com"><cr:except id="sip:eve@example.com"/></cr:many></cr:identity>', 'allow'),
+  );
+  assert.equal(evalFor(doc, 'sip:bob@example.com').handling, 'allow');
+  assert.equal(evalFor(doc, 'sip:eve@example.com').handling, 'confirm');
+  assert.equal(evalFor(doc, 'sip:bob@other.org').handling, 'confirm');
+});
+
+test('several matching rules combine by the maximum sub-handling', () => {
+  const doc = ruleset(
+    rule('block-all', '', 'block'),
+    rule('polite', '<cr:identity><cr:many domain="example.com"/></cr:identity>', 'polite-block'),
+    rule('bob', '<cr:identity><cr:one id="sip:bob@example.com"/></cr:identity>', 'allow'),
+  );
+  assert.equal(evalFor(doc, 'sip:bob@example.com').handling, 'allow');
+  assert.equal(evalFor(doc, 'sip:carol@example.com').handling, 'polite-block');
+  assert.equal(evalFor(doc, 'sip:mallory@evil.net').handling, 'block');
+});
+
+test('sphere and validity conditions', () => {
+  const doc = ruleset(
+    rule('work', '<cr:sphere value="work"/>', 'allow'),
+    rule('later', '<cr:validity><cr:from>2030-01-01T00:00:00Z</cr:from><cr:until>2031-01-01T00:00:00Z</cr:until></cr:validity>', 'allow'),
+  );
+  assert.equal(evalFor(doc, 'sip:bob@example.com', ['work']).handling, 'allow');
+  assert.equal(evalFor(doc, 'sip:bob@example.com', ['home']).handling, 'confirm');
+  const now2 = ruleset(rule('now', '<cr:validity><cr:from>2026-01-01T00:00:00Z</cr:from><cr:until>2027-01-01T00:00:00Z</cr:until></cr:validity>', 'allow'));
+  assert.equal(evalFor(now2, 'sip:bob@example.com').handling, 'allow');
+});
+
+test('transformations: union across rules; none at all means the whole document', () => {
+  const plain = ruleset(rule('a', '', 'allow'));
+  assert.equal(evalFor(plain, 'sip:bob@example.com').transformations, undefined);
+  const doc = ruleset(
+    rule('a', '', 'allow', '<pr:provide-services><pr:occurrence-id>t1</pr:occurrence-id></pr:provide-services>'),
+    rule('b', '', 'allow', '<pr:provide-persons><pr:all-persons/></pr:provide-persons><pr:provide-activities>true</pr:provide-activities>'),
+  );
+  const t = evalFor(doc, 'sip:bob@example.com').transformations!;
+  assert.deepEqual(t.services, ['occurrence-id:t1']);
+  assert.equal(t.persons, 'all');
+  assert.deepEqual(t.attributes, ['activities']);
+});
+
+const PIDF =
+  '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" ' +
+  'xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="sip:alice@example.com">' +
+  '<tuple id="t1"><status><basic>open</basic></status><note>secret tuple note</note></tuple>' +
+  '<tuple id="t2"><status><basic>open</basic></status></tuple>' +
+  '<note>top note</note>' +
+  '<dm:person id="p1"><rpid:activities><rpid:meeting/></rpid:activities><rpid:mood><rpid:happy/></rpid:mood></dm:person>' +
+  '</presence>';
+
+test('applyTransformations hides tuples, notes and attributes not provided', () => {
+  const out = applyTransformations(PIDF, { services: ['occurrence-id:t1'], persons: 'all', attributes: ['activities'] }, L);
+  assert.match(out, /id="t1"/);
+  assert.doesNotMatch(out, /id="t2"/);
+  assert.doesNotMatch(out, /secret tuple note/);
+  assert.doesNotMatch(out, /top note/);
+  assert.match(out, /meeting/);
+  assert.doesNotMatch(out, /happy/);
+  const withNote = applyTransformations(PIDF, { services: 'all', attributes: ['note'] }, L);
+  assert.match(withNote, /secret tuple note/);
+  assert.match(withNote, /top note/);
+  assert.doesNotMatch(withNote, /dm:person|<person/, 'persons not provided');
+});
