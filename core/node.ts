@@ -52,6 +52,7 @@ export class PresenceNode {
   readonly ctx: PackageContext;
   readonly watcherInfo: WatcherInfo;
   readonly rpc: RpcServer;
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     readonly config: Config,
@@ -170,6 +171,11 @@ export class PresenceNode {
       { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired },
       'store recovered',
     );
+    // presence clean_period: a sweep behind the per-record timers (e.g. after a clock jump).
+    this.sweeper = setInterval(() => {
+      this.publications.cleanup().catch((err) => this.log.error({ err }, 'cleanup failed'));
+    }, this.config.clean_period * 1000);
+    this.sweeper.unref();
     const rpcPort = await this.rpc.start();
     const r = this.config.rpc_listen;
     this.log.info({ listener: `http://${r.address}:${rpcPort}/RPC`, address: r.address, port: rpcPort }, 'RPC listener ready');
@@ -179,6 +185,7 @@ export class PresenceNode {
   }
 
   async stop(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     this.publications.stop();
     this.subscriptions.stop();
     await this.stack.stop();
