@@ -268,7 +268,10 @@ export class Subscriptions {
     const set = this.byPresentity.get(sub.presentityKey);
     if (set) {
       set.delete(sub);
-      if (set.size === 0) this.byPresentity.delete(sub.presentityKey);
+      if (set.size === 0) {
+        this.byPresentity.delete(sub.presentityKey);
+        this.notifier.invalidate(sub.record.presentityUri, sub.record.event); // no watcher left: drop its cached body
+      }
     }
     this.timers.clear(sub.id);
     await this.deps.store.removeSubscription(sub.id);
@@ -319,10 +322,12 @@ export class Subscriptions {
       const beforeKey = sub.bodyKey;
       if (auth.handling === before && auth.bodyKey === beforeKey) continue;
       changed++;
-      if (auth.handling === 'block') {
-        // An allowed watcher that lost its permission: xcapauth_userdel_reason; a pending one is rejected.
-        const reason = rec.state === 'active' ? this.deps.config.xcapauth_userdel_reason : 'rejected';
-        rec.subHandling = 'block';
+      const wasActive = rec.state === 'active';
+      if (auth.handling === 'block' || (auth.handling === 'confirm' && wasActive)) {
+        // presence_xml: an allowed watcher whose rule is gone or now blocks it ends with
+        // xcapauth_userdel_reason; a pending watcher that gets blocked is rejected.
+        const reason = wasActive ? this.deps.config.xcapauth_userdel_reason : 'rejected';
+        rec.subHandling = auth.handling;
         await this.terminate(sub, reason);
         continue;
       }
