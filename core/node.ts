@@ -167,6 +167,7 @@ export class PresenceNode {
     // Listeners first: recovered subscriptions may need to send their terminated NOTIFY.
     const pubs = await this.publications.recover();
     const subs = await this.subscriptions.recover();
+    this.publications.notifyRecovered();
     this.log.info(
       { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired },
       'store recovered',

@@ -137,7 +137,10 @@ export class Notifier {
       }
       rec.localCseq++;
       // The CSeq is committed before the NOTIFY leaves: a restart continues above it.
-      await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
+      // (A final NOTIFY writes nothing: its subscription was already removed from the store.)
+      if (pending.kind !== 'terminate') {
+        await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
+      }
       const req = this.build(sub, state, body, pkg?.notifyType);
       outcome = await this.deps.stack.sendRequest(req, this.target(sub));
     } catch (err) {

@@ -60,24 +60,51 @@ export class Publications {
       }
     }
     await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag)));
-    const changed = new Set(expired.map((p) => `${p.presentityUri}\u0000${p.event}`));
-    for (const k of changed) {
+    // Watchers are told once subscriptions are back (node.start calls notifyRecovered()).
+    for (const p of expired) this.recoveredChanges.add(`${p.presentityUri}\u0000${p.event}`);
+    return { live, expired: expired.length };
+  }
+
+  private readonly recoveredChanges = new Set<string>();
+
+  /** After subscriptions are recovered: NOTIFY the watchers of publications that expired while down. */
+  notifyRecovered(): void {
+    for (const k of this.recoveredChanges) {
       const [uri, event] = k.split('\u0000') as [string, string];
       this.deps.onChange(uri, event);
     }
-    return { live, expired: expired.length };
+    this.recoveredChanges.clear();
   }
 
   stop(): void {
     this.timers.clearAll();
   }
 
+  /** Per presentity+event, the tail of the chain of PUBLISHes being processed. */
+  private readonly queues = new Map<string, Promise<unknown>>();
+
   handle = async (incoming: IncomingRequest): Promise<SipResponse> => {
+    // §6 step 1: the Request-URI names the presentity this node holds state for.
+    const presentityUri = presentityOf(incoming.request.uri);
+    // PUBLISHes of one presentity and event run one after the other: two requests with the
+    // same SIP-If-Match must not both succeed (the second one gets 412).
+    const key = `${presentityUri}\u0000${(incoming.request.headers.get('event') ?? '').trim().toLowerCase()}`;
+    const prev = this.queues.get(key) ?? Promise.resolve();
+    const run = prev.then(
+      () => this.process(incoming, presentityUri),
+      () => this.process(incoming, presentityUri),
+    );
+    const tail = run.catch(() => undefined);
+    this.queues.set(key, tail);
+    tail.then(() => {
+      if (this.queues.get(key) === tail) this.queues.delete(key);
+    });
+    return run;
+  };
+
+  private async process(incoming: IncomingRequest, presentityUri: string): Promise<SipResponse> {
     const req = incoming.request;
     const { config, store, packages } = this.deps;
-
-    // §6 step 1: the Request-URI names the presentity this node holds state for.
-    const presentityUri = presentityOf(req.uri);
 
     // §6 step 2: the Event header names a package this node accepts publications for.
     const eventHeader = req.headers.get('event');
@@ -155,7 +182,7 @@ export class Publications {
     );
     if (hasBody) this.deps.onChange(presentityUri, pkg.name);
     return res;
-  };
+  }
 
   private arm(p: Publication): void {
     this.timers.set(timerKey(p), p.expiresAt + this.deps.config.expires_offset * 1000, () => {

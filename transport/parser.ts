@@ -78,7 +78,7 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
     if (line.length === 0) continue;
     const c0 = line.charCodeAt(0);
     if (c0 === 0x20 || c0 === 0x09) {
-      if (current) current[1] += (current[1].length > 0 ? ' ' : '') + line.trim();
+      if (current) current[1] += (current[1].length > 0 ? ' ' : '') + trimLws(line);
       else problems.push('continuation line without a header');
       continue;
     }
@@ -95,7 +95,7 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
       continue;
     }
     if (name.length === 1) name = COMPACT_FORMS[name] ?? name;
-    current = [name, line.slice(colon + 1).trim()];
+    current = [name, trimLws(line.slice(colon + 1))];
     message.headers.entries.push(current);
   }
 
@@ -120,6 +120,18 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
     message.body = available > 0 ? Buffer.from(buf.subarray(bodyStart)) : EMPTY;
   }
   return { message, problems };
+}
+
+/**
+ * Strip SP/HTAB only: String.prototype.trim() would also eat U+FEFF, NBSP and other Unicode
+ * spaces that belong to a UTF-8 header value (RFC 4475 §3.1.1.2 intmeth).
+ */
+function trimLws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
 /** Headers without which no request can be processed (RFC 3261 §8.1.1). */

@@ -292,7 +292,7 @@ export class SipStack {
       via.params.set('received', source.address);
       changed = true;
     }
-    if (via.params.has('rport') && via.params.get('rport') === '') {
+    if (via.params.has('rport') && via.params.get('rport') === '' && source.port > 0) {
       via.params.set('rport', String(source.port));
       if (!via.params.has('received')) via.params.set('received', source.address);
       changed = true;
@@ -342,8 +342,17 @@ export class SipStack {
 
   // ───────────────────────────── send ─────────────────────────────
 
+  private tagPool = randomBytes(0);
+  private tagOffset = 0;
+
+  /** A To tag; random bytes come from a pooled CSPRNG draw (one syscall per 680 tags). */
   newTag(): string {
-    return randomBytes(6).toString('hex');
+    if (this.tagOffset + 6 > this.tagPool.length) {
+      this.tagPool = randomBytes(4096);
+      this.tagOffset = 0;
+    }
+    this.tagOffset += 6;
+    return this.tagPool.toString('hex', this.tagOffset - 6, this.tagOffset);
   }
 
   newBranch(): string {
@@ -372,6 +381,8 @@ export class SipStack {
     const key = branch + '|' + req.method;
 
     let host = bareHost(target.host);
+    // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
+    if (!flow && (proto === 'ws' || proto === 'wss')) return { kind: 'transport-error', error: new Error(`no open ${proto} flow to the subscriber`) };
     if (!flow && net.isIP(host) === 0) {
       try {
         host = (await lookup(host)).address;

@@ -28,8 +28,8 @@ class WsFlow implements Flow {
   send(data: Buffer): boolean {
     if (this.closed) return false;
     // RFC 7118 §5: UTF-8 SIP messages go in text frames.
-    this.ws.send(data, false);
-    return true;
+    // uWS returns 2 when the message was dropped (backpressure limit): report it as a failure.
+    return this.ws.send(data, false) !== 2;
   }
   close(): void {
     if (this.closed) return;
@@ -63,7 +63,8 @@ export class WsListener {
       sendPingsAutomatically: true,
       upgrade: (res, req, context) => {
         // RFC 7118 §4.1: the client offers the "sip" subprotocol; refuse anything else.
-        const protocols = req.getHeader('sec-websocket-protocol').split(',').map((p) => p.trim().toLowerCase());
+        // RFC 6455 §4.2.2: the answer must be one of the offered tokens, exactly as offered.
+        const protocols = req.getHeader('sec-websocket-protocol').split(',').map((p) => p.trim());
         if (!protocols.includes('sip')) {
           res.writeStatus('400 Bad Request').end('WebSocket subprotocol "sip" required (RFC 7118)\n');
           return;

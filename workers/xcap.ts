@@ -136,7 +136,7 @@ export function escapeAttValue(s: string): string {
 
 const PREDEFINED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
 
-/** An AttValue body (RFC 4825 §7.5, XML 1.0 production without its quotes) → the value, or undefined. */
+/** An application/xcap-att+xml body (XML 1.0 AttValue without its quotes) → the value, or undefined. */
 export function decodeAttValue(text: string): string | undefined {
   if (text.includes('<')) return undefined;
   let bad = false;
@@ -315,21 +315,17 @@ function serializeDoc(doc: XmlDocument): string {
   return doc.toString({ format: false });
 }
 
-function parseDoc<T>(xml: string, lim: XmlLimits, fn: (doc: XmlDocument) => T): T {
-  return withDocument(xml, lim, fn);
-}
-
 // ───── tasks ─────
 
-/** Whole-document PUT (RFC 4825 §8.2.4, §8.2.5): well-formed, fits the application usage. */
+/** Whole-document PUT (RFC 4825 §8.2.2, §8.2.5): well-formed, fits the application usage. */
 export function checkDocument(p: { xml: string; usage: UsageRules }): Checked {
-  return guard(() => parseDoc(p.xml, limits(), (doc) => (checkRules(doc, p.usage), { ok: true as const })));
+  return guard(() => withDocument(p.xml, limits(), (doc) => (checkRules(doc, p.usage), { ok: true as const })));
 }
 
-/** GET of an element, attribute or namespace bindings (RFC 4825 §8.1). */
+/** GET of an element, attribute or namespace bindings (RFC 4825 §8.3, §10). */
 export function selectNode(p: { xml: string; selector: NodeSelector; usage: UsageRules }): Selected {
   return guard(() =>
-    parseDoc(p.xml, limits(), (doc): Selected => {
+    withDocument(p.xml, limits(), (doc): Selected => {
       const found = evaluate(doc, p.selector.steps, p.usage);
       if (found.length !== 1) return fail('not-found', found.length ? 'the node selector selects more than one element' : 'no such element');
       const el = found[0]!;
@@ -348,9 +344,10 @@ export function selectNode(p: { xml: string; selector: NodeSelector; usage: Usag
 }
 
 /**
- * PUT of an element (RFC 4825 §8.2.1-§8.2.3, body application/xcap-el+xml) or an attribute
- * (body application/xcap-att+xml): creates or replaces, then checks that the result still
- * fits the usage and that the same selector now selects what was put (§7.4 idempotency).
+ * PUT of an element (body application/xcap-el+xml) or an attribute (application/xcap-att+xml),
+ * RFC 4825 §8.2: locate the parent (§8.2.1), check the body (§8.2.2), create (§8.2.3) or
+ * replace (§8.2.4), then validate (§8.2.5): the result fits the usage, and the same selector
+ * now selects what was put.
  */
 export function putNode(p: { xml: string; selector: NodeSelector; body: string; usage: UsageRules }): Edited {
   const lim = limits();
@@ -363,14 +360,19 @@ function putAttribute(p: { xml: string; selector: NodeSelector; body: string; us
   const t = p.selector.terminal as { kind: 'attribute'; ns: string; local: string };
   const value = decodeAttValue(p.body);
   if (value === undefined) return fail('not-xml-att-value', 'the body is not a valid XML attribute value');
-  const xml = parseDoc(p.xml, lim, (doc): Edited => {
+  const xml = withDocument(p.xml, lim, (doc): Edited => {
     const found = evaluate(doc, p.selector.steps, p.usage);
     if (found.length !== 1) {
       return fail('no-parent', 'the element of the attribute does not exist', { ancestorSteps: closestAncestor(doc, p.selector.steps, p.usage) });
     }
     const el = found[0]!;
     const existing = attrOf(el, t.ns, t.local);
-    if (t.ns === '') el.setAttr(t.local, value);
+    if (existing) {
+      // libxml2-wasm's setAttr would add a second attribute of that name, and the value
+      // setter reads entity references (xmlNodeSetContent), hence the escaped "&".
+      existing.value = value.replace(/&/g, '&amp;');
+      if (existing.value !== value) return fail('not-xml-att-value', 'the value could not be stored as it is');
+    } else if (t.ns === '') el.setAttr(t.local, value);
     else {
       const prefix = Object.entries(el.namespaces).find(([pre, uri]) => pre !== '' && uri === t.ns)?.[0];
       if (prefix === undefined) return fail('cannot-insert', `no namespace prefix is declared for ${t.ns} in the document`);
@@ -379,7 +381,7 @@ function putAttribute(p: { xml: string; selector: NodeSelector; body: string; us
     return { ok: true, xml: serializeDoc(doc), created: !existing };
   });
   if (!xml.ok) return xml;
-  return parseDoc(xml.xml, lim, (doc): Edited => {
+  return withDocument(xml.xml, lim, (doc): Edited => {
     checkRules(doc, p.usage);
     return xml;
   });
@@ -393,8 +395,9 @@ function putElement(p: { xml: string; selector: NodeSelector; body: string; usag
   let created = false;
 
   // 1. Locate the parent (§8.2.1), check the fragment in its namespace context (§8.2.2), and
-  //    mark where the new element goes: in place of the selected one, or as RFC 4825 §8.2.3 says.
-  const marked = parseDoc(p.xml, lim, (doc): string | XcapFailure => {
+  //    mark where the new element goes: in place of the selected one (§8.2.4), or after its
+  //    last like-named sibling / as the last child (§8.2.3).
+  const marked = withDocument(p.xml, lim, (doc): string | XcapFailure => {
     let parent: XmlElement | undefined;
     if (steps.length > 1) {
       const parents = evaluate(doc, steps.slice(0, -1), p.usage);
@@ -435,13 +438,14 @@ function putElement(p: { xml: string; selector: NodeSelector; body: string; usag
   // 2. Splice, re-parse the result, and check it: usage rules, and the selector selects the new element.
   const comment = `<!--${marker}-->`;
   const candidate = marked === 'ROOT' ? comment + fragment : marked.replace(comment, () => comment + fragment);
-  return parseDoc(candidate, lim, (doc): Edited => {
-    checkRules(doc, p.usage);
+  return withDocument(candidate, lim, (doc): Edited => {
+    checkNamespaces(doc.root);
     const found = evaluate(doc, steps, p.usage);
     const prev = found.length === 1 ? previousNode(found[0]!, doc) : undefined;
     if (!(prev instanceof XmlComment) || prev.content !== marker) {
       return fail('cannot-insert', 'after the PUT the node selector would not select the element in the body');
     }
+    checkRules(doc, p.usage);
     return { ok: true, xml: candidate.replace(comment, ''), created };
   });
 }
@@ -463,7 +467,7 @@ function checkFragment(fragment: string, inScope: Record<string, string>, lim: X
   const wrapped = `<xcap-fragment${decls}>${fragment}</xcap-fragment>`;
   const r = guard(
     () =>
-      parseDoc(wrapped, { maxBytes: lim.maxBytes + wrapped.length - fragment.length, maxDepth: lim.maxDepth }, (doc): Checked => {
+      withDocument(wrapped, { maxBytes: lim.maxBytes + wrapped.length - fragment.length, maxDepth: lim.maxDepth }, (doc): Checked => {
         const root = doc.root;
         const kids = elementChildren(root);
         let other = false;
@@ -481,11 +485,11 @@ function checkFragment(fragment: string, inScope: Record<string, string>, lim: X
   return r.kind === 'not-well-formed' ? { ...r, kind: 'not-xml-frag' } : r;
 }
 
-/** DELETE of an element or attribute (RFC 4825 §8.3). */
+/** DELETE of an element or attribute (RFC 4825 §8.4). */
 export function deleteNode(p: { xml: string; selector: NodeSelector; usage: UsageRules }): Edited {
   const lim = limits();
   return guard(() => {
-    const edited = parseDoc(p.xml, lim, (doc): Edited => {
+    const edited = withDocument(p.xml, lim, (doc): Edited => {
       const found = evaluate(doc, p.selector.steps, p.usage);
       if (found.length !== 1) return fail('not-found', found.length ? 'the node selector selects more than one element' : 'no such element');
       const el = found[0]!;
@@ -502,9 +506,9 @@ export function deleteNode(p: { xml: string; selector: NodeSelector; usage: Usag
       return { ok: true, xml: serializeDoc(doc), created: false };
     });
     if (!edited.ok) return edited;
-    return parseDoc(edited.xml, lim, (doc): Edited => {
+    return withDocument(edited.xml, lim, (doc): Edited => {
       checkRules(doc, p.usage);
-      // §8.3.? a later GET of the same URI must give 404, else the DELETE is refused.
+      // §8.4: a later GET of the same URI must give 404, else the DELETE is refused.
       const t = p.selector.terminal;
       const still = evaluate(doc, p.selector.steps, p.usage);
       const selectsAgain = t?.kind === 'attribute' ? still.length === 1 && attrOf(still[0]!, t.ns, t.local) !== undefined : still.length === 1;

@@ -15,6 +15,10 @@ export const NS = {
   xcapError: 'urn:ietf:params:xml:ns:xcap-error',
 } as const;
 
+/** Bodies of element and attribute requests (RFC 4825 §7.4, §7.7). */
+export const XCAP_EL_TYPE = 'application/xcap-el+xml';
+export const XCAP_ATT_TYPE = 'application/xcap-att+xml';
+
 export interface AppUsage {
   auid: string;
   mimeType: string;

@@ -1,8 +1,9 @@
 /**
  * Presence helpers over TestUa: PIDF documents, PUBLISH and SUBSCRIBE shortcuts, dialogs.
  */
-import type { SipRequest, SipResponse } from '../../transport/message.js';
-import type { TestUa } from './sip-ua.js';
+import { SipRequest, type SipResponse } from '../../transport/message.js';
+import { TestUa, type UaProto } from './sip-ua.js';
+import { XmlDocument, type XmlElement } from 'libxml2-wasm';
 
 export function pidf(entity: string, tupleId: string, basic: 'open' | 'closed', note?: string): string {
   return (
@@ -95,4 +96,147 @@ export async function subscribe(
 
 export function subState(r: SipRequest): string {
   return r.headers.get('subscription-state') ?? '';
+}
+
+// ───── additions for the presence-core end-to-end suites (issue 4) ─────
+
+export const PIDF_NS = 'urn:ietf:params:xml:ns:pidf';
+export const DM_NS = 'urn:ietf:params:xml:ns:pidf:data-model';
+export const RPID_NS = 'urn:ietf:params:xml:ns:pidf:rpid';
+export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info';
+/** Prefixes for XPath over NOTIFY bodies. */
+export const XPATH_NS = { p: PIDF_NS, dm: DM_NS, rpid: RPID_NS, d: DIALOG_INFO_NS };
+
+/** A presentity URI no other test uses. */
+export function uniqueUri(prefix = 'p'): string {
+  return `sip:${prefix}-${Math.random().toString(36).slice(2, 10)}@example.com`;
+}
+
+/** The node's SIP port for a transport. */
+export function portFor(node: { udpPort: number; tcpPort: number }, proto: UaProto): number {
+  return proto === 'udp' ? node.udpPort : node.tcpPort;
+}
+
+/** Open a TestUa towards a node over `proto`. */
+export function openUa(node: { udpPort: number; tcpPort: number }, proto: UaProto): Promise<TestUa> {
+  return TestUa.open(proto, portFor(node, proto));
+}
+
+export interface TupleSpec {
+  id: string;
+  basic: 'open' | 'closed';
+  note?: string;
+}
+
+/** A PIDF document with several tuples and any extra (already namespaced) elements after them. */
+export function pidfDoc(entity: string, tuples: TupleSpec[], extra = '', xmlns: Record<string, string> = {}): string {
+  const decls = Object.entries(xmlns)
+    .map(([prefix, uri]) => ` xmlns:${prefix}="${uri}"`)
+    .join('');
+  const ts = tuples
+    .map((t) => `<tuple id="${t.id}"><status><basic>${t.basic}</basic></status>${t.note ? `<note>${t.note}</note>` : ''}</tuple>`)
+    .join('');
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="${PIDF_NS}"${decls} entity="${entity}">${ts}${extra}</presence>`;
+}
+
+/** Parse an XML body with libxml2-wasm, run fn, always dispose the document. */
+export function withXml<T>(body: string, fn: (doc: XmlDocument) => T): T {
+  const doc = XmlDocument.fromString(body);
+  try {
+    return fn(doc);
+  } finally {
+    doc.dispose();
+  }
+}
+
+/** The text of every node an XPath (prefixes from XPATH_NS) selects in an XML body. */
+export function xpathTexts(body: string, xpath: string): string[] {
+  return withXml(body, (doc) => doc.find(xpath, XPATH_NS).map((n) => n.content.trim()));
+}
+
+/** tuple id → basic status, in document order, of a PIDF body. */
+export function tuplesOf(body: string): Array<{ id: string; basic: string }> {
+  return withXml(body, (doc) =>
+    doc.find('/p:presence/p:tuple', XPATH_NS).map((n) => {
+      const el = n as XmlElement;
+      return { id: el.attr('id')?.value ?? '', basic: el.get('p:status/p:basic', XPATH_NS)?.content.trim() ?? '' };
+    }),
+  );
+}
+
+/** Whether a NOTIFY body shows any tuple with basic status open (an empty body shows nothing). */
+export function showsOpen(body: string): boolean {
+  if (body.trim() === '') return false;
+  return tuplesOf(body).some((t) => t.basic === 'open');
+}
+
+/** Subscription-State split into its value and parameters (RFC 6665 §8.2.3). */
+export function parseSubState(r: SipRequest): { state: string; expires?: number; reason?: string; params: Map<string, string> } {
+  const [value = '', ...rest] = subState(r).split(';');
+  const params = new Map<string, string>();
+  for (const p of rest) {
+    const eq = p.indexOf('=');
+    if (eq === -1) params.set(p.trim().toLowerCase(), '');
+    else params.set(p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim());
+  }
+  const out: { state: string; expires?: number; reason?: string; params: Map<string, string> } = { state: value.trim().toLowerCase(), params };
+  if (params.has('expires')) out.expires = Number(params.get('expires'));
+  if (params.has('reason')) out.reason = params.get('reason')!;
+  return out;
+}
+
+/** The body of a message as text. */
+export function bodyOf(m: SipRequest | SipResponse): string {
+  return m.body.toString('utf8');
+}
+
+/**
+ * Wait `ms` and return the requests of `method` matching pred that arrived meanwhile; a test
+ * asserts the list is empty to show that nothing was sent.
+ */
+export async function collectFor(ua: TestUa, method: string, pred: (r: SipRequest) => boolean, ms: number): Promise<SipRequest[]> {
+  const since = Date.now();
+  await new Promise((r) => setTimeout(r, ms));
+  return ua.received
+    .filter((x) => x.at >= since && x.message instanceof SipRequest)
+    .map((x) => x.message as SipRequest)
+    .filter((m) => m.method === method && pred(m));
+}
+
+/** A NOTIFY's CSeq number. */
+export function cseqOf(r: SipRequest): number {
+  return r.cseq.seq;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** SUBSCRIBE, require a 2xx, and return the dialog with its first (immediate) NOTIFY. */
+export async function watch(
+  ua: TestUa,
+  presentity: string,
+  o: { event?: string; expires?: number; headers?: Array<[string, string]> } = {},
+): Promise<{ res: SipResponse; dialog: Dialog; first: SipRequest }> {
+  const { res, dialog } = await subscribe(ua, presentity, { expires: 600, ...o });
+  if (res.status < 200 || res.status > 299) throw new Error(`SUBSCRIBE to ${presentity} answered ${res.status} ${res.reason}`);
+  const first = await dialog.nextNotify();
+  return { res, dialog, first };
+}
+
+/**
+ * The keys a stopped node left in its LMDB store (databases named in core/store/store.ts):
+ * to check that ended subscriptions and gone publications leave no record behind.
+ */
+export async function storedKeys(dbUrl: string): Promise<{ subscriptions: string[]; cseqs: string[]; publications: string[][] }> {
+  const { open } = await import('lmdb');
+  const env = open({ path: dbUrl.replace(/^lmdb:/, ''), maxDbs: 16, readOnly: true });
+  try {
+    const keys = (name: string): unknown[] => [...env.openDB({ name, encoding: 'binary', readOnly: true } as never).getKeys({})];
+    return {
+      subscriptions: keys('subscription').map(String),
+      cseqs: keys('cseq').map(String),
+      publications: keys('publication') as string[][],
+    };
+  } finally {
+    await env.close();
+  }
 }

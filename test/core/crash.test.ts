@@ -1,0 +1,201 @@
+/**
+ * Crash safety end to end (issue 4, DESIGN "LMDB is the store"): what a node acknowledged
+ * survives SIGKILL; after a restart on the same store every live subscription resumes in its
+ * dialog with the next CSeq, and what expired while the node was down is cleaned up, expired
+ * subscriptions getting their terminated NOTIFY. Ports are ephemeral, so the restarted node
+ * listens elsewhere: publishers talk to the new port, NOTIFYs still reach the watchers' Contact.
+ */
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startNode, type RunningNode } from '../support/node.js';
+import type { TestUa, UaProto } from '../support/sip-ua.js';
+import {
+  Dialog,
+  pidf,
+  publish,
+  subscribe,
+  watch,
+  openUa,
+  uniqueUri,
+  parseSubState,
+  bodyOf,
+  cseqOf,
+  showsOpen,
+  sleep,
+  collectFor,
+} from '../support/presence.js';
+
+const CONFIG = { force_active: 1, min_expires: 0, sip_t1: 50 };
+
+/** A store directory shared by a node and its restart; removed at the end. */
+async function withStore(fn: (dataDir: string, nodes: RunningNode[], uas: TestUa[]) => Promise<void>): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'presenced-crash-'));
+  const nodes: RunningNode[] = [];
+  const uas: TestUa[] = [];
+  try {
+    await fn(dataDir, nodes, uas);
+  } finally {
+    await Promise.all(uas.map((u) => u.close()));
+    await Promise.all(nodes.map((n) => n.kill()));
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function open(node: RunningNode, proto: UaProto, uas: TestUa[]): Promise<TestUa> {
+  const ua = await openUa(node, proto);
+  uas.push(ua);
+  return ua;
+}
+
+/** Talk to an old dialog from another UA (the watcher's own UA still points at the dead node's port). */
+function sameDialog(via: TestUa, d: Dialog): Dialog {
+  const copy = new Dialog(via, d.presentity, d.event, d.callId, d.fromTag, d.toTag);
+  copy.cseq = d.cseq;
+  return copy;
+}
+
+describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
+  for (const proto of ['udp', 'tcp'] as const) {
+    test(`[${proto}] the next PUBLISH after a restart reaches the old watcher in its old dialog with CSeq + 1`, () =>
+      withStore(async (dataDir, nodes, uas) => {
+        const first = await startNode(CONFIG, { dataDir });
+        nodes.push(first);
+        const publisher = await open(first, proto, uas);
+        const watcher = await open(first, proto, uas);
+
+        const p = uniqueUri('crash');
+        const pub = await publish(publisher, p, { body: pidf(p, 't1', 'open', 'before'), expires: 600 });
+        assert.equal(pub.status, 200);
+        const etag = pub.headers.get('sip-etag')!;
+        const w = await watch(watcher, p, { expires: 600 });
+        assert.match(bodyOf(w.first), /before/);
+
+        // Acknowledged just before the kill: a publication and a subscription of another presentity.
+        const q = uniqueUri('crash-late');
+        const latePub = await publish(publisher, q, { body: pidf(q, 'late', 'open', 'late'), expires: 600 });
+        assert.equal(latePub.status, 200);
+        const lateWatcher = await open(first, proto, uas);
+        const late = await subscribe(lateWatcher, q, { expires: 600 });
+        await first.kill(); // right on the 2xx: its immediate NOTIFY may or may not have left
+        assert.equal(late.res.status, 200, 'late SUBSCRIBE acknowledged');
+        const lateSub = late.dialog;
+
+        const second = await startNode(CONFIG, { dataDir });
+        nodes.push(second);
+        const publisher2 = await open(second, proto, uas);
+
+        const mod = await publish(publisher2, p, { etag, body: pidf(p, 't1', 'closed', 'after'), expires: 600 });
+        assert.equal(mod.status, 200, `the entity-tag acknowledged before the crash still works: ${mod.status} ${mod.reason}`);
+        const n = await w.dialog.nextNotify(5000, (r) => bodyOf(r).includes('after'));
+        assert.equal(n.callId, w.dialog.callId, 'same Call-ID');
+        assert.equal(n.fromTag, w.dialog.toTag, 'same local tag');
+        assert.equal(n.toTag, w.dialog.fromTag, 'same remote tag');
+        assert.equal(cseqOf(n), cseqOf(w.first) + 1, 'the next CSeq of the dialog');
+        assert.equal(parseSubState(n).state, 'active');
+        const expires = parseSubState(n).expires!;
+        assert.ok(expires > 500 && expires <= 600, `remaining expiry carried over (${expires})`);
+
+        // What was acknowledged right before SIGKILL is there too.
+        const lateRefresh = await publish(publisher2, q, { etag: latePub.headers.get('sip-etag')!, expires: 600 });
+        assert.equal(lateRefresh.status, 200, 'a publication acknowledged just before the kill survived');
+        const probe = await open(second, proto, uas);
+        const r = await sameDialog(probe, lateSub).request(600);
+        assert.equal(r.status, 200, 'a subscription acknowledged just before the kill survived');
+        assert.equal(r.toTag, lateSub.toTag);
+        const latest = await probe.nextRequest('NOTIFY', (x) => x.callId === lateSub.callId, 5000);
+        assert.equal(showsOpen(bodyOf(latest)), true);
+      }));
+
+    test(`[${proto}] what expired while the node was down: terminated NOTIFY for the subscription, the publication gone`, () =>
+      withStore(async (dataDir, nodes, uas) => {
+        const first = await startNode(CONFIG, { dataDir });
+        nodes.push(first);
+        const publisher = await open(first, proto, uas);
+        const watcher = await open(first, proto, uas);
+
+        const p = uniqueUri('down');
+        const pub = await publish(publisher, p, { body: pidf(p, 'brief', 'open'), expires: 2 });
+        assert.equal(pub.status, 200);
+        const short = await watch(watcher, p, { expires: 2 });
+        assert.equal(showsOpen(bodyOf(short.first)), true);
+        await first.kill();
+        await sleep(2600);
+
+        const second = await startNode(CONFIG, { dataDir });
+        nodes.push(second);
+        const last = await short.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated');
+        assert.equal(parseSubState(last).reason, 'timeout', `Subscription-State: ${last.headers.get('subscription-state')}`);
+        assert.equal(last.callId, short.dialog.callId);
+        assert.equal(last.fromTag, short.dialog.toTag);
+        assert.equal(cseqOf(last), cseqOf(short.first) + 1, 'in its dialog, next CSeq');
+        assert.equal(showsOpen(bodyOf(last)), false, 'the final NOTIFY does not show the expired publication open');
+
+        const publisher2 = await open(second, proto, uas);
+        const stale = await publish(publisher2, p, { etag: pub.headers.get('sip-etag')!, expires: 60 });
+        assert.equal(stale.status, 412, 'the publication that expired while down is gone');
+        const fresh = await watch(publisher2, p, { expires: 60 });
+        assert.equal(showsOpen(bodyOf(fresh.first)), false, 'a new watcher sees nothing open');
+        assert.equal((await sameDialog(publisher2, short.dialog).request(60)).status, 481, 'the expired subscription is gone');
+      }));
+
+    test(`[${proto}] an unsubscribed (versioned) dialog;sla watcher stays unsubscribed across a restart`, () =>
+      withStore(async (dataDir, nodes, uas) => {
+        const cfg = { ...CONFIG, disable_bla: 0 };
+        const first = await startNode(cfg, { dataDir });
+        nodes.push(first);
+        const ua = await open(first, proto, uas);
+        const line = uniqueUri('line');
+        const info = (state: string): string =>
+          `<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="${line}">` +
+          `<dialog id="d1"><state>${state}</state></dialog></dialog-info>`;
+        const pub = await publish(ua, line, { event: 'dialog;sla', body: info('confirmed'), contentType: 'application/dialog-info+xml', expires: 600 });
+        assert.equal(pub.status, 200);
+        const w = await watch(ua, line, { event: 'dialog;sla', expires: 600 });
+        assert.equal((await w.dialog.request(0)).status, 200);
+        const last = await w.dialog.nextNotify(3000, (r) => parseSubState(r).state === 'terminated');
+        await sleep(100);
+        await first.kill();
+
+        const second = await startNode(cfg, { dataDir });
+        nodes.push(second);
+        const ua2 = await open(second, proto, uas);
+        const mod = await publish(ua2, line, {
+          event: 'dialog;sla',
+          etag: pub.headers.get('sip-etag')!,
+          body: info('terminated'),
+          contentType: 'application/dialog-info+xml',
+          expires: 600,
+        });
+        assert.equal(mod.status, 200);
+        const after = await collectFor(ua, 'NOTIFY', (r) => r.callId === w.dialog.callId && cseqOf(r) > cseqOf(last), 1000);
+        assert.deepEqual(
+          after.map((r) => `${cseqOf(r)} ${r.headers.get('subscription-state')}`),
+          [],
+          'no NOTIFY in a dialog the watcher ended before the crash',
+        );
+        assert.equal((await sameDialog(ua2, w.dialog).request(600)).status, 481, 'the ended subscription was not resurrected');
+      }));
+
+    test(`[${proto}] a live watcher learns after the restart that a publication expired while the node was down`, () =>
+      withStore(async (dataDir, nodes, uas) => {
+        const first = await startNode(CONFIG, { dataDir });
+        nodes.push(first);
+        const publisher = await open(first, proto, uas);
+        const watcher = await open(first, proto, uas);
+        const p = uniqueUri('stale');
+        assert.equal((await publish(publisher, p, { body: pidf(p, 'brief', 'open'), expires: 2 })).status, 200);
+        const live = await watch(watcher, p, { expires: 600 });
+        assert.equal(showsOpen(bodyOf(live.first)), true);
+        await first.kill();
+        await sleep(2600);
+        nodes.push(await startNode(CONFIG, { dataDir }));
+        // RFC 6665 §4.2.2 / RFC 3903 §6: the state changed (the soft state is gone), so the watcher is told.
+        const n = await live.dialog.nextNotify(4000, (r) => !showsOpen(bodyOf(r)));
+        assert.equal(cseqOf(n), cseqOf(live.first) + 1);
+        assert.equal(parseSubState(n).state, 'active');
+      }));
+  }
+});

@@ -1,0 +1,133 @@
+/**
+ * SIPp (Debian sip-tester) runs test/sipp/options.xml against a real node over UDP (-t u1)
+ * and TCP (-t t1); every call must succeed (exit code 0). A third, faster UDP run prints the
+ * OPTIONS/s the node sustained, as a diagnostic only.
+ *
+ * SIPp runs in the foreground with -nostdin (CI has no terminal), -timeout/-timeout_error so
+ * it cannot hang, and is killed by the test if it still does.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { tmpdir, cpus } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startNode, type RunningNode } from '../support/node.js';
+
+// dist/test/transport/sipp.test.js → <repo>/test/sipp/options.xml
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const SCENARIO = join(REPO, 'test', 'sipp', 'options.xml');
+const SIPP = process.env.SIPP ?? 'sipp';
+
+interface SippRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  errors: string;
+  ms: number;
+  args: string[];
+}
+
+let node: RunningNode;
+let work: string;
+before(async () => {
+  node = await startNode();
+  work = mkdtempSync(join(tmpdir(), 'presenced-sipp-'));
+});
+after(async () => {
+  await node?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+function runSipp(transport: 'u1' | 't1', port: number, calls: number, rate: number, timeoutMs = 30_000): Promise<SippRun> {
+  const errorFile = join(work, `errors-${transport}-${calls}.log`);
+  const args = [
+    '-sf', SCENARIO,
+    '-t', transport,
+    '-i', '127.0.0.1',
+    '-p', '0',
+    '-m', String(calls),
+    '-r', String(rate),
+    '-nostdin',
+    '-timeout', '20s',
+    '-timeout_error',
+    '-trace_err',
+    '-error_file', errorFile,
+    `127.0.0.1:${port}`,
+  ];
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    // cwd: a scratch directory, so nothing SIPp writes lands in the repository.
+    const child = spawn(SIPP, args, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        err.code === 'ENOENT'
+          ? new Error(`${SIPP} not found: install Debian "sip-tester" (.ci/run does) or set SIPP to its path`)
+          : err,
+      );
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const errors = existsSync(errorFile) ? readFileSync(errorFile, 'utf8') : '';
+      resolve({ code, signal, stdout, stderr, errors, ms: performance.now() - t0, args });
+    });
+  });
+}
+
+/** Cumulative counters from SIPp's final statistics screen. */
+function stats(out: string): { successful: number; failed: number; cps: number; retrans: number } {
+  const last = (re: RegExp): number => {
+    const all = [...out.matchAll(re)];
+    const m = all[all.length - 1];
+    return m ? Number(m[1]) : NaN;
+  };
+  return {
+    successful: last(/Successful call\s*\|\s*\d+\s*\|\s*(\d+)/g),
+    failed: last(/Failed call\s*\|\s*\d+\s*\|\s*(\d+)/g),
+    cps: last(/Call Rate\s*\|[^|]*\|\s*([\d.]+) cps/g),
+    retrans: last(/OPTIONS -+>\s+\d+\s+(\d+)/g),
+  };
+}
+
+const explain = (r: SippRun): string =>
+  `sipp ${r.args.join(' ')}\nexit ${r.code} signal ${r.signal}\n--- stderr ---\n${r.stderr.slice(-2000)}\n--- errors ---\n${r.errors.slice(-3000)}\n--- stdout (tail) ---\n${r.stdout.slice(-3000)}`;
+
+for (const [transport, name] of [
+  ['u1', 'UDP'],
+  ['t1', 'TCP'],
+] as const) {
+  test(`sipp OPTIONS scenario over ${name} (-t ${transport}): 200 calls, all successful`, async () => {
+    const port = transport === 'u1' ? node.udpPort : node.tcpPort;
+    const run = await runSipp(transport, port, 200, 200);
+    assert.equal(run.code, 0, explain(run));
+    const s = stats(run.stdout);
+    assert.equal(s.successful, 200, explain(run));
+    assert.equal(s.failed, 0, explain(run));
+  });
+}
+
+test('sipp OPTIONS throughput over UDP (diagnostic)', async () => {
+  const calls = 10_000;
+  const rate = 10_000;
+  const run = await runSipp('u1', node.udpPort, calls, rate, 60_000);
+  const s = stats(run.stdout);
+  const wall = calls / (run.ms / 1000);
+  console.log(
+    `sipp OPTIONS over UDP: ${s.cps} calls/s (SIPp cumulative call rate), ${wall.toFixed(0)} calls/s by wall clock ` +
+      `(${calls} calls in ${(run.ms / 1000).toFixed(2)} s, asked rate ${rate}/s), ${s.retrans} retransmissions, ` +
+      `${s.successful} successful, ${s.failed} failed, sipp exit ${run.code}; ${cpus().length}x ${cpus()[0]?.model ?? 'cpu'}, ` +
+      `node ${process.version}; command: sipp ${run.args.join(' ')}`,
+  );
+  // Not a performance assertion: only that the run happened and the node survived it.
+  assert.ok(s.successful > 0, explain(run));
+  const after = await runSipp('u1', node.udpPort, 20, 100);
+  assert.equal(after.code, 0, explain(after));
+});

@@ -1,0 +1,155 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkDocument, selectNode, putNode, deleteNode, decodeAttValue, type Edited, type Selected } from '../../workers/xcap.js';
+import { parseNodeSelector } from '../../core/xcap/selectors.js';
+import { USAGE_BY_AUID } from '../../core/xcap/auids.js';
+import { presRules, resourceLists, NS } from '../core/xcap-http.js';
+
+const PRES = USAGE_BY_AUID.get('pres-rules')!.rules;
+const RL = USAGE_BY_AUID.get('resource-lists')!.rules;
+const RLS = USAGE_BY_AUID.get('rls-services')!.rules;
+const PIDF = USAGE_BY_AUID.get('pidf-manipulation')!.rules;
+
+const rules2 = presRules([
+  { id: 'a', identity: 'sip:bob@example.com' },
+  { id: 'b', handling: 'block' },
+]);
+const lists = resourceLists({ friends: ['sip:bob@example.com', 'sip:carol@example.com'], work: ['sip:dave@example.com'] });
+
+const s = (text: string, ns: Record<string, string> = {}) => parseNodeSelector(text, ns);
+
+function ok<T extends Edited | Selected>(r: T): Extract<T, { ok: true }> {
+  assert.equal(r.ok, true, JSON.stringify(r));
+  return r as Extract<T, { ok: true }>;
+}
+
+test('checkDocument accepts each usage and names what is wrong otherwise', () => {
+  assert.deepEqual(checkDocument({ xml: rules2, usage: PRES }), { ok: true });
+  assert.deepEqual(checkDocument({ xml: lists, usage: RL }), { ok: true });
+  assert.deepEqual(checkDocument({ xml: `<rls-services xmlns="${NS.rls}"><service uri="sip:l@x"/></rls-services>`, usage: RLS }), { ok: true });
+  assert.deepEqual(checkDocument({ xml: `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"/></presence>`, usage: PIDF }), { ok: true });
+
+  const kind = (xml: string, usage = PRES) => (checkDocument({ xml, usage }) as { kind: string }).kind;
+  assert.equal(kind('<ruleset'), 'not-well-formed');
+  assert.equal(kind(lists), 'schema', 'a resource-lists document is not pres-rules');
+  assert.equal(kind(`<ruleset xmlns="urn:other"/>`), 'schema', 'right name, wrong namespace');
+  assert.equal(kind(`<ruleset xmlns="${NS.cp}"><rule/></ruleset>`), 'schema', 'rule without id');
+  assert.equal(kind(`<ruleset xmlns="${NS.cp}"><foo/></ruleset>`), 'schema');
+  assert.equal(kind(`<ruleset xmlns="${NS.cp}"><rule id="x"/><rule id="x"/></ruleset>`), 'uniqueness');
+  assert.equal(kind(`<ruleset xmlns="${NS.cp}"><q:rule id="x"/></ruleset>`), 'not-well-formed', 'undeclared prefix');
+  assert.equal(kind(`<!DOCTYPE r [<!ENTITY a "b">]><ruleset xmlns="${NS.cp}">&a;</ruleset>`), 'dtd');
+  assert.equal(kind(`<ruleset xmlns="${NS.cp}">${'<x>'.repeat(100)}${'</x>'.repeat(100)}</ruleset>`), 'too-deep');
+  assert.equal(kind(resourceLists({ l: ['sip:a@x', 'sip:a@x'] }), RL), 'uniqueness', 'entry uris unique in a list');
+  assert.deepEqual(checkDocument({ xml: resourceLists({ l: ['sip:a@x'], m: ['sip:a@x'] }), usage: RL }), { ok: true }, 'but not across lists');
+  const dup = checkDocument({ xml: `<ruleset xmlns="${NS.cp}"><rule id="x"/><rule id="x"/></ruleset>`, usage: PRES });
+  assert.equal((dup as { field: string }).field, '/ruleset/rule[2]/@id');
+});
+
+test('selectNode: by name, position, attribute, prefixes, attribute and namespace selectors', () => {
+  const el = ok(selectNode({ xml: rules2, selector: s('ruleset/rule[@id="b"]'), usage: PRES }));
+  assert.equal(el.contentType, 'application/xcap-el+xml');
+  assert.match(el.body, /^<cr:rule xmlns="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy" id="b">/);
+  assert.match(el.body, /<sub-handling>block<\/sub-handling>/);
+
+  assert.equal(ok(selectNode({ xml: rules2, selector: s('ruleset/rule[1]/@id'), usage: PRES })).body, 'a');
+  assert.equal(ok(selectNode({ xml: rules2, selector: s('cp:ruleset/cp:rule[2]/@id', { cp: NS.cp }), usage: PRES })).body, 'b');
+  assert.equal(ok(selectNode({ xml: rules2, selector: s('*/*[2]/@id'), usage: PRES })).body, 'b');
+  const handling = ok(selectNode({ xml: rules2, selector: s('ruleset/rule[@id="a"]/actions/pr:sub-handling', { pr: NS.pr }), usage: PRES }));
+  assert.equal(handling.body, `<sub-handling xmlns="${NS.pr}" xmlns:cr="${NS.cp}">allow</sub-handling>`);
+  assert.equal(ok(selectNode({ xml: rules2, selector: s('ruleset/rule[2][@id="b"]/@id'), usage: PRES })).body, 'b');
+  const nsSel = ok(selectNode({ xml: rules2, selector: s('ruleset/namespace::*'), usage: PRES }));
+  assert.equal(nsSel.contentType, 'application/xcap-ns+xml');
+  assert.match(nsSel.body, /^<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy"\/>$/);
+
+  const notFound = (sel: string, ns: Record<string, string> = {}) => (selectNode({ xml: rules2, selector: s(sel, ns), usage: PRES }) as { kind: string }).kind;
+  assert.equal(notFound('ruleset/rule[3]'), 'not-found');
+  assert.equal(notFound('ruleset/rule[@id="zz"]'), 'not-found');
+  assert.equal(notFound('ruleset/rule[1][@id="b"]'), 'not-found', 'position first, then the attribute test');
+  assert.equal(notFound('ruleset/rule'), 'not-found', 'two rules: no single element');
+  assert.equal(notFound('ruleset/rule[1]/@nope'), 'not-found');
+  assert.equal(notFound('x:ruleset', { x: 'urn:wrong' }), 'not-found', 'the namespace of a prefixed name counts');
+  assert.equal(ok(selectNode({ xml: lists, selector: s('resource-lists/list[@name="friends"]/entry[2]/@uri'), usage: RL })).body, 'sip:carol@example.com');
+  assert.equal(ok(selectNode({ xml: lists, selector: s('resource-lists/list/entry[@uri="sip:dave@example.com"]/@uri'), usage: RL })).body, 'sip:dave@example.com');
+});
+
+test('putNode: replace, insert by attribute, insert by position, and what cannot be inserted', () => {
+  // Replace rule b.
+  const r1 = ok(putNode({ xml: rules2, selector: s('ruleset/rule[@id="b"]'), body: '<cr:rule id="b"><cr:conditions/></cr:rule>', usage: PRES }));
+  assert.equal(r1.created, false);
+  assert.match(r1.xml, /<cr:rule id="b"><cr:conditions\/><\/cr:rule><\/cr:ruleset>/);
+  assert.doesNotMatch(r1.xml, /block/);
+  // Insert rule c, unprefixed body in the parent's namespace context (default ns pres-rules there, so prefix it).
+  const r2 = ok(putNode({ xml: rules2, selector: s('ruleset/rule[@id="c"]'), body: `<rule xmlns="${NS.cp}" id="c"/>`, usage: PRES }));
+  assert.equal(r2.created, true);
+  assert.equal(ok(selectNode({ xml: r2.xml, selector: s('ruleset/rule[3]/@id'), usage: PRES })).body, 'c');
+  // Insert by position: the 3rd rule after 2.
+  const r3 = ok(putNode({ xml: rules2, selector: s('ruleset/rule[3]'), body: '<cr:rule id="z"/>', usage: PRES }));
+  assert.equal(r3.created, true);
+  assert.equal(ok(selectNode({ xml: r3.xml, selector: s('ruleset/rule[3]/@id'), usage: PRES })).body, 'z');
+  // Insert into resource-lists, unprefixed body inherits the default namespace.
+  const r4 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/entry[@uri="sip:erin@example.com"]'), body: '<entry uri="sip:erin@example.com"/>', usage: RL }));
+  assert.match(r4.xml, /<entry uri="sip:dave@example.com"\/><entry uri="sip:erin@example.com"\/><\/list>/);
+  // A new attribute, and a changed one.
+  const a1 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/entry[1]/@uri'), body: 'sip:x@y', usage: RL }));
+  assert.equal(a1.created, false);
+  assert.match(a1.xml, /<entry uri="sip:x@y"\/>/);
+  const a2 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/@display'), body: 'a &amp; b &lt;c&gt;', usage: RL }));
+  assert.equal(a2.created, true);
+  assert.equal(ok(selectNode({ xml: a2.xml, selector: s('resource-lists/list[@name="work"]/@display'), usage: RL })).body, 'a &amp; b &lt;c>');
+
+  const kind = (sel: string, body: string, xml = rules2, usage = PRES) => (putNode({ xml, selector: s(sel), body, usage }) as { kind: string }).kind;
+  assert.equal(kind('ruleset/rule[@id="c"]', '<cr:rule id="d"/>'), 'cannot-insert', 'the body does not match the selector');
+  assert.equal(kind('ruleset/rule[5]', '<cr:rule id="d"/>'), 'cannot-insert', 'position past the end');
+  assert.equal(kind('ruleset/rule[@id="a"]/nothing/rule[@id="q"]', '<cr:rule id="q"/>'), 'no-parent');
+  assert.equal(kind('ruleset/rule[@id="c"]', '<cr:rule id="c">'), 'not-xml-frag');
+  assert.equal(kind('ruleset/rule[@id="c"]', '<cr:rule id="c"/><cr:rule id="e"/>'), 'not-xml-frag');
+  assert.equal(kind('ruleset/rule[@id="c"]', 'text<cr:rule id="c"/>'), 'not-xml-frag');
+  assert.equal(kind('ruleset/rule[@id="c"]', '<zz:rule id="c"/>'), 'not-xml-frag', 'undeclared prefix');
+  assert.equal(kind('ruleset/rule[@id="b"]', '<cr:rule id="a"/>'), 'cannot-insert');
+  assert.equal(kind('ruleset/rule[2]', '<cr:rule id="a"/>'), 'uniqueness', 'replacing rule 2 with a second id="a"');
+  assert.equal(kind('ruleset/rule[1]/@id', 'b'), 'uniqueness');
+  assert.equal(kind('ruleset/rule[1]/@id', 'a<b'), 'not-xml-att-value');
+  assert.equal(kind('ruleset/rule[1]/@id', 'a&b'), 'not-xml-att-value');
+  assert.equal(kind('ruleset/rule[1]/@id', '&#0;'), 'not-xml-att-value');
+  assert.equal(kind('ruleset/rule[@id="c"]', '<!DOCTYPE x [<!ENTITY e "e">]><cr:rule id="c"/>'), 'dtd');
+  assert.equal(kind('ruleset/rule[9]/@id', 'x'), 'no-parent');
+  assert.equal(kind('ruleset/namespace::*', 'x'), 'cannot-insert');
+  const np = putNode({ xml: rules2, selector: s('ruleset/rule[@id="a"]/nothing/rule[@id="q"]'), body: '<cr:rule id="q"/>', usage: PRES });
+  assert.equal((np as { ancestorSteps: number }).ancestorSteps, 2, 'closest ancestor: ruleset/rule[@id="a"]');
+});
+
+test('putNode replaces the root element only with a root of the same name', () => {
+  const r = ok(putNode({ xml: rules2, selector: s('ruleset'), body: `<ruleset xmlns="${NS.cp}"/>`, usage: PRES }));
+  assert.equal(r.created, false);
+  assert.deepEqual(checkDocument({ xml: r.xml, usage: PRES }), { ok: true });
+  assert.equal((putNode({ xml: rules2, selector: s('ruleset'), body: `<resource-lists xmlns="${NS.rl}"/>`, usage: PRES }) as { kind: string }).kind, 'cannot-insert');
+});
+
+test('deleteNode: element, attribute, and deletions RFC 4825 refuses', () => {
+  const d1 = ok(deleteNode({ xml: rules2, selector: s('ruleset/rule[@id="a"]'), usage: PRES }));
+  assert.doesNotMatch(d1.xml, /id="a"/);
+  assert.match(d1.xml, /id="b"/);
+  const d2 = ok(deleteNode({ xml: lists, selector: s('resource-lists/list[@name="friends"]/entry[2]'), usage: RL }));
+  assert.doesNotMatch(d2.xml, /carol/);
+  const d3 = ok(deleteNode({ xml: a2Lists(), selector: s('resource-lists/list/@display'), usage: RL }));
+  assert.doesNotMatch(d3.xml, /display/);
+
+  const kind = (sel: string, xml = rules2, usage = PRES) => (deleteNode({ xml, selector: s(sel), usage }) as { kind: string }).kind;
+  assert.equal(kind('ruleset/rule[@id="zz"]'), 'not-found');
+  assert.equal(kind('ruleset/rule[1]'), 'cannot-delete', 'rule[1] would then select the other rule');
+  assert.equal(kind('ruleset'), 'cannot-delete');
+  assert.equal(kind('ruleset/rule[1]/@id'), 'schema', 'a rule needs its id');
+  assert.equal(kind('ruleset/rule[1]/@nope'), 'not-found');
+});
+
+function a2Lists(): string {
+  return `<resource-lists xmlns="${NS.rl}"><list name="x" display="d"/></resource-lists>`;
+}
+
+test('decodeAttValue follows the AttValue production', () => {
+  assert.equal(decodeAttValue('a &amp; &#x41;&#66;'), 'a & AB');
+  assert.equal(decodeAttValue('say "hi"'), 'say "hi"');
+  assert.equal(decodeAttValue('<'), undefined);
+  assert.equal(decodeAttValue('&nope;'), undefined);
+  assert.equal(decodeAttValue('&amp'), undefined);
+});
