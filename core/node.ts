@@ -16,6 +16,7 @@ import { SERVER_HEADER } from './version.js';
 import { Store } from './store/store.js';
 import { WorkerPool } from './pool.js';
 import { XcapServer, type XcapChange } from './xcap/server.js';
+import { XcapClient } from './xcap/client.js';
 import { Publications } from './publications.js';
 import { Subscriptions } from './subscriptions.js';
 import { Notifier } from './notifier.js';
@@ -53,6 +54,9 @@ export class PresenceNode {
   readonly watcherInfo: WatcherInfo;
   readonly rpc: RpcServer;
   private sweeper: NodeJS.Timeout | undefined;
+  /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
+  readonly xcapClient: XcapClient | undefined;
+  private readonly rulesFetched = new Set<string>();
 
   constructor(
     readonly config: Config,
@@ -126,6 +130,9 @@ export class PresenceNode {
         onDocumentChanged: (change) => this.onXcapChange(change),
       });
     }
+    if (!config.integrated_xcap_server && !config.passive_mode && config.xcap_server.length > 0) {
+      this.xcapClient = new XcapClient({ config, store: this.store, log, onDocumentChanged: (change) => this.onXcapChange(change) });
+    }
     this.rpc = new RpcServer({
       address: config.rpc_listen.address,
       port: config.rpc_listen.port,
@@ -137,12 +144,23 @@ export class PresenceNode {
 
   /** pres-rules outcome for a watcher; the transformations become the key of the body it sees. */
   private async evaluateRules(presentityUri: string, watcherUri: string): Promise<AuthorizationOutcome> {
+    // xcap_client: the first evaluation for a presentity fetches its rules; the periodic query
+    // and presence.refreshWatchers keep them current afterwards.
+    if (this.xcapClient && !this.rulesFetched.has(presentityUri)) await this.refreshRules(presentityUri);
     const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri });
     return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '' };
   }
 
   /** Rules of a presentity may have changed outside (xcap_client mode): fetch them again. */
-  async refreshRules(_presentityUri: string): Promise<void> {}
+  async refreshRules(presentityUri: string): Promise<void> {
+    if (!this.xcapClient) return;
+    this.rulesFetched.add(presentityUri);
+    try {
+      await this.xcapClient.fetch('pres-rules', presentityUri, 'index');
+    } catch (err) {
+      this.log.warn({ err, presentityUri }, 'fetching pres-rules from xcap_server failed; using the cached copy');
+    }
+  }
 
   /** A committed XCAP change: pres-rules re-evaluate the presentity's watchers (integrated_xcap_server). */
   private onXcapChange(change: XcapChange): void {
@@ -163,6 +181,7 @@ export class PresenceNode {
       const { address } = this.config.xcap_listen;
       this.log.info({ listener: `http://${address}:${port}${this.config.xcap_root}`, address, port }, 'XCAP listener ready');
     }
+    this.xcapClient?.start();
     await this.stack.start();
     // Listeners first: recovered subscriptions may need to send their terminated NOTIFY.
     const pubs = await this.publications.recover();
@@ -192,6 +211,7 @@ export class PresenceNode {
     await this.stack.stop();
     await this.rpc.stop();
     await this.xcap?.stop();
+    await this.xcapClient?.stop();
     await this.pool.close();
     await this.store.close();
   }
