@@ -50,6 +50,9 @@ function politeBlockBody(presentityUri: string): string {
   );
 }
 
+/** NOTIFY client transactions outstanding at once, node-wide. */
+const MAX_IN_FLIGHT = 1000;
+
 export class Notifier {
   private readonly bodies = new Map<string, BodyEntry>();
   readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0 };
@@ -79,8 +82,39 @@ export class Notifier {
       else if (sub.queued.kind === 'state') sub.queued = { kind: 'state' };
       return;
     }
-    this.send(sub, pending).catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'NOTIFY failed'));
+    if (this.inFlightTotal >= MAX_IN_FLIGHT) {
+      // Too many NOTIFYs outstanding: wait for a slot (a burst of 10,000 would let retransmission
+      // timers fire before the 200s are even read). Marked in flight so later updates coalesce.
+      sub.inFlight = true;
+      this.backlog.push([sub, pending]);
+      return;
+    }
+    this.start(sub, pending);
   }
+
+  private start(sub: LiveSubscription, pending: Pending): void {
+    this.inFlightTotal++;
+    this.send(sub, pending)
+      .catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'NOTIFY failed'))
+      .finally(() => {
+        this.inFlightTotal--;
+        while (this.backlogHead < this.backlog.length && this.inFlightTotal < MAX_IN_FLIGHT) {
+          const [next, p] = this.backlog[this.backlogHead++]!;
+          next.inFlight = false;
+          this.start(next, p);
+        }
+        if (this.backlogHead === this.backlog.length) {
+          this.backlog.length = 0;
+          this.backlogHead = 0;
+        }
+      });
+  }
+
+  private inFlightTotal = 0;
+  private lastBody: string | undefined;
+  private lastBodyBuf: Buffer = Buffer.alloc(0);
+  private readonly backlog: Array<[LiveSubscription, Pending]> = [];
+  private backlogHead = 0;
 
   /** The composed (untransformed) body of a presentity, computed once per change. */
   private composed(sub: LiveSubscription): BodyEntry {
@@ -218,7 +252,12 @@ export class Notifier {
     h.append('subscription-state', state);
     if (body !== undefined) {
       h.append('content-type', contentType ?? 'application/octet-stream');
-      req.body = Buffer.from(body, 'utf8');
+      // Every watcher of one change shares the same string: encode it once.
+      if (body !== this.lastBody) {
+        this.lastBody = body;
+        this.lastBodyBuf = Buffer.from(body, 'utf8');
+      }
+      req.body = this.lastBodyBuf;
     }
     return req;
   }
