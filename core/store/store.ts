@@ -166,6 +166,10 @@ export class Store {
     return this.xcap.remove(Store.xcapKey(auid, xui, name));
   }
 
+  *allXcapDocuments(): Iterable<XcapDocument> {
+    for (const { value } of this.xcap.getRange({})) yield codecs.xcap.decode(value);
+  }
+
   /** Document names under one user's tree of an auid. */
   xcapDocumentsOf(auid: string, xui: string): XcapDocument[] {
     const prefix = `${auid}/users/${xui}/`;

@@ -47,6 +47,10 @@ export class XcapClient {
   start(): void {
     const { config } = this.deps;
     if (!config.periodical_query || this.timer) return;
+    // Copies cached before a restart are refreshed too, not only those fetched since.
+    for (const doc of this.deps.store.allXcapDocuments()) {
+      if (doc.source && doc.source !== 'embedded') this.known.set(Store.xcapKey(doc.auid, doc.xui, doc.name), { auid: doc.auid, xui: doc.xui, name: doc.name });
+    }
     this.timer = setInterval(() => {
       if (!this.refreshing) this.refreshing = this.refreshAll().finally(() => (this.refreshing = undefined));
     }, config.query_period * 1000);
