@@ -11,6 +11,7 @@ import type { Target, Protocol } from '../transport/flows.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import type { Store } from './store/store.js';
+import type { Subscription } from './store/records.js';
 import type { PackageRegistry } from './packages/registry.js';
 import { VERSION_SLOT, type PackageContext } from './packages/types.js';
 import { LiveSubscription, presentityKey, type Pending } from './subscription.js';
@@ -214,52 +215,22 @@ export class Notifier {
     }
   }
 
-  /** Where the NOTIFY goes: the first route, else the remote target; on the SUBSCRIBE's flow if it is still open. */
+  /** Where the NOTIFY goes (see notifyTarget). */
   target(sub: LiveSubscription): Target {
-    const rec = sub.record;
-    const first = rec.routeSet[0];
-    let uri: SipUri;
-    try {
-      uri = first ? NameAddr.parse(first).uri : SipUri.parse(rec.remoteTarget);
-    } catch {
-      uri = new SipUri('sip', undefined, rec.sourceAddress, rec.sourcePort, new Map(), undefined);
-    }
-    const proto = uri.transport as Protocol;
-    const target: Target = { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
-    if (rec.flowId) target.flowId = rec.flowId;
-    return target;
+    return notifyTarget(sub.record);
   }
 
   private build(sub: LiveSubscription, state: string, body: string | undefined, contentType: string | undefined): SipRequest {
-    const rec = sub.record;
-    let requestUri = rec.remoteTarget;
-    const routes = rec.routeSet.slice();
-    // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
-    if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
-      requestUri = NameAddr.parse(routes.shift()!).uri.toString();
-      routes.push(`<${rec.remoteTarget}>`);
-    }
-    const req = new SipRequest('NOTIFY', requestUri);
-    const h = req.headers;
-    h.append('max-forwards', '70');
-    h.append('from', `<${rec.localUri}>;tag=${rec.localTag}`);
-    h.append('to', `<${rec.watcherUri}>;tag=${rec.remoteTag}`);
-    h.append('call-id', rec.callId);
-    h.append('cseq', `${rec.localCseq} NOTIFY`);
-    for (const r of routes) h.append('route', r);
-    h.append('contact', this.contact(rec.transport as Protocol));
-    h.append('event', rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event);
-    h.append('subscription-state', state);
+    let buf: Buffer | undefined;
     if (body !== undefined) {
-      h.append('content-type', contentType ?? 'application/octet-stream');
       // Every watcher of one change shares the same string: encode it once.
       if (body !== this.lastBody) {
         this.lastBody = body;
         this.lastBodyBuf = Buffer.from(body, 'utf8');
       }
-      req.body = this.lastBodyBuf;
+      buf = this.lastBodyBuf;
     }
-    return req;
+    return buildNotify(sub.record, state, buf, contentType, this.contact(sub.record.transport as Protocol));
   }
 
   /** Our Contact: server_address when configured, else the listener of the transport used. */
@@ -269,4 +240,52 @@ export class Notifier {
     const sb = this.deps.stack.sentBy(proto === 'tcp' || proto === 'udp' ? proto : 'udp');
     return `<sip:presence@${sb.host}:${sb.port}${proto === 'tcp' ? ';transport=tcp' : ''}>`;
   }
+}
+
+/** Where a NOTIFY goes: the first route, else the remote target; on the SUBSCRIBE's flow if it is still open. */
+export function notifyTarget(rec: Subscription): Target {
+  const first = rec.routeSet[0];
+  let uri: SipUri;
+  try {
+    uri = first ? NameAddr.parse(first).uri : SipUri.parse(rec.remoteTarget);
+  } catch {
+    uri = new SipUri('sip', undefined, rec.sourceAddress, rec.sourcePort, new Map(), undefined);
+  }
+  const proto = uri.transport as Protocol;
+  const target: Target = { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
+  if (rec.flowId) target.flowId = rec.flowId;
+  return target;
+}
+
+/** The NOTIFY of one dialog (the stack adds the Via when it sends it). */
+export function buildNotify(
+  rec: Subscription,
+  state: string,
+  body: Buffer | undefined,
+  contentType: string | undefined,
+  contact: string,
+): SipRequest {
+  let requestUri = rec.remoteTarget;
+  const routes = rec.routeSet.slice();
+  // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
+  if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
+    requestUri = NameAddr.parse(routes.shift()!).uri.toString();
+    routes.push(`<${rec.remoteTarget}>`);
+  }
+  const req = new SipRequest('NOTIFY', requestUri);
+  const h = req.headers;
+  h.append('max-forwards', '70');
+  h.append('from', `<${rec.localUri}>;tag=${rec.localTag}`);
+  h.append('to', `<${rec.watcherUri}>;tag=${rec.remoteTag}`);
+  h.append('call-id', rec.callId);
+  h.append('cseq', `${rec.localCseq} NOTIFY`);
+  for (const r of routes) h.append('route', r);
+  h.append('contact', contact);
+  h.append('event', rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event);
+  h.append('subscription-state', state);
+  if (body !== undefined) {
+    h.append('content-type', contentType ?? 'application/octet-stream');
+    req.body = body;
+  }
+  return req;
 }

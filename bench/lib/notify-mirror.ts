@@ -1,11 +1,9 @@
 /**
  * What core/notifier.ts and transport/stack.ts do to put one NOTIFY for one watcher on the
- * wire, copied step for step so it can be timed alone (Notifier.build is private), next to
- * the precomputed-template variant STYLE.md asks for. Keep `buildNotifyAsToday` in step with
- * Notifier.build + Notifier.target + SipStack.sendRequest when those change.
+ * wire (through the notifier's own buildNotify / notifyTarget), next to the
+ * precomputed-template variant STYLE.md asks for.
  */
-import { SipRequest } from '../../transport/message.js';
-import { SipUri, NameAddr } from '../../transport/uri.js';
+import { buildNotify, notifyTarget } from '../../core/notifier.js';
 import type { Subscription } from '../../core/store/records.js';
 
 export function sampleSubscription(i: number, presentityUri: string, port: number): Subscription {
@@ -40,38 +38,15 @@ export function sampleSubscription(i: number, presentityUri: string, port: numbe
 
 /** Notifier.target(): where the NOTIFY goes (parses the remote target every time). */
 export function targetAsToday(rec: Subscription): { proto: string; host: string; port: number } {
-  const first = rec.routeSet[0];
-  const uri = first ? NameAddr.parse(first).uri : SipUri.parse(rec.remoteTarget);
-  const proto = uri.transport;
-  return { proto, host: uri.host, port: uri.port ?? 5060 };
+  return notifyTarget(rec);
 }
 
 /**
- * Notifier.build() + the top Via SipStack.sendRequest() prepends + SipMessage.toBuffer(), with
- * the body converted from the shared string per watcher as Notifier.build does.
+ * core/notifier.ts buildNotify() + the top Via SipStack.sendRequest() prepends +
+ * SipMessage.toBuffer(); the body Buffer is shared across watchers as the notifier does.
  */
-export function buildNotifyAsToday(rec: Subscription, state: string, body: string | undefined, contact: string, via: string): Buffer {
-  let requestUri = rec.remoteTarget;
-  const routes = rec.routeSet.slice();
-  if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
-    requestUri = NameAddr.parse(routes.shift()!).uri.toString();
-    routes.push(`<${rec.remoteTarget}>`);
-  }
-  const req = new SipRequest('NOTIFY', requestUri);
-  const h = req.headers;
-  h.append('max-forwards', '70');
-  h.append('from', `<${rec.localUri}>;tag=${rec.localTag}`);
-  h.append('to', `<${rec.watcherUri}>;tag=${rec.remoteTag}`);
-  h.append('call-id', rec.callId);
-  h.append('cseq', `${rec.localCseq} NOTIFY`);
-  for (const r of routes) h.append('route', r);
-  h.append('contact', contact);
-  h.append('event', rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event);
-  h.append('subscription-state', state);
-  if (body !== undefined) {
-    h.append('content-type', 'application/pidf+xml');
-    req.body = Buffer.from(body, 'utf8');
-  }
+export function buildNotifyAsToday(rec: Subscription, state: string, body: Buffer | undefined, contact: string, via: string): Buffer {
+  const req = buildNotify(rec, state, body, 'application/pidf+xml', contact);
   req.headers.prepend('via', via);
   return req.toBuffer();
 }

@@ -29,7 +29,7 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
         fn: () => {
           const rec = subs[i++ % subs.length]!;
           rec.localCseq++;
-          sink += buildNotifyAsToday(rec, state, body, contact, via()).length;
+          sink += buildNotifyAsToday(rec, state, bodyBuf, contact, via()).length;
         },
       },
       {
@@ -38,7 +38,7 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
           const rec = subs[i++ % subs.length]!;
           rec.localCseq++;
           sink += targetAsToday(rec).port;
-          sink += buildNotifyAsToday(rec, state, body, contact, via()).length;
+          sink += buildNotifyAsToday(rec, state, bodyBuf, contact, via()).length;
         },
       },
       {

@@ -22,8 +22,7 @@ import {
   XPATH_NS,
   DM_NS,
   RPID_NS,
-  PIDF_NS,
-} from '../support/presence.js';
+  PIDF_NS, withUa } from '../support/presence.js';
 
 let node: RunningNode;
 let dummy: RunningNode;
@@ -33,15 +32,6 @@ before(async () => {
 after(async () => {
   await Promise.all([node?.stop(), dummy?.stop()]);
 });
-
-async function withUa<T>(n: RunningNode, proto: 'udp' | 'tcp', fn: (ua: TestUa) => Promise<T>): Promise<T> {
-  const ua = await openUa(n, proto);
-  try {
-    return await fn(ua);
-  } finally {
-    await ua.close();
-  }
-}
 
 async function publishBody(ua: TestUa, presentity: string, body: string, etag?: string): Promise<string> {
   const res = await publish(ua, presentity, { body, expires: 600, etag });

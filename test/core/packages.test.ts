@@ -19,8 +19,7 @@ import {
   cseqOf,
   withXml,
   xpathTexts,
-  DIALOG_INFO_NS,
-} from '../support/presence.js';
+  DIALOG_INFO_NS, withUa } from '../support/presence.js';
 
 /** force_active 0: these packages need no authorisation, so watchers are active anyway. */
 const PACKAGES = { force_active: 0, disable_bla: 0, sip_t1: 50 };
@@ -34,15 +33,6 @@ before(async () => {
 after(async () => {
   await Promise.all([node?.stop(), off?.stop()]);
 });
-
-async function withUa<T>(n: RunningNode, proto: 'udp' | 'tcp', fn: (ua: TestUa) => Promise<T>): Promise<T> {
-  const ua = await openUa(n, proto);
-  try {
-    return await fn(ua);
-  } finally {
-    await ua.close();
-  }
-}
 
 const MWI = 'application/simple-message-summary';
 const DIALOG_INFO = 'application/dialog-info+xml';

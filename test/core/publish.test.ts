@@ -17,8 +17,7 @@ import {
   tuplesOf,
   showsOpen,
   bodyOf,
-  xpathTexts,
-} from '../support/presence.js';
+  xpathTexts, withUa } from '../support/presence.js';
 
 const CONFIG = {
   force_active: 1,
@@ -39,15 +38,6 @@ before(async () => {
 after(async () => {
   await Promise.all([node?.stop(), quick?.stop()]);
 });
-
-async function withUa<T>(n: RunningNode, proto: 'udp' | 'tcp', fn: (ua: TestUa) => Promise<T>): Promise<T> {
-  const ua = await openUa(n, proto);
-  try {
-    return await fn(ua);
-  } finally {
-    await ua.close();
-  }
-}
 
 /** Initial PUBLISH of one open tuple; returns its entity-tag. */
 async function publishOpen(ua: TestUa, presentity: string, tupleId = 't1', note?: string, expires = 600): Promise<string> {

@@ -23,8 +23,7 @@ import {
   cseqOf,
   showsOpen,
   sleep,
-  storedKeys,
-} from '../support/presence.js';
+  storedKeys, withUas } from '../support/presence.js';
 import { rmSync } from 'node:fs';
 
 const CONFIG = { force_active: 1, min_expires: 60, max_expires: 3600, sip_t1: 50 };
@@ -42,15 +41,6 @@ before(async () => {
 after(async () => {
   await Promise.all([node?.stop(), quick?.stop(), pending?.stop()]);
 });
-
-async function withUas<T>(n: RunningNode, proto: 'udp' | 'tcp', count: number, fn: (...uas: TestUa[]) => Promise<T>): Promise<T> {
-  const uas = await Promise.all(Array.from({ length: count }, () => openUa(n, proto)));
-  try {
-    return await fn(...uas);
-  } finally {
-    await Promise.all(uas.map((u) => u.close()));
-  }
-}
 
 async function publishOk(ua: TestUa, presentity: string, note: string, etag?: string): Promise<string> {
   const res = await publish(ua, presentity, { body: pidf(presentity, 't1', 'open', note), expires: 600, etag });

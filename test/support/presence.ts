@@ -240,3 +240,23 @@ export async function storedKeys(dbUrl: string): Promise<{ subscriptions: string
     await env.close();
   }
 }
+
+/** Run `fn` with a fresh UA on the node, closed afterwards. */
+export async function withUa<T>(n: { udpPort: number; tcpPort: number }, proto: 'udp' | 'tcp', fn: (ua: TestUa) => Promise<T>): Promise<T> {
+  const ua = await openUa(n, proto);
+  try {
+    return await fn(ua);
+  } finally {
+    await ua.close();
+  }
+}
+
+/** Run `fn` with `count` fresh UAs on the node, closed afterwards. */
+export async function withUas<T>(n: { udpPort: number; tcpPort: number }, proto: 'udp' | 'tcp', count: number, fn: (...uas: TestUa[]) => Promise<T>): Promise<T> {
+  const uas = await Promise.all(Array.from({ length: count }, () => openUa(n, proto)));
+  try {
+    return await fn(...uas);
+  } finally {
+    await Promise.all(uas.map((u) => u.close()));
+  }
+}
