@@ -4,7 +4,7 @@
  * with the newest state queued behind it. A watcher that answers 481, times out or whose
  * transport fails is removed; it never delays the others.
  */
-import { SipRequest } from '../transport/message.js';
+import type { OutgoingRequest } from '../transport/message.js';
 import { SipUri, NameAddr } from '../transport/uri.js';
 import type { SipStack, ClientOutcome } from '../transport/stack.js';
 import type { Target, Protocol } from '../transport/flows.js';
@@ -39,6 +39,8 @@ export interface NotifyStats {
 
 interface BodyEntry {
   body: Promise<string | undefined>;
+  /** The body once composed (undefined until then, or when there is nothing to send). */
+  value?: string | undefined;
   transformed: Map<string, Promise<string>>;
 }
 
@@ -95,20 +97,21 @@ export class Notifier {
 
   private start(sub: LiveSubscription, pending: Pending): void {
     this.inFlightTotal++;
-    this.send(sub, pending)
-      .catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'NOTIFY failed'))
-      .finally(() => {
-        this.inFlightTotal--;
-        while (this.backlogHead < this.backlog.length && this.inFlightTotal < MAX_IN_FLIGHT) {
-          const [next, p] = this.backlog[this.backlogHead++]!;
-          next.inFlight = false;
-          this.start(next, p);
-        }
-        if (this.backlogHead === this.backlog.length) {
-          this.backlog.length = 0;
-          this.backlogHead = 0;
-        }
-      });
+    void this.send(sub, pending);
+  }
+
+  /** A NOTIFY finished (answered, failed or never sent): its slot goes to the longest waiting. */
+  private release(): void {
+    this.inFlightTotal--;
+    while (this.backlogHead < this.backlog.length && this.inFlightTotal < MAX_IN_FLIGHT) {
+      const [next, p] = this.backlog[this.backlogHead++]!;
+      next.inFlight = false;
+      this.start(next, p);
+    }
+    if (this.backlogHead === this.backlog.length) {
+      this.backlog.length = 0;
+      this.backlogHead = 0;
+    }
   }
 
   private inFlightTotal = 0;
@@ -124,14 +127,22 @@ export class Notifier {
     if (!entry) {
       const pkg = this.deps.packages.get(sub.record.event);
       const body = pkg ? pkg.compose(sub.record.presentityUri, this.deps.ctx) : Promise.resolve(undefined);
-      entry = { body, transformed: new Map() };
-      this.bodies.set(key, entry);
+      const e: BodyEntry = { body, transformed: new Map() };
+      entry = e;
+      this.bodies.set(key, e);
+      body.then((b) => (e.value = b), () => undefined);
       // A failed composition must not stick: the next change or NOTIFY tries again.
       body.catch(() => {
         if (this.bodies.get(key) === entry) this.bodies.delete(key);
       });
     }
     return entry;
+  }
+
+  /** The body already composed for this watcher's outcome, if there is one (no await needed). */
+  private readyBody(sub: LiveSubscription): string | undefined {
+    if (sub.bodyKey !== '' || sub.record.subHandling === 'polite-block') return undefined;
+    return this.bodies.get(sub.presentityKey)?.value;
   }
 
   /** Body for an active watcher, per its authorisation outcome (one computation per outcome). */
@@ -149,10 +160,10 @@ export class Notifier {
     return out === '' ? undefined : out;
   }
 
+  /** Send one NOTIFY and act on its outcome; never rejects (a failure is logged). */
   private async send(sub: LiveSubscription, pending: Pending): Promise<void> {
     const rec = sub.record;
     sub.inFlight = true;
-    let outcome: ClientOutcome;
     try {
       const pkg = this.deps.packages.get(rec.event);
       let body: string | undefined;
@@ -164,7 +175,7 @@ export class Notifier {
       } else {
         const remaining = Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000));
         state = `${rec.state};expires=${remaining}`;
-        if (rec.state === 'active') body = pending.body ?? (await this.bodyFor(sub));
+        if (rec.state === 'active') body = pending.body ?? this.readyBody(sub) ?? (await this.bodyFor(sub));
       }
       if (body !== undefined && pkg?.versioned) {
         body = body.split(VERSION_SLOT).join(String(rec.winfoVersion));
@@ -176,14 +187,16 @@ export class Notifier {
       if (pending.kind !== 'terminate') {
         await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
       }
-      const req = this.build(sub, state, body, pkg?.notifyType);
-      outcome = await this.deps.stack.sendRequest(req, this.target(sub));
+      const wire = this.wire(sub);
+      const outcome = await this.deps.stack.sendRequest(wire.request(rec.localCseq, state, this.encode(body), pkg?.notifyType), wire.target);
+      sub.inFlight = false;
+      await this.afterOutcome(sub, pending, outcome);
     } catch (err) {
       sub.inFlight = false;
-      throw err;
+      this.deps.log.error({ err, callId: rec.callId }, 'NOTIFY failed');
+    } finally {
+      this.release();
     }
-    sub.inFlight = false;
-    await this.afterOutcome(sub, pending, outcome);
   }
 
   private async afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> {
@@ -217,20 +230,25 @@ export class Notifier {
 
   /** Where the NOTIFY goes (see notifyTarget). */
   target(sub: LiveSubscription): Target {
-    return notifyTarget(sub.record);
+    return this.wire(sub).target;
   }
 
-  private build(sub: LiveSubscription, state: string, body: string | undefined, contentType: string | undefined): SipRequest {
-    let buf: Buffer | undefined;
-    if (body !== undefined) {
-      // Every watcher of one change shares the same string: encode it once.
-      if (body !== this.lastBody) {
-        this.lastBody = body;
-        this.lastBodyBuf = Buffer.from(body, 'utf8');
-      }
-      buf = this.lastBodyBuf;
+  /** The dialog's NOTIFY template, rebuilt only after a target refresh or a new flow. */
+  private wire(sub: LiveSubscription): NotifyWire {
+    const rec = sub.record;
+    const w = sub.wire;
+    if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
+    return (sub.wire = new NotifyWire(rec, this.contact(rec.transport as Protocol)));
+  }
+
+  /** Every watcher of one change shares the same string: encode it once. */
+  private encode(body: string | undefined): Buffer | undefined {
+    if (body === undefined) return undefined;
+    if (body !== this.lastBody) {
+      this.lastBody = body;
+      this.lastBodyBuf = Buffer.from(body, 'utf8');
     }
-    return buildNotify(sub.record, state, buf, contentType, this.contact(sub.record.transport as Protocol));
+    return this.lastBodyBuf;
   }
 
   /** Our Contact: server_address when configured, else the listener of the transport used. */
@@ -257,35 +275,64 @@ export function notifyTarget(rec: Subscription): Target {
   return target;
 }
 
-/** The NOTIFY of one dialog (the stack adds the Via when it sends it). */
-export function buildNotify(
-  rec: Subscription,
-  state: string,
-  body: Buffer | undefined,
-  contentType: string | undefined,
-  contact: string,
-): SipRequest {
-  let requestUri = rec.remoteTarget;
-  const routes = rec.routeSet.slice();
-  // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
-  if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
-    requestUri = NameAddr.parse(routes.shift()!).uri.toString();
-    routes.push(`<${rec.remoteTarget}>`);
+/**
+ * The constant part of one dialog's NOTIFYs (RFC 6665 §4.2.2, RFC 3261 §12.2.1.1): Request-URI,
+ * Route set, From/To with tags, Call-ID, Contact and Event, serialised once. A NOTIFY then only
+ * adds its Via (the stack's), CSeq, Subscription-State and body.
+ */
+export class NotifyWire {
+  readonly remoteTarget: string;
+  readonly flowId: string;
+  readonly target: Target;
+  private readonly startLine: string;
+  private readonly dialogHeaders: string;
+
+  constructor(rec: Subscription, contact: string) {
+    this.remoteTarget = rec.remoteTarget;
+    this.flowId = rec.flowId;
+    this.target = notifyTarget(rec);
+    let requestUri = rec.remoteTarget;
+    const routes = rec.routeSet.slice();
+    // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
+    if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
+      requestUri = NameAddr.parse(routes.shift()!).uri.toString();
+      routes.push(`<${rec.remoteTarget}>`);
+    }
+    this.startLine = `NOTIFY ${requestUri} SIP/2.0\r\nVia: `;
+    let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\nCall-ID: ${rec.callId}\r\n`;
+    for (const r of routes) h += `Route: ${r}\r\n`;
+    h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
+    this.dialogHeaders = h;
   }
-  const req = new SipRequest('NOTIFY', requestUri);
-  const h = req.headers;
-  h.append('max-forwards', '70');
-  h.append('from', `<${rec.localUri}>;tag=${rec.localTag}`);
-  h.append('to', `<${rec.watcherUri}>;tag=${rec.remoteTag}`);
-  h.append('call-id', rec.callId);
-  h.append('cseq', `${rec.localCseq} NOTIFY`);
-  for (const r of routes) h.append('route', r);
-  h.append('contact', contact);
-  h.append('event', rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event);
-  h.append('subscription-state', state);
-  if (body !== undefined) {
-    h.append('content-type', contentType ?? 'application/octet-stream');
-    req.body = body;
+
+  /** One NOTIFY of this dialog. `body` is shared between watchers and never written to. */
+  request(cseq: number, state: string, body: Buffer | undefined, contentType: string | undefined): OutgoingRequest {
+    return new PreparedNotify(this, cseq, state, body, contentType);
   }
-  return req;
+
+  serialize(via: string, cseq: number, state: string, body: Buffer | undefined, contentType: string | undefined): Buffer {
+    let head = this.startLine + via + this.dialogHeaders + 'CSeq: ' + cseq + ' NOTIFY\r\nSubscription-State: ' + state + '\r\n';
+    if (body === undefined) return Buffer.from(head + 'Content-Length: 0\r\n\r\n', 'utf8');
+    head += 'Content-Type: ' + (contentType ?? 'application/octet-stream') + '\r\nContent-Length: ' + body.length + '\r\n\r\n';
+    const headLength = Buffer.byteLength(head, 'utf8');
+    const out = Buffer.allocUnsafe(headLength + body.length);
+    out.write(head, 0, 'utf8');
+    body.copy(out, headLength);
+    return out;
+  }
+}
+
+class PreparedNotify implements OutgoingRequest {
+  readonly method = 'NOTIFY';
+  constructor(
+    private readonly wire: NotifyWire,
+    private readonly cseq: number,
+    private readonly state: string,
+    private readonly body: Buffer | undefined,
+    private readonly contentType: string | undefined,
+  ) {}
+
+  serialize(topVia: string): Buffer {
+    return this.wire.serialize(topVia, this.cseq, this.state, this.body, this.contentType);
+  }
 }

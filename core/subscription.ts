@@ -3,6 +3,7 @@
  * node needs (the NOTIFY in flight, what is queued behind it, the precomputed header parts).
  */
 import type { Subscription } from './store/records.js';
+import type { NotifyWire } from './notifier.js';
 
 export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
 
@@ -20,6 +21,8 @@ export class LiveSubscription {
   ended = false;
   /** Authorisation outcome's transformation key (which composed body this watcher sees). */
   bodyKey = '';
+  /** The dialog's NOTIFY template (the notifier builds it on first use and after a target refresh). */
+  wire: NotifyWire | undefined;
 
   constructor(public record: Subscription) {}
 

@@ -252,7 +252,19 @@ function tagOf(v: string | undefined): string | undefined {
 
 export const EMPTY = Buffer.alloc(0);
 
-export class SipRequest extends SipMessage {
+/**
+ * A request as the stack sends it in a client transaction: the stack chooses the top Via
+ * (branch, sent-by) and asks for the bytes once. SipRequest is one; a transaction user with a
+ * precomputed form of its requests (the notifier's per-dialog NOTIFY) is another.
+ */
+export interface OutgoingRequest {
+  readonly method: string;
+  readonly callId?: string | undefined;
+  /** The request's bytes with `topVia` as its first Via header field value. */
+  serialize(topVia: string): Buffer;
+}
+
+export class SipRequest extends SipMessage implements OutgoingRequest {
   constructor(
     public method: string,
     public uri: string,
@@ -261,6 +273,10 @@ export class SipRequest extends SipMessage {
   }
   startLine(): string {
     return `${this.method} ${this.uri} SIP/2.0`;
+  }
+  serialize(topVia: string): Buffer {
+    this.headers.prepend('via', topVia);
+    return this.toBuffer();
   }
 }
 

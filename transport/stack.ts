@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { randomBytes } from 'node:crypto';
-import { SipRequest, SipResponse, createResponse, formatVia, type Via } from './message.js';
+import { SipRequest, SipResponse, createResponse, formatVia, type Via, type OutgoingRequest } from './message.js';
 import { parseMessage, validateRequest, hasRoutableVia, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';
@@ -50,6 +50,7 @@ export type RequestHandler = (incoming: IncomingRequest) => void | Promise<void>
 type ServerTx = NonInviteServerTransaction | InviteServerTransaction;
 
 const BRANCH_COOKIE = 'z9hG4bK';
+const VIA_TRANSPORT: Record<Protocol, string> = { udp: 'UDP', tcp: 'TCP', tls: 'TLS', ws: 'WS', wss: 'WSS' };
 
 export class SipStack {
   readonly timers: TimerSettings;
@@ -74,6 +75,7 @@ export class SipStack {
   }
 
   async start(): Promise<void> {
+    this.sentByCache.clear();
     for (const spec of this.options.listen) {
       if (spec.proto === 'udp') {
         const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
@@ -130,6 +132,21 @@ export class SipStack {
     for (const t of this.tcp) n += t.connectionCount;
     return n + this.extraFlows.size;
   }
+
+  // Not a closure in receiveRequest: that one would keep the whole request alive for Timer J.
+  private readonly serverTerminated = (tx: ServerTx): void => {
+    this.serverTx.delete(tx.key);
+  };
+
+  private readonly clientTerminated = (tx: NonInviteClientTransaction): void => {
+    this.clientTx.delete(tx.key);
+  };
+
+  /**
+   * Completed (RFC 3261 Timer K): nothing needs keeping. Our branches carry our prefix, so a
+   * late retransmission of the final response is recognised and absorbed without a record.
+   */
+  private readonly clientCompleted = this.clientTerminated;
 
   async stop(): Promise<void> {
     for (const tx of this.serverTx.values()) tx.terminate();
@@ -193,8 +210,12 @@ export class SipStack {
     } catch {
       return;
     }
-    const tx = via.branch ? this.clientTx.get(via.branch + '|' + method) : undefined;
+    const key = via.branch ? via.branch + '|' + method : undefined;
+    const tx = key ? this.clientTx.get(key) : undefined;
     if (!tx) {
+      // A retransmitted final response to one of our completed transactions (Timer K, RFC 3261
+      // §17.1.2.2) is absorbed silently; the branch says it is ours.
+      if (via.branch?.startsWith(this.branchPrefix)) return;
       this.log.debug({ callId: res.callId, status: res.status }, 'stray response dropped');
       return;
     }
@@ -239,8 +260,8 @@ export class SipStack {
     const reliable = isReliable(source.proto);
     const tx: ServerTx =
       req.method === 'INVITE'
-        ? new InviteServerTransaction(key, send, reliable, this.timers, (t) => this.serverTx.delete(t.key))
-        : new NonInviteServerTransaction(key, send, reliable, this.timers, (t) => this.serverTx.delete(t.key));
+        ? new InviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated)
+        : new NonInviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated);
     this.serverTx.set(key, tx);
     const incoming: IncomingRequest = {
       request: req,
@@ -310,22 +331,24 @@ export class SipStack {
   private responseSender(req: SipRequest, source: Source): Send {
     const via = req.topVia;
     if (source.flow) {
-      const flow = source.flow;
-      return (data) => {
-        if (flow.send(data)) return;
-        if (flow.proto !== 'tcp') return; // a closed WebSocket cannot be reopened by the server
-        const host = via.params.get('received') ?? bareHost(via.host);
-        const port = via.port ?? 5060;
-        this.sendTcp(host, port, data).catch((err) =>
-          this.log.info({ err, callId: req.callId }, 'response lost: connection closed and reconnect failed'),
-        );
-      };
+      const host = via.params.get('received') ?? bareHost(via.host);
+      return this.flowSender(source.flow, host, via.port ?? 5060, req.callId);
     }
     const udp = this.udpFor(source.localAddress, source.localPort);
     const rport = via.params.get('rport');
     const host = via.params.get('received') ?? bareHost(via.host);
     const port = rport ? Number(rport) : (via.port ?? 5060);
-    return (data) => udp?.send(data, host, port);
+    return udpSender(udp, host, port);
+  }
+
+  // The senders are made in functions of their own so that a closure kept by a server
+  // transaction (for Timer J, 32 s on UDP) holds a few strings, not the parsed request.
+  private flowSender(flow: Flow, host: string, port: number, callId: string | undefined): Send {
+    return (data) => {
+      if (flow.send(data)) return;
+      if (flow.proto !== 'tcp') return; // a closed WebSocket cannot be reopened by the server
+      this.sendTcp(host, port, data).catch((err) => this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'));
+    };
   }
 
   private udpFor(address?: string, port?: number): UdpListener | undefined {
@@ -361,23 +384,28 @@ export class SipStack {
 
   /** The sent-by we advertise for a protocol: the first listener of that kind. */
   sentBy(proto: Protocol): { host: string; port: number } {
+    let sb = this.sentByCache.get(proto);
+    if (sb) return sb;
     const l = this.listeners().find((x) => x.proto === proto) ?? this.listeners()[0];
     if (!l) throw new Error('no listener');
-    return { host: uriHost(l.address === '0.0.0.0' || l.address === '::' ? '127.0.0.1' : l.address), port: l.port };
+    sb = { host: uriHost(l.address === '0.0.0.0' || l.address === '::' ? '127.0.0.1' : l.address), port: l.port };
+    if (l.port !== 0) this.sentByCache.set(proto, sb);
+    return sb;
   }
+
+  private readonly sentByCache = new Map<Protocol, { host: string; port: number }>();
 
   /**
    * Send a request in a new non-INVITE client transaction and resolve with its outcome.
    * The stack adds the top Via (with a fresh branch and rport) for the transport chosen.
    */
-  async sendRequest(req: SipRequest, target: Target): Promise<ClientOutcome> {
+  async sendRequest(req: OutgoingRequest, target: Target): Promise<ClientOutcome> {
     const branch = this.newBranch();
     let flow: Flow | undefined = target.flowId ? this.findFlow(target.flowId) : undefined;
     if (flow?.closed) flow = undefined;
     const proto: Protocol = flow ? flow.proto : target.proto;
     const sb = flow && flow.proto !== 'tcp' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
-    req.headers.prepend('via', `SIP/2.0/${proto.toUpperCase()} ${sb.host}:${sb.port};branch=${branch};rport`);
-    const data = req.toBuffer();
+    const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
     const key = branch + '|' + req.method;
 
     let host = bareHost(target.host);
@@ -420,13 +448,15 @@ export class SipStack {
         resolve({ kind: 'transport-error', error: new Error(`no route for ${proto} without an open flow`) });
         return;
       }
-      tx = new NonInviteClientTransaction(key, data, send, isReliable(proto), this.timers, resolve, (t) =>
-        this.clientTx.delete(t.key),
-      );
+      tx = new NonInviteClientTransaction(key, data, send, isReliable(proto), this.timers, resolve, this.clientTerminated, this.clientCompleted);
       this.clientTx.set(key, tx);
       tx.start();
     });
   }
+}
+
+function udpSender(udp: UdpListener | undefined, host: string, port: number): Send {
+  return (data) => udp?.send(data, host, port);
 }
 
 export type { ClientOutcome };

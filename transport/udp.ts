@@ -28,7 +28,9 @@ export class UdpListener {
       });
     });
     this.boundPort = socket.address().port;
-    socket.on('error', (err) => this.log.error({ err, listener: `udp:${this.address}:${this.boundPort}` }, 'UDP socket error'));
+    // Sends go without a callback (a callback costs a closure and a nextTick per datagram), so a
+    // failed send is reported here, as the socket's error event.
+    socket.on('error', (err) => this.log.warn({ err, listener: `udp:${this.address}:${this.boundPort}` }, 'UDP send or socket error'));
     socket.on('message', (data, rinfo) => {
       this.onDatagram(data, {
         proto: 'udp',
@@ -43,9 +45,7 @@ export class UdpListener {
   send(data: Buffer, host: string, port: number): void {
     const socket = this.socket;
     if (!socket) return;
-    socket.send(data, port, host, (err) => {
-      if (err) this.log.warn({ err, host, port }, 'UDP send failed');
-    });
+    socket.send(data, port, host);
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,9 @@
 /**
- * What core/notifier.ts and transport/stack.ts do to put one NOTIFY for one watcher on the
- * wire (through the notifier's own buildNotify / notifyTarget), next to the
- * precomputed-template variant STYLE.md asks for.
+ * One NOTIFY for one watcher: the notifier's own per-dialog template (core/notifier.ts
+ * NotifyWire), next to the generic path every other request takes (SipRequest + toBuffer),
+ * which is how NOTIFYs were built before the template.
  */
-import { buildNotify, notifyTarget } from '../../core/notifier.js';
+import { SipRequest } from '../../transport/message.js';
 import type { Subscription } from '../../core/store/records.js';
 
 export function sampleSubscription(i: number, presentityUri: string, port: number): Subscription {
@@ -36,51 +36,22 @@ export function sampleSubscription(i: number, presentityUri: string, port: numbe
   };
 }
 
-/** Notifier.target(): where the NOTIFY goes (parses the remote target every time). */
-export function targetAsToday(rec: Subscription): { proto: string; host: string; port: number } {
-  return notifyTarget(rec);
-}
-
-/**
- * core/notifier.ts buildNotify() + the top Via SipStack.sendRequest() prepends +
- * SipMessage.toBuffer(); the body Buffer is shared across watchers as the notifier does.
- */
-export function buildNotifyAsToday(rec: Subscription, state: string, body: Buffer | undefined, contact: string, via: string): Buffer {
-  const req = buildNotify(rec, state, body, 'application/pidf+xml', contact);
-  req.headers.prepend('via', via);
-  return req.toBuffer();
-}
-
-/**
- * The proposed shape: the dialog's constant header lines built once (at SUBSCRIBE and on a
- * target refresh), the body encoded once per (presentity, version, outcome); per NOTIFY only
- * the Via branch, CSeq, Subscription-State and Content-Length are written.
- */
-export class NotifyTemplate {
-  private readonly prefix: string;
-  private readonly middle: string;
-
-  constructor(rec: Subscription, contact: string) {
-    this.prefix = `NOTIFY ${rec.remoteTarget} SIP/2.0\r\nVia: `;
-    let m =
-      `Max-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\n` +
-      `Call-ID: ${rec.callId}\r\n`;
-    this.middle = m;
-    m = '';
-    for (const r of rec.routeSet) m += `Route: ${r}\r\n`;
-    m += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
-    this.suffix = m;
+/** The generic path: a SipRequest with every header appended, the Via prepended, then toBuffer(). */
+export function genericNotify(rec: Subscription, state: string, body: Buffer | undefined, contact: string, via: string): Buffer {
+  const req = new SipRequest('NOTIFY', rec.remoteTarget);
+  const h = req.headers;
+  h.append('max-forwards', '70');
+  h.append('from', `<${rec.localUri}>;tag=${rec.localTag}`);
+  h.append('to', `<${rec.watcherUri}>;tag=${rec.remoteTag}`);
+  h.append('call-id', rec.callId);
+  h.append('cseq', `${rec.localCseq} NOTIFY`);
+  for (const r of rec.routeSet) h.append('route', r);
+  h.append('contact', contact);
+  h.append('event', rec.event);
+  h.append('subscription-state', state);
+  if (body !== undefined) {
+    h.append('content-type', 'application/pidf+xml');
+    req.body = body;
   }
-  private readonly suffix: string;
-
-  build(via: string, cseq: number, state: string, body: Buffer | undefined, contentType: string): Buffer {
-    let head = this.prefix + via + '\r\n' + this.middle + 'CSeq: ' + cseq + ' NOTIFY\r\n' + this.suffix + 'Subscription-State: ' + state + '\r\n';
-    if (body === undefined) return Buffer.from(head + 'Content-Length: 0\r\n\r\n', 'utf8');
-    head += 'Content-Type: ' + contentType + '\r\nContent-Length: ' + body.length + '\r\n\r\n';
-    const headLen = Buffer.byteLength(head, 'utf8');
-    const out = Buffer.allocUnsafe(headLen + body.length);
-    out.write(head, 0, 'utf8');
-    body.copy(out, headLen);
-    return out;
-  }
+  return req.serialize(via);
 }

@@ -1,12 +1,14 @@
 /**
  * NOTIFY serialisation for one watcher: the per-watcher work of a fan-out once the body is
- * composed. "as today" mirrors Notifier.build/target + SipStack.sendRequest's Via + toBuffer
- * (bench/lib/notify-mirror.ts); "template" is the precomputed per-dialog variant.
+ * composed. "template" is what the notifier does (core/notifier.ts NotifyWire, built once per
+ * dialog); "generic" is a SipRequest with every header appended and toBuffer(), the path the
+ * notifier took before the template (bench/lib/notify-mirror.ts).
  */
 import { composePidf } from '../../workers/pidf.js';
 import { DEFAULT_XML_LIMITS } from '../../workers/xml.js';
 import { pidfDocument, DOMAIN } from '../fixtures/messages.js';
-import { sampleSubscription, buildNotifyAsToday, targetAsToday, NotifyTemplate } from '../lib/notify-mirror.js';
+import { NotifyWire, notifyTarget } from '../../core/notifier.js';
+import { sampleSubscription, genericNotify } from '../lib/notify-mirror.js';
 import { measure, isMain, runStandalone, type MicroOptions, type MicroRow } from './harness.js';
 
 export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
@@ -15,7 +17,7 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
   const bodyBuf = Buffer.from(body, 'utf8');
   const subs = Array.from({ length: 1000 }, (_, i) => sampleSubscription(i, presentity, 40000 + (i % 4)));
   const contact = '<sip:presence@127.0.0.1:5070>';
-  const templates = subs.map((s) => new NotifyTemplate(s, contact));
+  const templates = subs.map((s) => new NotifyWire(s, contact));
   let i = 0;
   let branch = 0;
   let sink = 0;
@@ -25,29 +27,37 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
     'notify-serialise',
     [
       {
-        name: `as today: build + Via + toBuffer (${body.length} B body)`,
+        name: `generic: SipRequest + Via + toBuffer (${body.length} B body)`,
         fn: () => {
           const rec = subs[i++ % subs.length]!;
           rec.localCseq++;
-          sink += buildNotifyAsToday(rec, state, bodyBuf, contact, via()).length;
+          sink += genericNotify(rec, state, bodyBuf, contact, via()).length;
         },
       },
       {
-        name: 'as today + target() (SipUri.parse per NOTIFY)',
+        name: 'generic + notifyTarget() (URI parse per NOTIFY)',
         fn: () => {
           const rec = subs[i++ % subs.length]!;
           rec.localCseq++;
-          sink += targetAsToday(rec).port;
-          sink += buildNotifyAsToday(rec, state, bodyBuf, contact, via()).length;
+          sink += notifyTarget(rec).port;
+          sink += genericNotify(rec, state, bodyBuf, contact, via()).length;
         },
       },
       {
-        name: 'template: per-dialog prefix + shared body Buffer',
+        name: 'template (notifier): per-dialog NotifyWire + shared body',
         fn: () => {
           const k = i++ % subs.length;
           const rec = subs[k]!;
           rec.localCseq++;
-          sink += templates[k]!.build(via(), rec.localCseq, state, bodyBuf, 'application/pidf+xml').length;
+          sink += templates[k]!.request(rec.localCseq, state, bodyBuf, 'application/pidf+xml').serialize(via()).length;
+        },
+      },
+      {
+        name: 'template built anew (first NOTIFY of a dialog)',
+        fn: () => {
+          const rec = subs[i++ % subs.length]!;
+          rec.localCseq++;
+          sink += new NotifyWire(rec, contact).request(rec.localCseq, state, bodyBuf, 'application/pidf+xml').serialize(via()).length;
         },
       },
     ],

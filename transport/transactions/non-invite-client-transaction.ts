@@ -6,6 +6,11 @@
  *     └ Timer F (64*T1): the TU gets a 408 and the transaction ends
  *
  * A transport error ends the transaction with a 503 to the TU (§8.1.3.1).
+ *
+ * Cost matters here: the notifier runs tens of thousands of these a second. Timers E and F
+ * share one Node timer (it fires at whichever is due first), and the Completed state is kept
+ * by the stack as a bare key that absorbs late responses for T4 (`onCompleted`), so nothing
+ * of the transaction (request bytes, closures, timers) outlives its final response.
  */
 import type { SipResponse } from '../message.js';
 import { timer64T1, type TimerSettings, type Send } from './timers.js';
@@ -20,44 +25,59 @@ export type ClientOutcome =
 
 export class NonInviteClientTransaction {
   state: NonInviteClientState = 'trying';
-  private timerE: NodeJS.Timeout | undefined;
-  private timerF: NodeJS.Timeout | undefined;
-  private timerK: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  /** When Timer F fires (ms since the epoch). */
+  private deadlineF = 0;
+  /** When Timer E fires next (unreliable transports only). */
+  private nextE = Infinity;
   private eInterval: number;
   private settled = false;
 
   constructor(
     readonly key: string,
-    private readonly request: Buffer,
-    private readonly send: Send,
+    private request: Buffer | undefined,
+    private send: Send | undefined,
     private readonly reliable: boolean,
     private readonly timers: TimerSettings,
-    private readonly onOutcome: (outcome: ClientOutcome) => void,
+    private onOutcome: ((outcome: ClientOutcome) => void) | undefined,
     private readonly onTerminated: (tx: NonInviteClientTransaction) => void,
+    /** Completed: the final response arrived; the stack absorbs retransmissions of it for Timer K. */
+    private readonly onCompleted: (tx: NonInviteClientTransaction) => void,
   ) {
     this.eInterval = timers.t1;
   }
 
   start(): void {
-    this.send(this.request);
-    if (!this.reliable) this.scheduleE();
-    this.timerF = setTimeout(() => {
-      if (this.state === 'trying' || this.state === 'proceeding') {
-        this.settle({ kind: 'timeout' });
-        this.terminate();
-      }
-    }, timer64T1(this.timers));
-    this.timerF.unref();
+    const now = Date.now();
+    this.deadlineF = now + timer64T1(this.timers);
+    if (!this.reliable) this.nextE = now + this.eInterval;
+    this.send!(this.request!);
+    if (this.state === 'trying') this.arm(now);
   }
 
-  private scheduleE(): void {
-    this.timerE = setTimeout(() => {
-      if (this.state !== 'trying' && this.state !== 'proceeding') return;
-      this.send(this.request);
+  /** One Node timer for E and F: due at the earlier of the two. */
+  private arm(now: number): void {
+    const due = Math.min(this.nextE, this.deadlineF);
+    this.timer = setTimeout(fire, Math.max(0, due - now), this);
+    this.timer.unref();
+  }
+
+  /** Timer E or F fired (see `fire` below: no closure per transaction). */
+  onTimer(): void {
+    this.timer = undefined;
+    if (this.state !== 'trying' && this.state !== 'proceeding') return;
+    const now = Date.now();
+    if (now >= this.deadlineF) {
+      this.settle({ kind: 'timeout' });
+      this.terminate();
+      return;
+    }
+    if (now >= this.nextE) {
+      this.send!(this.request!);
       this.eInterval = this.state === 'proceeding' ? this.timers.t2 : Math.min(this.eInterval * 2, this.timers.t2);
-      this.scheduleE();
-    }, this.eInterval);
-    this.timerE.unref();
+      this.nextE = now + this.eInterval;
+    }
+    this.arm(now);
   }
 
   receiveResponse(response: SipResponse): void {
@@ -70,10 +90,13 @@ export class NonInviteClientTransaction {
       return;
     }
     this.state = 'completed';
-    this.clearRetransmission();
+    this.clearTimer();
     this.settle({ kind: 'response', response });
-    this.timerK = setTimeout(() => this.terminate(), this.reliable ? 0 : this.timers.t4);
-    this.timerK.unref();
+    if (this.reliable) this.terminate(); // Timer K is zero on reliable transports
+    else {
+      this.release();
+      this.onCompleted(this);
+    }
   }
 
   transportError(error: Error): void {
@@ -82,22 +105,34 @@ export class NonInviteClientTransaction {
     this.terminate();
   }
 
-  private clearRetransmission(): void {
-    if (this.timerE) clearTimeout(this.timerE);
-    if (this.timerF) clearTimeout(this.timerF);
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private settle(outcome: ClientOutcome): void {
     if (this.settled) return;
     this.settled = true;
-    this.onOutcome(outcome);
+    const cb = this.onOutcome!;
+    this.onOutcome = undefined;
+    cb(outcome);
+  }
+
+  /** Drop what only Trying/Proceeding needs (the bytes to retransmit, the transport). */
+  private release(): void {
+    this.request = undefined;
+    this.send = undefined;
   }
 
   terminate(): void {
     if (this.state === 'terminated') return;
     this.state = 'terminated';
-    this.clearRetransmission();
-    if (this.timerK) clearTimeout(this.timerK);
+    this.clearTimer();
+    this.release();
     this.onTerminated(this);
   }
+}
+
+function fire(tx: NonInviteClientTransaction): void {
+  tx.onTimer();
 }
