@@ -1,44 +1,114 @@
 /**
- * Soft-state expiry: one timer per key (publication entity-tag, subscription id), re-armed on
- * refresh. Delays beyond setTimeout's 24.8-day range are reached in steps.
+ * Soft-state expiry: one deadline per key (publication entity-tag, subscription id), re-armed
+ * on refresh. A node holds hundreds of thousands of these, so they are not Node timers each:
+ * deadlines sit in a binary min-heap under a single Node timer armed for the earliest one.
+ * A cleared or re-armed key leaves its old heap entry behind; it is recognised as stale (it is
+ * no longer the key's current entry) and skipped when it reaches the top.
  */
 const MAX_DELAY = 0x7fffffff;
 
+interface Entry {
+  at: number;
+  key: string;
+  fire: () => void;
+}
+
 export class ExpiryTimers {
-  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly current = new Map<string, Entry>();
+  private readonly heap: Entry[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
 
   set(key: string, expiresAt: number, fire: () => void): void {
-    this.clear(key);
-    const arm = (): void => {
-      const delay = expiresAt - Date.now();
-      const t = setTimeout(
-        () => {
-          if (expiresAt - Date.now() > 0) return arm();
-          this.timers.delete(key);
-          fire();
-        },
-        Math.max(0, Math.min(delay, MAX_DELAY)),
-      );
-      t.unref();
-      this.timers.set(key, t);
-    };
-    arm();
+    const e: Entry = { at: expiresAt, key, fire };
+    this.current.set(key, e);
+    this.push(e);
+    if (expiresAt < this.timerAt) this.arm();
+    // Stale entries are bounded: rebuild when they outnumber the live ones.
+    if (this.heap.length > 1024 && this.heap.length > 2 * this.current.size) this.compact();
   }
 
   clear(key: string): void {
-    const t = this.timers.get(key);
-    if (t) {
-      clearTimeout(t);
-      this.timers.delete(key);
-    }
+    this.current.delete(key);
   }
 
   clearAll(): void {
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
+    this.current.clear();
+    this.heap.length = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
   }
 
   get size(): number {
-    return this.timers.size;
+    return this.current.size;
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    const top = this.heap[0];
+    if (!top) {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      return;
+    }
+    this.timerAt = top.at;
+    this.timer = setTimeout(this.run, Math.max(0, Math.min(top.at - Date.now(), MAX_DELAY)));
+    this.timer.unref();
+  }
+
+  private readonly run = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = Date.now();
+    const due: Entry[] = [];
+    while (this.heap.length > 0 && this.heap[0]!.at <= now) {
+      const e = this.pop();
+      if (this.current.get(e.key) !== e) continue; // cleared or re-armed since
+      this.current.delete(e.key);
+      due.push(e);
+    }
+    this.arm();
+    // Fired after the heap is consistent: a callback may set or clear other keys.
+    for (const e of due) e.fire();
+  };
+
+  private compact(): void {
+    const live = [...this.current.values()].sort((a, b) => a.at - b.at); // a sorted array is a heap
+    this.heap.length = 0;
+    for (const e of live) this.heap.push(e);
+  }
+
+  private push(e: Entry): void {
+    const h = this.heap;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (h[parent]!.at <= e.at) break;
+      h[i] = h[parent]!;
+      i = parent;
+    }
+    h[i] = e;
+  }
+
+  private pop(): Entry {
+    const h = this.heap;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= h.length) break;
+        const r = l + 1;
+        const c = r < h.length && h[r]!.at < h[l]!.at ? r : l;
+        if (h[c]!.at >= last.at) break;
+        h[i] = h[c]!;
+        i = c;
+      }
+      h[i] = last;
+    }
+    return top;
   }
 }

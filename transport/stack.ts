@@ -16,7 +16,7 @@ import { WsListener } from './ws.js';
 import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
-import { DEFAULT_TIMERS, type TimerSettings, type Send } from './transactions/timers.js';
+import { DEFAULT_TIMERS, timer64T1, type TimerSettings, type Send } from './transactions/timers.js';
 
 export interface ListenSpec {
   proto: Protocol;
@@ -138,6 +138,39 @@ export class SipStack {
     this.serverTx.delete(tx.key);
   };
 
+  /** Completed non-INVITE server transactions in Timer J order (all Timer Js are 64*T1 long). */
+  private readonly timerJQueue: Array<{ at: number; tx: NonInviteServerTransaction }> = [];
+  private timerJHead = 0;
+  private timerJ: NodeJS.Timeout | undefined;
+
+  private readonly serverCompleted = (tx: NonInviteServerTransaction): void => {
+    this.timerJQueue.push({ at: Date.now() + timer64T1(this.timers), tx });
+    if (!this.timerJ) this.armTimerJ();
+  };
+
+  private armTimerJ(): void {
+    const next = this.timerJQueue[this.timerJHead];
+    if (!next) {
+      this.timerJQueue.length = 0;
+      this.timerJHead = 0;
+      this.timerJ = undefined;
+      return;
+    }
+    this.timerJ = setTimeout(this.runTimerJ, Math.max(0, next.at - Date.now()));
+    this.timerJ.unref();
+  }
+
+  private readonly runTimerJ = (): void => {
+    const now = Date.now();
+    const q = this.timerJQueue;
+    while (this.timerJHead < q.length && q[this.timerJHead]!.at <= now) q[this.timerJHead++]!.tx.terminate();
+    if (this.timerJHead > 4096 && this.timerJHead * 2 > q.length) {
+      q.splice(0, this.timerJHead);
+      this.timerJHead = 0;
+    }
+    this.armTimerJ();
+  };
+
   private readonly clientTerminated = (tx: NonInviteClientTransaction): void => {
     this.clientTx.delete(tx.key);
   };
@@ -149,6 +182,8 @@ export class SipStack {
   private readonly clientCompleted = this.clientTerminated;
 
   async stop(): Promise<void> {
+    if (this.timerJ) clearTimeout(this.timerJ);
+    this.timerJ = undefined;
     for (const tx of this.serverTx.values()) tx.terminate();
     for (const tx of this.clientTx.values()) tx.terminate();
     await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close()), ...this.ws.map((w) => w.close())]);
@@ -261,7 +296,7 @@ export class SipStack {
     const tx: ServerTx =
       req.method === 'INVITE'
         ? new InviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated)
-        : new NonInviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated);
+        : new NonInviteServerTransaction(key, send, reliable, this.serverTerminated, this.serverCompleted);
     this.serverTx.set(key, tx);
     const incoming: IncomingRequest = {
       request: req,

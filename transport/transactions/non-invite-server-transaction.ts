@@ -5,24 +5,26 @@
  *     └──────────────final──────────────────▲
  *
  * Request retransmissions are absorbed in Trying and answered with the last response in
- * Proceeding and Completed. Timer J is 64*T1 for unreliable transports and zero otherwise.
+ * Proceeding and Completed. Timer J is 64*T1 for unreliable transports and zero otherwise; the
+ * stack runs it (`onCompleted`), in one queue for all transactions, since every Timer J of a
+ * stack has the same length and tens of thousands are pending at a time.
  */
 import type { SipResponse } from '../message.js';
-import { timer64T1, type TimerSettings, type Send } from './timers.js';
+import type { Send } from './timers.js';
 
 export type NonInviteServerState = 'trying' | 'proceeding' | 'completed' | 'terminated';
 
 export class NonInviteServerTransaction {
   state: NonInviteServerState = 'trying';
   private lastResponse: Buffer | undefined;
-  private timerJ: NodeJS.Timeout | undefined;
 
   constructor(
     readonly key: string,
     private readonly send: Send,
     private readonly reliable: boolean,
-    private readonly timers: TimerSettings,
     private readonly onTerminated: (tx: NonInviteServerTransaction) => void,
+    /** Completed on an unreliable transport: the stack terminates it when Timer J fires. */
+    private readonly onCompleted: (tx: NonInviteServerTransaction) => void,
   ) {}
 
   /** The TU's response. Responses after the final one are ignored (§17.2.2). */
@@ -35,9 +37,8 @@ export class NonInviteServerTransaction {
       return;
     }
     this.state = 'completed';
-    const j = this.reliable ? 0 : timer64T1(this.timers);
-    this.timerJ = setTimeout(() => this.terminate(), j);
-    this.timerJ.unref();
+    if (this.reliable) this.terminate();
+    else this.onCompleted(this);
   }
 
   /** A retransmission of the request matched this transaction. */
@@ -49,7 +50,7 @@ export class NonInviteServerTransaction {
   terminate(): void {
     if (this.state === 'terminated') return;
     this.state = 'terminated';
-    if (this.timerJ) clearTimeout(this.timerJ);
+    this.lastResponse = undefined;
     this.onTerminated(this);
   }
 }
