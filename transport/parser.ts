@@ -20,6 +20,9 @@ export interface ParsedMessage {
   problems: string[];
 }
 
+/** How validateRequest's reason starts for a SIP version other than 2.0 (answered 505). */
+export const UNSUPPORTED_VERSION = 'unsupported SIP version';
+
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const LFLF = Buffer.from('\n\n');
 
@@ -57,7 +60,7 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
   const rm = REQUEST_LINE.exec(first);
   const loose = rm ? undefined : LOOSE_REQUEST_LINE.exec(first);
   if (rm) {
-    if (rm[3] !== '2.0') problems.push(`unsupported SIP version SIP/${rm[3]}`);
+    if (rm[3] !== '2.0') problems.push(`${UNSUPPORTED_VERSION} SIP/${rm[3]}`);
     message = new SipRequest(rm[1]!, rm[2]!);
   } else if (loose && loose[2]!.length > 0) {
     problems.push('malformed Request-Line');

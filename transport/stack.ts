@@ -8,7 +8,7 @@ import net from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { randomBytes } from 'node:crypto';
 import { SipRequest, SipResponse, createResponse, formatVia, type Via, type OutgoingRequest } from './message.js';
-import { parseMessage, validateRequest, hasRoutableVia, type ParsedMessage } from './parser.js';
+import { parseMessage, validateRequest, hasRoutableVia, UNSUPPORTED_VERSION, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';
 import { TcpTransport } from './tcp.js';
@@ -271,7 +271,8 @@ export class SipStack {
     const bad = validateRequest(req, problems);
     if (bad !== undefined) {
       this.log.info({ callId: req.callId, method: req.method, reason: bad }, 'rejected malformed request');
-      if (req.method !== 'ACK') this.sendStateless(req, source, 400, bad);
+      // RFC 3261 §8.2.1 / RFC 4475 §3.1.2.16: another SIP version gets 505, the rest 400.
+      if (req.method !== 'ACK') this.sendStateless(req, source, bad.startsWith(UNSUPPORTED_VERSION) ? 505 : 400, bad.startsWith(UNSUPPORTED_VERSION) ? 'Version Not Supported' : bad);
       return;
     }
     const via = req.topVia;

@@ -763,8 +763,8 @@ To: T. Watson <sip:t.watson@example.org>
 Call-ID: badvers.31417@c.example.com
 CSeq: 1 OPTIONS
 l: 0`),
-    // RFC 4475 asks for 505 Version Not Supported; a 400 naming the version is what the stack sends today.
-    [400, 505],
+    // RFC 4475 §3.1.2.16 / RFC 3261 §8.2.1: 505 Version Not Supported.
+    [505],
     /[Vv]ersion/,
   ],
   [
