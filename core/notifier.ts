@@ -75,10 +75,15 @@ export class Notifier {
     this.bodies.delete(presentityKey(presentityUri, event));
   }
 
-  /** Queue a NOTIFY for one subscription (state update or final). */
+  /** Queue a NOTIFY for one subscription (state update or final). Nothing follows a final one. */
   schedule(sub: LiveSubscription, pending: Pending): void {
     if (sub.ended) return;
     if (pending.kind === 'terminate') sub.ended = true;
+    this.enqueue(sub, pending);
+  }
+
+  /** Send now, or behind the subscription's NOTIFY in flight, or when a node-wide slot frees. */
+  private enqueue(sub: LiveSubscription, pending: Pending): void {
     if (sub.inFlight) {
       if (!sub.queued || pending.kind === 'terminate') sub.queued = pending;
       // Queued updates coalesce into the whole current state (partial bodies cannot be merged).
@@ -222,10 +227,8 @@ export class Notifier {
     }
     const next = sub.queued;
     sub.queued = undefined;
-    if (next) {
-      if (next.kind === 'terminate') sub.ended = false; // schedule() marked it; let the final NOTIFY through
-      this.schedule(sub, next);
-    }
+    // Queued while this one was in flight (a final NOTIFY was admitted by schedule() already).
+    if (next) this.enqueue(sub, next);
   }
 
   /** Where the NOTIFY goes (see notifyTarget). */
