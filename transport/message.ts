@@ -179,14 +179,32 @@ export abstract class SipMessage {
   }
 
   get cseq(): CSeq {
-    return parseCSeq(this.headers.get('cseq') ?? '');
+    const v = this.headers.get('cseq') ?? '';
+    const memo = this.cseqMemo;
+    if (memo !== undefined && memo.raw === v) return memo.cseq;
+    const cseq = parseCSeq(v);
+    this.cseqMemo = { raw: v, cseq };
+    return cseq;
   }
 
+  private cseqMemo: { raw: string; cseq: CSeq } | undefined;
+
+  /**
+   * The first Via, parsed once per value of the Via header field (the receive path asks for it
+   * several times). A caller that changes the returned object writes it back with
+   * headers.replaceTopVia(), which makes the next call parse the new value.
+   */
   get topVia(): Via {
     const v = this.headers.get('via');
     if (v === undefined) throw new SyntaxError('no Via');
-    return parseVia(splitList(v)[0]!);
+    const memo = this.viaMemo;
+    if (memo !== undefined && memo.raw === v) return memo.via;
+    const via = parseVia(splitList(v)[0]!);
+    this.viaMemo = { raw: v, via };
+    return via;
   }
+
+  private viaMemo: { raw: string; via: Via } | undefined;
 
   get from(): NameAddr {
     return NameAddr.parse(this.headers.get('from') ?? '');
