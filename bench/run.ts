@@ -102,6 +102,10 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   rows.push(row('  (RSS of the main process)', 'bytes', (f) => f.memory?.bytesPerSubscription));
   rows.push(row('  live subscriptions', 'count', (f) => f.memory?.subscriptions));
   rows.push(row('  PSS with them', 'MiB', (f) => (f.memory ? f.memory.after.pss / 2 ** 20 : undefined)));
+  const settle = figs.find((f) => f.memory?.settled)?.memory?.settled?.seconds;
+  if (settle !== undefined) {
+    rows.push(row(`  settled: ${settle} s after the last SUBSCRIBE (PSS)`, 'bytes', (f) => f.memory?.settled?.pssBytesPerSubscription));
+  }
   // Ratios: each presenced column against Kamailio where both ran.
   const kam = figs.find((f) => f.target === 'kamailio');
   let ratio = '';
@@ -124,6 +128,7 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
     args.watchers.forEach((w, i) => r(`fan-out NOTIFY/s, ${w} watchers`, (f) => f.fanout[i]?.notifiesPerSecond));
     r('latency p50 (kamailio ÷ presenced)', (f) => f.latency?.p50Ms, true);
     r('memory/subscription (kamailio ÷ presenced)', (f) => f.memory?.pssBytesPerSubscription, true);
+    if (settle !== undefined) r('memory/subscription settled (kamailio ÷ presenced)', (f) => f.memory?.settled?.pssBytesPerSubscription, true);
     ratio = '\n\n' + table(lines);
   }
   return table(rows) + ratio;

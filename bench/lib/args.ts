@@ -41,6 +41,8 @@ export interface BenchArgs {
   latencyCycles: number;
   /** Live subscriptions for the memory figure (fan-out watchers included). */
   subs: number;
+  /** Seconds after the last SUBSCRIBE for the settled memory reading (0 = none). */
+  settle: number;
   /** Requests in flight in the PUBLISH / SUBSCRIBE phases. */
   concurrency: number;
   /** UDP sockets the driver multiplexes its watchers over. */
@@ -67,6 +69,8 @@ const USAGE = `usage: npm run bench -- [options]
   --duration S            seconds per timed end-to-end phase (default 15, quick 3)
   --warmup S              seconds of warm-up before counting (default 2, quick 0.5)
   --subs N                live subscriptions for the memory figure (default 100000, quick 20000)
+  --settle S              also measure memory S seconds after the last SUBSCRIBE, once finished
+                          transactions are gone (Timer J: 32 s) (default 35, quick 0 = skip)
   --watchers LIST         watchers per presentity for fan-out (default 1000,10000)
   --fanout-presentities N presentities published at once in the fan-out phase (default 2, quick 1)
   --latency-cycles N      PUBLISH→last-NOTIFY samples on the 1,000-watcher presentity (default 100, quick 15)
@@ -117,7 +121,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     process.exit(0);
   }
   const known = new Set([
-    'quick', 'only', 'no-micro', 'no-load', 'filter', 'micro-time', 'duration', 'warmup', 'subs', 'watchers',
+    'quick', 'only', 'no-micro', 'no-load', 'filter', 'micro-time', 'duration', 'warmup', 'subs', 'settle', 'watchers',
     'fanout-presentities', 'latency-cycles', 'concurrency', 'refreshes', 'sockets', 'timeout', 'workers', 'phases',
     'no-ceiling', 'cpu-prof', 'sip', 'xcap', 'rpc', 'pid', 'kamailio', 'kamailio-children', 'verbose', 'targets', 'rules',
   ]);
@@ -165,6 +169,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     fanoutPresentities: flags.has('fanout-presentities') ? num(s('fanout-presentities'), '--fanout-presentities') : quick ? 1 : 2,
     latencyCycles: flags.has('latency-cycles') ? num(s('latency-cycles'), '--latency-cycles') : quick ? 15 : 100,
     subs: flags.has('subs') ? num(s('subs'), '--subs') : quick ? 20_000 : 100_000,
+    settle: flags.has('settle') ? num(s('settle'), '--settle') : quick ? 0 : 35,
     concurrency: flags.has('concurrency') ? num(s('concurrency'), '--concurrency') : 64,
     sockets: flags.has('sockets') ? num(s('sockets'), '--sockets') : 16,
     refreshes: flags.has('refreshes') ? num(s('refreshes'), '--refreshes') : 3,

@@ -41,7 +41,15 @@ export interface LoadFigures {
   authorisation: string;
   publish?: PublishResult & { cpu: Cpu };
   subscribe?: SubscribeResult & { cpu: Cpu };
-  memory?: { subscriptions: number; before: Memory; after: Memory; bytesPerSubscription: number; pssBytesPerSubscription: number };
+  memory?: {
+    subscriptions: number;
+    before: Memory;
+    after: Memory;
+    bytesPerSubscription: number;
+    pssBytesPerSubscription: number;
+    /** The same, `settleSeconds` after the last SUBSCRIBE (finished transactions gone). */
+    settled?: { seconds: number; after: Memory; pssBytesPerSubscription: number };
+  };
   fanout: Array<FanoutResult & { cpu: Cpu }>;
   latency?: LatencyResult & { cpu: Cpu };
   unknownNotifies: number;
@@ -133,6 +141,14 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
             bytesPerSubscription: (after.rss - before.rss) / Math.max(1, r.subscriptions),
             pssBytesPerSubscription: (after.pss - before.pss) / Math.max(1, r.subscriptions),
           };
+          if (args.settle > 2) {
+            log(`  memory: waiting ${args.settle} s for finished transactions to go`);
+            await sleep(args.settle * 1000 - 2000);
+            const later = memoryOf(target.pid!);
+            if (later) {
+              fig.memory.settled = { seconds: args.settle, after: later, pssBytesPerSubscription: (later.pss - before.pss) / Math.max(1, r.subscriptions) };
+            }
+          }
         }
       } else if (phases.has('memory')) fig.notes.push('memory: no PID for the target (--pid), not measured');
     }
