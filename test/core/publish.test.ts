@@ -122,6 +122,10 @@ for (const proto of ['udp', 'tcp'] as const) {
         'wrong root': `<?xml version="1.0"?><status xmlns="urn:ietf:params:xml:ns:pidf"><basic>open</basic></status>`,
         'wrong namespace': `<?xml version="1.0"?><presence xmlns="urn:example:not-pidf" entity="${p}"><tuple id="a"><status><basic>open</basic></status></tuple></presence>`,
         'no namespace': `<?xml version="1.0"?><presence entity="${p}"><tuple id="a"><status><basic>open</basic></status></tuple></presence>`,
+        'no entity': `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf"><tuple id="a"><status><basic>open</basic></status></tuple></presence>`,
+        'tuple without id': `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${p}"><tuple id="a"><status><basic>open</basic></status></tuple><tuple><status><basic>open</basic></status></tuple></presence>`,
+        'tuple without status': `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${p}"><tuple id="a"><status><basic>open</basic></status></tuple><tuple id="b"><note>x</note></tuple></presence>`,
+        'status in another namespace': `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${p}"><tuple id="a"><s:status xmlns:s="urn:example:x"><s:basic>open</s:basic></s:status></tuple></presence>`,
         'billion laughs (DTD)':
           '<?xml version="1.0"?>\n<!DOCTYPE presence [\n<!ENTITY lol "lol">\n' +
           Array.from({ length: 9 }, (_, i) => `<!ENTITY lol${i + 1} "${`&lol${i === 0 ? '' : i};`.repeat(10)}">`).join('\n') +
