@@ -89,9 +89,14 @@ class Codec<T extends object> {
   constructor(name: string) {
     this.type = root.lookupType(`presenced.store.${name}`);
   }
+  /**
+   * The records are plain objects whose fields already have the wire types (strings, numbers,
+   * string arrays, Uint8Array), so they are encoded as they are: no fromObject() conversion,
+   * no copy. The record is stamped with the schema version it is written under.
+   */
   encode(value: T): Buffer {
-    const msg = this.type.fromObject({ ...value, schema: SCHEMA_VERSION });
-    const bytes = this.type.encode(msg).finish();
+    (value as { schema?: number }).schema = SCHEMA_VERSION;
+    const bytes = this.type.encode(value).finish();
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   decode(bytes: Uint8Array): T {
