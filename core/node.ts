@@ -52,6 +52,7 @@ export class PresenceNode {
   readonly notifier: Notifier;
   readonly ctx: PackageContext;
   readonly watcherInfo: WatcherInfo;
+  readonly authorizer: PresenceAuthorizer;
   readonly rpc: RpcServer;
   private sweeper: NodeJS.Timeout | undefined;
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
@@ -79,22 +80,26 @@ export class PresenceNode {
       userAgent: SERVER_HEADER,
       log,
     });
+    this.authorizer = new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri));
     this.subscriptions = new Subscriptions({
       config,
       store: this.store,
       packages: this.packages,
       log,
-      authorizer: new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri)),
+      authorizer: this.authorizer,
     });
-    this.watcherInfo = new WatcherInfo(
-      this.store,
-      () => this.notifier,
-      (uri) => this.subscriptions.watchersOf(uri, 'presence.winfo'),
-      (uri) => this.subscriptions.watchersOf(uri, 'presence'),
+    this.watcherInfo = new WatcherInfo({
+      config,
+      store: this.store,
+      notifier: () => this.notifier,
+      winfoWatchers: (uri) => this.subscriptions.watchersOf(uri, 'presence.winfo'),
+      presenceWatchers: (uri) => this.subscriptions.watchersOf(uri, 'presence'),
+      presenceHandling: async (uri, watcherAor) => (await this.authorizer.evaluate(uri, watcherAor, presencePackage)).handling,
       log,
-    );
+    });
     this.ctx.watchers = (uri) => this.watcherInfo.list(uri);
     this.subscriptions.onEvent = this.watcherInfo.onSubscriptionEvent;
+    this.subscriptions.winfoIdFor = this.watcherInfo.winfoIdFor;
     this.notifier = new Notifier({
       config,
       stack: this.stack,
@@ -151,6 +156,17 @@ export class PresenceNode {
     return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '' };
   }
 
+  /**
+   * A presentity's rules changed: re-evaluate the watchers of `event`. The pres-rules document
+   * also decides which waiting watchers are rejected, so for `presence` its waiting entries are
+   * re-evaluated too. Resolves with how many changed.
+   */
+  async reevaluateWatchers(presentityUri: string, event: string): Promise<number> {
+    let changed = await this.subscriptions.reevaluate(presentityUri, event);
+    if (event === 'presence') changed += await this.watcherInfo.reevaluate(presentityUri);
+    return changed;
+  }
+
   /** Rules of a presentity may have changed outside (xcap_client mode): fetch them again. */
   async refreshRules(presentityUri: string): Promise<void> {
     if (!this.xcapClient) return;
@@ -167,9 +183,7 @@ export class PresenceNode {
     this.log.info({ auid: change.auid, xui: change.xui, name: change.name, deleted: change.doc === undefined }, 'XCAP document changed');
     if (!change.xui) return;
     if (change.auid === 'pres-rules') {
-      this.subscriptions
-        .reevaluate(change.xui, 'presence')
-        .catch((err) => this.log.error({ err, presentityUri: change.xui }, 're-evaluating watchers failed'));
+      this.reevaluateWatchers(change.xui, 'presence').catch((err) => this.log.error({ err, presentityUri: change.xui }, 're-evaluating watchers failed'));
     } else if (change.auid === 'pidf-manipulation') {
       this.notifier.presentityChanged(change.xui, 'presence');
     }
@@ -185,10 +199,14 @@ export class PresenceNode {
     await this.stack.start();
     // Listeners first: recovered subscriptions may need to send their terminated NOTIFY.
     const pubs = await this.publications.recover();
+    // Waiting watchers before subscriptions (a recovered one may replace or join them); their
+    // giveup timers once every winfo subscriber is back to hear of it.
+    const waiting = this.watcherInfo.load();
     const subs = await this.subscriptions.recover();
+    this.watcherInfo.start();
     this.publications.notifyRecovered();
     this.log.info(
-      { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired },
+      { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired, waitingWatchers: waiting },
       'store recovered',
     );
     // presence clean_period: a sweep behind the per-record timers (e.g. after a clock jump).
@@ -208,6 +226,7 @@ export class PresenceNode {
     if (this.sweeper) clearInterval(this.sweeper);
     this.publications.stop();
     this.subscriptions.stop();
+    this.watcherInfo.stop();
     await this.stack.stop();
     await this.rpc.stop();
     await this.xcap?.stop();

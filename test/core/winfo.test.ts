@@ -1,9 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { XmlDocument } from 'libxml2-wasm';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { subscribe, subState } from '../support/presence.js';
+import { subscribe, subState, parseWinfo } from '../support/presence.js';
 
 let node: RunningNode;
 before(async () => {
@@ -12,27 +11,6 @@ before(async () => {
 after(async () => {
   await node.stop();
 });
-
-interface WinfoDoc {
-  version: number;
-  state: string;
-  watchers: Array<{ uri: string; status: string; event: string }>;
-}
-
-function parseWinfo(xml: string): WinfoDoc {
-  const doc = XmlDocument.fromString(xml);
-  try {
-    const ns = { w: 'urn:ietf:params:xml:ns:watcherinfo' };
-    const root = doc.root;
-    const watchers = doc.find('/w:watcherinfo/w:watcher-list/w:watcher', ns).map((n) => {
-      const el = n as unknown as { attr(name: string): { value: string } | null; content: string };
-      return { uri: el.content.trim(), status: el.attr('status')!.value, event: el.attr('event')!.value };
-    });
-    return { version: Number(root.attr('version')!.value), state: root.attr('state')!.value, watchers };
-  } finally {
-    doc.dispose();
-  }
-}
 
 test('presence.winfo: own subscription allowed with a full list, later changes partial, version +1 per NOTIFY', async () => {
   const alice = 'sip:winfo-alice@example.com';
@@ -83,14 +61,18 @@ test('presence.winfo: own subscription allowed with a full list, later changes p
       [[carolUa.aor, 'pending']],
     );
 
-    // bob unsubscribes: partial, terminated.
+    // bob, still pending, unsubscribes: his subscription times out before any policy was
+    // made (RFC 3857 §4.7.1 pending → timeout → waiting; an unsubscribe is a refresh with
+    // Expires 0, RFC 6665 §4.1.2.3), so alice can still approve or block him.
     const un = await bob.dialog.request(0);
     assert.equal(un.status, 200);
     const n2 = await owner.nextRequest('NOTIFY', (r) => r.callId === 'winfo-own@test');
     const d2 = parseWinfo(n2.body.toString());
     assert.equal(d2.version, 2);
     assert.equal(d2.watchers[0]!.uri, bobUa.aor);
-    assert.equal(d2.watchers[0]!.status, 'terminated');
+    assert.equal(d2.watchers[0]!.status, 'waiting');
+    assert.equal(d2.watchers[0]!.event, 'timeout');
+    assert.equal(d2.watchers[0]!.id, d0.watchers[0]!.id, 'the same <watcher> as before');
   } finally {
     await owner.close();
     await bobUa.close();
