@@ -20,13 +20,12 @@ import { XcapClient } from './xcap/client.js';
 import { Publications } from './publications.js';
 import { Subscriptions } from './subscriptions.js';
 import { Notifier } from './notifier.js';
-import { PresenceAuthorizer } from './authorization/index.js';
+import { PresenceAuthorizer, type RulesDecision } from './authorization/index.js';
 import { winfoPackage } from './packages/winfo.js';
 import { WatcherInfo } from './watchers.js';
 import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
 import { createMetrics } from './metrics.js';
-import type { AuthorizationOutcome } from './subscriptions.js';
 import type { Transformations } from '../workers/pres-rules.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
@@ -148,22 +147,26 @@ export class PresenceNode {
   }
 
   /** pres-rules outcome for a watcher; the transformations become the key of the body it sees. */
-  private async evaluateRules(presentityUri: string, watcherUri: string): Promise<AuthorizationOutcome> {
+  private async evaluateRules(presentityUri: string, watcherUri: string): Promise<RulesDecision> {
     // xcap_client: the first evaluation for a presentity fetches its rules; the periodic query
     // and presence.refreshWatchers keep them current afterwards.
     if (this.xcapClient && !this.rulesFetched.has(presentityUri)) await this.refreshRules(presentityUri);
     const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri });
-    return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '' };
+    return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '', winfoHandling: r.winfoHandling };
   }
 
   /**
    * A presentity's rules changed: re-evaluate the watchers of `event`. The pres-rules document
-   * also decides which waiting watchers are rejected, so for `presence` its waiting entries are
-   * re-evaluated too. Resolves with how many changed.
+   * also decides who may see the watcher info and which waiting watchers are rejected, so for
+   * `presence` its presence.winfo subscribers and waiting entries are re-evaluated too.
+   * Resolves with how many changed.
    */
   async reevaluateWatchers(presentityUri: string, event: string): Promise<number> {
     let changed = await this.subscriptions.reevaluate(presentityUri, event);
-    if (event === 'presence') changed += await this.watcherInfo.reevaluate(presentityUri);
+    if (event === 'presence') {
+      changed += await this.subscriptions.reevaluate(presentityUri, 'presence.winfo');
+      changed += await this.watcherInfo.reevaluate(presentityUri);
+    }
     return changed;
   }
 

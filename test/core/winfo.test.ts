@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { subscribe, subState, parseWinfo } from '../support/presence.js';
+import { subscribe, subState, parseWinfo, subscribeWinfo, withUas, rules, putRules, bodyOf } from '../support/presence.js';
 
 let node: RunningNode;
 before(async () => {
@@ -88,6 +88,56 @@ test("presence.winfo of someone else's presentity → 403", async () => {
   } finally {
     await ua.close();
   }
+});
+
+test('presence.winfo for someone else: 403 without a rule, 200 and the full list once a winfo-handling allow rule is PUT, ended with xcapauth_userdel_reason when the rule goes', async () => {
+  const alice = 'sip:winfo-shared@example.com';
+  await withUas(node, 'udp', 4, async (bobUa, eveUa, malloryUa, aliceUa) => {
+    const bob = await subscribe(bobUa, alice, { expires: 120 });
+    assert.equal(bob.res.status, 200, 'bob watches alice (pending: no rule for him)');
+    assert.equal((await subscribe(eveUa, alice, { event: 'presence.winfo', expires: 120 })).res.status, 403, 'no rules at all');
+
+    // Everyone in example.com: block; eve: allow. Combined by maximum, eve gets it, mallory not.
+    const both = rules([
+      { id: 'domain', who: '<cr:many domain="example.com"/>', winfo: 'block' },
+      { id: 'eve', who: `<cr:one id="${eveUa.aor}"/>`, winfo: 'allow' },
+    ]);
+    assert.ok([200, 201].includes(await putRules(node.xcapPort, alice, both)));
+    const eve = await subscribe(eveUa, alice, { event: 'presence.winfo', expires: 120 });
+    assert.equal(eve.res.status, 200);
+    const n0 = await eve.dialog.nextNotify();
+    assert.match(subState(n0), /^active/);
+    assert.equal(n0.headers.get('content-type'), 'application/watcherinfo+xml');
+    const d0 = parseWinfo(bodyOf(n0));
+    assert.equal(d0.state, 'full');
+    assert.deepEqual(
+      d0.watchers.map((w) => [w.uri, w.status, w.event]),
+      [[bobUa.aor, 'pending', 'subscribe']],
+    );
+    assert.equal((await subscribe(malloryUa, alice, { event: 'presence.winfo', expires: 120 })).res.status, 403, 'a block rule grants nothing');
+    // The owner is always allowed, even when a rule matching her says block.
+    assert.equal((await subscribeWinfo(aliceUa, alice, alice, 120)).res.status, 200);
+
+    // The winfo grant is not a presence grant: eve's presence subscription is pending, and eve,
+    // as a winfo subscriber, hears of it in a partial document.
+    const evePresence = await subscribe(eveUa, alice, { expires: 120 });
+    assert.match(subState(await evePresence.dialog.nextNotify()), /^pending/);
+    const n1 = await eve.dialog.nextNotify();
+    const d1 = parseWinfo(bodyOf(n1));
+    assert.equal(d1.state, 'partial');
+    assert.deepEqual(
+      d1.watchers.map((w) => [w.uri, w.status]),
+      [[eveUa.aor, 'pending']],
+    );
+
+    // The rule granting eve goes: her active winfo subscription ends like an allowed presence
+    // watcher whose rule goes (xcapauth_userdel_reason, default probation).
+    assert.equal(await putRules(node.xcapPort, alice, rules([{ id: 'domain', who: '<cr:many domain="example.com"/>', winfo: 'block' }])), 200);
+    const end = await eve.dialog.nextNotify(5000, (r) => subState(r).startsWith('terminated'));
+    assert.equal(subState(end), 'terminated;reason=probation');
+    assert.equal((await eve.dialog.request(120)).status, 481, 'the subscription is gone');
+    assert.equal((await subscribe(eveUa, alice, { event: 'presence.winfo', expires: 120 })).res.status, 403);
+  });
 });
 
 test('disable_winfo = 1 → presence.winfo is a bad event (489)', async () => {
