@@ -3,7 +3,8 @@
  * subscription still pending when it times out leaves a waiting entry that full watcherinfo
  * documents show, which ends as terminated/giveup after winfo_waiting_period, is replaced by
  * the watcher's next subscription, is rejected when the rules come to block the watcher, and
- * survives a restart of the node on the same store.
+ * survives a restart of the node on the same store; and the winfo event every other end of a
+ * presence subscription carries (timeout, rejected, probation, deactivated).
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -159,6 +160,33 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
     });
   });
 
+  test('rules ending live watchers: a pending one is terminated/rejected, an active one terminated with xcapauth_userdel_reason (probation)', async () => {
+    await withUas(node, 'udp', 3, async (ownerUa, bobUa, carolUa) => {
+      const alice = ownerUa.aor;
+      assert.ok([200, 201].includes(await putRules(node.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }]))));
+      const owner = await subscribeWinfo(ownerUa, alice, alice);
+      await nextWinfo(owner.dialog);
+      const bob = await subscribe(bobUa, alice, { expires: 600 });
+      assert.deepEqual(row(await nextWinfo(owner.dialog)), [[bobUa.aor, 'pending', 'subscribe']]);
+      const carol = await subscribe(carolUa, alice, { expires: 600 });
+      assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'active', 'subscribe']]);
+
+      const blockBoth = rules([{ id: 'both', who: `<cr:one id="${bobUa.aor}"/><cr:one id="${carolUa.aor}"/>`, handling: 'block' }]);
+      assert.equal(await putRules(node.xcapPort, alice, blockBoth), 200);
+      const ends = [await nextWinfo(owner.dialog), await nextWinfo(owner.dialog)].flatMap(row).sort();
+      assert.deepEqual(
+        ends,
+        [
+          [bobUa.aor, 'terminated', 'rejected'],
+          [carolUa.aor, 'terminated', 'probation'],
+        ].sort(),
+      );
+      assert.equal(parseSubState(await bob.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated')).reason, 'rejected');
+      assert.equal(parseSubState(await carol.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated')).reason, 'probation');
+      assert.deepEqual(row(await refreshed(owner.dialog)), [], 'blocked live watchers do not wait');
+    });
+  });
+
   test('an active watcher that unsubscribes is terminated/timeout, not waiting', async () => {
     await withUas(node, 'udp', 2, async (ownerUa, bobUa) => {
       const alice = ownerUa.aor;
@@ -208,16 +236,24 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
     });
   });
 
-  test('winfo_waiting_period 0: a pending watcher that times out is simply terminated/timeout', async () => {
-    const off = await startNode({ force_active: 0, winfo_waiting_period: 0 });
+  test('winfo_waiting_period 0: a pending watcher that times out is simply terminated/timeout; xcapauth_userdel_reason deactivated gives event deactivated', async () => {
+    const off = await startNode({ force_active: 0, winfo_waiting_period: 0, xcapauth_userdel_reason: 'deactivated' });
     try {
-      await withUas(off, 'udp', 2, async (ownerUa, bobUa) => {
-        const owner = await subscribeWinfo(ownerUa, ownerUa.aor, ownerUa.aor);
+      await withUas(off, 'udp', 3, async (ownerUa, bobUa, carolUa) => {
+        const alice = ownerUa.aor;
+        const owner = await subscribeWinfo(ownerUa, alice, alice);
         await nextWinfo(owner.dialog);
-        assert.equal((await subscribe(bobUa, ownerUa.aor, { expires: 1 })).res.status, 200);
+        assert.equal((await subscribe(bobUa, alice, { expires: 1 })).res.status, 200);
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[bobUa.aor, 'pending', 'subscribe']]);
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[bobUa.aor, 'terminated', 'timeout']]);
         assert.deepEqual(row(await refreshed(owner.dialog)), []);
+
+        assert.ok([200, 201].includes(await putRules(off.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }]))));
+        const carol = await subscribe(carolUa, alice, { expires: 600 });
+        assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'active', 'subscribe']]);
+        assert.equal(await putRules(off.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'block' }])), 200);
+        assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'terminated', 'deactivated']]);
+        assert.equal(parseSubState(await carol.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated')).reason, 'deactivated');
       });
     } finally {
       await off.stop();
