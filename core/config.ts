@@ -43,6 +43,7 @@ export interface Config {
   periodical_query: number;
   query_period: number;
   // presenced's own
+  winfo_waiting_period: number;
   max_message_size: number;
   tcp_connection_lifetime: number;
   tcp_partial_timeout: number;
@@ -181,6 +182,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path'>, [unknown, Check]> = {
   timeout_rm_subs: [1, flag],
   periodical_query: [1, flag],
   query_period: [100, int(1, 86400)],
+  winfo_waiting_period: [3600, int(0, 86400 * 365)],
   max_message_size: [65535, int(1024, 1 << 20)],
   tcp_connection_lifetime: [120, int(1, 86400 * 7)],
   tcp_partial_timeout: [10, int(1, 3600)],

@@ -20,13 +20,12 @@ import { XcapClient } from './xcap/client.js';
 import { Publications } from './publications.js';
 import { Subscriptions } from './subscriptions.js';
 import { Notifier } from './notifier.js';
-import { PresenceAuthorizer } from './authorization/index.js';
+import { PresenceAuthorizer, type RulesDecision } from './authorization/index.js';
 import { winfoPackage } from './packages/winfo.js';
 import { WatcherInfo } from './watchers.js';
 import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
 import { createMetrics } from './metrics.js';
-import type { AuthorizationOutcome } from './subscriptions.js';
 import type { Transformations } from '../workers/pres-rules.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
@@ -52,6 +51,7 @@ export class PresenceNode {
   readonly notifier: Notifier;
   readonly ctx: PackageContext;
   readonly watcherInfo: WatcherInfo;
+  readonly authorizer: PresenceAuthorizer;
   readonly rpc: RpcServer;
   private sweeper: NodeJS.Timeout | undefined;
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
@@ -79,22 +79,26 @@ export class PresenceNode {
       userAgent: SERVER_HEADER,
       log,
     });
+    this.authorizer = new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri));
     this.subscriptions = new Subscriptions({
       config,
       store: this.store,
       packages: this.packages,
       log,
-      authorizer: new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri)),
+      authorizer: this.authorizer,
     });
-    this.watcherInfo = new WatcherInfo(
-      this.store,
-      () => this.notifier,
-      (uri) => this.subscriptions.watchersOf(uri, 'presence.winfo'),
-      (uri) => this.subscriptions.watchersOf(uri, 'presence'),
+    this.watcherInfo = new WatcherInfo({
+      config,
+      store: this.store,
+      notifier: () => this.notifier,
+      winfoWatchers: (uri) => this.subscriptions.watchersOf(uri, 'presence.winfo'),
+      presenceWatchers: (uri) => this.subscriptions.watchersOf(uri, 'presence'),
+      presenceHandling: async (uri, watcherAor) => (await this.authorizer.evaluate(uri, watcherAor, presencePackage)).handling,
       log,
-    );
+    });
     this.ctx.watchers = (uri) => this.watcherInfo.list(uri);
     this.subscriptions.onEvent = this.watcherInfo.onSubscriptionEvent;
+    this.subscriptions.winfoIdFor = this.watcherInfo.winfoIdFor;
     this.notifier = new Notifier({
       config,
       stack: this.stack,
@@ -143,12 +147,27 @@ export class PresenceNode {
   }
 
   /** pres-rules outcome for a watcher; the transformations become the key of the body it sees. */
-  private async evaluateRules(presentityUri: string, watcherUri: string): Promise<AuthorizationOutcome> {
+  private async evaluateRules(presentityUri: string, watcherUri: string): Promise<RulesDecision> {
     // xcap_client: the first evaluation for a presentity fetches its rules; the periodic query
     // and presence.refreshWatchers keep them current afterwards.
     if (this.xcapClient && !this.rulesFetched.has(presentityUri)) await this.refreshRules(presentityUri);
     const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri });
-    return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '' };
+    return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '', winfoHandling: r.winfoHandling };
+  }
+
+  /**
+   * A presentity's rules changed: re-evaluate the watchers of `event`. The pres-rules document
+   * also decides who may see the watcher info and which waiting watchers are rejected, so for
+   * `presence` its presence.winfo subscribers and waiting entries are re-evaluated too.
+   * Resolves with how many changed.
+   */
+  async reevaluateWatchers(presentityUri: string, event: string): Promise<number> {
+    let changed = await this.subscriptions.reevaluate(presentityUri, event);
+    if (event === 'presence') {
+      changed += await this.subscriptions.reevaluate(presentityUri, 'presence.winfo');
+      changed += await this.watcherInfo.reevaluate(presentityUri);
+    }
+    return changed;
   }
 
   /** Rules of a presentity may have changed outside (xcap_client mode): fetch them again. */
@@ -167,9 +186,7 @@ export class PresenceNode {
     this.log.info({ auid: change.auid, xui: change.xui, name: change.name, deleted: change.doc === undefined }, 'XCAP document changed');
     if (!change.xui) return;
     if (change.auid === 'pres-rules') {
-      this.subscriptions
-        .reevaluate(change.xui, 'presence')
-        .catch((err) => this.log.error({ err, presentityUri: change.xui }, 're-evaluating watchers failed'));
+      this.reevaluateWatchers(change.xui, 'presence').catch((err) => this.log.error({ err, presentityUri: change.xui }, 're-evaluating watchers failed'));
     } else if (change.auid === 'pidf-manipulation') {
       this.notifier.presentityChanged(change.xui, 'presence');
     }
@@ -185,10 +202,14 @@ export class PresenceNode {
     await this.stack.start();
     // Listeners first: recovered subscriptions may need to send their terminated NOTIFY.
     const pubs = await this.publications.recover();
+    // Waiting watchers before subscriptions (a recovered one may replace or join them); their
+    // giveup timers once every winfo subscriber is back to hear of it.
+    const waiting = this.watcherInfo.load();
     const subs = await this.subscriptions.recover();
+    this.watcherInfo.start();
     this.publications.notifyRecovered();
     this.log.info(
-      { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired },
+      { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired, waitingWatchers: waiting },
       'store recovered',
     );
     // presence clean_period: a sweep behind the per-record timers (e.g. after a clock jump).
@@ -208,6 +229,7 @@ export class PresenceNode {
     if (this.sweeper) clearInterval(this.sweeper);
     this.publications.stop();
     this.subscriptions.stop();
+    this.watcherInfo.stop();
     await this.stack.stop();
     await this.rpc.stop();
     await this.xcap?.stop();

@@ -31,7 +31,8 @@ export interface Authorizer {
   evaluate(presentityUri: string, watcherUri: string, pkg: EventPackage): Promise<AuthorizationOutcome>;
 }
 
-export type SubscriptionEvent = 'created' | 'refreshed' | 'ended' | 'authorized';
+/** `resumed`: a live subscription recovered from the store after a restart. */
+export type SubscriptionEvent = 'created' | 'resumed' | 'refreshed' | 'ended' | 'authorized';
 
 export interface SubscriptionDeps {
   config: Config;
@@ -62,6 +63,11 @@ export class Subscriptions {
   notifier!: Notifier;
   /** Watcher-list changes (presence.winfo listens). */
   onEvent: ((sub: LiveSubscription, event: SubscriptionEvent, reason?: string) => void) | undefined;
+  /**
+   * The watcherinfo id a new subscription takes (presence.winfo): that of the entry it replaces
+   * (a waiting one, RFC 3857 §4.7.1), or undefined for its own id.
+   */
+  winfoIdFor: ((record: Subscription) => string | undefined) | undefined;
 
   constructor(private readonly deps: SubscriptionDeps) {}
 
@@ -158,6 +164,7 @@ export class Subscriptions {
       this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
       return;
     }
+    record.winfoId = this.winfoIdFor?.(record) ?? '';
     await store.putSubscription(record);
     this.add(sub);
     incoming.respond(res);
@@ -284,17 +291,18 @@ export class Subscriptions {
 
   /**
    * After a restart: live subscriptions resume in their dialogs (CSeq continues); those that
-   * expired while the node was down get their terminated NOTIFY and are removed.
+   * expired while the node was down get their terminated NOTIFY and are removed, and end for
+   * presence.winfo once every live subscription (its winfo subscribers too) is back.
    */
   async recover(): Promise<{ live: number; expired: number }> {
     const now = Date.now();
     let live = 0;
-    let expired = 0;
+    const expired: LiveSubscription[] = [];
     for (const rec of this.deps.store.allSubscriptions()) {
       rec.flowId = ''; // connections of the previous process are gone
       const sub = new LiveSubscription(rec);
       if (rec.expiresAt <= now) {
-        expired++;
+        expired.push(sub);
         await this.deps.store.removeSubscription(rec.id);
         this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
         continue;
@@ -306,8 +314,10 @@ export class Subscriptions {
       }
       this.add(sub);
       live++;
+      this.onEvent?.(sub, 'resumed');
     }
-    return { live, expired };
+    for (const sub of expired) this.onEvent?.(sub, 'ended', 'timeout');
+    return { live, expired: expired.length };
   }
 
   /** Re-run authorisation for a presentity's watchers (rules changed) and NOTIFY those whose state changed. */

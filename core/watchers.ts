@@ -1,87 +1,355 @@
 /**
- * Watcher information (RFC 3857): turns subscription life-cycle events of the `presence`
- * package into watcherinfo NOTIFYs for the presentity's presence.winfo subscribers, and keeps
- * the watcher authorisation states in the store (removed with the subscription).
+ * Watcher information (RFC 3857): turns life-cycle events of `presence` subscriptions into
+ * watcherinfo NOTIFYs for the presentity's presence.winfo subscribers, and keeps each
+ * watcher's state in the store's watcher table.
+ *
+ * The subscription state machine of RFC 3857 §4.7.1, as presenced runs it:
+ *
+ *   (new) ──subscribe──▶ pending | active          pending ──approved──▶ active
+ *   pending ──timeout──▶ waiting                    (expired or unsubscribed before any policy)
+ *   waiting ──giveup───▶ terminated                 (winfo_waiting_period after it ended)
+ *   waiting ──rejected─▶ terminated                 (the rules now block the watcher)
+ *   waiting ── the watcher subscribes again ──▶ its new subscription, under the same <watcher> id
+ *   any other end ──▶ terminated, event from the reason (timeout, rejected, probation, deactivated)
+ *
+ * A waiting entry is no longer a subscription: it lives here and in the store (so it survives a
+ * restart) and shows in full watcherinfo documents with status="waiting".
  */
 import type { Store } from './store/store.js';
+import type { Subscription, WatcherAuth } from './store/records.js';
+import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import type { Notifier } from './notifier.js';
-import type { LiveSubscription } from './subscription.js';
+import type { LiveSubscription, SubHandling } from './subscription.js';
 import type { SubscriptionEvent } from './subscriptions.js';
 import { uriAor } from './subscriptions.js';
+import { ExpiryTimers } from './timers.js';
 import { watcherinfoDocument, type WatcherEntry } from './packages/winfo.js';
 
-const WINFO_EVENTS = new Set(['subscribe', 'approved', 'deactivated', 'probation', 'rejected', 'timeout', 'giveup', 'noresource']);
+type WinfoEvent = WatcherEntry['event'];
+type WinfoStatus = WatcherEntry['status'];
 
-/** RFC 3857 §3.3 event for a subscription that ended with `why`. */
-function endEvent(why: string | undefined): WatcherEntry['event'] {
-  const reason = (why ?? '').split(';')[0]!;
-  if (WINFO_EVENTS.has(reason)) return reason as WatcherEntry['event'];
-  return 'timeout'; // unsubscribed, expired, or the watcher stopped answering
+const WINFO_EVENTS = new Set<string>(['subscribe', 'approved', 'deactivated', 'probation', 'rejected', 'timeout', 'giveup', 'noresource']);
+/** Subscription-State reasons (RFC 6665 §4.2.2) that are winfo events of the same name (RFC 3857 §4.7.1). */
+const REASON_EVENTS = new Set<string>(['rejected', 'deactivated', 'probation', 'giveup', 'noresource']);
+
+/** The winfo event of a subscription that ended with `why` (a Subscription-State reason or an internal cause). */
+function endEvent(why: string | undefined): WinfoEvent {
+  const reason = (why ?? '').split(';')[0]!.trim();
+  if (REASON_EVENTS.has(reason)) return reason as WinfoEvent;
+  if (reason === 'invariant') return 'rejected'; // xcapauth_userdel_reason = invariant: ended by a rules change
+  // Expired, unsubscribed (RFC 6665 §4.1.2.3: a refresh with Expires 0), or its NOTIFYs failed.
+  return 'timeout';
 }
 
-export function watcherEntry(sub: LiveSubscription, event: WatcherEntry['event'], ended = false): WatcherEntry {
-  const r = sub.record;
-  return {
-    id: r.id,
-    uri: uriAor(r.watcherUri),
-    displayName: r.watcherDisplay,
-    status: ended ? 'terminated' : r.state === 'active' ? 'active' : 'pending',
-    event,
-    durationSubscribed: Math.max(0, Math.round((Date.now() - r.createdAt) / 1000)),
-  };
+const seconds = (ms: number): number => Math.max(0, Math.round(ms / 1000));
+
+/** What winfo shows of a live subscription; `aor` cached (watcher URIs are parsed once). */
+interface LiveState {
+  aor: string;
+  status: WinfoStatus;
+  event: WinfoEvent;
+}
+
+export interface WatcherInfoDeps {
+  config: Config;
+  store: Store;
+  notifier: () => Notifier;
+  winfoWatchers: (presentityUri: string) => Iterable<LiveSubscription>;
+  presenceWatchers: (presentityUri: string) => Iterable<LiveSubscription>;
+  /** The presence sub-handling the rules give a watcher now (waiting entries are re-checked when rules change). */
+  presenceHandling: (presentityUri: string, watcherAor: string) => Promise<SubHandling>;
+  log: Logger;
 }
 
 export class WatcherInfo {
-  /** The last event of each live presence watcher, for the full list. */
-  private readonly lastEvent = new Map<string, WatcherEntry['event']>();
+  /** Every live presence subscription, by id. */
+  private readonly live = new Map<string, LiveState>();
+  /** The same, by presentity and watcher AOR (a watcher may subscribe from several devices). */
+  private readonly byWatcher = new Map<string, Set<LiveSubscription>>();
+  /** Waiting entries: presentity URI → watcher AOR → record (as stored). */
+  private readonly waiting = new Map<string, Map<string, WatcherAuth>>();
+  private readonly giveupTimers = new ExpiryTimers();
+  private started = false;
 
-  constructor(
-    private readonly store: Store,
-    private readonly notifier: () => Notifier,
-    private readonly winfoWatchers: (presentityUri: string) => Iterable<LiveSubscription>,
-    private readonly presenceWatchers: (presentityUri: string) => Iterable<LiveSubscription>,
-    private readonly log: Logger,
-  ) {}
+  constructor(private readonly deps: WatcherInfoDeps) {}
 
-  /** Full list of a presentity's watchers (first NOTIFY, refreshes, coalesced updates). */
+  // ───── full list (first NOTIFY, refreshes, coalesced updates) ─────
+
   list = (presentityUri: string): WatcherEntry[] => {
     const out: WatcherEntry[] = [];
-    for (const sub of this.presenceWatchers(presentityUri)) out.push(watcherEntry(sub, this.lastEvent.get(sub.id) ?? 'subscribe'));
+    for (const sub of this.deps.presenceWatchers(presentityUri)) {
+      const st = this.stateOf(sub);
+      out.push(entryOf(sub, st.aor, st.status, st.event));
+    }
+    for (const w of this.waiting.get(presentityUri)?.values() ?? []) out.push(waitingEntry(w, 'waiting', 'timeout'));
     return out;
+  };
+
+  private stateOf(sub: LiveSubscription): LiveState {
+    return this.live.get(sub.id) ?? this.resume(sub);
+  }
+
+  /** A subscription recovered after a restart: the store remembers the watcher's last event. */
+  private resume(sub: LiveSubscription): LiveState {
+    const r = sub.record;
+    const aor = uriAor(r.watcherUri);
+    const status: WinfoStatus = r.state === 'active' ? 'active' : 'pending';
+    const stored = this.deps.store.getWatcher(r.presentityUri, r.event, aor);
+    const event = stored && stored.status === status && WINFO_EVENTS.has(stored.winfoEvent) ? (stored.winfoEvent as WinfoEvent) : 'subscribe';
+    return this.track(sub, { aor, status, event });
+  }
+
+  private track(sub: LiveSubscription, st: LiveState): LiveState {
+    this.live.set(sub.id, st);
+    const k = watcherKey(sub.record.presentityUri, st.aor);
+    let set = this.byWatcher.get(k);
+    if (!set) {
+      set = new Set();
+      this.byWatcher.set(k, set);
+    }
+    set.add(sub);
+    return st;
+  }
+
+  private untrack(sub: LiveSubscription): LiveState {
+    const st = this.stateOf(sub);
+    this.live.delete(sub.id);
+    const k = watcherKey(sub.record.presentityUri, st.aor);
+    const set = this.byWatcher.get(k);
+    set?.delete(sub);
+    if (set?.size === 0) this.byWatcher.delete(k);
+    return st;
+  }
+
+  // ───── subscription life cycle ─────
+
+  /**
+   * A new presence subscription replaces its watcher's waiting entry and takes over its
+   * <watcher> id, so winfo subscribers see that entry change state (RFC 3858 §4: same id).
+   */
+  winfoIdFor = (record: Subscription): string | undefined => {
+    if (record.event !== 'presence') return undefined;
+    const w = this.waiting.get(record.presentityUri)?.get(uriAor(record.watcherUri));
+    if (!w) return undefined;
+    this.dropWaiting(w); // its store record is overwritten when the subscription is created
+    return w.winfoId || undefined;
   };
 
   onSubscriptionEvent = (sub: LiveSubscription, event: SubscriptionEvent, why?: string): void => {
     const r = sub.record;
     if (r.event !== 'presence' || event === 'refreshed') return;
-    let entry: WatcherEntry;
-    if (event === 'ended') {
-      this.lastEvent.delete(r.id);
-      entry = watcherEntry(sub, endEvent(why), true);
-      this.store.removeWatcher(r.presentityUri, r.event, entry.uri).catch((err) => this.log.error({ err }, 'watcher removal failed'));
-    } else {
-      const ev: WatcherEntry['event'] = event === 'authorized' && r.state === 'active' ? 'approved' : 'subscribe';
-      this.lastEvent.set(r.id, ev);
-      entry = watcherEntry(sub, ev);
-      this.store
-        .putWatcher({
-          presentityUri: r.presentityUri,
-          event: r.event,
-          watcherUri: entry.uri,
-          status: entry.status,
-          winfoEvent: ev,
-          insertedAt: r.createdAt,
-          displayName: r.watcherDisplay,
-          subHandling: r.subHandling,
-        })
-        .catch((err) => this.log.error({ err }, 'watcher state write failed'));
+    if (event === 'resumed') {
+      this.resume(sub);
+      return;
     }
-    const notifier = this.notifier();
-    notifier.invalidate(r.presentityUri, 'presence.winfo');
-    const partial = watcherinfoDocument(r.presentityUri, 'presence', 'partial', [entry]);
-    for (const w of this.winfoWatchers(r.presentityUri)) {
-      // A winfo subscription's first NOTIFY is the full list; partial ones only after it.
+    if (event === 'ended') {
+      this.ended(sub, why);
+      return;
+    }
+    const st = this.live.get(r.id);
+    const aor = st?.aor ?? uriAor(r.watcherUri);
+    const status: WinfoStatus = r.state === 'active' ? 'active' : 'pending';
+    if (event === 'authorized') {
+      const before = st?.status ?? this.deps.store.getWatcher(r.presentityUri, r.event, aor)?.status;
+      if (before === status) return; // other transformations, same winfo state: nothing to tell
+    }
+    const ev: WinfoEvent = event === 'authorized' && status === 'active' ? 'approved' : 'subscribe';
+    this.track(sub, { aor, status, event: ev });
+    this.persist(sub, aor, status, ev);
+    this.publish(r.presentityUri, entryOf(sub, aor, status, ev));
+  };
+
+  private ended(sub: LiveSubscription, why: string | undefined): void {
+    const r = sub.record;
+    const aor = this.untrack(sub).aor;
+    let event = endEvent(why);
+    const sibling = this.otherSubscription(r.presentityUri, aor);
+    const period = this.deps.config.winfo_waiting_period * 1000;
+    const now = Date.now();
+    // RFC 3857 §4.7.1: a subscription still pending when it times out goes to waiting, so the
+    // presentity still learns that someone tried to watch it (not while another one of the
+    // same watcher is live: that one shows the watcher).
+    if (r.state !== 'active' && event === 'timeout' && period > 0 && !sibling) {
+      const endedAt = Math.min(now, r.expiresAt);
+      const waitingUntil = endedAt + period;
+      const w: WatcherAuth = {
+        presentityUri: r.presentityUri,
+        event: r.event,
+        watcherUri: aor,
+        status: 'waiting',
+        winfoEvent: 'timeout',
+        insertedAt: r.createdAt,
+        displayName: r.watcherDisplay,
+        subHandling: r.subHandling,
+        winfoId: r.winfoId || r.id,
+        endedAt,
+        waitingUntil,
+      };
+      if (waitingUntil > now) {
+        this.addWaiting(w);
+        this.deps.store.putWatcher(w).catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'));
+        this.publish(r.presentityUri, waitingEntry(w, 'waiting', 'timeout'));
+        return;
+      }
+      event = 'giveup'; // it expired while the node was down, longer ago than the waiting period
+    }
+    if (sibling) {
+      const st = this.stateOf(sibling);
+      this.persist(sibling, aor, st.status, st.event);
+    } else {
+      this.deps.store
+        .removeWatcher(r.presentityUri, r.event, aor)
+        .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher removal failed'));
+    }
+    this.publish(r.presentityUri, entryOf(sub, aor, 'terminated', event));
+  }
+
+  /** A live presence subscription of this watcher to this presentity. */
+  private otherSubscription(presentityUri: string, aor: string): LiveSubscription | undefined {
+    for (const s of this.byWatcher.get(watcherKey(presentityUri, aor)) ?? []) return s;
+    return undefined;
+  }
+
+  private persist(sub: LiveSubscription, aor: string, status: WinfoStatus, event: WinfoEvent): void {
+    const r = sub.record;
+    this.deps.store
+      .putWatcher({
+        presentityUri: r.presentityUri,
+        event: r.event,
+        watcherUri: aor,
+        status,
+        winfoEvent: event,
+        insertedAt: r.createdAt,
+        displayName: r.watcherDisplay,
+        subHandling: r.subHandling,
+        winfoId: r.winfoId || r.id,
+      })
+      .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'));
+  }
+
+  // ───── waiting entries ─────
+
+  private addWaiting(w: WatcherAuth): void {
+    let m = this.waiting.get(w.presentityUri);
+    if (!m) {
+      m = new Map();
+      this.waiting.set(w.presentityUri, m);
+    }
+    m.set(w.watcherUri, w);
+    if (this.started) this.arm(w);
+  }
+
+  private arm(w: WatcherAuth): void {
+    this.giveupTimers.set(timerKey(w), w.waitingUntil ?? 0, () => this.end(w, 'giveup'));
+  }
+
+  /** Forget a waiting entry here (the caller sees to the store). Whether it was still there. */
+  private dropWaiting(w: WatcherAuth): boolean {
+    const m = this.waiting.get(w.presentityUri);
+    if (m?.get(w.watcherUri) !== w) return false;
+    m.delete(w.watcherUri);
+    if (m.size === 0) this.waiting.delete(w.presentityUri);
+    this.giveupTimers.clear(timerKey(w));
+    return true;
+  }
+
+  /** waiting → terminated: the server stops remembering it (giveup) or the rules now block the watcher (rejected). */
+  private end(w: WatcherAuth, event: 'giveup' | 'rejected'): void {
+    if (!this.dropWaiting(w)) return;
+    this.deps.store
+      .removeWatcher(w.presentityUri, w.event, w.watcherUri)
+      .catch((err) => this.deps.log.error({ err, presentityUri: w.presentityUri }, 'watcher removal failed'));
+    this.deps.log.info({ presentityUri: w.presentityUri, watcherUri: w.watcherUri, event }, 'waiting watcher removed');
+    this.publish(w.presentityUri, waitingEntry(w, 'terminated', event));
+  }
+
+  /** The presentity's rules changed: waiting watchers they now block are rejected. Resolves with how many. */
+  async reevaluate(presentityUri: string): Promise<number> {
+    const m = this.waiting.get(presentityUri);
+    if (!m) return 0;
+    let n = 0;
+    for (const w of [...m.values()]) {
+      if ((await this.deps.presenceHandling(presentityUri, w.watcherUri)) !== 'block') continue;
+      if (m.get(w.watcherUri) !== w) continue; // replaced meanwhile
+      this.end(w, 'rejected');
+      n++;
+    }
+    return n;
+  }
+
+  // ───── restart ─────
+
+  /** Before subscriptions recover: the waiting entries of the previous run (armed by start()). */
+  load(): number {
+    let n = 0;
+    for (const w of this.deps.store.allWatchers()) {
+      if (w.status !== 'waiting') continue;
+      this.addWaiting(w);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Once every subscription is back: arm the giveup timers (those due while the node was down
+   * fire now, and the recovered winfo subscribers hear of it), and drop records of watchers
+   * whose subscriptions vanished without passing here (a crash between the two writes).
+   */
+  start(): void {
+    this.started = true;
+    for (const m of this.waiting.values()) for (const w of m.values()) this.arm(w);
+    for (const w of this.deps.store.allWatchers()) {
+      if (w.status === 'waiting' || w.event !== 'presence') continue;
+      if (this.waiting.get(w.presentityUri)?.has(w.watcherUri) || this.otherSubscription(w.presentityUri, w.watcherUri)) continue;
+      this.deps.store.removeWatcher(w.presentityUri, w.event, w.watcherUri).catch((err) => this.deps.log.error({ err }, 'watcher removal failed'));
+    }
+  }
+
+  stop(): void {
+    this.giveupTimers.clearAll();
+  }
+
+  // ───── NOTIFY ─────
+
+  /** One watcher changed: a partial document (RFC 3857 §4.4) to every winfo subscriber past its full first NOTIFY. */
+  private publish(presentityUri: string, entry: WatcherEntry): void {
+    const notifier = this.deps.notifier();
+    notifier.invalidate(presentityUri, 'presence.winfo');
+    const partial = watcherinfoDocument(presentityUri, 'presence', 'partial', [entry]);
+    for (const w of this.deps.winfoWatchers(presentityUri)) {
       if (w.record.state === 'active' && w.record.winfoVersion > 0) notifier.schedule(w, { kind: 'state', body: partial });
     }
+  }
+}
+
+function entryOf(sub: LiveSubscription, aor: string, status: WinfoStatus, event: WinfoEvent): WatcherEntry {
+  const r = sub.record;
+  return {
+    id: r.winfoId || r.id,
+    uri: aor,
+    displayName: r.watcherDisplay,
+    status,
+    event,
+    durationSubscribed: seconds(Date.now() - r.createdAt),
+  };
+}
+
+function watcherKey(presentityUri: string, aor: string): string {
+  return `${presentityUri}\u0000${aor}`;
+}
+
+function timerKey(w: WatcherAuth): string {
+  return watcherKey(w.presentityUri, w.watcherUri);
+}
+
+function waitingEntry(w: WatcherAuth, status: WinfoStatus, event: WinfoEvent): WatcherEntry {
+  return {
+    id: w.winfoId || w.watcherUri,
+    uri: w.watcherUri,
+    displayName: w.displayName,
+    status,
+    event,
+    durationSubscribed: seconds((w.endedAt ?? w.insertedAt) - w.insertedAt),
   };
 }

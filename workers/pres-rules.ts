@@ -6,15 +6,23 @@
  * takes the maximum (block < confirm < polite-block < allow), boolean permissions OR, set
  * permissions union. No matching rule: confirm (the watcher is pending; presence_xml
  * behaviour and the issue's requirement).
+ *
+ * The same rules may grant a watcher the presentity's watcher information (RFC 3857) with an
+ * action of presenced's own namespace (RFC 4745 §8 leaves actions to extensions):
+ * `<wr:winfo-handling>` block < allow, combined by maximum; no grant: block.
  */
 import { withDocument, elementChildren, XmlRejected, type XmlLimits, XmlElement, XmlDocument } from './xml.js';
 import { PIDF_NS, DM_NS, RPID_NS } from './pidf.js';
 
 export const CP_NS = 'urn:ietf:params:xml:ns:common-policy';
 export const PR_NS = 'urn:ietf:params:xml:ns:pres-rules';
+export const WR_NS = 'urn:presenced:params:xml:ns:winfo-rules';
 
 export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
 const ORDER: SubHandling[] = ['block', 'confirm', 'polite-block', 'allow'];
+
+export type WinfoHandling = 'block' | 'allow';
+const WINFO_ORDER: WinfoHandling[] = ['block', 'allow'];
 
 /** What a watcher may see; `undefined` fields were granted by no rule. */
 export interface Transformations {
@@ -31,6 +39,8 @@ export interface RulesOutcome {
   /** undefined: the matching rules carry no transformations → the whole document (Kamailio behaviour). */
   transformations: Transformations | undefined;
   matchedRules: string[];
+  /** Whether the watcher may subscribe to the presentity's presence.winfo. */
+  winfoHandling: WinfoHandling;
 }
 
 export interface EvaluateInput {
@@ -146,11 +156,14 @@ const ATTRIBUTE_PERMISSIONS: Record<string, string> = {
   'provide-note': 'note',
 };
 
+const NOTHING: RulesOutcome = { handling: 'confirm', transformations: undefined, matchedRules: [], winfoHandling: 'block' };
+
 export function evaluateRules(input: EvaluateInput, limits: XmlLimits): RulesOutcome {
-  if (input.rulesXml === undefined) return { handling: 'confirm', transformations: undefined, matchedRules: [] };
+  if (input.rulesXml === undefined) return { ...NOTHING, matchedRules: [] };
   try {
     return withDocument(input.rulesXml, limits, (doc) => {
       let best = -1;
+      let winfoBest = 0;
       let t: Transformations | undefined;
       const matched: string[] = [];
       for (const rule of elementChildren(doc.root)) {
@@ -160,6 +173,8 @@ export function evaluateRules(input: EvaluateInput, limits: XmlLimits): RulesOut
         const actions = child(rule, 'actions', CP_NS);
         const sh = actions ? child(actions, 'sub-handling', PR_NS) : undefined;
         if (sh) best = Math.max(best, ORDER.indexOf(sh.content.trim() as SubHandling));
+        const wh = actions ? child(actions, 'winfo-handling', WR_NS) : undefined;
+        if (wh) winfoBest = Math.max(winfoBest, WINFO_ORDER.indexOf(wh.content.trim() as WinfoHandling));
         const tr = child(rule, 'transformations', CP_NS);
         if (tr) {
           t ??= {};
@@ -179,11 +194,11 @@ export function evaluateRules(input: EvaluateInput, limits: XmlLimits): RulesOut
       }
       // Matching rules without a sub-handling grant nothing above confirm.
       const handling: SubHandling = matched.length === 0 ? 'confirm' : best < 0 ? 'confirm' : ORDER[best]!;
-      return { handling, transformations: t, matchedRules: matched };
+      return { handling, transformations: t, matchedRules: matched, winfoHandling: WINFO_ORDER[winfoBest]! };
     });
   } catch (err) {
-    // An unusable rules document authorises nobody beyond confirm.
-    if (err instanceof XmlRejected) return { handling: 'confirm', transformations: undefined, matchedRules: [] };
+    // An unusable rules document authorises nobody beyond confirm (and nobody's watcher info).
+    if (err instanceof XmlRejected) return { ...NOTHING, matchedRules: [] };
     throw err;
   }
 }

@@ -2,12 +2,22 @@
  * Watcher authorisation. With force_active = 1, or for packages that need none, every watcher
  * is allowed. Otherwise the presentity's pres-rules document decides (RFC 4745/5025, see
  * pres-rules.ts); with no document or no matching rule the watcher is `confirm`: pending.
+ *
+ * presence.winfo (RFC 3857 §5.1): the presentity may always watch its own watchers; anyone
+ * else needs a rule of the same document granting `<wr:winfo-handling>allow` (presenced's
+ * extension, README "XCAP"), otherwise 403.
  */
 import type { Authorizer, AuthorizationOutcome } from '../subscriptions.js';
 import type { EventPackage } from '../packages/types.js';
 import type { Config } from '../config.js';
+import type { WinfoHandling } from '../../workers/pres-rules.js';
 
-export type RulesEvaluator = (presentityUri: string, watcherUri: string) => Promise<AuthorizationOutcome>;
+/** One evaluation of the rules for a watcher: its presence outcome and its watcher-info permission. */
+export interface RulesDecision extends AuthorizationOutcome {
+  winfoHandling: WinfoHandling;
+}
+
+export type RulesEvaluator = (presentityUri: string, watcherUri: string) => Promise<RulesDecision>;
 
 export class PresenceAuthorizer implements Authorizer {
   constructor(
@@ -16,10 +26,15 @@ export class PresenceAuthorizer implements Authorizer {
   ) {}
 
   async evaluate(presentityUri: string, watcherUri: string, pkg: EventPackage): Promise<AuthorizationOutcome> {
-    // RFC 3857 §5.1: a presentity may always watch its own watchers; others are refused.
-    if (pkg.name === 'presence.winfo') return { handling: watcherUri === presentityUri ? 'allow' : 'block', bodyKey: '' };
+    if (pkg.name === 'presence.winfo') {
+      if (watcherUri === presentityUri) return { handling: 'allow', bodyKey: '' };
+      if (!this.rules) return { handling: 'block', bodyKey: '' };
+      const d = await this.rules(presentityUri, watcherUri);
+      return { handling: d.winfoHandling === 'allow' ? 'allow' : 'block', bodyKey: '' };
+    }
     if (!pkg.needsAuthorization || this.config.force_active === 1) return { handling: 'allow', bodyKey: '' };
     if (!this.rules) return { handling: 'confirm', bodyKey: '' };
-    return this.rules(presentityUri, watcherUri);
+    const d = await this.rules(presentityUri, watcherUri);
+    return { handling: d.handling, bodyKey: d.bodyKey };
   }
 }

@@ -47,7 +47,7 @@ export function createMethods(node: PresenceNode): Map<string, RpcMethod> {
     if (type === 0) {
       // Rules changed: re-fetch them when they live elsewhere, re-evaluate, NOTIFY the changed.
       await node.refreshRules(uri);
-      const changed = await node.subscriptions.reevaluate(uri, event);
+      const changed = await node.reevaluateWatchers(uri, event);
       return { presentity: uri, event, reevaluated: changed };
     }
     node.notifier.presentityChanged(uri, event);
@@ -60,7 +60,7 @@ export function createMethods(node: PresenceNode): Map<string, RpcMethod> {
     const uri = presentity(str(p, 0, 'presentity_uri', updateUsage));
     const event = eventOf(str(p, 1, 'event', updateUsage));
     await node.refreshRules(uri);
-    return { presentity: uri, event, reevaluated: await node.subscriptions.reevaluate(uri, event) };
+    return { presentity: uri, event, reevaluated: await node.reevaluateWatchers(uri, event) };
   });
 
   m.set('presence.cleanup', async (p) => {

@@ -52,6 +52,8 @@ export interface Subscription {
   winfoVersion: number;
   createdAt: number;
   subHandling: string;
+  /** Id of its <watcher> element in watcherinfo documents; empty or absent = `id`. */
+  winfoId?: string;
 }
 
 export interface WatcherAuth {
@@ -64,6 +66,11 @@ export interface WatcherAuth {
   insertedAt: number;
   displayName: string;
   subHandling: string;
+  /** Id of the <watcher> element (RFC 3858) of the watcher's subscription. */
+  winfoId?: string;
+  /** status waiting: when the subscription ended and when the entry is given up (ms since epoch). */
+  endedAt?: number;
+  waitingUntil?: number;
 }
 
 export interface XcapDocument {

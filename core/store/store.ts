@@ -135,6 +135,10 @@ export class Store {
     return out;
   }
 
+  *allWatchers(): Iterable<WatcherAuth> {
+    for (const { value } of this.watchers.getRange({})) yield codecs.watcher.decode(value);
+  }
+
   // ───── XCAP documents ─────
 
   static xcapKey(auid: string, xui: string, name: string): string {

@@ -13,6 +13,8 @@ export const NS = {
   pidf: 'urn:ietf:params:xml:ns:pidf',
   xcapCaps: 'urn:ietf:params:xml:ns:xcap-caps',
   xcapError: 'urn:ietf:params:xml:ns:xcap-error',
+  /** presenced's pres-rules action granting watcher info (README "XCAP"). */
+  winfoRules: 'urn:presenced:params:xml:ns:winfo-rules',
 } as const;
 
 /** Bodies of element and attribute requests (RFC 4825 §7.4, §7.7). */
@@ -90,7 +92,7 @@ export const USAGE_BY_AUID: ReadonlyMap<string, AppUsage> = new Map(APP_USAGES.m
 
 /** The xcap-caps document (RFC 4825 §12): auids, extensions, namespaces. */
 export function xcapCapsDocument(): string {
-  const namespaces = [NS.xcapCaps, NS.xcapError, NS.commonPolicy, NS.presRules, NS.resourceLists, NS.rlsServices, NS.pidf];
+  const namespaces = [NS.xcapCaps, NS.xcapError, NS.commonPolicy, NS.presRules, NS.winfoRules, NS.resourceLists, NS.rlsServices, NS.pidf];
   return (
     '<?xml version="1.0" encoding="UTF-8"?>\n' +
     `<xcap-caps xmlns="${NS.xcapCaps}">\n` +

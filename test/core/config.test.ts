@@ -17,6 +17,7 @@ test('defaults follow the operator contract and the seeds', () => {
   assert.equal(c.force_active, 0);
   assert.equal(c.xcapauth_userdel_reason, 'probation');
   assert.equal(c.xcap_table, 'xcap');
+  assert.equal(c.winfo_waiting_period, 3600);
 });
 
 for (const [raw, key] of [
@@ -30,6 +31,9 @@ for (const [raw, key] of [
   [{ integrated_xcap_server: 0 }, 'xcap_server'],
   [{ xcap_server: ['ftp://x'], integrated_xcap_server: 0 }, 'xcap_server[0]'],
   [{ force_active: 2 }, 'force_active'],
+  [{ winfo_waiting_period: 'an hour' }, 'winfo_waiting_period'],
+  [{ winfo_waiting_period: -1 }, 'winfo_waiting_period'],
+  [{ winfo_waiting_period: 1.5 }, 'winfo_waiting_period'],
 ] as Array<[Record<string, unknown>, string]>) {
   test(`invalid configuration ${JSON.stringify(raw)} names ${key}`, () => {
     assert.throws(
@@ -43,6 +47,9 @@ test('the node refuses to start on a bad key, exit 2 with a message naming it', 
   const r = await runExpectingFailure({ max_expires: -5 });
   assert.equal(r.code, 2);
   assert.match(r.stderr, /max_expires: must be an integer/);
+  const w = await runExpectingFailure({ winfo_waiting_period: 'an hour' });
+  assert.equal(w.code, 2);
+  assert.match(w.stderr, /winfo_waiting_period: must be an integer from 0 to 31536000 \(got "an hour"\)/);
   const j = await runExpectingFailure('{ not json');
   assert.equal(j.code, 2);
   assert.match(j.stderr, /not valid JSON/);

@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { pidf, publish, subscribe, subState } from '../support/presence.js';
+import { pidf, publish, subscribe, subState, rules, putRules } from '../support/presence.js';
 
 let node: RunningNode;
 before(async () => {
@@ -11,32 +11,6 @@ before(async () => {
 after(async () => {
   await node.stop();
 });
-
-function rules(entries: Array<{ id: string; who: string; handling: string; transformations?: string }>): string {
-  return (
-    '<?xml version="1.0" encoding="UTF-8"?><cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" xmlns:pr="urn:ietf:params:xml:ns:pres-rules">' +
-    entries
-      .map(
-        (e) =>
-          `<cr:rule id="${e.id}"><cr:conditions><cr:identity>${e.who}</cr:identity></cr:conditions>` +
-          `<cr:actions><pr:sub-handling>${e.handling}</pr:sub-handling></cr:actions>` +
-          (e.transformations ? `<cr:transformations>${e.transformations}</cr:transformations>` : '') +
-          '</cr:rule>',
-      )
-      .join('') +
-    '</cr:ruleset>'
-  );
-}
-
-async function putRules(port: number, presentity: string, xml: string): Promise<number> {
-  const r = await fetch(`http://127.0.0.1:${port}/xcap-root/pres-rules/users/${encodeURIComponent(presentity)}/index`, {
-    method: 'PUT',
-    headers: { 'content-type': 'application/auth-policy+xml' },
-    body: xml,
-  });
-  await r.text();
-  return r.status;
-}
 
 test('no rules → pending without body; a rules PUT re-evaluates by itself: allow → active with state; block → terminated with xcapauth_userdel_reason', async () => {
   const pres = 'sip:rules-alice@example.com';

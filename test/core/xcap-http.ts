@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 export const NS = {
   cp: 'urn:ietf:params:xml:ns:common-policy',
   pr: 'urn:ietf:params:xml:ns:pres-rules',
+  wr: 'urn:presenced:params:xml:ns:winfo-rules',
   rl: 'urn:ietf:params:xml:ns:resource-lists',
   rls: 'urn:ietf:params:xml:ns:rls-services',
   pidf: 'urn:ietf:params:xml:ns:pidf',

@@ -38,7 +38,7 @@ test('xcap-caps lists the auids, extensions and namespaces, and is read-only', a
   assert.match(r.text, /<xcap-caps xmlns="urn:ietf:params:xml:ns:xcap-caps">/);
   for (const auid of ['xcap-caps', 'pres-rules', 'resource-lists', 'rls-services', 'pidf-manipulation']) assert.match(r.text, new RegExp(`<auid>${auid}</auid>`));
   assert.match(r.text, /<extensions\/>/);
-  for (const ns of [NS.cp, NS.pr, NS.rl, NS.rls, NS.pidf, NS.err]) assert.ok(r.text.includes(`<namespace>${ns}</namespace>`), ns);
+  for (const ns of [NS.cp, NS.pr, NS.wr, NS.rl, NS.rls, NS.pidf, NS.err]) assert.ok(r.text.includes(`<namespace>${ns}</namespace>`), ns);
   const caps = await xcap.put('/xcap-caps/global/index', r.text, 'application/xcap-caps+xml');
   assert.equal(caps.status, 405);
   assert.match(caps.headers.get('allow') ?? '', /GET/);

@@ -260,3 +260,105 @@ export async function withUas<T>(n: { udpPort: number; tcpPort: number }, proto:
     await Promise.all(uas.map((u) => u.close()));
   }
 }
+
+// ───── watcher info (RFC 3858) ─────
+
+export const WATCHERINFO_NS = 'urn:ietf:params:xml:ns:watcherinfo';
+
+export interface WinfoWatcher {
+  id: string;
+  uri: string;
+  status: string;
+  event: string;
+}
+
+export interface WinfoDoc {
+  version: number;
+  state: string;
+  watchers: WinfoWatcher[];
+}
+
+/** A watcherinfo document's version, state and <watcher> elements, in document order. */
+export function parseWinfo(xml: string): WinfoDoc {
+  return withXml(xml, (doc) => {
+    const root = doc.root;
+    const watchers = doc.find('/w:watcherinfo/w:watcher-list/w:watcher', { w: WATCHERINFO_NS }).map((n) => {
+      const el = n as XmlElement;
+      return { id: el.attr('id')?.value ?? '', uri: el.content.trim(), status: el.attr('status')?.value ?? '', event: el.attr('event')?.value ?? '' };
+    });
+    return { version: Number(root.attr('version')?.value), state: root.attr('state')?.value ?? '', watchers };
+  });
+}
+
+/**
+ * SUBSCRIBE to `presentity`'s presence.winfo with From `from` (the presentity itself for its
+ * owner), from any UA: a restarted node listens elsewhere, but the owner stays the same.
+ */
+export async function subscribeWinfo(
+  ua: TestUa,
+  presentity: string,
+  from: string,
+  expires = 600,
+): Promise<{ res: SipResponse; dialog: Dialog }> {
+  const fromTag = Math.random().toString(36).slice(2);
+  const callId = `${Math.random().toString(36).slice(2)}@winfo`;
+  const res = await ua.request({
+    method: 'SUBSCRIBE',
+    uri: presentity,
+    from: `<${from}>;tag=${fromTag}`,
+    to: `<${presentity}>`,
+    callId,
+    headers: [
+      ['event', 'presence.winfo'],
+      ['accept', 'application/watcherinfo+xml'],
+      ['expires', String(expires)],
+    ],
+  });
+  return { res, dialog: new Dialog(ua, presentity, 'presence.winfo', callId, fromTag, res.toTag ?? '') };
+}
+
+// ───── pres-rules over the embedded XCAP server ─────
+
+export interface RuleSpec {
+  id: string;
+  /** Children of <cr:identity>, e.g. `<cr:one id="sip:bob@example.com"/>`. */
+  who: string;
+  /** pr:sub-handling; none when absent. */
+  handling?: string;
+  /** presenced's wr:winfo-handling (README "XCAP"); none when absent. */
+  winfo?: string;
+  transformations?: string;
+}
+
+export const WINFO_RULES_NS = 'urn:presenced:params:xml:ns:winfo-rules';
+
+/** A pres-rules document (RFC 5025) with one <cr:rule> per spec. */
+export function rules(entries: RuleSpec[]): string {
+  return (
+    '<?xml version="1.0" encoding="UTF-8"?><cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" ' +
+    `xmlns:pr="urn:ietf:params:xml:ns:pres-rules" xmlns:wr="${WINFO_RULES_NS}">` +
+    entries
+      .map(
+        (e) =>
+          `<cr:rule id="${e.id}"><cr:conditions><cr:identity>${e.who}</cr:identity></cr:conditions><cr:actions>` +
+          (e.handling ? `<pr:sub-handling>${e.handling}</pr:sub-handling>` : '') +
+          (e.winfo ? `<wr:winfo-handling>${e.winfo}</wr:winfo-handling>` : '') +
+          '</cr:actions>' +
+          (e.transformations ? `<cr:transformations>${e.transformations}</cr:transformations>` : '') +
+          '</cr:rule>',
+      )
+      .join('') +
+    '</cr:ruleset>'
+  );
+}
+
+/** PUT a presentity's pres-rules `index` document on a node's XCAP server; resolves with the status. */
+export async function putRules(xcapPort: number, presentity: string, xml: string): Promise<number> {
+  const r = await fetch(`http://127.0.0.1:${xcapPort}/xcap-root/pres-rules/users/${encodeURIComponent(presentity)}/index`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/auth-policy+xml' },
+    body: xml,
+  });
+  await r.text();
+  return r.status;
+}

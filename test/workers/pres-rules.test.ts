@@ -9,7 +9,8 @@ const now = Date.parse('2026-06-01T12:00:00Z');
 function ruleset(...rules: string[]): string {
   return (
     '<?xml version="1.0" encoding="UTF-8"?><cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" ' +
-    'xmlns:pr="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy">' +
+    'xmlns:pr="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy" ' +
+    'xmlns:wr="urn:presenced:params:xml:ns:winfo-rules">' +
     rules.join('') +
     '</cr:ruleset>'
   );
@@ -79,6 +80,37 @@ test('transformations: union across rules; none at all means the whole document'
   assert.deepEqual(t.services, ['occurrence-id:t1']);
   assert.equal(t.persons, 'all');
   assert.deepEqual(t.attributes, ['activities']);
+});
+
+/** A rule whose only action is presenced's wr:winfo-handling (and optionally a sub-handling). */
+function winfoRule(id: string, conditions: string, winfo: string, handling = ''): string {
+  return (
+    `<cr:rule id="${id}"><cr:conditions>${conditions}</cr:conditions><cr:actions>` +
+    (handling ? `<pr:sub-handling>${handling}</pr:sub-handling>` : '') +
+    `<wr:winfo-handling>${winfo}</wr:winfo-handling></cr:actions></cr:rule>`
+  );
+}
+
+test('winfo-handling: no document, no matching rule or no such action → block; allow wins over block (maximum); unknown values grant nothing', () => {
+  const bob = '<cr:identity><cr:one id="sip:bob@example.com"/></cr:identity>';
+  assert.equal(evalFor(undefined, 'sip:bob@example.com').winfoHandling, 'block');
+  assert.equal(evalFor(ruleset(rule('a', bob, 'allow')), 'sip:bob@example.com').winfoHandling, 'block', 'sub-handling allow is no winfo grant');
+  const doc = ruleset(
+    winfoRule('everyone', '', 'block'),
+    winfoRule('bob', bob, 'allow'),
+    winfoRule('carol', '<cr:identity><cr:one id="sip:carol@example.com"/></cr:identity>', 'yes-please'),
+  );
+  assert.equal(evalFor(doc, 'sip:bob@example.com').winfoHandling, 'allow');
+  assert.equal(evalFor(doc, 'sip:carol@example.com').winfoHandling, 'block');
+  assert.equal(evalFor(doc, 'sip:dave@example.com').winfoHandling, 'block');
+  // A winfo grant is no presence grant: bob stays at confirm (pending) for presence.
+  assert.equal(evalFor(doc, 'sip:bob@example.com').handling, 'confirm');
+  // Both actions in one rule.
+  const both = ruleset(winfoRule('bob', bob, 'allow', 'allow'));
+  assert.deepEqual([evalFor(both, 'sip:bob@example.com').handling, evalFor(both, 'sip:bob@example.com').winfoHandling], ['allow', 'allow']);
+  // The element must be in presenced's namespace.
+  const wrongNs = ruleset(`<cr:rule id="x"><cr:conditions>${bob}</cr:conditions><cr:actions><pr:winfo-handling>allow</pr:winfo-handling></cr:actions></cr:rule>`);
+  assert.equal(evalFor(wrongNs, 'sip:bob@example.com').winfoHandling, 'block');
 });
 
 const PIDF =
