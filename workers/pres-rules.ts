@@ -184,9 +184,9 @@ export function evaluateRules(input: EvaluateInput, limits: XmlLimits): RulesOut
             else if (p.name === 'provide-persons') t.persons = mergeSet(t.persons, readSelectors(p, 'all-persons'));
             else if (p.name === 'provide-devices') t.devices = mergeSet(t.devices, readSelectors(p, 'all-devices'));
             else if (p.name === 'provide-all-attributes') t.attributes = 'all';
-            else if (p.name === 'provide-unknown-attribute') {
+            else if (p.name === 'provide-unknown-attribute' && isTrue(p.content)) {
               t.attributes = mergeSet(t.attributes, [`unknown:${p.attr('ns')?.value ?? ''} ${p.attr('name')?.value ?? ''}`]);
-            } else if (ATTRIBUTE_PERMISSIONS[p.name] && p.content.trim() !== 'false') {
+            } else if (ATTRIBUTE_PERMISSIONS[p.name] && isTrue(p.content)) {
               t.attributes = mergeSet(t.attributes, [ATTRIBUTE_PERMISSIONS[p.name]!]);
             }
           }
@@ -284,4 +284,10 @@ export function spheresOf(xml: string | undefined, limits: XmlLimits): string[] 
   } catch {
     return [];
   }
+}
+
+/** xs:boolean (RFC 5025 permissions): "true" or "1" grant; "false", "0" and anything else do not. */
+function isTrue(text: string): boolean {
+  const v = text.trim();
+  return v === 'true' || v === '1';
 }

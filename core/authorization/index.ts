@@ -27,7 +27,7 @@ export class PresenceAuthorizer implements Authorizer {
 
   async evaluate(presentityUri: string, watcherUri: string, pkg: EventPackage): Promise<AuthorizationOutcome> {
     if (pkg.name === 'presence.winfo') {
-      if (watcherUri === presentityUri) return { handling: 'allow', bodyKey: '' };
+      if (sameAor(watcherUri, presentityUri)) return { handling: 'allow', bodyKey: '' };
       if (!this.rules) return { handling: 'block', bodyKey: '' };
       const d = await this.rules(presentityUri, watcherUri);
       return { handling: d.winfoHandling === 'allow' ? 'allow' : 'block', bodyKey: '' };
@@ -37,4 +37,9 @@ export class PresenceAuthorizer implements Authorizer {
     const d = await this.rules(presentityUri, watcherUri);
     return { handling: d.handling, bodyKey: d.bodyKey };
   }
+}
+
+/** The same address of record whether it is written sip: or sips: (presentity URIs are kept as sip:). */
+function sameAor(a: string, b: string): boolean {
+  return a.replace(/^sips?:/i, '') === b.replace(/^sips?:/i, '');
 }

@@ -80,6 +80,17 @@ test('presence.winfo: own subscription allowed with a full list, later changes p
   }
 });
 
+test('presence.winfo of its own presentity from a sips: From is the owner too (200)', async () => {
+  const ua = await TestUa.open('udp', node.udpPort);
+  try {
+    const own = 'sip:winfo-sips-owner@example.com';
+    const { res } = await subscribeWinfo(ua, own, 'sips:winfo-sips-owner@example.com', 60);
+    assert.equal(res.status, 200, `${res.status} ${res.reason}`);
+  } finally {
+    await ua.close();
+  }
+});
+
 test("presence.winfo of someone else's presentity → 403", async () => {
   const ua = await TestUa.open('udp', node.udpPort);
   try {

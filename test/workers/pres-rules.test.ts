@@ -82,6 +82,16 @@ test('transformations: union across rules; none at all means the whole document'
   assert.deepEqual(t.attributes, ['activities']);
 });
 
+test('boolean permissions (xs:boolean): "true" and "1" grant, "false" and "0" do not', () => {
+  const withValue = (v: string) =>
+    evalFor(ruleset(rule('a', '', 'allow', `<pr:provide-activities>${v}</pr:provide-activities><pr:provide-note> ${v} </pr:provide-note>`)), 'sip:bob@example.com')
+      .transformations!;
+  assert.deepEqual(withValue('true').attributes, ['activities', 'note']);
+  assert.deepEqual(withValue('1').attributes, ['activities', 'note']);
+  assert.equal(withValue('false').attributes, undefined);
+  assert.equal(withValue('0').attributes, undefined);
+});
+
 /** A rule whose only action is presenced's wr:winfo-handling (and optionally a sub-handling). */
 function winfoRule(id: string, conditions: string, winfo: string, handling = ''): string {
   return (
