@@ -26,8 +26,10 @@ function ok<T extends Edited | Selected>(r: T): Extract<T, { ok: true }> {
 test('checkDocument accepts each usage and names what is wrong otherwise', () => {
   assert.deepEqual(checkDocument({ xml: rules2, usage: PRES }), { ok: true });
   assert.deepEqual(checkDocument({ xml: lists, usage: RL }), { ok: true });
-  assert.deepEqual(checkDocument({ xml: `<rls-services xmlns="${NS.rls}"><service uri="sip:l@x"/></rls-services>`, usage: RLS }), { ok: true });
-  assert.deepEqual(checkDocument({ xml: `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"/></presence>`, usage: PIDF }), { ok: true });
+  // RFC 4826 §4.2: a <service> names its members (<resource-list> or <list>); RFC 3863 §4.4:
+  // a <tuple> has a <status>. (These samples once lacked them and passed the old hand check.)
+  assert.deepEqual(checkDocument({ xml: `<rls-services xmlns="${NS.rls}"><service uri="sip:l@x"><resource-list>http://x/l</resource-list></service></rls-services>`, usage: RLS }), { ok: true });
+  assert.deepEqual(checkDocument({ xml: `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"><status/></tuple></presence>`, usage: PIDF }), { ok: true });
 
   const kind = (xml: string, usage = PRES) => (checkDocument({ xml, usage }) as { kind: string }).kind;
   assert.equal(kind('<ruleset'), 'not-well-formed');
@@ -35,14 +37,16 @@ test('checkDocument accepts each usage and names what is wrong otherwise', () =>
   assert.equal(kind(`<ruleset xmlns="urn:other"/>`), 'schema', 'right name, wrong namespace');
   assert.equal(kind(`<ruleset xmlns="${NS.cp}"><rule/></ruleset>`), 'schema', 'rule without id');
   assert.equal(kind(`<ruleset xmlns="${NS.cp}"><foo/></ruleset>`), 'schema');
-  assert.equal(kind(`<ruleset xmlns="${NS.cp}"><rule id="x"/><rule id="x"/></ruleset>`), 'uniqueness');
+  // RFC 4745 §13 types rule ids xs:ID, and RFC 4825 §8.2.5 validates the schema before the
+  // uniqueness constraints: a duplicate rule id is a schema error (it was 'uniqueness' before).
+  assert.equal(kind(`<ruleset xmlns="${NS.cp}"><rule id="x"/><rule id="x"/></ruleset>`), 'schema');
   assert.equal(kind(`<ruleset xmlns="${NS.cp}"><q:rule id="x"/></ruleset>`), 'not-well-formed', 'undeclared prefix');
   assert.equal(kind(`<!DOCTYPE r [<!ENTITY a "b">]><ruleset xmlns="${NS.cp}">&a;</ruleset>`), 'dtd');
   assert.equal(kind(`<ruleset xmlns="${NS.cp}">${'<x>'.repeat(100)}${'</x>'.repeat(100)}</ruleset>`), 'too-deep');
   assert.equal(kind(resourceLists({ l: ['sip:a@x', 'sip:a@x'] }), RL), 'uniqueness', 'entry uris unique in a list');
   assert.deepEqual(checkDocument({ xml: resourceLists({ l: ['sip:a@x'], m: ['sip:a@x'] }), usage: RL }), { ok: true }, 'but not across lists');
-  const dup = checkDocument({ xml: `<ruleset xmlns="${NS.cp}"><rule id="x"/><rule id="x"/></ruleset>`, usage: PRES });
-  assert.equal((dup as { field: string }).field, '/ruleset/rule[2]/@id');
+  const dup = checkDocument({ xml: resourceLists({ l: ['sip:a@x', 'sip:b@x', 'sip:a@x'] }), usage: RL });
+  assert.equal((dup as { field: string }).field, '/resource-lists/list/entry[3]/@uri');
 });
 
 test('selectNode: by name, position, attribute, prefixes, attribute and namespace selectors', () => {
@@ -93,9 +97,11 @@ test('putNode: replace, insert by attribute, insert by position, and what cannot
   const a1 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/entry[1]/@uri'), body: 'sip:x@y', usage: RL }));
   assert.equal(a1.created, false);
   assert.match(a1.xml, /<entry uri="sip:x@y"\/>/);
-  const a2 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/@display'), body: 'a &amp; b &lt;c&gt;', usage: RL }));
+  // (RFC 4826 §3.2: a <list> has only a name attribute of its own; this once created a "display" one.)
+  const unnamed = `<resource-lists xmlns="${NS.rl}"><list><entry uri="sip:a@x"/></list></resource-lists>`;
+  const a2 = ok(putNode({ xml: unnamed, selector: s('resource-lists/list[1]/@name'), body: 'a &amp; b &lt;c&gt;', usage: RL }));
   assert.equal(a2.created, true);
-  assert.equal(ok(selectNode({ xml: a2.xml, selector: s('resource-lists/list[@name="work"]/@display'), usage: RL })).body, 'a &amp; b &lt;c>');
+  assert.equal(ok(selectNode({ xml: a2.xml, selector: s('resource-lists/list[1]/@name'), usage: RL })).body, 'a &amp; b &lt;c>');
 
   const kind = (sel: string, body: string, xml = rules2, usage = PRES) => (putNode({ xml, selector: s(sel), body, usage }) as { kind: string }).kind;
   assert.equal(kind('ruleset/rule[@id="c"]', '<cr:rule id="d"/>'), 'cannot-insert', 'the body does not match the selector');
@@ -106,8 +112,10 @@ test('putNode: replace, insert by attribute, insert by position, and what cannot
   assert.equal(kind('ruleset/rule[@id="c"]', 'text<cr:rule id="c"/>'), 'not-xml-frag');
   assert.equal(kind('ruleset/rule[@id="c"]', '<zz:rule id="c"/>'), 'not-xml-frag', 'undeclared prefix');
   assert.equal(kind('ruleset/rule[@id="b"]', '<cr:rule id="a"/>'), 'cannot-insert');
-  assert.equal(kind('ruleset/rule[2]', '<cr:rule id="a"/>'), 'uniqueness', 'replacing rule 2 with a second id="a"');
-  assert.equal(kind('ruleset/rule[1]/@id', 'b'), 'uniqueness');
+  // xs:ID rule ids (RFC 4745 §13): a duplicate fails the schema, checked first (RFC 4825 §8.2.5).
+  assert.equal(kind('ruleset/rule[2]', '<cr:rule id="a"/>'), 'schema', 'replacing rule 2 with a second id="a"');
+  assert.equal(kind('ruleset/rule[1]/@id', 'b'), 'schema');
+  assert.equal(kind('resource-lists/list[@name="friends"]/entry[3]', '<entry uri="sip:bob@example.com"/>', lists, RL), 'uniqueness');
   assert.equal(kind('ruleset/rule[1]/@id', 'a<b'), 'not-xml-att-value');
   assert.equal(kind('ruleset/rule[1]/@id', 'a&b'), 'not-xml-att-value');
   assert.equal(kind('ruleset/rule[1]/@id', '&#0;'), 'not-xml-att-value');
@@ -131,8 +139,8 @@ test('deleteNode: element, attribute, and deletions RFC 4825 refuses', () => {
   assert.match(d1.xml, /id="b"/);
   const d2 = ok(deleteNode({ xml: lists, selector: s('resource-lists/list[@name="friends"]/entry[2]'), usage: RL }));
   assert.doesNotMatch(d2.xml, /carol/);
-  const d3 = ok(deleteNode({ xml: a2Lists(), selector: s('resource-lists/list/@display'), usage: RL }));
-  assert.doesNotMatch(d3.xml, /display/);
+  const d3 = ok(deleteNode({ xml: a2Lists(), selector: s('resource-lists/list/@name'), usage: RL }));
+  assert.doesNotMatch(d3.xml, /name=/);
 
   const kind = (sel: string, xml = rules2, usage = PRES) => (deleteNode({ xml, selector: s(sel), usage }) as { kind: string }).kind;
   assert.equal(kind('ruleset/rule[@id="zz"]'), 'not-found');
@@ -143,7 +151,7 @@ test('deleteNode: element, attribute, and deletions RFC 4825 refuses', () => {
 });
 
 function a2Lists(): string {
-  return `<resource-lists xmlns="${NS.rl}"><list name="x" display="d"/></resource-lists>`;
+  return `<resource-lists xmlns="${NS.rl}"><list name="x"/></resource-lists>`;
 }
 
 test('decodeAttValue follows the AttValue production', () => {
