@@ -205,18 +205,6 @@ function pathOf(el: XmlElement): string {
   return '/' + parts.join('/');
 }
 
-function allElements(root: XmlElement): XmlElement[] {
-  const out: XmlElement[] = [];
-  const stack: XmlElement[] = [root];
-  while (stack.length) {
-    const e = stack.pop()!;
-    out.push(e);
-    const kids = elementChildren(e);
-    for (let i = kids.length - 1; i >= 0; i--) stack.push(kids[i]!);
-  }
-  return out;
-}
-
 /**
  * RFC 4825 §8.2.5 for one usage, in the RFC's order: namespace well-formedness, the root
  * element, the schema (<schema-validation-error>), then the uniqueness constraints of the
@@ -232,18 +220,28 @@ function checkRules(doc: XmlDocument, rules: UsageRules, whole = false): void {
   const invalid = schemaErrors(doc, rules.schema, whole);
   if (invalid !== undefined) throw new Failed(fail('schema', whole ? invalid : `the result would not be valid: ${invalid}`));
   if (!rules.unique?.length) return;
-  const elements = allElements(root);
-  for (const u of rules.unique ?? []) {
-    const seen = new Map<string, Set<string>>();
+  // One walk, each name read once (every libxml2-wasm accessor crosses into WebAssembly);
+  // an element's path is built only for the duplicate that is reported.
+  const elements: Array<{ el: XmlElement; name: string; ns: string; parent: number }> = [];
+  const stack: Array<[XmlElement, number]> = [[root, -1]];
+  while (stack.length) {
+    const [el, parent] = stack.pop()!;
+    const index = elements.length;
+    elements.push({ el, name: el.name, ns: el.namespaceUri, parent });
+    const kids = elementChildren(el);
+    for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i]!, index]);
+  }
+  for (const u of rules.unique) {
+    const seen = new Map<number, Set<string>>();
     for (const e of elements) {
-      if (!is(e, u)) continue;
-      const v = attrOf(e, '', u.attr)?.value;
+      if (e.name !== u.local || e.ns !== u.ns) continue;
+      const v = attrOf(e.el, '', u.attr)?.value;
       if (v === undefined) continue;
-      const scope = u.scope === 'document' ? '' : pathOf(e.parent!);
+      const scope = u.scope === 'document' ? -1 : e.parent;
       let values = seen.get(scope);
       if (!values) seen.set(scope, (values = new Set()));
       if (values.has(v)) {
-        throw new Failed(fail('uniqueness', `${u.attr}="${v}" of <${e.name}> is not unique`, { field: `${pathOf(e)}/@${u.attr}` }));
+        throw new Failed(fail('uniqueness', `${u.attr}="${v}" of <${e.name}> is not unique`, { field: `${pathOf(e.el)}/@${u.attr}` }));
       }
       values.add(v);
     }
