@@ -514,9 +514,45 @@ export function deleteNode(p: { xml: string; selector: NodeSelector; usage: Usag
   });
 }
 
+// ───── rls-services (RFC 4826 §4.4) ─────
+
+const RLS_NS = 'urn:ietf:params:xml:ns:rls-services';
+
+export interface RlsService {
+  uri: string;
+  /** The <service> element with its in-scope namespace declarations, to stand alone. */
+  xml: string;
+}
+
+/**
+ * The <service> elements of rls-services documents, in document order, for the global index
+ * and the cross-user uniqueness of service URIs (RFC 4826 §4.4.5, §4.4.8). Null for a
+ * document that does not parse (a stored document is not re-validated here).
+ */
+export function rlsServices(p: { docs: string[] }): Array<RlsService[] | null> {
+  const lim = limits();
+  return p.docs.map((xml) => {
+    try {
+      return withDocument(xml, lim, (doc) => {
+        const out: RlsService[] = [];
+        if (doc.root.name !== 'rls-services' || doc.root.namespaceUri !== RLS_NS) return out;
+        for (const el of elementChildren(doc.root)) {
+          const uri = el.name === 'service' && el.namespaceUri === RLS_NS ? attrOf(el, '', 'uri')?.value : undefined;
+          if (uri !== undefined) out.push({ uri, xml: serializeInScope(el) });
+        }
+        return out;
+      });
+    } catch (err) {
+      if (err instanceof XmlRejected) return null;
+      throw err;
+    }
+  });
+}
+
 export const xcapTasks = {
   'xcap.checkDocument': checkDocument,
   'xcap.select': selectNode,
   'xcap.put': putNode,
   'xcap.delete': deleteNode,
+  'xcap.rlsServices': rlsServices,
 };

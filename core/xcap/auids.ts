@@ -32,6 +32,8 @@ export interface AppUsage {
   readOnly: boolean;
   /** Whether users' trees exist (xcap-caps has only a global tree). */
   userTrees: boolean;
+  /** The global tree is one document, `index`, that the server composes from users' documents (rls-services). */
+  composedGlobalIndex: boolean;
 }
 
 function usage(
@@ -40,7 +42,7 @@ function usage(
   defaultNamespace: string,
   namespaces: string[],
   rules: Omit<UsageRules, 'defaultNamespaces'>,
-  opts: { readOnly?: boolean; userTrees?: boolean } = {},
+  opts: { readOnly?: boolean; userTrees?: boolean; composedGlobalIndex?: boolean } = {},
 ): AppUsage {
   // An unprefixed name in a node selector means the default document namespace (RFC 4825
   // §6.3); like Kamailio's xcap_server, it also matches the namespace of the document's root,
@@ -54,6 +56,7 @@ function usage(
     rules: { ...rules, defaultNamespaces },
     readOnly: opts.readOnly ?? false,
     userTrees: opts.userTrees ?? true,
+    composedGlobalIndex: opts.composedGlobalIndex ?? false,
   };
 }
 
@@ -78,12 +81,20 @@ export const APP_USAGES: AppUsage[] = [
       { ns: NS.resourceLists, local: 'external', attr: 'anchor', scope: 'siblings' },
     ],
   }),
-  // RFC 4826 §4.2 schema; §4.4.5: service URIs unique.
-  usage('rls-services', 'application/rls-services+xml', NS.rlsServices, [NS.rlsServices, NS.resourceLists], {
-    root: { ns: NS.rlsServices, local: 'rls-services' },
-    schema: 'rls-services',
-    unique: [{ ns: NS.rlsServices, local: 'service', attr: 'uri', scope: 'document' }],
-  }),
+  // RFC 4826 §4.2 schema; §4.4.5: service URIs unique in the document here, and across every
+  // user's documents in the server (core/xcap/rls-services.ts); §4.4.7: the global index.
+  usage(
+    'rls-services',
+    'application/rls-services+xml',
+    NS.rlsServices,
+    [NS.rlsServices, NS.resourceLists],
+    {
+      root: { ns: NS.rlsServices, local: 'rls-services' },
+      schema: 'rls-services',
+      unique: [{ ns: NS.rlsServices, local: 'service', attr: 'uri', scope: 'document' }],
+    },
+    { composedGlobalIndex: true },
+  ),
   // RFC 4827: a PIDF document (RFC 3863 §4.4 schema; tuple ids are xs:ID).
   usage('pidf-manipulation', 'application/pidf+xml', NS.pidf, [NS.pidf], {
     root: { ns: NS.pidf, local: 'presence' },
