@@ -24,14 +24,9 @@ const SCHEME = 'presenced-xsd:/';
 /** workers/schemas/ beside this file (running from source), else in the source tree above dist/. */
 async function schemaDir(): Promise<URL> {
   const candidates = [new URL('./schemas/', import.meta.url), new URL('../../workers/schemas/', import.meta.url)];
-  for (const dir of candidates) {
-    try {
-      await access(new URL('common-policy.xsd', dir));
-      return dir;
-    } catch {
-      // Not here: try the next place.
-    }
-  }
+  const present = await Promise.all(candidates.map((d) => access(new URL('common-policy.xsd', d)).then(() => true, () => false)));
+  const found = candidates[present.indexOf(true)];
+  if (found) return found;
   throw new Error(`XCAP schemas not found (looked in ${candidates.map((u) => u.pathname).join(', ')})`);
 }
 
