@@ -1,10 +1,11 @@
 /**
  * XCAP document work (RFC 4825), run in the piscina pool: the checks of a PUT document per
- * application usage (§5.3 data validation, §5.4 uniqueness), and node selectors (§6.3) for
- * GET, PUT and DELETE of elements, attributes and namespace bindings. The main thread parses
- * the request URI; what arrives here is the parsed selector, the application usage's rules and
- * the document text whose ETag the server has just checked, so the worker edits exactly that
- * version (no race with its own read transaction).
+ * application usage (§5.3 data validation against the usage's XML schema, xsd.ts; §5.4
+ * uniqueness the schema cannot express), and node selectors (§6.3) for GET, PUT and DELETE of
+ * elements, attributes and namespace bindings. The main thread parses the request URI; what
+ * arrives here is the parsed selector, the application usage's rules and the document text
+ * whose ETag the server has just checked, so the worker edits exactly that version (no race
+ * with its own read transaction).
  *
  * Every expected failure is a result object (errors lose their fields crossing threads);
  * `kind` names the RFC 4825 §11 error element the server answers with.
@@ -13,6 +14,9 @@ import { randomBytes } from 'node:crypto';
 import { XmlComment, type XmlAttribute, type XmlTreeNode } from 'libxml2-wasm';
 import { limits } from './context.js';
 import { withDocument, elementChildren, XmlRejected, XmlElement, type XmlDocument, type XmlLimits } from './xml.js';
+import { schemaErrors, type SchemaName } from './xsd.js';
+
+export type { SchemaName };
 
 // ───── message types (shared with core/xcap) ─────
 
@@ -51,16 +55,15 @@ export interface QualifiedName {
   local: string;
 }
 
-/** What an application usage demands of its documents (a small schema, RFC 4825 §5.3/§5.4). */
+/** What an application usage demands of its documents (RFC 4825 §5.3, §5.4). */
 export interface UsageRules {
+  /** The root element: the schema set also declares other global elements (pres-rules' actions, ...). */
   root: QualifiedName;
+  /** The XML schema set (workers/schemas/{schema}.xsd) documents must be valid against. */
+  schema: SchemaName;
   /** Namespaces an unprefixed element name in a node selector matches. */
   defaultNamespaces: string[];
-  /** When set, the only element children the root may have. */
-  rootChildren?: QualifiedName[];
-  /** Attributes an element must carry. */
-  required?: Array<QualifiedName & { attr: string }>;
-  /** Attribute values that must be unique, in the whole document or among siblings. */
+  /** Attribute values that must be unique, in the whole document or among siblings (what XSD cannot say). */
   unique?: Array<QualifiedName & { attr: string; scope: 'document' | 'siblings' }>;
 }
 
@@ -202,50 +205,43 @@ function pathOf(el: XmlElement): string {
   return '/' + parts.join('/');
 }
 
-function allElements(root: XmlElement): XmlElement[] {
-  const out: XmlElement[] = [];
-  const stack: XmlElement[] = [root];
-  while (stack.length) {
-    const e = stack.pop()!;
-    out.push(e);
-    const kids = elementChildren(e);
-    for (let i = kids.length - 1; i >= 0; i--) stack.push(kids[i]!);
-  }
-  return out;
-}
-
-/** RFC 4825 §5.3/§5.4 for one usage: root, namespace well-formedness, structure, uniqueness. */
-function checkRules(doc: XmlDocument, rules: UsageRules): void {
+/**
+ * RFC 4825 §8.2.5 for one usage, in the RFC's order: namespace well-formedness, the root
+ * element, the schema (<schema-validation-error>), then the uniqueness constraints of the
+ * application usage (<uniqueness-failure>). `whole` = the client sent this document itself, so
+ * a schema error can point at its line.
+ */
+function checkRules(doc: XmlDocument, rules: UsageRules, whole = false): void {
   const root = doc.root;
   checkNamespaces(root);
   if (!is(root, rules.root)) {
     throw new Failed(fail('schema', `root element must be <${rules.root.local}> in ${rules.root.ns}, not <${root.name}> in ${root.namespaceUri || 'no namespace'}`));
   }
-  if (rules.rootChildren) {
-    for (const c of elementChildren(root)) {
-      if (!rules.rootChildren.some((q) => is(c, q))) {
-        throw new Failed(fail('schema', `<${root.name}> may not contain <${c.name}> (${c.namespaceUri || 'no namespace'})`));
-      }
-    }
+  const invalid = schemaErrors(doc, rules.schema, whole);
+  if (invalid !== undefined) throw new Failed(fail('schema', whole ? invalid : `the result would not be valid: ${invalid}`));
+  if (!rules.unique?.length) return;
+  // One walk, each name read once (every libxml2-wasm accessor crosses into WebAssembly);
+  // an element's path is built only for the duplicate that is reported.
+  const elements: Array<{ el: XmlElement; name: string; ns: string; parent: number }> = [];
+  const stack: Array<[XmlElement, number]> = [[root, -1]];
+  while (stack.length) {
+    const [el, parent] = stack.pop()!;
+    const index = elements.length;
+    elements.push({ el, name: el.name, ns: el.namespaceUri, parent });
+    const kids = elementChildren(el);
+    for (let i = kids.length - 1; i >= 0; i--) stack.push([kids[i]!, index]);
   }
-  if (!rules.required?.length && !rules.unique?.length) return;
-  const elements = allElements(root);
-  for (const r of rules.required ?? []) {
+  for (const u of rules.unique) {
+    const seen = new Map<number, Set<string>>();
     for (const e of elements) {
-      if (is(e, r) && !attrOf(e, '', r.attr)) throw new Failed(fail('schema', `<${e.name}> needs a ${r.attr} attribute`));
-    }
-  }
-  for (const u of rules.unique ?? []) {
-    const seen = new Map<string, Set<string>>();
-    for (const e of elements) {
-      if (!is(e, u)) continue;
-      const v = attrOf(e, '', u.attr)?.value;
+      if (e.name !== u.local || e.ns !== u.ns) continue;
+      const v = attrOf(e.el, '', u.attr)?.value;
       if (v === undefined) continue;
-      const scope = u.scope === 'document' ? '' : pathOf(e.parent!);
+      const scope = u.scope === 'document' ? -1 : e.parent;
       let values = seen.get(scope);
       if (!values) seen.set(scope, (values = new Set()));
       if (values.has(v)) {
-        throw new Failed(fail('uniqueness', `${u.attr}="${v}" of <${e.name}> is not unique`, { field: `${pathOf(e)}/@${u.attr}` }));
+        throw new Failed(fail('uniqueness', `${u.attr}="${v}" of <${e.name}> is not unique`, { field: `${pathOf(e.el)}/@${u.attr}` }));
       }
       values.add(v);
     }
@@ -319,7 +315,7 @@ function serializeDoc(doc: XmlDocument): string {
 
 /** Whole-document PUT (RFC 4825 §8.2.2, §8.2.5): well-formed, fits the application usage. */
 export function checkDocument(p: { xml: string; usage: UsageRules }): Checked {
-  return guard(() => withDocument(p.xml, limits(), (doc) => (checkRules(doc, p.usage), { ok: true as const })));
+  return guard(() => withDocument(p.xml, limits(), (doc) => (checkRules(doc, p.usage, true), { ok: true as const })));
 }
 
 /** GET of an element, attribute or namespace bindings (RFC 4825 §8.3, §10). */
@@ -518,9 +514,45 @@ export function deleteNode(p: { xml: string; selector: NodeSelector; usage: Usag
   });
 }
 
+// ───── rls-services (RFC 4826 §4.4) ─────
+
+const RLS_NS = 'urn:ietf:params:xml:ns:rls-services';
+
+export interface RlsService {
+  uri: string;
+  /** The <service> element with its in-scope namespace declarations, to stand alone. */
+  xml: string;
+}
+
+/**
+ * The <service> elements of rls-services documents, in document order, for the global index
+ * and the cross-user uniqueness of service URIs (RFC 4826 §4.4.5, §4.4.8). Null for a
+ * document that does not parse (a stored document is not re-validated here).
+ */
+export function rlsServices(p: { docs: string[] }): Array<RlsService[] | null> {
+  const lim = limits();
+  return p.docs.map((xml) => {
+    try {
+      return withDocument(xml, lim, (doc) => {
+        const out: RlsService[] = [];
+        if (doc.root.name !== 'rls-services' || doc.root.namespaceUri !== RLS_NS) return out;
+        for (const el of elementChildren(doc.root)) {
+          const uri = el.name === 'service' && el.namespaceUri === RLS_NS ? attrOf(el, '', 'uri')?.value : undefined;
+          if (uri !== undefined) out.push({ uri, xml: serializeInScope(el) });
+        }
+        return out;
+      });
+    } catch (err) {
+      if (err instanceof XmlRejected) return null;
+      throw err;
+    }
+  });
+}
+
 export const xcapTasks = {
   'xcap.checkDocument': checkDocument,
   'xcap.select': selectNode,
   'xcap.put': putNode,
   'xcap.delete': deleteNode,
+  'xcap.rlsServices': rlsServices,
 };

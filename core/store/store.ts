@@ -174,6 +174,14 @@ export class Store {
     for (const { value } of this.xcap.getRange({})) yield codecs.xcap.decode(value);
   }
 
+  /** Every document in every user's tree of an auid (not the global tree), in key order. */
+  *xcapUsersDocuments(auid: string): Iterable<XcapDocument> {
+    const prefix = `${auid}/users/`;
+    for (const { key, value } of this.xcap.getRange({ start: prefix, end: prefix + '\uffff' })) {
+      if (typeof key === 'string' && key.startsWith(prefix)) yield codecs.xcap.decode(value);
+    }
+  }
+
   /** Document names under one user's tree of an auid. */
   xcapDocumentsOf(auid: string, xui: string): XcapDocument[] {
     const prefix = `${auid}/users/${xui}/`;

@@ -69,7 +69,15 @@ export const xcapErrors = {
   noParent: (phrase: string, ancestor: string) => conflict('no-parent', phrase, `<ancestor>${escapeXml(ancestor)}</ancestor>`),
   cannotInsert: (phrase: string) => conflict('cannot-insert', phrase),
   cannotDelete: (phrase: string) => conflict('cannot-delete', phrase),
-  uniqueness: (phrase: string, field: string) => conflict('uniqueness-failure', phrase, `<exists field="${escapeXml(field)}"/>`),
+  /** `altValues`: values that would be unique at the time of the answer (RFC 4825 §8.2.5). */
+  uniqueness: (phrase: string, field: string, altValues: string[] = []) =>
+    conflict(
+      'uniqueness-failure',
+      phrase,
+      altValues.length
+        ? `<exists field="${escapeXml(field)}">${altValues.map((v) => `<alt-value>${escapeXml(v)}</alt-value>`).join('')}</exists>`
+        : `<exists field="${escapeXml(field)}"/>`,
+    ),
   constraint: (phrase: string) => conflict('constraint-failure', phrase),
   notFound: (message = 'no such document or node') => new XcapError(404, message),
   badRequest: (message: string) => new XcapError(400, message),

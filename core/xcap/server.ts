@@ -7,7 +7,9 @@
  * every piece of XML work (well-formedness, the application usage's schema, node selectors)
  * runs in the worker pool; a write is answered only once LMDB has committed it, and
  * `onDocumentChanged` is called after that. Writes to one document are serialised, so a
- * precondition is never checked against a version about to be replaced.
+ * precondition is never checked against a version about to be replaced; writes to any
+ * rls-services document are serialised together, since service URIs are unique across all
+ * of them (rls-services.ts, which also composes that auid's global index).
  */
 import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
 import { createHash, randomBytes } from 'node:crypto';
@@ -16,13 +18,14 @@ import { Store } from '../store/store.js';
 import type { WorkerPool } from '../pool.js';
 import type { Logger } from '../log.js';
 import type { XcapDocument } from '../store/records.js';
-import type { NodeSelector, XcapFailure } from '../../workers/xcap.js';
+import type { NodeSelector, XcapFailure, RlsService } from '../../workers/xcap.js';
 import { USAGE_BY_AUID, xcapCapsDocument, XCAP_EL_TYPE, XCAP_ATT_TYPE, type AppUsage } from './auids.js';
 import { XcapError, xcapErrors, failureToError, STATUS_TEXT } from './errors.js';
 import { parseXcapUri, type XcapUri } from './uri.js';
 import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
+import { RlsServicesDirectory, RLS_AUID } from './rls-services.js';
 
 export interface XcapChange {
   auid: string;
@@ -102,12 +105,14 @@ export class XcapServer {
   private readonly digest: DigestAuth | undefined;
   private readonly caps: { body: string; etag: string };
   private readonly locks = new Map<string, Promise<void>>();
+  private readonly rls: RlsServicesDirectory;
   private inflight = 0;
   private idle: (() => void) | undefined;
 
   constructor(private readonly deps: XcapServerDeps) {
     const { config } = deps;
     if (config.xcap_auth === 'digest') this.digest = new DigestAuth(config.xcap_auth_realm, config.xcap_auth_users);
+    this.rls = new RlsServicesDirectory(deps.store, deps.pool, deps.log);
     const body = xcapCapsDocument();
     this.caps = { body, etag: createHash('sha1').update(body).digest('base64url').slice(0, 16) };
   }
@@ -266,16 +271,22 @@ export class XcapServer {
       if (request.method !== 'GET' && request.method !== 'HEAD') throw xcapErrors.methodNotAllowed(ALLOW_READ_ONLY);
       return this.getCaps(request, uri, usage, selector);
     }
+    if (usage.composedGlobalIndex && !uri.xui) {
+      // RFC 4826 §4.4.7: the server keeps the global tree; clients read it.
+      if (request.method !== 'GET' && request.method !== 'HEAD') throw xcapErrors.methodNotAllowed(ALLOW_READ_ONLY);
+      return this.getGlobalIndex(request, uri, usage, selector);
+    }
+    const lock = usage.composedGlobalIndex ? RLS_AUID : Store.xcapKey(uri.auid, uri.xui, uri.name);
     switch (request.method) {
       case 'GET':
       case 'HEAD':
         return this.get(request, uri, usage, selector);
       case 'PUT': {
         const body = await this.readBody(ex, request);
-        return this.exclusive(Store.xcapKey(uri.auid, uri.xui, uri.name), () => this.put(request, uri, usage, selector, body));
+        return this.exclusive(lock, () => this.put(request, uri, usage, selector, body));
       }
       case 'DELETE':
-        return this.exclusive(Store.xcapKey(uri.auid, uri.xui, uri.name), () => this.delete(request, uri, usage, selector));
+        return this.exclusive(lock, () => this.delete(request, uri, usage, selector));
       default:
         throw xcapErrors.methodNotAllowed(ALLOW_DOCUMENT);
     }
@@ -317,6 +328,12 @@ export class XcapServer {
   private async getCaps(request: Request, uri: XcapUri, usage: AppUsage, selector: NodeSelector | undefined): Promise<Reply> {
     if (uri.xui || uri.name !== 'index') throw xcapErrors.notFound('xcap-caps has one document: global/index');
     return this.respondWith(request, uri, usage, selector, this.caps.etag, usage.mimeType, this.caps.body);
+  }
+
+  private async getGlobalIndex(request: Request, uri: XcapUri, usage: AppUsage, selector: NodeSelector | undefined): Promise<Reply> {
+    if (uri.name !== 'index') throw xcapErrors.notFound(`the global tree of ${uri.auid} has one document: index`);
+    const { etag, body } = await this.rls.globalIndex();
+    return this.respondWith(request, uri, usage, selector, etag, usage.mimeType, body);
   }
 
   private async get(request: Request, uri: XcapUri, usage: AppUsage, selector: NodeSelector | undefined): Promise<Reply> {
@@ -362,21 +379,25 @@ export class XcapServer {
       const pre = this.preconditions(request, current?.etag);
       if (pre) return pre;
       let body: Uint8Array;
+      let xml: string;
       let created: boolean;
       if (!selector) {
         // A whole document (RFC 4825 §7.1), stored byte for byte as the client sent it.
         const r = await pool.run('xcap.checkDocument', { xml: text, usage: usage.rules });
         if (!r.ok) throw this.failure(r, request, uri, selector);
         body = raw;
+        xml = text;
         created = current === undefined;
       } else {
         if (!current) throw xcapErrors.noParent('the document does not exist', `http://${request.host || 'localhost'}${uri.documentPath.slice(0, uri.documentPath.lastIndexOf('/'))}`);
         const r = await pool.run('xcap.put', { xml: Buffer.from(current.body).toString('utf8'), selector, body: text, usage: usage.rules });
         if (!r.ok) throw this.failure(r, request, uri, selector);
         if (Buffer.byteLength(r.xml) > config.max_xml_size) throw xcapErrors.constraint(`the document would be larger than max_xml_size (${config.max_xml_size} bytes)`);
+        xml = r.xml;
         body = Buffer.from(r.xml, 'utf8');
         created = r.created;
       }
+      const services = usage.composedGlobalIndex ? await this.uniqueServices(uri, xml) : undefined;
       const doc: XcapDocument = {
         auid: uri.auid,
         xui: uri.xui,
@@ -388,11 +409,27 @@ export class XcapServer {
         source: 'embedded',
       };
       if (await store.putXcapIf(doc, current ? current.etag : undefined)) {
+        if (services) this.rls.committed(Store.xcapKey(doc.auid, doc.xui, doc.name), doc.etag, services);
         this.changed(doc.auid, doc.xui, doc.name, doc);
         return { status: created ? 201 : 200, headers: [['ETag', quoteEtag(doc.etag)]] };
       }
       if (attempt >= COMMIT_ATTEMPTS) throw new XcapError(503, 'the document keeps changing', undefined, [['Retry-After', '1']]);
     }
+  }
+
+  /**
+   * RFC 4826 §4.4.5: every service URI of the new document is free in all other documents of
+   * all users; else 409 <uniqueness-failure> with a free URI as <alt-value>. Runs under the
+   * rls-services lock, so nothing else is written between this check and the commit.
+   */
+  private async uniqueServices(uri: XcapUri, xml: string): Promise<RlsService[]> {
+    const services = await this.rls.servicesOf(xml);
+    const clash = await this.rls.conflict(Store.xcapKey(uri.auid, uri.xui, uri.name), services);
+    if (clash) {
+      const field = clash.count > 1 ? `/rls-services/service[${clash.index}]/@uri` : '/rls-services/service/@uri';
+      throw xcapErrors.uniqueness(`service uri "${clash.uri}" is already used by another rls-services document`, field, clash.altValues);
+    }
+    return services;
   }
 
   private async delete(request: Request, uri: XcapUri, usage: AppUsage, selector: NodeSelector | undefined): Promise<Reply> {

@@ -11,6 +11,7 @@ export const NS = {
   rls: 'urn:ietf:params:xml:ns:rls-services',
   pidf: 'urn:ietf:params:xml:ns:pidf',
   err: 'urn:ietf:params:xml:ns:xcap-error',
+  caps: 'urn:ietf:params:xml:ns:xcap-caps',
 };
 
 export const CT = {

@@ -201,7 +201,9 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ย
   assert.equal((await xcap.put(path + sel('ruleset/rule[@id="c"]/@id'), 'c', CT.el)).status, 415);
   assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="d"/><cr:rule id="e"/>', CT.el)), 'not-xml-frag');
   assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="e"/>', CT.el)), 'cannot-insert');
-  assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[2]'), '<cr:rule id="a"/>', CT.el)), 'uniqueness-failure');
+  // A second rule id "a": rule ids are xs:ID (RFC 4745 ยง13) and the schema is checked before
+  // uniqueness constraints (RFC 4825 ยง8.2.5), so this is a schema error (it was uniqueness-failure).
+  assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[2]'), '<cr:rule id="a"/>', CT.el)), 'schema-validation-error');
   const noParent = await xcap.put(path + sel('ruleset/rule[@id="zz"]/conditions'), '<cr:conditions/>', CT.el);
   assert.equal(errorElement(noParent), 'no-parent');
   assert.match(noParent.text, new RegExp(`<ancestor>http://127\\.0\\.0\\.1:${node.xcapPort}/xcap-root/pres-rules/users/[^<]*/index/~~/ruleset</ancestor>`));
@@ -216,8 +218,14 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ย
   assert.equal((await xcap.get(path + sel('ruleset/rule[@id="c"]'))).status, 404);
   assert.equal((await xcap.delete(path + sel('ruleset/rule[@id="c"]'))).status, 404);
   assert.equal(errorElement(await xcap.delete(path + sel('ruleset/rule[1]'))), 'cannot-delete');
-  assert.equal((await xcap.delete(path + sel('ruleset/rule[@id="a"]/conditions/identity/one/@id'))).status, 200);
-  assert.equal((await xcap.get(path + sel('ruleset/rule[@id="a"]/conditions/identity/one/@id'))).status, 404);
+  // <one> must keep its id (RFC 4745 ยง13): that DELETE is refused and nothing changes (it was a
+  // 200 before the schema was checked); an optional attribute can go.
+  const withId = (await xcap.get(path)).etag;
+  assert.equal(errorElement(await xcap.delete(path + sel('ruleset/rule[@id="a"]/conditions/identity/one/@id'))), 'schema-validation-error');
+  assert.equal((await xcap.get(path)).etag, withId);
+  assert.equal((await xcap.put(path + sel('ruleset/rule[@id="a"]/conditions/identity/many'), '<cr:many domain="example.com"/>', CT.el)).status, 201);
+  assert.equal((await xcap.delete(path + sel('ruleset/rule[@id="a"]/conditions/identity/many/@domain'))).status, 200);
+  assert.equal((await xcap.get(path + sel('ruleset/rule[@id="a"]/conditions/identity/many/@domain'))).status, 404);
   assert.equal((await xcap.put(path + sel('ruleset/namespace::*'), 'x', CT.att)).status, 405);
 
   // Conditional node operations use the document's ETag.
