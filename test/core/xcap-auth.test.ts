@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
-import { Xcap, CT, presRules, parseChallenge, digestAuthorization, sel } from './xcap-http.js';
+import { Xcap, CT, presRules, parseChallenge, digestAuthorization, sel } from '../support/xcap-http.js';
 
 let node: RunningNode;
 let xcap: Xcap;

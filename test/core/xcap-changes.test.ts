@@ -12,7 +12,7 @@ import { buildConfig } from '../../core/config.js';
 import { Store } from '../../core/store/store.js';
 import { WorkerPool } from '../../core/pool.js';
 import { XcapServer, type XcapChange } from '../../core/xcap/server.js';
-import { Xcap, CT, presRules, sel } from './xcap-http.js';
+import { Xcap, CT, presRules, sel } from '../support/xcap-http.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'presenced-xcap-'));
 const config = buildConfig({ xcap_listen: '127.0.0.1:0', db_url: `lmdb:${join(dir, 'db')}`, log_level: 'silent', worker_threads: 1 });

@@ -13,7 +13,7 @@ import { Store } from '../../core/store/store.js';
 import { XcapClient } from '../../core/xcap/client.js';
 import type { XcapChange } from '../../core/xcap/server.js';
 import { startNode, type RunningNode } from '../support/node.js';
-import { Xcap, CT, presRules } from './xcap-http.js';
+import { Xcap, CT, presRules } from '../support/xcap-http.js';
 
 let node: RunningNode;
 let xcap: Xcap;

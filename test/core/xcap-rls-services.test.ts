@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
-import { Xcap, CT, NS, errorElement, sel } from './xcap-http.js';
+import { Xcap, CT, NS, errorElement, sel } from '../support/xcap-http.js';
 import { checkDocument } from '../../workers/xcap.js';
 import { schemaNamespaces } from '../../workers/xsd.js';
 import { USAGE_BY_AUID } from '../../core/xcap/auids.js';

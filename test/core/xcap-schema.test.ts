@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startNode, type RunningNode } from '../support/node.js';
-import { Xcap, CT, NS, errorElement, presRules, sel, type XcapReply } from './xcap-http.js';
+import { Xcap, CT, NS, errorElement, presRules, sel, type XcapReply } from '../support/xcap-http.js';
 import { ALLOW_ALL_RULES, rulesDocument } from '../../bench/fixtures/rules.js';
 
 let node: RunningNode;

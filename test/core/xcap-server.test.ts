@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { startNode, type RunningNode } from '../support/node.js';
-import { Xcap, CT, NS, errorElement, presRules, resourceLists, sel } from './xcap-http.js';
+import { Xcap, CT, NS, errorElement, presRules, resourceLists, sel } from '../support/xcap-http.js';
 
 const MAX = 16384;
 let node: RunningNode;

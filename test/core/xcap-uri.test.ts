@@ -8,7 +8,7 @@ import { parseNodeSelector, parseNamespaceBindings } from '../../core/xcap/selec
 import { evaluatePreconditions, parseEntityTags } from '../../core/xcap/conditional.js';
 import { DigestAuth } from '../../core/xcap/auth.js';
 import { XcapError } from '../../core/xcap/errors.js';
-import { digestAuthorization } from './xcap-http.js';
+import { digestAuthorization } from '../support/xcap-http.js';
 
 const status = (fn: () => unknown): number | undefined => {
   try {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { checkDocument, selectNode, putNode, deleteNode, decodeAttValue, rlsServices, type Edited, type Selected, type XcapFailure } from '../../workers/xcap.js';
 import { parseNodeSelector } from '../../core/xcap/selectors.js';
 import { USAGE_BY_AUID, xcapCapsDocument } from '../../core/xcap/auids.js';
-import { presRules, resourceLists, NS } from '../core/xcap-http.js';
+import { presRules, resourceLists, NS } from '../support/xcap-http.js';
 import { ALLOW_ALL_RULES, rulesDocument } from '../../bench/fixtures/rules.js';
 import { pidfDocument } from '../../bench/fixtures/messages.js';
 
