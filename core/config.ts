@@ -51,6 +51,7 @@ export interface Config {
   sip_t2: number;
   sip_t4: number;
   worker_threads: number;
+  worker_inline_max_bytes: number;
   max_xml_size: number;
   max_xml_depth: number;
   xcap_auth: 'none' | 'digest';
@@ -190,6 +191,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path'>, [unknown, Check]> = {
   sip_t2: [4000, int(10, 60_000)],
   sip_t4: [5000, int(10, 60_000)],
   worker_threads: [-1, int(-1, 64)],
+  worker_inline_max_bytes: [1536, int(0, 1 << 20)],
   max_xml_size: [65536, int(1024, 16 << 20)],
   max_xml_depth: [64, int(4, 1024)],
   xcap_auth: ['none', oneOf('none', 'digest')],

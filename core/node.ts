@@ -67,6 +67,7 @@ export class PresenceNode {
       { dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
       config.worker_threads,
       this.store,
+      config.worker_inline_max_bytes,
     );
     this.ctx = { pool: this.pool, store: this.store, config };
     this.packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));

@@ -18,6 +18,7 @@ test('defaults follow the operator contract and the seeds', () => {
   assert.equal(c.xcapauth_userdel_reason, 'probation');
   assert.equal(c.xcap_table, 'xcap');
   assert.equal(c.winfo_waiting_period, 3600);
+  assert.equal(c.worker_inline_max_bytes, 1536);
 });
 
 for (const [raw, key] of [
@@ -34,6 +35,7 @@ for (const [raw, key] of [
   [{ winfo_waiting_period: 'an hour' }, 'winfo_waiting_period'],
   [{ winfo_waiting_period: -1 }, 'winfo_waiting_period'],
   [{ winfo_waiting_period: 1.5 }, 'winfo_waiting_period'],
+  [{ worker_inline_max_bytes: -1 }, 'worker_inline_max_bytes'],
 ] as Array<[Record<string, unknown>, string]>) {
   test(`invalid configuration ${JSON.stringify(raw)} names ${key}`, () => {
     assert.throws(
