@@ -206,13 +206,28 @@ export abstract class SipMessage {
 
   private viaMemo: { raw: string; via: Via } | undefined;
 
+  /** Write a changed top Via back (RFC 3261 §18.2.1 received/rport) and keep it parsed. */
+  setTopVia(via: Via): void {
+    this.headers.replaceTopVia(formatVia(via));
+    const raw = this.headers.get('via');
+    if (raw !== undefined) this.viaMemo = { raw, via };
+  }
+
+  /** From and To, parsed once per header value like topVia (treat them as read-only). */
   get from(): NameAddr {
-    return NameAddr.parse(this.headers.get('from') ?? '');
+    const v = this.headers.get('from') ?? '';
+    if (this.fromMemo?.raw !== v) this.fromMemo = { raw: v, addr: NameAddr.parse(v) };
+    return this.fromMemo.addr;
   }
 
   get to(): NameAddr {
-    return NameAddr.parse(this.headers.get('to') ?? '');
+    const v = this.headers.get('to') ?? '';
+    if (this.toMemo?.raw !== v) this.toMemo = { raw: v, addr: NameAddr.parse(v) };
+    return this.toMemo.addr;
   }
+
+  private fromMemo: { raw: string; addr: NameAddr } | undefined;
+  private toMemo: { raw: string; addr: NameAddr } | undefined;
 
   get fromTag(): string | undefined {
     return tagOf(this.headers.get('from'));

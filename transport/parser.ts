@@ -149,8 +149,10 @@ export function validateRequest(req: SipRequest, problems: string[]): string | u
   }
   if (problems.length > 0) return problems[0]!.replace(/[\r\n]/g, ' ').slice(0, 100);
   try {
-    // Every Via, not just the top one (RFC 4475 §3.1.2.1 badinv01).
-    for (const v of req.headers.getAll('via')) parseVia(v);
+    // Every Via, not just the top one (RFC 4475 §3.1.2.1 badinv01); the top one is parsed once.
+    req.topVia;
+    const vias = req.headers.getAll('via');
+    for (let i = 1; i < vias.length; i++) parseVia(vias[i]!);
   } catch {
     return 'Malformed Via header';
   }

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { randomBytes } from 'node:crypto';
-import { SipRequest, SipResponse, createResponse, formatVia, type Via, type OutgoingRequest } from './message.js';
+import { SipRequest, SipResponse, createResponse, type Via, type OutgoingRequest } from './message.js';
 import { parseMessage, validateRequest, hasRoutableVia, UNSUPPORTED_VERSION, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';
@@ -354,7 +354,7 @@ export class SipStack {
       if (!via.params.has('received')) via.params.set('received', source.address);
       changed = true;
     }
-    if (changed) req.headers.replaceTopVia(formatVia(via));
+    if (changed) req.setTopVia(via);
   }
 
   private sendStateless(req: SipRequest, source: Source, status: number, reason?: string): void {
