@@ -165,7 +165,8 @@ export class WatcherInfo {
     const aor = this.untrack(sub).aor;
     let event = endEvent(why);
     const sibling = this.otherSubscription(r.presentityUri, aor);
-    const period = this.deps.config.winfo_waiting_period * 1000;
+    // Nobody can read watcher info with disable_winfo = 1: nothing to remember a waiting watcher for.
+    const period = this.deps.config.disable_winfo === 1 ? 0 : this.deps.config.winfo_waiting_period * 1000;
     const now = Date.now();
     // RFC 3857 §4.7.1: a subscription still pending when it times out goes to waiting, so the
     // presentity still learns that someone tried to watch it (not while another one of the
