@@ -59,7 +59,7 @@ export class Subscriptions {
   private readonly byDialog = new Map<string, LiveSubscription>();
   private readonly byPresentity = new Map<string, Set<LiveSubscription>>();
   private readonly timers = new ExpiryTimers();
-  private readonly recentInitial = new Map<string, { branch: string; at: number }>();
+  private readonly recentInitial = new Map<string, { branch: string; at: number; subId?: string }>();
   notifier!: Notifier;
   /** Watcher-list changes (presence.winfo listens). */
   onEvent: ((sub: LiveSubscription, event: SubscriptionEvent, reason?: string) => void) | undefined;
@@ -118,8 +118,19 @@ export class Subscriptions {
     const branch = req.topVia.branch ?? '';
     const now = Date.now();
     const seen = this.recentInitial.get(mergeKey);
-    if (seen && seen.branch !== branch && now - seen.at < MERGE_WINDOW_MS) throw new SipError(482, 'Loop Detected');
-    this.rememberInitial(mergeKey, branch, now);
+    if (seen && now - seen.at < MERGE_WINDOW_MS) {
+      if (seen.branch !== branch) throw new SipError(482, 'Loop Detected');
+      // The same request again once its transaction is gone (TCP ends it with the response):
+      // the subscription it created is answered again, not created twice.
+      const created = seen.subId !== undefined ? this.byId.get(seen.subId) : undefined;
+      if (created && created.record.callId === req.callId && created.record.remoteTag === fromTag) {
+        const remaining = Math.max(0, Math.round((created.record.expiresAt - now) / 1000));
+        this.deps.log.info({ callId: req.callId, presentityUri }, 'initial SUBSCRIBE sent again: answered from its subscription');
+        incoming.respond(this.okResponse(incoming, created.record.localTag, remaining));
+        return;
+      }
+    }
+    const remembered = this.rememberInitial(mergeKey, branch, now);
 
     const watcherUri = from.uri.toString();
     const auth = await this.deps.authorizer.evaluate(presentityUri, from.uri.aor, pkg);
@@ -167,6 +178,7 @@ export class Subscriptions {
     record.winfoId = this.winfoIdFor?.(record) ?? '';
     await store.putSubscription(record);
     this.add(sub);
+    remembered.subId = record.id;
     incoming.respond(res);
     this.deps.log.info(
       { callId: req.callId, presentityUri, watcherUri, event: pkg.name, state: record.state, expires },
@@ -176,14 +188,16 @@ export class Subscriptions {
     this.notifier.schedule(sub, { kind: 'state' });
   }
 
-  private rememberInitial(key: string, branch: string, now: number): void {
-    this.recentInitial.set(key, { branch, at: now });
+  private rememberInitial(key: string, branch: string, now: number): { branch: string; at: number; subId?: string } {
+    const entry: { branch: string; at: number; subId?: string } = { branch, at: now };
+    this.recentInitial.set(key, entry);
     if (this.recentInitial.size > 10_000) {
       for (const [k, v] of this.recentInitial) {
         if (now - v.at > MERGE_WINDOW_MS) this.recentInitial.delete(k);
         else break;
       }
     }
+    return entry;
   }
 
   private packageOf(req: SipRequest): EventPackage {

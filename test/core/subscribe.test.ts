@@ -285,27 +285,31 @@ for (const proto of ['udp', 'tcp'] as const) {
     }));
 }
 
-test('[udp] a retransmitted initial SUBSCRIBE (same branch) is absorbed by its transaction: same To tag, one subscription', () =>
-  withUas(node, 'udp', 1, async (ua) => {
-    const p = uniqueUri();
-    const req = ua.build({
-      method: 'SUBSCRIBE',
-      uri: p,
-      headers: [
-        ['event', 'presence'],
-        ['expires', '600'],
-      ],
-    });
-    const first = await ua.request(req);
-    assert.equal(first.status, 200);
-    const again = await ua.request(req);
-    assert.equal(again.status, 200, 'a retransmission is not a merged request');
-    assert.equal(again.toTag, first.toTag, 'answered from the transaction: same dialog');
-    await sleep(300);
-    const notifies = ua.requests('NOTIFY').filter((r) => r.callId === req.callId);
-    assert.equal(new Set(notifies.map((r) => r.fromTag)).size, 1, 'one dialog');
-    assert.equal(new Set(notifies.map(cseqOf)).size, 1, 'one immediate NOTIFY');
-  }));
+// UDP: the retransmission meets its server transaction (Timer J). TCP: the transaction ended
+// with the response (Timer J = 0), so the subscription it created answers instead.
+for (const proto of ['udp', 'tcp'] as const) {
+  test(`[${proto}] an initial SUBSCRIBE sent again (same branch) after its 200: same To tag, one subscription`, () =>
+    withUas(node, proto, 1, async (ua) => {
+      const p = uniqueUri();
+      const req = ua.build({
+        method: 'SUBSCRIBE',
+        uri: p,
+        headers: [
+          ['event', 'presence'],
+          ['expires', '600'],
+        ],
+      });
+      const first = await ua.request(req);
+      assert.equal(first.status, 200);
+      const again = await ua.request(req);
+      assert.equal(again.status, 200, 'a retransmission is not a merged request');
+      assert.equal(again.toTag, first.toTag, 'the same dialog');
+      await sleep(300);
+      const notifies = ua.requests('NOTIFY').filter((r) => r.callId === req.callId);
+      assert.equal(new Set(notifies.map((r) => r.fromTag)).size, 1, 'one dialog');
+      assert.equal(new Set(notifies.map(cseqOf)).size, 1, 'one immediate NOTIFY');
+    }));
+}
 
 describe('timers: expiry, a watcher answering 481, a watcher not answering, a dead connection', { concurrency: true }, () => {
   for (const proto of ['udp', 'tcp'] as const) {
