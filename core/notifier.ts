@@ -2,7 +2,8 @@
  * The NOTIFY side of RFC 6665: composing the state once per presentity change (and per
  * authorisation outcome), then one cheap NOTIFY per watcher, one in flight per subscription
  * with the newest state queued behind it. A watcher that answers 481, times out or whose
- * transport fails is removed; it never delays the others.
+ * transport fails is removed; it never delays the others. Subscriptions that asked for RFC 6446
+ * rate control (min-interval / max-interval) also have their NOTIFYs spaced and kept alive here.
  */
 import type { OutgoingRequest } from '../transport/message.js';
 import { SipUri, NameAddr } from '../transport/uri.js';
@@ -15,6 +16,7 @@ import type { Subscription } from './store/records.js';
 import type { PackageRegistry } from './packages/registry.js';
 import { VERSION_SLOT, type PackageContext } from './packages/types.js';
 import { LiveSubscription, presentityKey, type Pending } from './subscription.js';
+import { RateControl, type RateIntervals } from './rate-control.js';
 
 export interface NotifierDeps {
   config: Config;
@@ -56,6 +58,16 @@ function politeBlockBody(presentityUri: string): string {
 /** NOTIFY client transactions outstanding at once, node-wide. */
 const MAX_IN_FLIGHT = 1000;
 
+/** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-armed on firing. */
+const MAX_TIMER_DELAY = 0x7fffffff;
+
+/** Two NOTIFYs waiting for the same turn become one with the whole current state (partial bodies cannot be merged). */
+function coalesce(older: Pending, newer: Pending): Pending {
+  if (newer.kind === 'terminate') return newer;
+  if (older.kind === 'terminate') return older;
+  return older.immediate || newer.immediate ? { kind: 'state', immediate: true } : { kind: 'state' };
+}
+
 export class Notifier {
   private readonly bodies = new Map<string, BodyEntry>();
   readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0 };
@@ -78,18 +90,22 @@ export class Notifier {
   /** Queue a NOTIFY for one subscription (state update or final). Nothing follows a final one. */
   schedule(sub: LiveSubscription, pending: Pending): void {
     if (sub.ended) return;
-    if (pending.kind === 'terminate') sub.ended = true;
+    if (pending.kind === 'terminate') {
+      sub.ended = true;
+      // A final NOTIFY is never held back by min-interval, and no rate timer outlives the subscription.
+      if (sub.rate !== undefined) this.endRate(sub);
+    }
     this.enqueue(sub, pending);
   }
 
   /** Send now, or behind the subscription's NOTIFY in flight, or when a node-wide slot frees. */
   private enqueue(sub: LiveSubscription, pending: Pending): void {
     if (sub.inFlight) {
-      if (!sub.queued || pending.kind === 'terminate') sub.queued = pending;
-      // Queued updates coalesce into the whole current state (partial bodies cannot be merged).
-      else if (sub.queued.kind === 'state') sub.queued = { kind: 'state' };
+      sub.queued = sub.queued === undefined ? pending : coalesce(sub.queued, pending);
       return;
     }
+    // RFC 6446 min-interval: too soon after the last NOTIFY, the state waits for its turn.
+    if (sub.rate !== undefined && pending.kind === 'state' && this.holdForRate(sub, sub.rate, pending)) return;
     if (this.inFlightTotal >= MAX_IN_FLIGHT) {
       // Too many NOTIFYs outstanding: wait for a slot (a burst of 10,000 would let retransmission
       // timers fire before the 200s are even read). Marked in flight so later updates coalesce.
@@ -180,6 +196,8 @@ export class Notifier {
       } else {
         const remaining = Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000));
         state = `${rec.state};expires=${remaining}`;
+        // RFC 6446: the rate parameters in use, as Subscription-State parameters.
+        if (sub.rate !== undefined) state += sub.rate.stateParams;
         if (rec.state === 'active') body = pending.body ?? this.readyBody(sub) ?? (await this.bodyFor(sub));
       }
       if (body !== undefined && pkg?.versioned) {
@@ -193,6 +211,8 @@ export class Notifier {
         await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
       }
       const wire = this.wire(sub);
+      // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
+      if (sub.rate !== undefined && pending.kind === 'state') this.sentUnderRate(sub, sub.rate);
       const outcome = await this.deps.stack.sendRequest(wire.request(rec.localCseq, state, this.encode(body), pkg?.notifyType), wire.target);
       sub.inFlight = false;
       await this.afterOutcome(sub, pending, outcome);
@@ -221,6 +241,7 @@ export class Notifier {
     if (fatal) {
       sub.ended = true;
       sub.queued = undefined;
+      if (sub.rate !== undefined) this.endRate(sub);
       this.stats.removedByFailure++;
       await this.deps.forget(sub, status === 481 ? 'watcher answered 481' : 'NOTIFY failed: ' + status);
       return;
@@ -229,6 +250,102 @@ export class Notifier {
     sub.queued = undefined;
     // Queued while this one was in flight (a final NOTIFY was admitted by schedule() already).
     if (next) this.enqueue(sub, next);
+  }
+
+  // ───── RFC 6446 rate control ─────
+
+  /**
+   * Put a subscription under the rate parameters of its record, or take it out of rate control
+   * when it has none. Called after each SUBSCRIBE, before the NOTIFY it calls for (which carries
+   * the whole current state, so a NOTIFY held back until then is dropped), and for each
+   * subscription recovered after a restart, where when the last NOTIFY went out is unknown:
+   * min-interval and max-interval then count from now.
+   */
+  applyRate(sub: LiveSubscription): void {
+    const intervals: RateIntervals = { minInterval: sub.record.minInterval ?? 0, maxInterval: sub.record.maxInterval ?? 0 };
+    const old = sub.rate;
+    if (old !== undefined) {
+      if (old.same(intervals)) {
+        old.held = undefined;
+        this.armRate(sub, old);
+        return;
+      }
+      this.endRate(sub);
+    }
+    if (sub.ended || (intervals.minInterval === 0 && intervals.maxInterval === 0)) return;
+    const rate = new RateControl(intervals, Date.now());
+    sub.rate = rate;
+    this.armRate(sub, rate);
+  }
+
+  /** Whether a state NOTIFY must wait for min-interval; if so it is held (coalesced) and the timer armed. */
+  private holdForRate(sub: LiveSubscription, rate: RateControl, pending: Pending & { kind: 'state' }): boolean {
+    if (pending.immediate) {
+      rate.held = undefined; // the immediate NOTIFY carries the newest state
+      return false;
+    }
+    if (rate.held === undefined && (rate.minMs === 0 || Date.now() >= rate.lastSentAt + rate.minMs)) return false;
+    rate.held = rate.held === undefined ? pending : coalesce(rate.held, pending);
+    this.armRate(sub, rate);
+    return true;
+  }
+
+  /** A state NOTIFY of a rate-controlled subscription leaves: min-interval and max-interval count from now. */
+  private sentUnderRate(sub: LiveSubscription, rate: RateControl): void {
+    rate.lastSentAt = Date.now();
+    // The timer is moved lazily: one armed earlier than needed re-arms itself when it fires.
+    if (rate.timer === undefined) this.armRate(sub, rate);
+  }
+
+  /** Arm the subscription's one timer for its next deadline, unless it already fires before it. */
+  private armRate(sub: LiveSubscription, rate: RateControl): void {
+    const at = rate.nextDeadline();
+    if (at === Infinity) {
+      if (rate.timer !== undefined) clearTimeout(rate.timer);
+      rate.timer = undefined;
+      rate.timerAt = Infinity;
+      return;
+    }
+    if (rate.timer !== undefined) {
+      if (rate.timerAt <= at) return;
+      clearTimeout(rate.timer);
+    }
+    rate.timerAt = at;
+    rate.timer = setTimeout(() => this.rateDue(sub, rate), Math.max(0, Math.min(at - Date.now(), MAX_TIMER_DELAY)));
+    rate.timer.unref();
+  }
+
+  /** The rate timer fired: release the held NOTIFY, or send the current state after max-interval of silence. */
+  private rateDue(sub: LiveSubscription, rate: RateControl): void {
+    rate.timer = undefined;
+    rate.timerAt = Infinity;
+    if (sub.rate !== rate || sub.ended) return;
+    const now = Date.now();
+    if (rate.held !== undefined) {
+      if (now >= rate.lastSentAt + rate.minMs) {
+        const held = rate.held;
+        rate.held = undefined;
+        this.enqueue(sub, held);
+      }
+    } else if (rate.maxMs !== 0 && now >= rate.lastSentAt + rate.maxMs) {
+      // RFC 6446 max-interval: the current state in its entirety, as after a refresh. Counted as
+      // sent now even if it waits behind a NOTIFY in flight or for a node-wide slot, so a
+      // subscription stuck there gets one timer per max-interval, not a busy loop.
+      this.enqueue(sub, { kind: 'state' });
+      rate.lastSentAt = Math.max(rate.lastSentAt, now);
+    }
+    if (sub.rate === rate) this.armRate(sub, rate);
+  }
+
+  /** Out of rate control (it ended, the node stops, or a refresh left the parameters out): no timer, nothing held. */
+  endRate(sub: LiveSubscription): void {
+    const rate = sub.rate;
+    if (rate === undefined) return;
+    if (rate.timer !== undefined) clearTimeout(rate.timer);
+    rate.timer = undefined;
+    rate.timerAt = Infinity;
+    rate.held = undefined;
+    sub.rate = undefined;
   }
 
   /** Where the NOTIFY goes (see notifyTarget). */

@@ -4,12 +4,19 @@
  */
 import type { Subscription } from './store/records.js';
 import type { NotifyWire } from './notifier.js';
+import type { RateControl } from './rate-control.js';
 
 export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
 
 /** What the notifier must send next for a subscription once nothing is in flight. */
 export type Pending =
-  | { kind: 'state'; /** An explicit body (e.g. a partial watcherinfo) instead of the composed state. */ body?: string }
+  | {
+      kind: 'state';
+      /** An explicit body (e.g. a partial watcherinfo) instead of the composed state. */
+      body?: string;
+      /** The NOTIFY a SUBSCRIBE calls for (RFC 6665 §4.2.1): never held back by min-interval (RFC 6446). */
+      immediate?: boolean;
+    }
   | { kind: 'terminate'; reason: string };
 
 export class LiveSubscription {
@@ -23,6 +30,8 @@ export class LiveSubscription {
   bodyKey = '';
   /** The dialog's NOTIFY template (the notifier builds it on first use and after a target refresh). */
   wire: NotifyWire | undefined;
+  /** RFC 6446 rate control in use (min-interval / max-interval); undefined for most subscriptions. */
+  rate: RateControl | undefined;
 
   constructor(public record: Subscription) {}
 

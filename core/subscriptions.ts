@@ -13,6 +13,7 @@ import type { Subscription } from './store/records.js';
 import type { PackageRegistry } from './packages/registry.js';
 import type { EventPackage } from './packages/types.js';
 import { parseEventHeader } from './packages/types.js';
+import { requestedIntervals } from './rate-control.js';
 import { SipError } from './errors.js';
 import { grantedExpires } from './expires.js';
 import { ExpiryTimers } from './timers.js';
@@ -111,6 +112,8 @@ export class Subscriptions {
     const fromTag = from.tag;
     if (!fromTag) throw new SipError(400, 'Missing From tag');
     const expires = grantedExpires(req, config);
+    const event = parseEventHeader(req.headers.get('event') ?? '');
+    const rate = requestedIntervals(event?.params, config.notify_min_interval);
 
     // RFC 3261 §8.2.2.2: the same initial request arriving over two paths (a fork upstream) is merged.
     const cseq = req.cseq;
@@ -141,7 +144,7 @@ export class Subscriptions {
       id: localTag,
       presentityUri,
       event: pkg.name,
-      eventId: parseEventHeader(req.headers.get('event') ?? '')?.id ?? '',
+      eventId: event?.id ?? '',
       watcherUri,
       watcherDisplay: from.displayName ?? '',
       callId: req.callId,
@@ -163,6 +166,8 @@ export class Subscriptions {
       winfoVersion: 0,
       createdAt: now,
       subHandling: auth.handling,
+      minInterval: rate.minInterval,
+      maxInterval: rate.maxInterval,
     };
     const sub = new LiveSubscription(record);
     sub.bodyKey = auth.bodyKey;
@@ -179,13 +184,14 @@ export class Subscriptions {
     await store.putSubscription(record);
     this.add(sub);
     remembered.subId = record.id;
+    this.notifier.applyRate(sub);
     incoming.respond(res);
     this.deps.log.info(
-      { callId: req.callId, presentityUri, watcherUri, event: pkg.name, state: record.state, expires },
+      { callId: req.callId, presentityUri, watcherUri, event: pkg.name, state: record.state, expires, ...rateLog(record) },
       'subscription created',
     );
     this.onEvent?.(sub, 'created');
-    this.notifier.schedule(sub, { kind: 'state' });
+    this.notifier.schedule(sub, { kind: 'state', immediate: true });
   }
 
   private rememberInitial(key: string, branch: string, now: number): { branch: string; at: number; subId?: string } {
@@ -222,12 +228,14 @@ export class Subscriptions {
     const sub = this.byDialog.get(dialogKey(req.callId, toTag, req.fromTag ?? ''));
     if (!sub || sub.ended) throw new SipError(481, 'Subscription Does Not Exist');
     const pkg = this.packageOf(req);
-    const eventId = parseEventHeader(req.headers.get('event') ?? '')?.id ?? '';
-    if (pkg.name !== sub.record.event || eventId !== sub.record.eventId) throw new SipError(481, 'Subscription Does Not Exist');
+    const event = parseEventHeader(req.headers.get('event') ?? '');
+    if (pkg.name !== sub.record.event || (event?.id ?? '') !== sub.record.eventId) throw new SipError(481, 'Subscription Does Not Exist');
     const cseq = req.cseq.seq;
     // RFC 3261 §12.2.2: a lower or equal remote CSeq is out of order.
     if (cseq <= sub.record.remoteCseq) throw new SipError(500, 'CSeq Out Of Order');
     const expires = grantedExpires(req, this.deps.config);
+    // RFC 6446: a refresh restates the rate parameters; one it leaves out no longer applies.
+    const rate = expires === 0 ? undefined : requestedIntervals(event?.params, this.deps.config.notify_min_interval);
     const rec = sub.record;
     rec.remoteCseq = cseq;
     if (expires === 0) {
@@ -247,11 +255,14 @@ export class Subscriptions {
     }
     if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
     rec.expiresAt = Date.now() + expires * 1000;
+    rec.minInterval = rate!.minInterval;
+    rec.maxInterval = rate!.maxInterval;
     await this.deps.store.putSubscription(rec);
     this.arm(sub);
+    this.notifier.applyRate(sub);
     incoming.respond(this.okResponse(incoming, rec.localTag, expires));
     this.onEvent?.(sub, 'refreshed');
-    this.notifier.schedule(sub, { kind: 'state' });
+    this.notifier.schedule(sub, { kind: 'state', immediate: true });
   }
 
   // ───── life cycle ─────
@@ -295,6 +306,7 @@ export class Subscriptions {
       }
     }
     this.timers.clear(sub.id);
+    this.notifier.endRate(sub);
     await this.deps.store.removeSubscription(sub.id);
     this.deps.log.info(
       { callId: sub.record.callId, presentityUri: sub.record.presentityUri, watcherUri: sub.record.watcherUri, event: sub.record.event, why },
@@ -327,6 +339,7 @@ export class Subscriptions {
         sub.bodyKey = auth.bodyKey;
       }
       this.add(sub);
+      this.notifier.applyRate(sub);
       live++;
       this.onEvent?.(sub, 'resumed');
     }
@@ -367,7 +380,16 @@ export class Subscriptions {
 
   stop(): void {
     this.timers.clearAll();
+    for (const sub of this.byId.values()) this.notifier.endRate(sub);
   }
+}
+
+/** The RFC 6446 parameters in use, for a log line (nothing when there are none). */
+function rateLog(rec: Subscription): { minInterval?: number; maxInterval?: number } {
+  const out: { minInterval?: number; maxInterval?: number } = {};
+  if (rec.minInterval) out.minInterval = rec.minInterval;
+  if (rec.maxInterval) out.maxInterval = rec.maxInterval;
+  return out;
 }
 
 export function uriAor(uri: string): string {

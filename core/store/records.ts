@@ -54,6 +54,9 @@ export interface Subscription {
   subHandling: string;
   /** Id of its <watcher> element in watcherinfo documents; empty or absent = `id`. */
   winfoId?: string;
+  /** RFC 6446 min-interval / max-interval in use, in seconds; 0 or absent = none. */
+  minInterval?: number;
+  maxInterval?: number;
 }
 
 export interface WatcherAuth {
