@@ -55,6 +55,9 @@ function politeBlockBody(presentityUri: string): string {
   );
 }
 
+/** A NOTIFY that could not be built (composition or store failure): what was queued waits this long. */
+const RETRY_AFTER_FAILURE_MS = 1000;
+
 /** NOTIFY client transactions outstanding at once, node-wide. */
 const MAX_IN_FLIGHT = 1000;
 
@@ -219,6 +222,14 @@ export class Notifier {
     } catch (err) {
       sub.inFlight = false;
       this.deps.log.error({ err, callId: rec.callId }, 'NOTIFY failed');
+      // What was queued behind it is tried again shortly, not parked until the next change.
+      const next = sub.queued;
+      sub.queued = undefined;
+      if (next) {
+        setTimeout(() => {
+          if (next.kind === 'terminate' || !sub.ended) this.enqueue(sub, next);
+        }, RETRY_AFTER_FAILURE_MS).unref();
+      }
     } finally {
       this.release();
     }

@@ -237,6 +237,16 @@ export class Subscriptions {
     // RFC 6446: a refresh restates the rate parameters; one it leaves out no longer applies.
     const rate = expires === 0 ? undefined : requestedIntervals(event?.params, this.deps.config.notify_min_interval);
     const rec = sub.record;
+    // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.1); a refused one changes nothing.
+    const contact = req.headers.getAll('contact')[0];
+    let remoteTarget = rec.remoteTarget;
+    if (contact && expires !== 0) {
+      try {
+        remoteTarget = NameAddr.parse(contact).uri.toString();
+      } catch {
+        throw new SipError(400, 'Malformed Contact header');
+      }
+    }
     rec.remoteCseq = cseq;
     if (expires === 0) {
       await this.forget(sub, 'unsubscribed');
@@ -244,15 +254,7 @@ export class Subscriptions {
       this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
       return;
     }
-    // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.1).
-    const contact = req.headers.getAll('contact')[0];
-    if (contact) {
-      try {
-        rec.remoteTarget = NameAddr.parse(contact).uri.toString();
-      } catch {
-        throw new SipError(400, 'Malformed Contact header');
-      }
-    }
+    rec.remoteTarget = remoteTarget;
     if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
     rec.expiresAt = Date.now() + expires * 1000;
     rec.minInterval = rate!.minInterval;

@@ -194,6 +194,32 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.equal(showsOpen(bodyOf(n)), true, 'the refresh NOTIFY carries the full state');
     }));
 
+  test(`[${proto}] an in-dialog refresh with a malformed Contact → 400 and changes nothing (its CSeq may be used again)`, () =>
+    withUas(node, proto, 1, async (ua) => {
+      const p = uniqueUri();
+      const { dialog } = await watch(ua, p, { expires: 600 });
+      const cseq = dialog.cseq + 1;
+      const bad = await ua.request({
+        method: 'SUBSCRIBE',
+        uri: p,
+        from: `<${ua.aor}>;tag=${dialog.fromTag}`,
+        to: `<${p}>;tag=${dialog.toTag}`,
+        callId: dialog.callId,
+        cseq,
+        headers: [
+          ['max-forwards', '70'],
+          ['event', 'presence'],
+          ['expires', '600'],
+          ['contact', 'this is <not a uri'],
+        ],
+        bare: true,
+      });
+      assert.equal(bad.status, 400, `${bad.status} ${bad.reason}`);
+      dialog.cseq = cseq - 1; // the same CSeq again, now with a good Contact
+      const ok = await dialog.request(600);
+      assert.equal(ok.status, 200, `the refused refresh did not consume CSeq ${cseq}: ${ok.status} ${ok.reason}`);
+    }));
+
   test(`[${proto}] Expires: 0 → final NOTIFY terminated, then nothing more`, () =>
     withUas(node, proto, 1, async (ua) => {
       const p = uniqueUri();
