@@ -44,6 +44,12 @@ const timerKey = (p: { presentityUri: string; event: string; entityTag: string }
 
 export class Publications {
   private readonly timers = new ExpiryTimers();
+  /**
+   * Every live publication by presentity, event and entity-tag: a write-through copy of the
+   * store (like Kamailio's publ_cache), so a refresh, modify or remove finds its publication
+   * without a read and decode. Workers and RPC read the store.
+   */
+  private readonly live = new Map<string, Publication>();
 
   constructor(private readonly deps: PublicationDeps) {}
 
@@ -78,6 +84,7 @@ export class Publications {
 
   stop(): void {
     this.timers.clearAll();
+    this.live.clear();
   }
 
   /** Per presentity+event, the tail of the chain of PUBLISHes being processed. */
@@ -118,7 +125,7 @@ export class Publications {
     const ifMatch = req.headers.get('sip-if-match')?.trim();
     let existing: Publication | undefined;
     if (ifMatch !== undefined) {
-      existing = ifMatch.length > 0 ? store.getPublication(presentityUri, pkg.name, ifMatch) : undefined;
+      existing = ifMatch.length > 0 ? this.live.get(timerKey({ presentityUri, event: pkg.name, entityTag: ifMatch })) : undefined;
       if (!existing || existing.expiresAt <= Date.now()) throw new SipError(412, 'Conditional Request Failed');
     }
     const hasBody = req.body.length > 0;
@@ -144,8 +151,8 @@ export class Publications {
     if (expires === 0) {
       // Removal (§6 step 4): the entity-tag ceases to exist; nothing stored for an initial one.
       if (existing) {
-        this.timers.clear(timerKey(existing));
-        await store.removePublication(presentityUri, pkg.name, existing.entityTag);
+        this.disarm(existing);
+        await this.rearmOnFailure(existing, store.removePublication(presentityUri, pkg.name, existing.entityTag));
         this.deps.log.info({ callId: req.callId, presentityUri, event: pkg.name, entityTag: existing.entityTag }, 'publication removed');
         this.deps.onChange(presentityUri, pkg.name);
       }
@@ -167,11 +174,14 @@ export class Publications {
       sender: safeFromUri(incoming),
       callId: req.callId,
     };
-    if (existing) this.timers.clear(timerKey(existing));
-    await Promise.all([
-      store.putPublication(publication),
-      existing ? store.removePublication(presentityUri, pkg.name, existing.entityTag) : Promise.resolve(true),
-    ]);
+    if (existing) this.disarm(existing);
+    await this.rearmOnFailure(
+      existing,
+      Promise.all([
+        store.putPublication(publication),
+        existing ? store.removePublication(presentityUri, pkg.name, existing.entityTag) : Promise.resolve(true),
+      ]),
+    );
     this.arm(publication);
     const res = incoming.reply(200, 'OK');
     res.headers.append('sip-etag', publication.entityTag);
@@ -185,14 +195,34 @@ export class Publications {
   }
 
   private arm(p: Publication): void {
-    this.timers.set(timerKey(p), p.expiresAt + this.deps.config.expires_offset * 1000, () => {
+    const key = timerKey(p);
+    this.live.set(key, p);
+    this.timers.set(key, p.expiresAt + this.deps.config.expires_offset * 1000, () => {
       this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
     });
   }
 
+  private disarm(p: Publication): void {
+    const key = timerKey(p);
+    this.live.delete(key);
+    this.timers.clear(key);
+  }
+
+  /** A write that fails leaves the publication it replaced (or removed) live, as the store still has it. */
+  private async rearmOnFailure<T>(existing: Publication | undefined, write: Promise<T>): Promise<T> {
+    try {
+      return await write;
+    } catch (err) {
+      if (existing) this.arm(existing);
+      throw err;
+    }
+  }
+
   private async expire(p: Publication): Promise<void> {
-    const current = this.deps.store.getPublication(p.presentityUri, p.event, p.entityTag);
-    if (!current) return;
+    const key = timerKey(p);
+    const current = this.live.get(key);
+    if (current) this.disarm(current);
+    else if (!this.deps.store.getPublication(p.presentityUri, p.event, p.entityTag)) return; // gone already
     await this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag);
     this.deps.log.info({ presentityUri: p.presentityUri, event: p.event, entityTag: p.entityTag }, 'publication expired');
     this.deps.onChange(p.presentityUri, p.event);
