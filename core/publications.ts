@@ -186,10 +186,12 @@ export class Publications {
     const res = incoming.reply(200, 'OK');
     res.headers.append('sip-etag', publication.entityTag);
     res.headers.append('expires', String(expires));
-    this.deps.log.debug(
-      { callId: req.callId, presentityUri, event: pkg.name, entityTag: publication.entityTag, expires, refresh: !hasBody },
-      existing ? (hasBody ? 'publication modified' : 'publication refreshed') : 'publication created',
-    );
+    if (this.deps.log.isLevelEnabled('debug')) {
+      this.deps.log.debug(
+        { callId: req.callId, presentityUri, event: pkg.name, entityTag: publication.entityTag, expires, refresh: !hasBody },
+        existing ? (hasBody ? 'publication modified' : 'publication refreshed') : 'publication created',
+      );
+    }
     if (hasBody) this.deps.onChange(presentityUri, pkg.name);
     return res;
   }
