@@ -15,7 +15,7 @@ import type { Store } from './store/store.js';
 import type { Subscription } from './store/records.js';
 import type { PackageRegistry } from './packages/registry.js';
 import { VERSION_SLOT, type PackageContext } from './packages/types.js';
-import { LiveSubscription, presentityKey, type Pending } from './subscription.js';
+import { LiveSubscription, presentityKey, own, type Pending } from './subscription.js';
 import { RateControl, type RateIntervals } from './rate-control.js';
 
 export interface NotifierDeps {
@@ -429,11 +429,11 @@ export class NotifyWire {
       requestUri = NameAddr.parse(routes.shift()!).uri.toString();
       routes.push(`<${rec.remoteTarget}>`);
     }
-    this.startLine = `NOTIFY ${requestUri} SIP/2.0\r\nVia: `;
+    this.startLine = own(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
     let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\nCall-ID: ${rec.callId}\r\n`;
     for (const r of routes) h += `Route: ${r}\r\n`;
     h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
-    this.dialogHeaders = h;
+    this.dialogHeaders = own(h);
   }
 
   /** One NOTIFY of this dialog. `body` is shared between watchers and never written to. */

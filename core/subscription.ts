@@ -55,3 +55,24 @@ export function dialogKey(callId: string, localTag: string, remoteTag: string): 
 export function presentityKey(presentityUri: string, event: string): string {
   return `${presentityUri}\u0000${event}`;
 }
+
+/**
+ * A string to keep for the life of a subscription: flat, and not a view into the request it
+ * came from. V8 keeps a concatenation as a rope of its parts and a substring as a slice that
+ * holds its whole parent (here the SIP message); a record that lives for hours should hold
+ * neither (measured: ropes and slices were about a third of the heap per subscription).
+ */
+export function own(s: string): string {
+  // A fresh sequential string (a slice of a flattened copy would still be a slice object).
+  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
+}
+
+/** Every string of a subscription record made its own (see own()). */
+export function ownStrings(rec: Subscription): void {
+  const r = rec as unknown as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    const v = r[k];
+    if (typeof v === 'string') r[k] = own(v);
+  }
+  rec.routeSet = rec.routeSet.map(own);
+}

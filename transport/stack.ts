@@ -277,7 +277,8 @@ export class SipStack {
     }
     const via = req.topVia;
     const method = req.method === 'ACK' ? 'INVITE' : req.method;
-    const key = this.serverKey(req, via, method);
+    // Flat and not a slice of the request: the key lives with the transaction (Timer J: 32 s).
+    const key = Buffer.from(this.serverKey(req, via, method), 'utf8').toString('utf8');
     const existing = this.serverTx.get(key);
     if (req.method === 'ACK') {
       if (existing instanceof InviteServerTransaction) existing.receiveAck();
