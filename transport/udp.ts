@@ -3,6 +3,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import dns from 'node:dns';
 import type { Logger, Source } from './flows.js';
 
 export class UdpListener {
@@ -18,7 +19,7 @@ export class UdpListener {
 
   async listen(): Promise<void> {
     const type = net.isIPv6(this.address) ? 'udp6' : 'udp4';
-    const socket = dgram.createSocket({ type, recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 4 * 1024 * 1024 });
+    const socket = dgram.createSocket({ type, recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 4 * 1024 * 1024, lookup: lookupNow });
     this.socket = socket;
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
@@ -53,4 +54,19 @@ export class UdpListener {
     this.socket = undefined;
     if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
   }
+}
+
+/**
+ * dgram asks its lookup function for every datagram's destination, and dns.lookup answers even
+ * an IP literal on the next tick. The stack sends only to IP literals (names are resolved
+ * before), so those are answered at once: no tick and no closure per datagram.
+ */
+function lookupNow(
+  address: string,
+  options: dns.LookupOneOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void {
+  const f = net.isIP(address);
+  if (f !== 0) callback(null, address, f);
+  else dns.lookup(address, options, callback);
 }
