@@ -189,8 +189,14 @@ export class WatcherInfo {
       };
       if (waitingUntil > now) {
         this.addWaiting(w);
-        this.deps.store.putWatcher(w).catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'));
-        this.publish(r.presentityUri, waitingEntry(w, 'waiting', 'timeout'));
+        // Committed before the watcher-info NOTIFY tells anyone about it (DESIGN.md durability).
+        this.deps.store
+          .putWatcher(w)
+          .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'))
+          .finally(() => {
+            // Unless the entry was replaced or ended meanwhile (that change was published already).
+            if (this.waiting.get(w.presentityUri)?.get(w.watcherUri) === w) this.publish(r.presentityUri, waitingEntry(w, 'waiting', 'timeout'));
+          });
         return;
       }
       event = 'giveup'; // it expired while the node was down, longer ago than the waiting period
