@@ -87,8 +87,11 @@ export class Publications {
     this.live.clear();
   }
 
-  /** Per presentity+event, the tail of the chain of PUBLISHes being processed. */
-  private readonly queues = new Map<string, Promise<unknown>>();
+  /**
+   * Presentity+event keys with a PUBLISH being processed, each with the PUBLISHes waiting behind
+   * it (usually none: an empty list).
+   */
+  private readonly busy = new Map<string, Array<() => void>>();
 
   handle = async (incoming: IncomingRequest): Promise<SipResponse> => {
     // §6 step 1: the Request-URI names the presentity this node holds state for.
@@ -96,17 +99,17 @@ export class Publications {
     // PUBLISHes of one presentity and event run one after the other: two requests with the
     // same SIP-If-Match must not both succeed (the second one gets 412).
     const key = `${presentityUri}\u0000${(incoming.request.headers.get('event') ?? '').trim().toLowerCase()}`;
-    const prev = this.queues.get(key) ?? Promise.resolve();
-    const run = prev.then(
-      () => this.process(incoming, presentityUri),
-      () => this.process(incoming, presentityUri),
-    );
-    const tail = run.catch(() => undefined);
-    this.queues.set(key, tail);
-    tail.then(() => {
-      if (this.queues.get(key) === tail) this.queues.delete(key);
-    });
-    return run;
+    const waiting = this.busy.get(key);
+    if (waiting === undefined) this.busy.set(key, []);
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await this.process(incoming, presentityUri);
+    } finally {
+      const queue = this.busy.get(key)!;
+      const next = queue.shift();
+      if (next) next();
+      else this.busy.delete(key);
+    }
   };
 
   private async process(incoming: IncomingRequest, presentityUri: string): Promise<SipResponse> {
