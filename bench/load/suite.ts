@@ -103,7 +103,8 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
         }
         fan.set(w, ps);
       }
-      const wanted = phases.has('memory') ? Math.max(args.subs, all.length) : all.length;
+      // The SUBSCRIBE figure alone (no fan-out, no memory phase) still needs watchers: --subs of them.
+      const wanted = phases.has('memory') || all.length === 0 ? Math.max(args.subs, all.length) : all.length;
       for (let k = 0; all.length < wanted; k++) {
         const p = load.presentity(`fill${k}`);
         const n = Math.min(FILL_WATCHERS_PER_PRESENTITY, wanted - all.length);
