@@ -1,7 +1,8 @@
 /**
  * pres-rules evaluation (RFC 4745/5025, workers/pres-rules.ts) for one watcher against a
  * document of 10 rules and 100 identities, once per SUBSCRIBE and per watcher on a rules
- * change; and the transformation of a composed PIDF for a restricted watcher.
+ * change: the first evaluation of a document version compiles it (parse + walk), later ones
+ * use the compiled form; and the transformation of a composed PIDF for a restricted watcher.
  */
 import { evaluateRules, applyTransformations } from '../../workers/pres-rules.js';
 import { composePidf } from '../../workers/pidf.js';
@@ -18,11 +19,20 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
   const evaluate = (watcherUri: string) => () => {
     sink += evaluateRules({ rulesXml, watcherUri, spheres: [], now: Date.now() }, DEFAULT_XML_LIMITS).matchedRules.length;
   };
+  let version = 0;
   const rows = await measure(
     'pres-rules',
     [
-      { name: `evaluateRules, 10 rules/100 ids (${rulesXml.length} B), match in last rule`, fn: evaluate('sip:w99@example.com') },
-      { name: 'evaluateRules, 10 rules/100 ids, no match (confirm)', fn: evaluate('sip:stranger@example.org') },
+      {
+        // A different document each time (a comment makes the content new): compile + evaluate.
+        name: `evaluateRules, new document version each time (compile), 10 rules/100 ids`,
+        fn: () => {
+          const xml = rulesXml.replace('?>', `?><!--v${version++}-->`);
+          sink += evaluateRules({ rulesXml: xml, watcherUri: 'sip:w99@example.com', spheres: [], now: Date.now() }, DEFAULT_XML_LIMITS).matchedRules.length;
+        },
+      },
+      { name: `evaluateRules, compiled document (${rulesXml.length} B), match in last rule`, fn: evaluate('sip:w99@example.com') },
+      { name: 'evaluateRules, compiled document, no match (confirm)', fn: evaluate('sip:stranger@example.org') },
       {
         name: 'applyTransformations (services all, activities+note)',
         fn: () => {
