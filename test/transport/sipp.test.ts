@@ -18,6 +18,7 @@ import { startNode, type RunningNode } from '../support/node.js';
 // dist/test/transport/sipp.test.js → <repo>/test/sipp/options.xml
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SCENARIO = join(REPO, 'test', 'sipp', 'options.xml');
+const SUBSCRIBE_SCENARIO = join(REPO, 'test', 'sipp', 'subscribe.xml');
 const SIPP = process.env.SIPP ?? 'sipp';
 
 interface SippRun {
@@ -41,10 +42,10 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-function runSipp(transport: 'u1' | 't1', port: number, calls: number, rate: number, timeoutMs = 30_000): Promise<SippRun> {
-  const errorFile = join(work, `errors-${transport}-${calls}.log`);
+function runSipp(transport: 'u1' | 't1', port: number, calls: number, rate: number, timeoutMs = 30_000, scenario = SCENARIO): Promise<SippRun> {
+  const errorFile = join(work, `errors-${transport}-${calls}-${scenario === SCENARIO ? 'options' : 'subscribe'}.log`);
   const args = [
-    '-sf', SCENARIO,
+    '-sf', scenario,
     '-t', transport,
     '-i', '127.0.0.1',
     '-p', '0',
@@ -110,6 +111,21 @@ for (const [transport, name] of [
     assert.equal(run.code, 0, explain(run));
     const s = stats(run.stdout);
     assert.equal(s.successful, 200, explain(run));
+    assert.equal(s.failed, 0, explain(run));
+  });
+}
+
+// SIPp as an independent subscriber: its parser reads our 200s and NOTIFYs, ours reads its requests.
+for (const [transport, name] of [
+  ['u1', 'UDP'],
+  ['t1', 'TCP'],
+] as const) {
+  test(`sipp SUBSCRIBE scenario over ${name} (-t ${transport}): subscribe, NOTIFY active, unsubscribe, NOTIFY terminated — 50 calls`, async () => {
+    const port = transport === 'u1' ? node.udpPort : node.tcpPort;
+    const run = await runSipp(transport, port, 50, 25, 30_000, SUBSCRIBE_SCENARIO);
+    assert.equal(run.code, 0, explain(run));
+    const s = stats(run.stdout);
+    assert.equal(s.successful, 50, explain(run));
     assert.equal(s.failed, 0, explain(run));
   });
 }
