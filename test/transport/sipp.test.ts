@@ -19,6 +19,7 @@ import { startNode, type RunningNode } from '../support/node.js';
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SCENARIO = join(REPO, 'test', 'sipp', 'options.xml');
 const SUBSCRIBE_SCENARIO = join(REPO, 'test', 'sipp', 'subscribe.xml');
+const PUBLISH_SCENARIO = join(REPO, 'test', 'sipp', 'publish.xml');
 const SIPP = process.env.SIPP ?? 'sipp';
 
 interface SippRun {
@@ -43,7 +44,7 @@ after(async () => {
 });
 
 function runSipp(transport: 'u1' | 't1', port: number, calls: number, rate: number, timeoutMs = 30_000, scenario = SCENARIO): Promise<SippRun> {
-  const errorFile = join(work, `errors-${transport}-${calls}-${scenario === SCENARIO ? 'options' : 'subscribe'}.log`);
+  const errorFile = join(work, `errors-${transport}-${calls}-${scenario.replace(/^.*\//, '')}.log`);
   const args = [
     '-sf', scenario,
     '-t', transport,
@@ -123,6 +124,21 @@ for (const [transport, name] of [
   test(`sipp SUBSCRIBE scenario over ${name} (-t ${transport}): subscribe, NOTIFY active, unsubscribe, NOTIFY terminated — 50 calls`, async () => {
     const port = transport === 'u1' ? node.udpPort : node.tcpPort;
     const run = await runSipp(transport, port, 50, 25, 30_000, SUBSCRIBE_SCENARIO);
+    assert.equal(run.code, 0, explain(run));
+    const s = stats(run.stdout);
+    assert.equal(s.successful, 50, explain(run));
+    assert.equal(s.failed, 0, explain(run));
+  });
+}
+
+// SIPp as an independent publisher: initial, refresh, a stale entity-tag (412), removal.
+for (const [transport, name] of [
+  ['u1', 'UDP'],
+  ['t1', 'TCP'],
+] as const) {
+  test(`sipp PUBLISH scenario over ${name} (-t ${transport}): publish, refresh, stale SIP-If-Match → 412, remove — 50 calls`, async () => {
+    const port = transport === 'u1' ? node.udpPort : node.tcpPort;
+    const run = await runSipp(transport, port, 50, 25, 30_000, PUBLISH_SCENARIO);
     assert.equal(run.code, 0, explain(run));
     const s = stats(run.stdout);
     assert.equal(s.successful, 50, explain(run));
