@@ -218,7 +218,8 @@ export class Notifier {
       if (sub.rate !== undefined && pending.kind === 'state') this.sentUnderRate(sub, sub.rate);
       const outcome = await this.deps.stack.sendRequest(wire.request(rec.localCseq, state, this.encode(body), pkg?.notifyType), wire.target);
       sub.inFlight = false;
-      await this.afterOutcome(sub, pending, outcome);
+      const forgetting = this.afterOutcome(sub, pending, outcome);
+      if (forgetting) await forgetting;
     } catch (err) {
       sub.inFlight = false;
       this.deps.log.error({ err, callId: rec.callId }, 'NOTIFY failed');
@@ -235,7 +236,8 @@ export class Notifier {
     }
   }
 
-  private async afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> {
+  /** Act on a NOTIFY's outcome; a promise only when the subscription has to be forgotten. */
+  private afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> | undefined {
     const rec = sub.record;
     const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
     if (status >= 200 && status < 300) this.stats.sent++;
@@ -244,7 +246,7 @@ export class Notifier {
       const why = outcome.kind === 'transport-error' ? outcome.error.message : outcome.kind === 'timeout' ? 'timeout (Timer F)' : `${status}`;
       this.deps.log.info({ callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why }, 'NOTIFY not accepted');
     }
-    if (pending.kind === 'terminate') return; // already forgotten by whoever ended it
+    if (pending.kind === 'terminate') return undefined; // already forgotten by whoever ended it
     // RFC 6665 §4.2.2: 481 ends the subscription, and so does a transport failure; a timeout (Timer F or 408)
     // does when timeout_rm_subs = 1 (Kamailio's parameter, default 1).
     const timedOut = outcome.kind === 'timeout' || status === 408;
@@ -254,8 +256,7 @@ export class Notifier {
       sub.queued = undefined;
       if (sub.rate !== undefined) this.endRate(sub);
       this.stats.removedByFailure++;
-      await this.deps.forget(sub, status === 481 ? 'watcher answered 481' : 'NOTIFY failed: ' + status);
-      return;
+      return this.deps.forget(sub, status === 481 ? 'watcher answered 481' : 'NOTIFY failed: ' + status);
     }
     const next = sub.queued;
     sub.queued = undefined;

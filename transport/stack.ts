@@ -436,7 +436,7 @@ export class SipStack {
    * Send a request in a new non-INVITE client transaction and resolve with its outcome.
    * The stack adds the top Via (with a fresh branch and rport) for the transport chosen.
    */
-  async sendRequest(req: OutgoingRequest, target: Target): Promise<ClientOutcome> {
+  sendRequest(req: OutgoingRequest, target: Target): Promise<ClientOutcome> {
     const branch = this.newBranch();
     let flow: Flow | undefined = target.flowId ? this.findFlow(target.flowId) : undefined;
     if (flow?.closed) flow = undefined;
@@ -445,16 +445,22 @@ export class SipStack {
     const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
     const key = branch + '|' + req.method;
 
-    let host = bareHost(target.host);
+    const host = bareHost(target.host);
     // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
-    if (!flow && (proto === 'ws' || proto === 'wss')) return { kind: 'transport-error', error: new Error(`no open ${proto} flow to the subscriber`) };
-    if (!flow && net.isIP(host) === 0) {
-      try {
-        host = (await lookup(host)).address;
-      } catch (err) {
-        return { kind: 'transport-error', error: err as Error };
-      }
+    if (!flow && (proto === 'ws' || proto === 'wss')) {
+      return Promise.resolve({ kind: 'transport-error', error: new Error(`no open ${proto} flow to the subscriber`) });
     }
+    // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
+    if (!flow && net.isIP(host) === 0) {
+      return lookup(host).then(
+        (a) => this.startClient(key, data, flow, proto, a.address, target.port),
+        (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
+      );
+    }
+    return this.startClient(key, data, flow, proto, host, target.port);
+  }
+
+  private startClient(key: string, data: Buffer, flow: Flow | undefined, proto: Protocol, host: string, port: number): Promise<ClientOutcome> {
     return new Promise<ClientOutcome>((resolve) => {
       let tx: NonInviteClientTransaction;
       let send: Send;
@@ -469,7 +475,7 @@ export class SipStack {
           resolve({ kind: 'transport-error', error: new Error('no UDP listener configured') });
           return;
         }
-        send = (d) => udp.send(d, host, target.port);
+        send = (d) => udp.send(d, host, port);
       } else if (proto === 'tcp') {
         let conn: Promise<Flow> | undefined;
         send = (d) => {
@@ -478,7 +484,7 @@ export class SipStack {
                 if (!c.send(d)) throw new Error('connection closed');
                 return c;
               })
-            : this.sendTcp(host, target.port, d);
+            : this.sendTcp(host, port, d);
           conn.catch((err: Error) => tx.transportError(err));
         };
       } else {
