@@ -102,48 +102,29 @@ function stats(out: string): { successful: number; failed: number; cps: number; 
 const explain = (r: SippRun): string =>
   `sipp ${r.args.join(' ')}\nexit ${r.code} signal ${r.signal}\n--- stderr ---\n${r.stderr.slice(-2000)}\n--- errors ---\n${r.errors.slice(-3000)}\n--- stdout (tail) ---\n${r.stdout.slice(-3000)}`;
 
-for (const [transport, name] of [
-  ['u1', 'UDP'],
-  ['t1', 'TCP'],
-] as const) {
-  test(`sipp OPTIONS scenario over ${name} (-t ${transport}): 200 calls, all successful`, async () => {
-    const port = transport === 'u1' ? node.udpPort : node.tcpPort;
-    const run = await runSipp(transport, port, 200, 200);
-    assert.equal(run.code, 0, explain(run));
-    const s = stats(run.stdout);
-    assert.equal(s.successful, 200, explain(run));
-    assert.equal(s.failed, 0, explain(run));
-  });
-}
+// Each scenario over UDP and TCP; every call must succeed. SUBSCRIBE and PUBLISH put SIPp in
+// the place of an independent subscriber and publisher: its parser reads our responses and
+// NOTIFYs, ours reads its requests.
+const SCENARIOS = [
+  { file: SCENARIO, calls: 200, rate: 200, what: 'OPTIONS: 200 with Allow and a To tag' },
+  { file: SUBSCRIBE_SCENARIO, calls: 50, rate: 25, what: 'SUBSCRIBE: subscribe, immediate NOTIFY, unsubscribe, final NOTIFY' },
+  { file: PUBLISH_SCENARIO, calls: 50, rate: 25, what: 'PUBLISH: publish, refresh, stale SIP-If-Match → 412, remove' },
+];
 
-// SIPp as an independent subscriber: its parser reads our 200s and NOTIFYs, ours reads its requests.
-for (const [transport, name] of [
-  ['u1', 'UDP'],
-  ['t1', 'TCP'],
-] as const) {
-  test(`sipp SUBSCRIBE scenario over ${name} (-t ${transport}): subscribe, NOTIFY active, unsubscribe, NOTIFY terminated — 50 calls`, async () => {
-    const port = transport === 'u1' ? node.udpPort : node.tcpPort;
-    const run = await runSipp(transport, port, 50, 25, 30_000, SUBSCRIBE_SCENARIO);
-    assert.equal(run.code, 0, explain(run));
-    const s = stats(run.stdout);
-    assert.equal(s.successful, 50, explain(run));
-    assert.equal(s.failed, 0, explain(run));
-  });
-}
-
-// SIPp as an independent publisher: initial, refresh, a stale entity-tag (412), removal.
-for (const [transport, name] of [
-  ['u1', 'UDP'],
-  ['t1', 'TCP'],
-] as const) {
-  test(`sipp PUBLISH scenario over ${name} (-t ${transport}): publish, refresh, stale SIP-If-Match → 412, remove — 50 calls`, async () => {
-    const port = transport === 'u1' ? node.udpPort : node.tcpPort;
-    const run = await runSipp(transport, port, 50, 25, 30_000, PUBLISH_SCENARIO);
-    assert.equal(run.code, 0, explain(run));
-    const s = stats(run.stdout);
-    assert.equal(s.successful, 50, explain(run));
-    assert.equal(s.failed, 0, explain(run));
-  });
+for (const sc of SCENARIOS) {
+  for (const [transport, name] of [
+    ['u1', 'UDP'],
+    ['t1', 'TCP'],
+  ] as const) {
+    test(`sipp ${sc.what} — over ${name} (-t ${transport}), ${sc.calls} calls, all successful`, async () => {
+      const port = transport === 'u1' ? node.udpPort : node.tcpPort;
+      const run = await runSipp(transport, port, sc.calls, sc.rate, 30_000, sc.file);
+      assert.equal(run.code, 0, explain(run));
+      const s = stats(run.stdout);
+      assert.equal(s.successful, sc.calls, explain(run));
+      assert.equal(s.failed, 0, explain(run));
+    });
+  }
 }
 
 test('sipp OPTIONS throughput over UDP (diagnostic)', async () => {
