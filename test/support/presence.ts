@@ -81,7 +81,9 @@ export async function subscribe(
   const event = o.event ?? 'presence';
   const fromTag = Math.random().toString(36).slice(2);
   const callId = `${Math.random().toString(36).slice(2)}@test`;
-  const headers: Array<[string, string]> = [['event', event], ...(o.headers ?? [])];
+  // An Event header among o.headers replaces the default one (never two Event headers).
+  const extra = o.headers ?? [];
+  const headers: Array<[string, string]> = extra.some(([k]) => k.toLowerCase() === 'event') ? [...extra] : [['event', event], ...extra];
   if (o.expires !== undefined) headers.push(['expires', String(o.expires)]);
   const res = await ua.request({
     method: 'SUBSCRIBE',
