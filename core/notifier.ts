@@ -207,6 +207,15 @@ export class Notifier {
         body = body.split(VERSION_SLOT).join(String(rec.winfoVersion));
         rec.winfoVersion++;
       }
+      // The subscription ended while this NOTIFY waited (backlog, composition): only its final
+      // NOTIFY may still go, and nothing may write its record back into the store.
+      if (sub.ended && pending.kind !== 'terminate') {
+        sub.inFlight = false;
+        const next = sub.queued; // the final NOTIFY, if it was queued behind this one
+        sub.queued = undefined;
+        if (next) this.enqueue(sub, next);
+        return;
+      }
       rec.localCseq++;
       // The CSeq is committed before the NOTIFY leaves: a restart continues above it.
       // (A final NOTIFY writes nothing: its subscription was already removed from the store.)

@@ -61,8 +61,12 @@ export class WorkerPool {
   }
 }
 
-/** The size that decides where a task runs: its document's length, or unknown (Infinity). */
+/**
+ * The size that decides where a task runs: its documents' length in bytes (`xml`, plus `body`
+ * for an XCAP node PUT), or unknown (Infinity) for tasks that read theirs from the store.
+ */
 function inlineSize(payload: unknown): number {
-  const xml = (payload as { xml?: unknown }).xml;
-  return typeof xml === 'string' ? xml.length : Infinity;
+  const { xml, body } = payload as { xml?: unknown; body?: unknown };
+  if (typeof xml !== 'string') return Infinity;
+  return Buffer.byteLength(xml, 'utf8') + (typeof body === 'string' ? Buffer.byteLength(body, 'utf8') : 0);
 }

@@ -232,8 +232,9 @@ export class Subscriptions {
     const event = parseEventHeader(req.headers.get('event') ?? '');
     if (pkg.name !== sub.record.event || (event?.id ?? '') !== sub.record.eventId) throw new SipError(481, 'Subscription Does Not Exist');
     const cseq = req.cseq.seq;
-    // RFC 3261 §12.2.2: a lower or equal remote CSeq is out of order.
-    if (cseq <= sub.record.remoteCseq) throw new SipError(500, 'CSeq Out Of Order');
+    // RFC 3261 §12.2.2: a lower remote CSeq is out of order. (The same one again, once its
+    // transaction is gone, is the refresh sent again: it is processed as a refresh.)
+    if (cseq < sub.record.remoteCseq) throw new SipError(500, 'CSeq Out Of Order');
     const expires = grantedExpires(req, this.deps.config);
     // RFC 6446: a refresh restates the rate parameters; one it leaves out no longer applies.
     const rate = expires === 0 ? undefined : requestedIntervals(event?.params, this.deps.config.notify_min_interval);

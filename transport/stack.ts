@@ -138,13 +138,13 @@ export class SipStack {
     this.serverTx.delete(tx.key);
   };
 
-  /** Completed non-INVITE server transactions in Timer J order (all Timer Js are 64*T1 long). */
+  /** Completed non-INVITE server transactions in Timer J order (all Timer Js are 64*T1 long; monotonic clock). */
   private readonly timerJQueue: Array<{ at: number; tx: NonInviteServerTransaction }> = [];
   private timerJHead = 0;
   private timerJ: NodeJS.Timeout | undefined;
 
   private readonly serverCompleted = (tx: NonInviteServerTransaction): void => {
-    this.timerJQueue.push({ at: Date.now() + timer64T1(this.timers), tx });
+    this.timerJQueue.push({ at: performance.now() + timer64T1(this.timers), tx });
     if (!this.timerJ) this.armTimerJ();
   };
 
@@ -156,12 +156,12 @@ export class SipStack {
       this.timerJ = undefined;
       return;
     }
-    this.timerJ = setTimeout(this.runTimerJ, Math.max(0, next.at - Date.now()));
+    this.timerJ = setTimeout(this.runTimerJ, Math.max(0, next.at - performance.now()));
     this.timerJ.unref();
   }
 
   private readonly runTimerJ = (): void => {
-    const now = Date.now();
+    const now = performance.now();
     const q = this.timerJQueue;
     while (this.timerJHead < q.length && q[this.timerJHead]!.at <= now) q[this.timerJHead++]!.tx.terminate();
     if (this.timerJHead > 4096 && this.timerJHead * 2 > q.length) {
@@ -475,7 +475,13 @@ export class SipStack {
           resolve({ kind: 'transport-error', error: new Error('no UDP listener configured') });
           return;
         }
-        send = (d) => udp.send(d, host, port);
+        send = (d) => {
+          try {
+            udp.send(d, host, port);
+          } catch (err) {
+            tx.transportError(err as Error); // RFC 3261 §8.1.3.1: a transport error is a 503 to the TU
+          }
+        };
       } else if (proto === 'tcp') {
         let conn: Promise<Flow> | undefined;
         send = (d) => {

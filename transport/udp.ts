@@ -6,6 +6,9 @@ import net from 'node:net';
 import dns from 'node:dns';
 import type { Logger, Source } from './flows.js';
 
+/** The largest UDP payload over IPv4 (65,535 - 8 - 20). */
+const MAX_DATAGRAM = 65_507;
+
 export class UdpListener {
   private socket: dgram.Socket | undefined;
   boundPort = 0;
@@ -29,8 +32,8 @@ export class UdpListener {
       });
     });
     this.boundPort = socket.address().port;
-    // Sends go without a callback (a callback costs a closure and a nextTick per datagram), so a
-    // failed send is reported here, as the socket's error event.
+    // Sends go without a callback (a callback costs a nextTick per datagram); what can fail at
+    // once is checked in send() and thrown, the rest is reported here.
     socket.on('error', (err) => this.log.warn({ err, listener: `udp:${this.address}:${this.boundPort}` }, 'UDP send or socket error'));
     socket.on('message', (data, rinfo) => {
       this.onDatagram(data, {
@@ -43,9 +46,14 @@ export class UdpListener {
     });
   }
 
+  /**
+   * Send one datagram. Throws what can be known at once (too large for UDP, a bad port, a
+   * closed socket), so the caller can fail its transaction instead of retransmitting into nothing.
+   */
   send(data: Buffer, host: string, port: number): void {
     const socket = this.socket;
-    if (!socket) return;
+    if (!socket) throw new Error(`UDP listener ${this.address}:${this.boundPort} is closed`);
+    if (data.length > MAX_DATAGRAM) throw new Error(`message of ${data.length} bytes is too large for UDP (at most ${MAX_DATAGRAM})`);
     socket.send(data, port, host);
   }
 

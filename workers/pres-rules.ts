@@ -226,9 +226,13 @@ function conditionsMatch(conditions: Condition[] | undefined, input: EvaluateInp
   return true;
 }
 
-/** Compiled documents by content (a new version is a new key); 'unusable' when it does not parse. */
+/**
+ * Compiled documents by content (a new version is a new key); 'unusable' when it does not parse.
+ * Bounded by the text it holds as keys (a few thousand typical documents), emptied when full.
+ */
 const compiled = new Map<string, CompiledRule[] | 'unusable'>();
-const COMPILED_MAX = 1024;
+const COMPILED_MAX_CHARS = 8 * 1024 * 1024;
+let compiledChars = 0;
 
 function compiledFor(rulesXml: string, limits: XmlLimits): CompiledRule[] | 'unusable' {
   let c = compiled.get(rulesXml);
@@ -239,8 +243,12 @@ function compiledFor(rulesXml: string, limits: XmlLimits): CompiledRule[] | 'unu
     if (!(err instanceof XmlRejected)) throw err;
     c = 'unusable';
   }
-  if (compiled.size >= COMPILED_MAX) compiled.clear();
+  if (compiledChars + rulesXml.length > COMPILED_MAX_CHARS) {
+    compiled.clear();
+    compiledChars = 0;
+  }
   compiled.set(rulesXml, c);
+  compiledChars += rulesXml.length;
   return c;
 }
 

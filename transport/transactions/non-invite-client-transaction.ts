@@ -26,7 +26,7 @@ export type ClientOutcome =
 export class NonInviteClientTransaction {
   state: NonInviteClientState = 'trying';
   private timer: NodeJS.Timeout | undefined;
-  /** When Timer F fires (ms since the epoch). */
+  /** When Timer F fires (performance.now() ms: a monotonic clock, unmoved by wall-clock steps). */
   private deadlineF = 0;
   /** When Timer E fires next (unreliable transports only). */
   private nextE = Infinity;
@@ -48,7 +48,7 @@ export class NonInviteClientTransaction {
   }
 
   start(): void {
-    const now = Date.now();
+    const now = performance.now();
     this.deadlineF = now + timer64T1(this.timers);
     if (!this.reliable) this.nextE = now + this.eInterval;
     this.send!(this.request!);
@@ -66,7 +66,7 @@ export class NonInviteClientTransaction {
   onTimer(): void {
     this.timer = undefined;
     if (this.state !== 'trying' && this.state !== 'proceeding') return;
-    const now = Date.now();
+    const now = performance.now();
     if (now >= this.deadlineF) {
       this.settle({ kind: 'timeout' });
       this.terminate();
