@@ -197,10 +197,8 @@ export class Notifier {
         // A final NOTIFY after expiry, unsubscribe or fetch still carries the state (RFC 6665 §4.4.3).
         if (rec.state === 'active' && (pending.reason === 'timeout' || pending.reason === 'noresource')) body = await this.bodyFor(sub);
       } else {
-        const remaining = Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000));
-        state = `${rec.state};expires=${remaining}`;
-        // RFC 6446: the rate parameters in use, as Subscription-State parameters.
-        if (sub.rate !== undefined) state += sub.rate.stateParams;
+        // The state the body is for; the expires it shows is computed last, just before sending.
+        state = rec.state;
         if (rec.state === 'active') body = pending.body ?? this.readyBody(sub) ?? (await this.bodyFor(sub));
       }
       if (body !== undefined && pkg?.versioned) {
@@ -221,6 +219,11 @@ export class Notifier {
       // (A final NOTIFY writes nothing: its subscription was already removed from the store.)
       if (pending.kind !== 'terminate') {
         await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
+      }
+      if (pending.kind !== 'terminate') {
+        state += `;expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
+        // RFC 6446: the rate parameters in use, as Subscription-State parameters.
+        if (sub.rate !== undefined) state += sub.rate.stateParams;
       }
       const wire = this.wire(sub);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
