@@ -152,8 +152,21 @@ export class PresenceNode {
     // xcap_client: the first evaluation for a presentity fetches its rules; the periodic query
     // and presence.refreshWatchers keep them current afterwards.
     if (this.xcapClient && !this.rulesFetched.has(presentityUri)) await this.refreshRules(presentityUri);
-    const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri });
+    const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri }, this.rulesSize(presentityUri));
     return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '', winfoHandling: r.winfoHandling };
+  }
+
+  /**
+   * How much XML a rules evaluation reads, for the pool's inline boundary: the pres-rules
+   * document's size (0 without one; rules are compiled once per version, so a small document
+   * costs less here than a worker round trip), or Infinity when a sphere condition makes the
+   * evaluation compose the presentity's PIDF.
+   */
+  private rulesSize(presentityUri: string): number {
+    const doc = this.store.getXcap('pres-rules', presentityUri, 'index') ?? this.store.xcapDocumentsOf('pres-rules', presentityUri)[0];
+    if (!doc) return 0;
+    const body = Buffer.from(doc.body.buffer, doc.body.byteOffset, doc.body.byteLength);
+    return body.includes('sphere') ? Infinity : body.length;
   }
 
   /**

@@ -40,8 +40,12 @@ export class WorkerPool {
     }
   }
 
-  run<N extends TaskName>(name: N, payload: TaskPayload<N>): Promise<TaskResult<N>> {
-    if (!this.piscina || inlineSize(payload) < this.inlineBelow) {
+  /**
+   * Run a task here or in a worker (see above). `sizeHint`: the bytes of XML the task will read
+   * from the store, when the caller knows it (the payload carries keys only).
+   */
+  run<N extends TaskName>(name: N, payload: TaskPayload<N>, sizeHint?: number): Promise<TaskResult<N>> {
+    if (!this.piscina || (sizeHint ?? inlineSize(payload)) < this.inlineBelow) {
       try {
         return Promise.resolve(runTask({ name, payload }) as TaskResult<N>);
       } catch (err) {
