@@ -5,7 +5,7 @@
  * transport fails is removed; it never delays the others. Subscriptions that asked for RFC 6446
  * rate control (min-interval / max-interval) also have their NOTIFYs spaced and kept alive here.
  */
-import type { OutgoingRequest } from '../transport/message.js';
+import { ownString, type OutgoingRequest } from '../transport/message.js';
 import { SipUri, NameAddr } from '../transport/uri.js';
 import type { SipStack, ClientOutcome } from '../transport/stack.js';
 import type { Target, Protocol } from '../transport/flows.js';
@@ -15,8 +15,9 @@ import type { Store } from './store/store.js';
 import type { Subscription } from './store/records.js';
 import type { PackageRegistry } from './packages/registry.js';
 import { VERSION_SLOT, type PackageContext } from './packages/types.js';
-import { LiveSubscription, presentityKey, own, type Pending } from './subscription.js';
+import { LiveSubscription, presentityKey, type Pending } from './subscription.js';
 import { RateControl, type RateIntervals } from './rate-control.js';
+import { MAX_TIMER_DELAY } from './timers.js';
 
 export interface NotifierDeps {
   config: Config;
@@ -60,9 +61,6 @@ const RETRY_AFTER_FAILURE_MS = 1000;
 
 /** NOTIFY client transactions outstanding at once, node-wide. */
 const MAX_IN_FLIGHT = 1000;
-
-/** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-armed on firing. */
-const MAX_TIMER_DELAY = 0x7fffffff;
 
 /** Two NOTIFYs waiting for the same turn become one with the whole current state (partial bodies cannot be merged). */
 function coalesce(older: Pending, newer: Pending): Pending {
@@ -154,11 +152,13 @@ export class Notifier {
       const e: BodyEntry = { body, transformed: new Map() };
       entry = e;
       this.bodies.set(key, e);
-      body.then((b) => (e.value = b), () => undefined);
-      // A failed composition must not stick: the next change or NOTIFY tries again.
-      body.catch(() => {
-        if (this.bodies.get(key) === entry) this.bodies.delete(key);
-      });
+      body.then(
+        (b) => (e.value = b),
+        () => {
+          // A failed composition must not stick: the next change or NOTIFY tries again.
+          if (this.bodies.get(key) === e) this.bodies.delete(key);
+        },
+      );
     }
     return entry;
   }
@@ -372,11 +372,6 @@ export class Notifier {
     sub.rate = undefined;
   }
 
-  /** Where the NOTIFY goes (see notifyTarget). */
-  target(sub: LiveSubscription): Target {
-    return this.wire(sub).target;
-  }
-
   /** The dialog's NOTIFY template, rebuilt only after a target refresh or a new flow. */
   private wire(sub: LiveSubscription): NotifyWire {
     const rec = sub.record;
@@ -442,11 +437,11 @@ export class NotifyWire {
       requestUri = NameAddr.parse(routes.shift()!).uri.toString();
       routes.push(`<${rec.remoteTarget}>`);
     }
-    this.startLine = own(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
+    this.startLine = ownString(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
     let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\nCall-ID: ${rec.callId}\r\n`;
     for (const r of routes) h += `Route: ${r}\r\n`;
     h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
-    this.dialogHeaders = own(h);
+    this.dialogHeaders = ownString(h);
   }
 
   /** One NOTIFY of this dialog. `body` is shared between watchers and never written to. */

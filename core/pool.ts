@@ -5,9 +5,10 @@
  *
  * DESIGN.md: a task that costs less than its message round trip stays on the main thread.
  * Sending a task to a worker costs the main thread 35-50 µs (structured clone, message,
- * promise); parsing a document costs about 40 µs per KB. So a task that carries its document
- * (`xml`) runs here when the document is shorter than `worker_inline_max_bytes`, and in a
- * worker otherwise; tasks that read their documents from the store always go to a worker.
+ * promise); parsing a document costs about 40 µs per KB. So a task runs here when the XML it
+ * handles is shorter than `worker_inline_max_bytes`, and in a worker otherwise: the size of the
+ * document it carries (`xml`), or the caller's `sizeHint` for a task that reads its document
+ * from the store (the payload carries keys only); without either, in a worker.
  */
 import { Piscina } from 'piscina';
 import { availableParallelism } from 'node:os';

@@ -2,6 +2,7 @@
  * A live subscription: the stored record (dialog state, RFC 6665) plus what only the running
  * node needs (the NOTIFY in flight, what is queued behind it, the precomputed header parts).
  */
+import { ownString } from '../transport/message.js';
 import type { Subscription } from './store/records.js';
 import type { NotifyWire } from './notifier.js';
 import type { RateControl } from './rate-control.js';
@@ -33,7 +34,12 @@ export class LiveSubscription {
   /** RFC 6446 rate control in use (min-interval / max-interval); undefined for most subscriptions. */
   rate: RateControl | undefined;
 
-  constructor(public record: Subscription) {}
+  /** presentity + event: the key of the composed body this watcher's NOTIFYs share (fixed for a subscription). */
+  readonly presentityKey: string;
+
+  constructor(public record: Subscription) {
+    this.presentityKey = ownString(presentityKey(record.presentityUri, record.event));
+  }
 
   get id(): string {
     return this.record.id;
@@ -43,9 +49,6 @@ export class LiveSubscription {
     return dialogKey(this.record.callId, this.record.localTag, this.record.remoteTag);
   }
 
-  get presentityKey(): string {
-    return presentityKey(this.record.presentityUri, this.record.event);
-  }
 }
 
 export function dialogKey(callId: string, localTag: string, remoteTag: string): string {
@@ -56,23 +59,12 @@ export function presentityKey(presentityUri: string, event: string): string {
   return `${presentityUri}\u0000${event}`;
 }
 
-/**
- * A string to keep for the life of a subscription: flat, and not a view into the request it
- * came from. V8 keeps a concatenation as a rope of its parts and a substring as a slice that
- * holds its whole parent (here the SIP message); a record that lives for hours should hold
- * neither (measured: ropes and slices were about a third of the heap per subscription).
- */
-export function own(s: string): string {
-  // A fresh sequential string (a slice of a flattened copy would still be a slice object).
-  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
-}
-
-/** Every string of a subscription record made its own (see own()). */
+/** Every string of a subscription record made its own (see ownString()). */
 export function ownStrings(rec: Subscription): void {
   const r = rec as unknown as Record<string, unknown>;
   for (const k of Object.keys(r)) {
     const v = r[k];
-    if (typeof v === 'string') r[k] = own(v);
+    if (typeof v === 'string') r[k] = ownString(v);
   }
-  rec.routeSet = rec.routeSet.map(own);
+  rec.routeSet = rec.routeSet.map(ownString);
 }

@@ -20,7 +20,8 @@ import { ExpiryTimers } from './timers.js';
 import { newTag } from './ids.js';
 import { presentityOf } from './publications.js';
 import type { Notifier } from './notifier.js';
-import { LiveSubscription, dialogKey, presentityKey, own, ownStrings, type SubHandling } from './subscription.js';
+import { LiveSubscription, dialogKey, presentityKey, ownStrings, type SubHandling } from './subscription.js';
+import { ownString } from '../transport/message.js';
 
 export interface AuthorizationOutcome {
   handling: SubHandling;
@@ -117,7 +118,7 @@ export class Subscriptions {
 
     // RFC 3261 §8.2.2.2: the same initial request arriving over two paths (a fork upstream) is merged.
     const cseq = req.cseq;
-    const mergeKey = own(`${req.callId}\u0000${fromTag}\u0000${cseq.seq}`);
+    const mergeKey = ownString(`${req.callId}\u0000${fromTag}\u0000${cseq.seq}`);
     const branch = req.topVia.branch ?? '';
     const now = Date.now();
     const seen = this.recentInitial.get(mergeKey);
@@ -256,7 +257,7 @@ export class Subscriptions {
       this.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
       return;
     }
-    rec.remoteTarget = own(remoteTarget);
+    rec.remoteTarget = ownString(remoteTarget);
     if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
     rec.expiresAt = Date.now() + expires * 1000;
     rec.minInterval = rate!.minInterval;
@@ -273,7 +274,7 @@ export class Subscriptions {
 
   private add(sub: LiveSubscription): void {
     this.byId.set(sub.id, sub);
-    this.byDialog.set(own(sub.dialogKey), sub);
+    this.byDialog.set(ownString(sub.dialogKey), sub);
     let set = this.byPresentity.get(sub.presentityKey);
     if (!set) {
       set = new Set();

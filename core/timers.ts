@@ -5,7 +5,8 @@
  * A cleared or re-armed key leaves its old heap entry behind; it is recognised as stale (it is
  * no longer the key's current entry) and skipped when it reaches the top.
  */
-const MAX_DELAY = 0x7fffffff;
+/** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-armed on firing. */
+export const MAX_TIMER_DELAY = 0x7fffffff;
 
 interface Entry {
   at: number;
@@ -53,7 +54,7 @@ export class ExpiryTimers {
       return;
     }
     this.timerAt = top.at;
-    this.timer = setTimeout(this.run, Math.max(0, Math.min(top.at - Date.now(), MAX_DELAY)));
+    this.timer = setTimeout(this.run, Math.max(0, Math.min(top.at - Date.now(), MAX_TIMER_DELAY)));
     this.timer.unref();
   }
 

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { randomBytes } from 'node:crypto';
-import { SipRequest, SipResponse, createResponse, type Via, type OutgoingRequest } from './message.js';
+import { SipRequest, SipResponse, createResponse, ownString, type Via, type OutgoingRequest } from './message.js';
 import { parseMessage, validateRequest, hasRoutableVia, UNSUPPORTED_VERSION, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';
@@ -175,12 +175,6 @@ export class SipStack {
     this.clientTx.delete(tx.key);
   };
 
-  /**
-   * Completed (RFC 3261 Timer K): nothing needs keeping. Our branches carry our prefix, so a
-   * late retransmission of the final response is recognised and absorbed without a record.
-   */
-  private readonly clientCompleted = this.clientTerminated;
-
   async stop(): Promise<void> {
     if (this.timerJ) clearTimeout(this.timerJ);
     this.timerJ = undefined;
@@ -272,13 +266,14 @@ export class SipStack {
     if (bad !== undefined) {
       this.log.info({ callId: req.callId, method: req.method, reason: bad }, 'rejected malformed request');
       // RFC 3261 §8.2.1 / RFC 4475 §3.1.2.16: another SIP version gets 505, the rest 400.
-      if (req.method !== 'ACK') this.sendStateless(req, source, bad.startsWith(UNSUPPORTED_VERSION) ? 505 : 400, bad.startsWith(UNSUPPORTED_VERSION) ? 'Version Not Supported' : bad);
+      const otherVersion = bad.startsWith(UNSUPPORTED_VERSION);
+      if (req.method !== 'ACK') this.sendStateless(req, source, otherVersion ? 505 : 400, otherVersion ? 'Version Not Supported' : bad);
       return;
     }
     const via = req.topVia;
     const method = req.method === 'ACK' ? 'INVITE' : req.method;
     // Flat and not a slice of the request: the key lives with the transaction (Timer J: 32 s).
-    const key = Buffer.from(this.serverKey(req, via, method), 'utf8').toString('utf8');
+    const key = ownString(this.serverKey(req, via, method));
     const existing = this.serverTx.get(key);
     if (req.method === 'ACK') {
       if (existing instanceof InviteServerTransaction) existing.receiveAck();
@@ -497,7 +492,7 @@ export class SipStack {
         resolve({ kind: 'transport-error', error: new Error(`no route for ${proto} without an open flow`) });
         return;
       }
-      tx = new NonInviteClientTransaction(key, data, send, isReliable(proto), this.timers, resolve, this.clientTerminated, this.clientCompleted);
+      tx = new NonInviteClientTransaction(key, data, send, isReliable(proto), this.timers, resolve, this.clientTerminated);
       this.clientTx.set(key, tx);
       tx.start();
     });

@@ -8,9 +8,10 @@
  * A transport error ends the transaction with a 503 to the TU (§8.1.3.1).
  *
  * Cost matters here: the notifier runs tens of thousands of these a second. Timers E and F
- * share one Node timer (it fires at whichever is due first), and the Completed state is kept
- * by the stack as a bare key that absorbs late responses for T4 (`onCompleted`), so nothing
- * of the transaction (request bytes, closures, timers) outlives its final response.
+ * share one Node timer (it fires at whichever is due first). Completed needs no state of its
+ * own: the stack recognises late retransmissions of the final response by our branch prefix
+ * and absorbs them (Timer K), so the transaction ends with its final response and nothing of
+ * it (request bytes, closures, timers) outlives it.
  */
 import type { SipResponse } from '../message.js';
 import { timer64T1, type TimerSettings, type Send } from './timers.js';
@@ -41,8 +42,6 @@ export class NonInviteClientTransaction {
     private readonly timers: TimerSettings,
     private onOutcome: ((outcome: ClientOutcome) => void) | undefined,
     private readonly onTerminated: (tx: NonInviteClientTransaction) => void,
-    /** Completed: the final response arrived; the stack absorbs retransmissions of it for Timer K. */
-    private readonly onCompleted: (tx: NonInviteClientTransaction) => void,
   ) {
     this.eInterval = timers.t1;
   }
@@ -90,13 +89,8 @@ export class NonInviteClientTransaction {
       return;
     }
     this.state = 'completed';
-    this.clearTimer();
     this.settle({ kind: 'response', response });
-    if (this.reliable) this.terminate(); // Timer K is zero on reliable transports
-    else {
-      this.release();
-      this.onCompleted(this);
-    }
+    this.terminate(); // Timer K: absorbed by the stack (see above)
   }
 
   transportError(error: Error): void {
@@ -118,17 +112,12 @@ export class NonInviteClientTransaction {
     cb(outcome);
   }
 
-  /** Drop what only Trying/Proceeding needs (the bytes to retransmit, the transport). */
-  private release(): void {
-    this.request = undefined;
-    this.send = undefined;
-  }
-
   terminate(): void {
     if (this.state === 'terminated') return;
     this.state = 'terminated';
     this.clearTimer();
-    this.release();
+    this.request = undefined; // nothing of it outlives the transaction
+    this.send = undefined;
     this.onTerminated(this);
   }
 }
