@@ -43,13 +43,14 @@ const timerKey = (p: { presentityUri: string; event: string; entityTag: string }
   `${p.presentityUri}\u0000${p.event}\u0000${p.entityTag}`;
 
 export class Publications {
-  private readonly timers = new ExpiryTimers();
   /**
-   * Every live publication by presentity, event and entity-tag: a write-through copy of the
-   * store (like Kamailio's publ_cache), so a refresh, modify or remove finds its publication
-   * without a read and decode. Workers and RPC read the store.
+   * Every live publication by presentity, event and entity-tag with its expiry: a write-through
+   * copy of the store (like Kamailio's publ_cache), so a refresh, modify or remove finds its
+   * publication without a read and decode. Workers and RPC read the store.
    */
-  private readonly live = new Map<string, Publication>();
+  private readonly live = new ExpiryTimers<Publication>((p) => {
+    this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
+  });
 
   constructor(private readonly deps: PublicationDeps) {}
 
@@ -83,8 +84,7 @@ export class Publications {
   }
 
   stop(): void {
-    this.timers.clearAll();
-    this.live.clear();
+    this.live.clearAll();
   }
 
   /**
@@ -200,17 +200,11 @@ export class Publications {
   }
 
   private arm(p: Publication): void {
-    const key = timerKey(p);
-    this.live.set(key, p);
-    this.timers.set(key, p.expiresAt + this.deps.config.expires_offset * 1000, () => {
-      this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
-    });
+    this.live.set(timerKey(p), p.expiresAt + this.deps.config.expires_offset * 1000, p);
   }
 
   private disarm(p: Publication): void {
-    const key = timerKey(p);
-    this.live.delete(key);
-    this.timers.clear(key);
+    this.live.clear(timerKey(p));
   }
 
   /** A write that fails leaves the publication it replaced (or removed) live, as the store still has it. */

@@ -60,7 +60,9 @@ export class Subscriptions {
   readonly byId = new Map<string, LiveSubscription>();
   private readonly byDialog = new Map<string, LiveSubscription>();
   private readonly byPresentity = new Map<string, Set<LiveSubscription>>();
-  private readonly timers = new ExpiryTimers();
+  private readonly timers = new ExpiryTimers<LiveSubscription>((sub) => {
+    this.terminate(sub, 'timeout').catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'expiry failed'));
+  });
   private readonly recentInitial = new Map<string, { branch: string; at: number; subId?: string }>();
   notifier!: Notifier;
   /** Watcher-list changes (presence.winfo listens). */
@@ -285,9 +287,7 @@ export class Subscriptions {
   }
 
   private arm(sub: LiveSubscription): void {
-    this.timers.set(sub.id, sub.record.expiresAt + this.deps.config.expires_offset * 1000, () => {
-      this.terminate(sub, 'timeout').catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'expiry failed'));
-    });
+    this.timers.set(sub.id, sub.record.expiresAt + this.deps.config.expires_offset * 1000, sub);
   }
 
   /** End a subscription with a final NOTIFY (expiry, deauthorisation, administrative removal). */

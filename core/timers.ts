@@ -1,6 +1,6 @@
 /**
  * Soft-state expiry: one deadline per key (publication entity-tag, subscription id), re-armed
- * on refresh. A node holds hundreds of thousands of these, so they are not Node timers each:
+ * on refresh, each holding the value it is for (so the owner needs no map of its own: get()). A node holds hundreds of thousands of these, so they are not Node timers each:
  * deadlines sit in a binary min-heap under a single Node timer armed for the earliest one.
  * A cleared or re-armed key leaves its old heap entry behind; it is recognised as stale (it is
  * no longer the key's current entry) and skipped when it reaches the top.
@@ -8,25 +8,33 @@
 /** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-armed on firing. */
 export const MAX_TIMER_DELAY = 0x7fffffff;
 
-interface Entry {
+interface Entry<T> {
   at: number;
   key: string;
-  fire: () => void;
+  value: T;
 }
 
-export class ExpiryTimers {
-  private readonly current = new Map<string, Entry>();
-  private readonly heap: Entry[] = [];
+export class ExpiryTimers<T> {
+  private readonly current = new Map<string, Entry<T>>();
+  private readonly heap: Entry<T>[] = [];
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
 
-  set(key: string, expiresAt: number, fire: () => void): void {
-    const e: Entry = { at: expiresAt, key, fire };
+  /** `expire` gets the value of each key whose deadline passed (it is no longer held then). */
+  constructor(private readonly expire: (value: T) => void) {}
+
+  set(key: string, expiresAt: number, value: T): void {
+    const e: Entry<T> = { at: expiresAt, key, value };
     this.current.set(key, e);
     this.push(e);
     if (expiresAt < this.timerAt) this.arm();
     // Stale entries are bounded: rebuild when they outnumber the live ones.
     if (this.heap.length > 1024 && this.heap.length > 2 * this.current.size) this.compact();
+  }
+
+  /** The value a live key holds. */
+  get(key: string): T | undefined {
+    return this.current.get(key)?.value;
   }
 
   clear(key: string): void {
@@ -62,7 +70,7 @@ export class ExpiryTimers {
     this.timer = undefined;
     this.timerAt = Infinity;
     const now = Date.now();
-    const due: Entry[] = [];
+    const due: Entry<T>[] = [];
     while (this.heap.length > 0 && this.heap[0]!.at <= now) {
       const e = this.pop();
       if (this.current.get(e.key) !== e) continue; // cleared or re-armed since
@@ -71,7 +79,7 @@ export class ExpiryTimers {
     }
     this.arm();
     // Fired after the heap is consistent: a callback may set or clear other keys.
-    for (const e of due) e.fire();
+    for (const e of due) this.expire(e.value);
   };
 
   private compact(): void {
@@ -80,7 +88,7 @@ export class ExpiryTimers {
     for (const e of live) this.heap.push(e);
   }
 
-  private push(e: Entry): void {
+  private push(e: Entry<T>): void {
     const h = this.heap;
     h.push(e);
     let i = h.length - 1;
@@ -93,7 +101,7 @@ export class ExpiryTimers {
     h[i] = e;
   }
 
-  private pop(): Entry {
+  private pop(): Entry<T> {
     const h = this.heap;
     const top = h[0]!;
     const last = h.pop()!;

@@ -69,7 +69,7 @@ export class WatcherInfo {
   private readonly byWatcher = new Map<string, Set<LiveSubscription>>();
   /** Waiting entries: presentity URI → watcher AOR → record (as stored). */
   private readonly waiting = new Map<string, Map<string, WatcherAuth>>();
-  private readonly giveupTimers = new ExpiryTimers();
+  private readonly giveupTimers = new ExpiryTimers<WatcherAuth>((w) => this.end(w, 'giveup'));
   private started = false;
 
   constructor(private readonly deps: WatcherInfoDeps) {}
@@ -248,7 +248,7 @@ export class WatcherInfo {
   }
 
   private arm(w: WatcherAuth): void {
-    this.giveupTimers.set(timerKey(w), w.waitingUntil ?? 0, () => this.end(w, 'giveup'));
+    this.giveupTimers.set(timerKey(w), w.waitingUntil ?? 0, w);
   }
 
   /** Forget a waiting entry here (the caller sees to the store). Whether it was still there. */

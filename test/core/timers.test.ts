@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ExpiryTimers } from '../../core/timers.js';
 
 test('deadlines fire once each, in order, and cleared or re-armed keys do not fire early', async () => {
-  const t = new ExpiryTimers();
+  const t = new ExpiryTimers<() => void>((fire) => fire());
   const fired: string[] = [];
   const now = Date.now();
   t.set('c', now + 60, () => fired.push('c'));
@@ -18,13 +18,16 @@ test('deadlines fire once each, in order, and cleared or re-armed keys do not fi
   t.set('moved', now + 10, () => fired.push('moved-early'));
   t.set('moved', now + 80, () => fired.push('moved'));
   assert.equal(t.size, 4);
+  assert.equal(typeof t.get('a'), 'function', 'a live key holds its value');
+  assert.equal(t.get('gone'), undefined, 'a cleared key holds nothing');
   await sleep(150);
+  assert.equal(t.get('a'), undefined, 'an expired key is no longer held');
   assert.deepEqual(fired, ['a', 'b', 'c', 'moved']);
   assert.equal(t.size, 0);
 });
 
 test('a callback may arm new deadlines, and many stale entries are compacted', async () => {
-  const t = new ExpiryTimers();
+  const t = new ExpiryTimers<() => void>((fire) => fire());
   const fired: number[] = [];
   const now = Date.now();
   // 5,000 re-arms of one key leave stale entries behind; only the last deadline counts.
