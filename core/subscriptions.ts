@@ -94,7 +94,7 @@ export class Subscriptions {
 
   private async initial(incoming: IncomingRequest): Promise<SipResponse | void> {
     const req = incoming.request;
-    const { config, store, packages } = this.deps;
+    const { config, store } = this.deps;
     const presentityUri = presentityOf(req.uri);
     const pkg = this.packageOf(req);
 

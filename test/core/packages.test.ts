@@ -6,13 +6,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
-import type { TestUa } from '../support/sip-ua.js';
 import {
   pidf,
   publish,
   subscribe,
   watch,
-  openUa,
   uniqueUri,
   parseSubState,
   bodyOf,

@@ -12,7 +12,6 @@ import {
   pidfDoc,
   publish,
   watch,
-  openUa,
   uniqueUri,
   tuplesOf,
   showsOpen,

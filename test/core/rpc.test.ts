@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
 import { rpc, rpcRaw } from '../support/rpc.js';
-import { pidf, publish, subscribe } from '../support/presence.js';
+import { publish, subscribe } from '../support/presence.js';
 
 let node: RunningNode;
 before(async () => {

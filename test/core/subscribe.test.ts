@@ -15,7 +15,6 @@ import {
   publish,
   subscribe,
   watch,
-  openUa,
   uniqueUri,
   parseSubState,
   bodyOf,
