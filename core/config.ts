@@ -45,6 +45,7 @@ export interface Config {
   // presenced's own
   winfo_waiting_period: number;
   notify_min_interval: number;
+  notify_cseq_reserve: number;
   max_message_size: number;
   tcp_connection_lifetime: number;
   tcp_partial_timeout: number;
@@ -186,6 +187,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path'>, [unknown, Check]> = {
   query_period: [100, int(1, 86400)],
   winfo_waiting_period: [3600, int(0, 86400 * 365)],
   notify_min_interval: [1, int(1, 86400)],
+  notify_cseq_reserve: [64, int(1, 1_000_000)],
   max_message_size: [65535, int(1024, 1 << 20)],
   tcp_connection_lifetime: [120, int(1, 86400 * 7)],
   tcp_partial_timeout: [10, int(1, 3600)],

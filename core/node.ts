@@ -242,7 +242,7 @@ export class PresenceNode {
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     this.publications.stop();
-    this.subscriptions.stop();
+    await this.subscriptions.stop();
     this.watcherInfo.stop();
     await this.stack.stop();
     await this.rpc.stop();

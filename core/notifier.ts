@@ -215,10 +215,12 @@ export class Notifier {
         return;
       }
       rec.localCseq++;
-      // The CSeq is committed before the NOTIFY leaves: a restart continues above it.
-      // (A final NOTIFY writes nothing: its subscription was already removed from the store.)
+      // The store holds this CSeq or a higher one before the NOTIFY leaves, so a restart continues
+      // above it (see reserveCseq); where the body's version must survive too, the whole record.
+      // (A final NOTIFY writes nothing: its subscription is already gone from the store.)
       if (pending.kind !== 'terminate') {
-        await (pkg?.versioned ? this.deps.store.putSubscription(rec) : this.deps.store.putCseq(rec.id, rec.localCseq));
+        if (pkg?.versioned) await this.deps.store.putSubscription(rec);
+        else if (rec.localCseq > sub.cseqReserved) await this.reserveCseq(sub);
       }
       if (pending.kind !== 'terminate') {
         state += `;expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
@@ -246,6 +248,31 @@ export class Notifier {
     } finally {
       this.release();
     }
+  }
+
+  /**
+   * Store the dialog's NOTIFY CSeq `notify_cseq_reserve` ahead, not one by one: the NOTIFYs up to
+   * it leave without a write, so a fan-out to N watchers writes N/reserve records and only the
+   * NOTIFY that reserves waits for a commit. A restart continues above the stored number; after
+   * a crash a watcher may see a gap of up to the reserve, which RFC 3261 §12.2.2 has it accept
+   * (a clean stop stores the exact numbers, see flushCseqs). 1 = every CSeq committed, contiguous
+   * even across SIGKILL (§12.2.1.1 asks for contiguous numbers).
+   */
+  reserveCseq(sub: LiveSubscription, from = sub.record.localCseq): Promise<boolean> {
+    sub.cseqReserved = from + this.deps.config.notify_cseq_reserve - 1;
+    return this.deps.store.putCseq(sub.record.id, sub.cseqReserved);
+  }
+
+  /** Clean stop: the exact CSeq of each dialog, so the next process continues without a gap. */
+  flushCseqs(subs: Iterable<LiveSubscription>): Promise<unknown> {
+    const writes: Promise<boolean>[] = [];
+    for (const sub of subs) {
+      if (sub.ended || sub.cseqReserved <= sub.record.localCseq) continue;
+      // A NOTIFY still leaving after this reserves again first.
+      sub.cseqReserved = sub.record.localCseq;
+      writes.push(this.deps.store.putCseq(sub.record.id, sub.record.localCseq));
+    }
+    return Promise.all(writes);
   }
 
   /** Act on a NOTIFY's outcome; a promise only when the subscription has to be forgotten. */

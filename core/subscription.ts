@@ -33,6 +33,11 @@ export class LiveSubscription {
   wire: NotifyWire | undefined;
   /** RFC 6446 rate control in use (min-interval / max-interval); undefined for most subscriptions. */
   rate: RateControl | undefined;
+  /**
+   * The highest NOTIFY CSeq the store already holds for this dialog: a NOTIFY at or below it leaves
+   * without a store write (config notify_cseq_reserve). 0 until the first reservation.
+   */
+  cseqReserved = 0;
 
   /** presentity + event: the key of the composed body this watcher's NOTIFYs share (fixed for a subscription). */
   readonly presentityKey: string;

@@ -185,7 +185,8 @@ export class Subscriptions {
       return;
     }
     record.winfoId = this.winfoIdFor?.(record) ?? '';
-    await store.putSubscription(record);
+    // The first NOTIFY CSeqs are reserved in the same transaction: the first NOTIFY waits for no second commit.
+    await Promise.all([store.putSubscription(record), this.notifier.reserveCseq(sub, 1)]);
     this.add(sub);
     remembered.subId = record.id;
     this.notifier.applyRate(sub);
@@ -383,9 +384,11 @@ export class Subscriptions {
     return changed;
   }
 
-  stop(): void {
+  /** Clean stop: no more timers, and every dialog's exact CSeq stored. */
+  stop(): Promise<unknown> {
     this.timers.clearAll();
     for (const sub of this.byId.values()) this.notifier.endRate(sub);
+    return this.notifier.flushCseqs(this.byId.values());
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Crash safety end to end (issue 4, DESIGN "LMDB is the store"): what a node acknowledged
  * survives SIGKILL; after a restart on the same store every live subscription resumes in its
- * dialog with the next CSeq, and what expired while the node was down is cleaned up, expired
+ * dialog above its last CSeq (the next one after a clean stop, or with notify_cseq_reserve = 1
+ * even after SIGKILL; at most notify_cseq_reserve above it otherwise), and what expired while the node was down is cleaned up, expired
  * subscriptions getting their terminated NOTIFY. Ports are ephemeral, so the restarted node
  * listens elsewhere: publishers talk to the new port, NOTIFYs still reach the watchers' Contact.
  */
@@ -29,6 +30,13 @@ import {
 } from '../support/presence.js';
 
 const CONFIG = { force_active: 1, min_expires: 0, sip_t1: 50 };
+/** The shipped notify_cseq_reserve: after SIGKILL a dialog continues at most this far above its last NOTIFY. */
+const RESERVE = 64;
+
+/** The first NOTIFY after a SIGKILL restart: above the last one sent, within the reservation. */
+function assertResumedCseq(after: number, before: number): void {
+  assert.ok(after > before && after <= before + RESERVE, `CSeq ${after} after the restart, ${before} before it (reserve ${RESERVE})`);
+}
 
 /** A store directory shared by a node and its restart; removed at the end. */
 async function withStore(fn: (dataDir: string, nodes: RunningNode[], uas: TestUa[]) => Promise<void>): Promise<void> {
@@ -93,7 +101,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         assert.equal(n.callId, w.dialog.callId, 'same Call-ID');
         assert.equal(n.fromTag, w.dialog.toTag, 'same local tag');
         assert.equal(n.toTag, w.dialog.fromTag, 'same remote tag');
-        assert.equal(cseqOf(n), cseqOf(w.first) + 1, 'the next CSeq of the dialog');
+        assertResumedCseq(cseqOf(n), cseqOf(w.first));
         assert.equal(parseSubState(n).state, 'active');
         const expires = parseSubState(n).expires!;
         assert.ok(expires > 500 && expires <= 600, `remaining expiry carried over (${expires})`);
@@ -108,6 +116,38 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         const latest = await probe.nextRequest('NOTIFY', (x) => x.callId === lateSub.callId, 5000);
         assert.equal(showsOpen(bodyOf(latest)), true);
       }));
+
+    for (const [how, cfg] of [
+      ['after a clean stop (SIGTERM)', CONFIG],
+      ['after SIGKILL with notify_cseq_reserve = 1', { ...CONFIG, notify_cseq_reserve: 1 }],
+    ] as const) {
+      test(`[${proto}] ${how} a dialog continues with exactly the next CSeq (RFC 3261 §12.2.1.1)`, () =>
+        withStore(async (dataDir, nodes, uas) => {
+          const first = await startNode(cfg, { dataDir });
+          nodes.push(first);
+          const ua = await open(first, proto, uas);
+          const p = uniqueUri('cseq');
+          const pub = await publish(ua, p, { body: pidf(p, 't1', 'open', 'v0'), expires: 600 });
+          const w = await watch(ua, p, { expires: 600 });
+          // A few NOTIFYs, so the last CSeq is neither the first nor a reservation boundary.
+          let last = w.first;
+          let etag = pub.headers.get('sip-etag')!;
+          for (let v = 1; v <= 3; v++) {
+            const mod = await publish(ua, p, { etag, body: pidf(p, 't1', 'open', `v${v}`), expires: 600 });
+            etag = mod.headers.get('sip-etag')!;
+            last = await w.dialog.nextNotify(3000, (r) => bodyOf(r).includes(`v${v}`));
+          }
+          if (cfg === CONFIG) assert.equal(await first.stop(), 0, 'clean exit');
+          else await first.kill();
+
+          const second = await startNode(cfg, { dataDir });
+          nodes.push(second);
+          const ua2 = await open(second, proto, uas);
+          assert.equal((await publish(ua2, p, { etag, body: pidf(p, 't1', 'closed', 'after'), expires: 600 })).status, 200);
+          const n = await w.dialog.nextNotify(5000, (r) => bodyOf(r).includes('after'));
+          assert.equal(cseqOf(n), cseqOf(last) + 1, 'the next CSeq of the dialog');
+        }));
+    }
 
     test(`[${proto}] what expired while the node was down: terminated NOTIFY for the subscription, the publication gone`, () =>
       withStore(async (dataDir, nodes, uas) => {
@@ -130,7 +170,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         assert.equal(parseSubState(last).reason, 'timeout', `Subscription-State: ${last.headers.get('subscription-state')}`);
         assert.equal(last.callId, short.dialog.callId);
         assert.equal(last.fromTag, short.dialog.toTag);
-        assert.equal(cseqOf(last), cseqOf(short.first) + 1, 'in its dialog, next CSeq');
+        assertResumedCseq(cseqOf(last), cseqOf(short.first));
         assert.equal(showsOpen(bodyOf(last)), false, 'the final NOTIFY does not show the expired publication open');
 
         const publisher2 = await open(second, proto, uas);
@@ -194,7 +234,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         nodes.push(await startNode(CONFIG, { dataDir }));
         // RFC 6665 §4.2.2 / RFC 3903 §6: the state changed (the soft state is gone), so the watcher is told.
         const n = await live.dialog.nextNotify(4000, (r) => !showsOpen(bodyOf(r)));
-        assert.equal(cseqOf(n), cseqOf(live.first) + 1);
+        assertResumedCseq(cseqOf(n), cseqOf(live.first));
         assert.equal(parseSubState(n).state, 'active');
       }));
   }
