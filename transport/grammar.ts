@@ -39,23 +39,24 @@ export function parseParams(text: string, from = 0): Map<string, string> {
   let i = from;
   const n = text.length;
   while (i < n) {
-    while (i < n && (text[i] === ';' || text[i] === ' ' || text[i] === '\t')) i++;
+    let c = text.charCodeAt(i);
+    while (i < n && (c === 0x3b /* ; */ || c === 0x20 || c === 0x09)) c = text.charCodeAt(++i);
     if (i >= n) break;
     let j = i;
-    while (j < n && text[j] !== '=' && text[j] !== ';') j++;
-    const name = text.slice(i, j).trim().toLowerCase();
-    if (j < n && text[j] === '=') {
+    while (j < n && (c = text.charCodeAt(j)) !== 0x3d /* = */ && c !== 0x3b) j++;
+    const name = lowerTrimmed(text, i, j);
+    if (j < n && c === 0x3d) {
       j++;
-      while (j < n && (text[j] === ' ' || text[j] === '\t')) j++;
-      if (text[j] === '"') {
+      while (j < n && ((c = text.charCodeAt(j)) === 0x20 || c === 0x09)) j++;
+      if (c === 0x22 /* " */ && j < n) {
         const [val, end] = readQuoted(text, j);
         params.set(name, val);
         j = end;
-        while (j < n && text[j] !== ';') j++;
+        while (j < n && text.charCodeAt(j) !== 0x3b) j++;
       } else {
         let k = j;
-        while (k < n && text[k] !== ';') k++;
-        params.set(name, text.slice(j, k).trim());
+        while (k < n && text.charCodeAt(k) !== 0x3b) k++;
+        params.set(name, k - j > 0 && isSpace(text.charCodeAt(k - 1)) ? text.slice(j, k).trim() : text.slice(j, k));
         j = k;
       }
     } else {
@@ -65,6 +66,23 @@ export function parseParams(text: string, from = 0): Map<string, string> {
     i = j;
   }
   return params;
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a;
+}
+
+/** text[from, end) trimmed and lower-cased, without a copy when it already is. */
+function lowerTrimmed(text: string, from: number, end: number): string {
+  let plain = true;
+  for (let k = from; k < end; k++) {
+    const c = text.charCodeAt(k);
+    if ((c >= 0x41 && c <= 0x5a) || c > 0x7e || isSpace(c)) {
+      plain = false;
+      break;
+    }
+  }
+  return plain ? text.slice(from, end) : text.slice(from, end).trim().toLowerCase();
 }
 
 /** Read a quoted-string starting at the opening quote; returns [unquoted, indexAfterClosingQuote]. */

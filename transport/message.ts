@@ -56,11 +56,41 @@ export interface Via {
   branch: string | undefined;
 }
 
+const VIA = /^\s*SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z0-9\-]+)\s+([^;\s]+?)\s*(;.*)?$/i;
+
+/** The usual spelling, `SIP/2.0/UDP sent-by;params`, split without the regular expression; undefined otherwise. */
+function splitViaFast(value: string): [string, string, string | undefined] | undefined {
+  if (!value.startsWith('SIP/2.0/')) return undefined;
+  let i = 8;
+  const n = value.length;
+  while (i < n) {
+    const c = value.charCodeAt(i);
+    if ((c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d) i++;
+    else break;
+  }
+  if (i === 8 || value.charCodeAt(i) !== 0x20) return undefined;
+  const protocol = value.slice(8, i);
+  const hostAt = ++i;
+  while (i < n) {
+    const c = value.charCodeAt(i);
+    if (c === 0x3b || c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a) break;
+    i++;
+  }
+  if (i === hostAt) return undefined;
+  const sentBy = value.slice(hostAt, i);
+  if (i === n) return [protocol, sentBy, undefined];
+  return value.charCodeAt(i) === 0x3b ? [protocol, sentBy, value.slice(i)] : undefined;
+}
+
 export function parseVia(value: string): Via {
   // SIP / 2.0 / UDP host:port;params — LWS is allowed around the slashes (RFC 3261 §25.1).
-  const m = /^\s*SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z0-9\-]+)\s+([^;\s]+?)\s*(;.*)?$/i.exec(value);
-  if (!m) throw new SyntaxError(`malformed Via: ${value}`);
-  const sentBy = m[2]!;
+  let m: [string, string, string | undefined] | undefined = splitViaFast(value);
+  if (m === undefined) {
+    const r = VIA.exec(value);
+    if (!r) throw new SyntaxError(`malformed Via: ${value}`);
+    m = [r[1]!, r[2]!, r[3]];
+  }
+  const sentBy = m[1];
   let host: string;
   let port: number | undefined;
   if (sentBy.startsWith('[')) {
@@ -75,8 +105,8 @@ export function parseVia(value: string): Via {
   }
   if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new SyntaxError('malformed Via port');
   if (host.length === 0) throw new SyntaxError('malformed Via host');
-  const params = m[3] ? parseParams(m[3]) : new Map<string, string>();
-  return { protocol: m[1]!.toUpperCase(), host, port, params, branch: params.get('branch') };
+  const params = m[2] ? parseParams(m[2]) : new Map<string, string>();
+  return { protocol: m[0].toUpperCase(), host, port, params, branch: params.get('branch') };
 }
 
 export function formatVia(v: Via): string {

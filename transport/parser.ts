@@ -52,8 +52,11 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
   const headerEnd = ends ? ends[0] : buf.length;
   const bodyStart = ends ? ends[1] : buf.length;
   const head = buf.toString('utf8', start, headerEnd);
-  const lines = head.split(/\r?\n/);
-  const first = lines[0] ?? '';
+  // Lines end at LF, with or without CR (RFC 3261 §7.5 asks for tolerance); scanned by index,
+  // no array of lines.
+  let eol = head.indexOf('\n');
+  if (eol === -1) eol = head.length;
+  const first = head.slice(0, eol > 0 && head.charCodeAt(eol - 1) === 0x0d ? eol - 1 : eol);
   const problems: string[] = [];
 
   let message: SipRequest | SipResponse;
@@ -76,29 +79,34 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
 
   // Unfold continuation lines (§7.3.1) and split name: value.
   let current: [string, string] | undefined;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    if (line.length === 0) continue;
-    const c0 = line.charCodeAt(0);
+  for (let pos = eol + 1; pos < head.length; ) {
+    let end = head.indexOf('\n', pos);
+    if (end === -1) end = head.length;
+    const from = pos;
+    pos = end + 1;
+    if (end > from && head.charCodeAt(end - 1) === 0x0d) end--;
+    if (end === from) continue;
+    const c0 = head.charCodeAt(from);
     if (c0 === 0x20 || c0 === 0x09) {
-      if (current) current[1] += (current[1].length > 0 ? ' ' : '') + trimLws(line);
-      else problems.push('continuation line without a header');
+      if (current) {
+        const more = trimmed(head, from, end);
+        current[1] += current[1].length > 0 && more.length > 0 ? ' ' + more : more;
+      } else problems.push('continuation line without a header');
       continue;
     }
-    const colon = line.indexOf(':');
-    if (colon <= 0) {
-      problems.push(`malformed header line: ${line.slice(0, 40)}`);
+    const colon = head.indexOf(':', from);
+    if (colon === -1 || colon >= end || colon === from) {
+      problems.push(`malformed header line: ${head.slice(from, Math.min(end, from + 40))}`);
       current = undefined;
       continue;
     }
-    let name = line.slice(0, colon).trim().toLowerCase();
-    if (!/^[a-z0-9\-.!%*_+`'~]+$/.test(name)) {
-      problems.push(`malformed header name: ${name.slice(0, 40)}`);
+    const name = headerName(head.slice(from, colon));
+    if (name === undefined) {
+      problems.push(`malformed header name: ${head.slice(from, colon).trim().toLowerCase().slice(0, 40)}`);
       current = undefined;
       continue;
     }
-    if (name.length === 1) name = COMPACT_FORMS[name] ?? name;
-    current = [name, trimLws(line.slice(colon + 1))];
+    current = [name, trimmed(head, colon + 1, end)];
     message.headers.entries.push(current);
   }
 
@@ -123,6 +131,29 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
     message.body = available > 0 ? Buffer.from(buf.subarray(bodyStart)) : EMPTY;
   }
   return { message, problems };
+}
+
+/** Raw header names seen (as written, with any SP/HTAB before the colon) → long lower-case form. */
+const names = new Map<string, string>();
+const NAMES_MAX = 512;
+const TOKEN = /^[a-z0-9\-.!%*_+`'~]+$/;
+
+/** The long, lower-case form of a header name as written before the colon; undefined if it is not a token. */
+function headerName(raw: string): string | undefined {
+  let name = names.get(raw);
+  if (name !== undefined) return name;
+  name = trimLws(raw).toLowerCase();
+  if (!TOKEN.test(name)) return undefined;
+  if (name.length === 1) name = COMPACT_FORMS[name] ?? name;
+  if (names.size < NAMES_MAX) names.set(raw, name);
+  return name;
+}
+
+/** s[from, end) without leading and trailing SP/HTAB. */
+function trimmed(s: string, from: number, end: number): string {
+  while (from < end && (s.charCodeAt(from) === 0x20 || s.charCodeAt(from) === 0x09)) from++;
+  while (end > from && (s.charCodeAt(end - 1) === 0x20 || s.charCodeAt(end - 1) === 0x09)) end--;
+  return s.slice(from, end);
 }
 
 /**
