@@ -17,7 +17,7 @@ import { join } from 'node:path';
 
 export const BARESIP = process.env.BARESIP ?? 'baresip';
 export const BARESIP_MODULES = process.env.BARESIP_MODULES ?? '/usr/lib/baresip/modules';
-const INSTALL_HINT = 'install Debian "baresip" (apt-get install baresip; .ci/run does) or set BARESIP to its path';
+const INSTALL_HINT = 'install Debian "baresip-core" (apt-get install baresip-core; .ci/run does) or set BARESIP to its path';
 
 /** One SIP message of baresip's `-s` trace. */
 export interface TraceMessage {
