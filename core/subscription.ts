@@ -40,7 +40,7 @@ export class LiveSubscription {
   cseqReserved = 0;
 
   /** presentity + event: the key of the composed body this watcher's NOTIFYs share (fixed for a subscription). */
-  readonly presentityKey: string;
+  presentityKey: string;
 
   constructor(public record: Subscription) {
     this.presentityKey = ownString(presentityKey(record.presentityUri, record.event));
@@ -64,12 +64,38 @@ export function presentityKey(presentityUri: string, event: string): string {
   return `${presentityUri}\u0000${event}`;
 }
 
-/** Every string of a subscription record made its own (see ownString()). */
+/** Record fields with few distinct values across a node (a proxy's address, "presence", "udp"): one copy each. */
+const FEW_VALUES = new Set(['event', 'eventId', 'transport', 'sourceAddress', 'state', 'reason', 'accept', 'subHandling']);
+const fewValues = new Map<string, string>();
+/** Bound on the copies kept: past it, values are owned per record as the rest. */
+const FEW_VALUES_MAX = 4096;
+
+function shared(v: string): string {
+  let s = fewValues.get(v);
+  if (s !== undefined) return s;
+  s = ownString(v);
+  if (fewValues.size < FEW_VALUES_MAX) fewValues.set(s, s);
+  return s;
+}
+
+/**
+ * Every string of a subscription record made its own (see ownString()), and those with few
+ * distinct values shared between records.
+ */
 export function ownStrings(rec: Subscription): void {
   const r = rec as unknown as Record<string, unknown>;
   for (const k of Object.keys(r)) {
     const v = r[k];
-    if (typeof v === 'string') r[k] = ownString(v);
+    if (typeof v === 'string') r[k] = FEW_VALUES.has(k) ? shared(v) : ownString(v);
   }
-  rec.routeSet = rec.routeSet.map(ownString);
+  rec.routeSet = rec.routeSet.map(shared);
+}
+
+/** A new watcher of a presentity takes the presentity's strings from one already watching it. */
+export function sharePresentity(sub: LiveSubscription, peer: LiveSubscription): void {
+  const rec = sub.record;
+  const other = peer.record;
+  if (rec.presentityUri === other.presentityUri) rec.presentityUri = other.presentityUri;
+  if (rec.localUri === other.localUri) rec.localUri = other.localUri;
+  if (sub.presentityKey === peer.presentityKey) sub.presentityKey = peer.presentityKey;
 }

@@ -20,7 +20,7 @@ import { ExpiryTimers } from './timers.js';
 import { newTag } from './ids.js';
 import { presentityOf } from './publications.js';
 import type { Notifier } from './notifier.js';
-import { LiveSubscription, dialogKey, presentityKey, ownStrings, type SubHandling } from './subscription.js';
+import { LiveSubscription, dialogKey, presentityKey, ownStrings, sharePresentity, type SubHandling } from './subscription.js';
 import { ownString } from '../transport/message.js';
 
 export interface AuthorizationOutcome {
@@ -200,16 +200,35 @@ export class Subscriptions {
   }
 
   private rememberInitial(key: string, branch: string, now: number): { branch: string; at: number; subId?: string } {
-    const entry: { branch: string; at: number; subId?: string } = { branch, at: now };
+    // Owned: a slice of the request would keep the whole request text alive for the window.
+    const entry: { branch: string; at: number; subId?: string } = { branch: ownString(branch), at: now };
+    this.recentInitial.delete(key); // re-inserted at the end, so the map stays in arrival order
     this.recentInitial.set(key, entry);
-    if (this.recentInitial.size > 10_000) {
-      for (const [k, v] of this.recentInitial) {
-        if (now - v.at > MERGE_WINDOW_MS) this.recentInitial.delete(k);
-        else break;
-      }
-    }
+    this.forgetOldInitials(now);
+    this.recentInitialTimer ??= setTimeout(this.pruneInitials, MERGE_WINDOW_MS).unref();
     return entry;
   }
+
+  /** Initial SUBSCRIBEs older than the merge window are forgotten, oldest first (the map is in arrival order). */
+  private forgetOldInitials(now: number): void {
+    for (const [k, v] of this.recentInitial) {
+      if (now - v.at < MERGE_WINDOW_MS) break;
+      this.recentInitial.delete(k);
+    }
+  }
+
+  private recentInitialTimer: NodeJS.Timeout | undefined;
+  /** After a burst nothing else prunes the map: one timer does, re-armed while it holds entries. */
+  private readonly pruneInitials = (): void => {
+    this.recentInitialTimer = undefined;
+    const now = Date.now();
+    this.forgetOldInitials(now);
+    const oldest = this.recentInitial.values().next();
+    if (!oldest.done) {
+      const wait = Math.min(MERGE_WINDOW_MS, Math.max(1000, oldest.value.at + MERGE_WINDOW_MS - now));
+      this.recentInitialTimer = setTimeout(this.pruneInitials, wait).unref();
+    }
+  };
 
   private packageOf(req: SipRequest): EventPackage {
     const pkg = this.deps.packages.lookup(req.headers.get('event'));
@@ -282,6 +301,9 @@ export class Subscriptions {
     if (!set) {
       set = new Set();
       this.byPresentity.set(sub.presentityKey, set);
+    } else {
+      const peer = set.values().next();
+      if (!peer.done) sharePresentity(sub, peer.value);
     }
     set.add(sub);
     this.arm(sub);
@@ -332,6 +354,7 @@ export class Subscriptions {
     const expired: LiveSubscription[] = [];
     for (const rec of this.deps.store.allSubscriptions()) {
       rec.flowId = ''; // connections of the previous process are gone
+      ownStrings(rec);
       const sub = new LiveSubscription(rec);
       if (rec.expiresAt <= now) {
         expired.push(sub);
@@ -387,6 +410,8 @@ export class Subscriptions {
   /** Clean stop: no more timers, and every dialog's exact CSeq stored. */
   stop(): Promise<unknown> {
     this.timers.clearAll();
+    if (this.recentInitialTimer) clearTimeout(this.recentInitialTimer);
+    this.recentInitialTimer = undefined;
     for (const sub of this.byId.values()) this.notifier.endRate(sub);
     return this.notifier.flushCseqs(this.byId.values());
   }
