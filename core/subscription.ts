@@ -6,6 +6,7 @@ import { ownString } from '../transport/message.js';
 import type { Subscription } from './store/records.js';
 import type { NotifyWire } from './notifier.js';
 import type { RateControl } from './rate-control.js';
+import type { LiveState } from './watchers.js';
 
 export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
 
@@ -31,6 +32,8 @@ export class LiveSubscription {
   bodyKey = '';
   /** The dialog's NOTIFY template (the notifier builds it on first use and after a target refresh). */
   wire: NotifyWire | undefined;
+  /** What presence.winfo shows of it (presence subscriptions; set by WatcherInfo). */
+  winfo: LiveState | undefined;
   /** RFC 6446 rate control in use (min-interval / max-interval); undefined for most subscriptions. */
   rate: RateControl | undefined;
   /**

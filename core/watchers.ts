@@ -23,6 +23,7 @@ import type { Notifier } from './notifier.js';
 import type { LiveSubscription, SubHandling } from './subscription.js';
 import type { SubscriptionEvent } from './subscriptions.js';
 import { uriAor } from './subscriptions.js';
+import { ownString } from '../transport/message.js';
 import { ExpiryTimers } from './timers.js';
 import { watcherinfoDocument, type WatcherEntry } from './packages/winfo.js';
 
@@ -44,8 +45,8 @@ function endEvent(why: string | undefined): WinfoEvent {
 
 const seconds = (ms: number): number => Math.max(0, Math.round(ms / 1000));
 
-/** What winfo shows of a live subscription; `aor` cached (watcher URIs are parsed once). */
-interface LiveState {
+/** What winfo shows of a live subscription (kept on it); `aor` cached (watcher URIs are parsed once). */
+export interface LiveState {
   aor: string;
   status: WinfoStatus;
   event: WinfoEvent;
@@ -63,10 +64,11 @@ export interface WatcherInfoDeps {
 }
 
 export class WatcherInfo {
-  /** Every live presence subscription, by id. */
-  private readonly live = new Map<string, LiveState>();
-  /** The same, by presentity and watcher AOR (a watcher may subscribe from several devices). */
-  private readonly byWatcher = new Map<string, Set<LiveSubscription>>();
+  /**
+   * Live presence subscriptions by presentity and watcher AOR: the subscription, or a set when
+   * the watcher subscribes from several devices. (Each one's winfo state is its `winfo`.)
+   */
+  private readonly byWatcher = new Map<string, LiveSubscription | Set<LiveSubscription>>();
   /** Waiting entries: presentity URI → watcher AOR → record (as stored). */
   private readonly waiting = new Map<string, Map<string, WatcherAuth>>();
   private readonly giveupTimers = new ExpiryTimers<WatcherAuth>((w) => this.end(w, 'giveup'));
@@ -87,13 +89,13 @@ export class WatcherInfo {
   };
 
   private stateOf(sub: LiveSubscription): LiveState {
-    return this.live.get(sub.id) ?? this.resume(sub);
+    return sub.winfo ?? this.resume(sub);
   }
 
   /** A subscription recovered after a restart: the store remembers the watcher's last event. */
   private resume(sub: LiveSubscription): LiveState {
     const r = sub.record;
-    const aor = uriAor(r.watcherUri);
+    const aor = aorOf(r);
     const status: WinfoStatus = r.state === 'active' ? 'active' : 'pending';
     const stored = this.deps.store.getWatcher(r.presentityUri, r.event, aor);
     const event = stored && stored.status === status && WINFO_EVENTS.has(stored.winfoEvent) ? (stored.winfoEvent as WinfoEvent) : 'subscribe';
@@ -101,24 +103,25 @@ export class WatcherInfo {
   }
 
   private track(sub: LiveSubscription, st: LiveState): LiveState {
-    this.live.set(sub.id, st);
-    const k = watcherKey(sub.record.presentityUri, st.aor);
-    let set = this.byWatcher.get(k);
-    if (!set) {
-      set = new Set();
-      this.byWatcher.set(k, set);
-    }
-    set.add(sub);
+    sub.winfo = st;
+    const k = ownString(watcherKey(sub.record.presentityUri, st.aor));
+    const there = this.byWatcher.get(k);
+    if (there === undefined || there === sub) this.byWatcher.set(k, sub);
+    else if (there instanceof Set) there.add(sub);
+    else this.byWatcher.set(k, new Set([there, sub]));
     return st;
   }
 
   private untrack(sub: LiveSubscription): LiveState {
     const st = this.stateOf(sub);
-    this.live.delete(sub.id);
+    sub.winfo = undefined;
     const k = watcherKey(sub.record.presentityUri, st.aor);
-    const set = this.byWatcher.get(k);
-    set?.delete(sub);
-    if (set?.size === 0) this.byWatcher.delete(k);
+    const there = this.byWatcher.get(k);
+    if (there === sub) this.byWatcher.delete(k);
+    else if (there instanceof Set) {
+      there.delete(sub);
+      if (there.size === 1) this.byWatcher.set(k, there.values().next().value!);
+    }
     return st;
   }
 
@@ -147,8 +150,8 @@ export class WatcherInfo {
       this.ended(sub, why);
       return;
     }
-    const st = this.live.get(r.id);
-    const aor = st?.aor ?? uriAor(r.watcherUri);
+    const st = sub.winfo;
+    const aor = st?.aor ?? aorOf(r);
     const status: WinfoStatus = r.state === 'active' ? 'active' : 'pending';
     if (event === 'authorized') {
       const before = st?.status ?? this.deps.store.getWatcher(r.presentityUri, r.event, aor)?.status;
@@ -214,8 +217,8 @@ export class WatcherInfo {
 
   /** A live presence subscription of this watcher to this presentity. */
   private otherSubscription(presentityUri: string, aor: string): LiveSubscription | undefined {
-    for (const s of this.byWatcher.get(watcherKey(presentityUri, aor)) ?? []) return s;
-    return undefined;
+    const there = this.byWatcher.get(watcherKey(presentityUri, aor));
+    return there instanceof Set ? there.values().next().value : there;
   }
 
   private persist(sub: LiveSubscription, aor: string, status: WinfoStatus, event: WinfoEvent): void {
@@ -340,6 +343,12 @@ function entryOf(sub: LiveSubscription, aor: string, status: WinfoStatus, event:
     event,
     durationSubscribed: seconds(Date.now() - r.createdAt),
   };
+}
+
+/** The watcher's AOR, the record's own string when its URI is one already (no copy per subscription). */
+function aorOf(r: Subscription): string {
+  const aor = uriAor(r.watcherUri);
+  return aor === r.watcherUri ? r.watcherUri : aor;
 }
 
 function watcherKey(presentityUri: string, aor: string): string {
