@@ -204,7 +204,10 @@ export class XcapServer {
       for (const [k, v] of reply.headers) res.writeHeader(k, v);
       const body = reply.body ?? '';
       const length = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
-      if (ex.head || reply.status === 304) res.endWithoutBody(reply.status === 304 ? undefined : length, reply.close);
+      // A 304 carries no Content-Length (RFC 9110 §8.6 allows only the 200's, which a node
+      // selector's would need computing): endWithoutBody() without arguments writes none.
+      if (reply.status === 304) res.endWithoutBody();
+      else if (ex.head) res.endWithoutBody(length, reply.close);
       else res.end(body, reply.close);
     });
   }

@@ -125,6 +125,36 @@ test('not well-formed bodies → 409 <not-well-formed/>, and nothing changes', a
   assert.equal((await xcap.get(path)).etag, put.etag);
 });
 
+test('a 304 carries no Content-Length (RFC 9110 §8.6) and the keep-alive connection serves the next request', async () => {
+  const rel = rulesPath(user());
+  const path = '/xcap-root' + rel;
+  const put = await xcap.put(rel, presRules([{ id: 'a' }]), CT.presRules);
+  assert.equal(put.status, 201);
+  const raw = await new Promise<string>((resolve, reject) => {
+    const sock = connect(node.xcapPort, '127.0.0.1', () => {
+      // Two requests pipelined on one connection: the 304, then a GET of the same document.
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: ${put.etag}\r\n\r\nGET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    });
+    let got = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      got += d;
+      if (/HTTP\/1\.1 200[\s\S]*<\/ruleset>/.test(got)) {
+        sock.destroy();
+        resolve(got);
+      }
+    });
+    sock.on('error', reject);
+    sock.on('close', () => resolve(got));
+    setTimeout(() => sock.destroy(), 3000);
+  });
+  const [notModified, rest] = raw.split(/\r\n\r\n/, 2);
+  assert.match(notModified!, /^HTTP\/1\.1 304 /);
+  assert.match(notModified!, new RegExp(`\r\nETag: ${put.etag!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'i'));
+  assert.doesNotMatch(notModified!, /content-length/i, 'no Content-Length on the 304');
+  assert.match(rest ?? '', /^HTTP\/1\.1 200 /, `the next request on the connection is answered: ${JSON.stringify(raw.slice(0, 300))}`);
+});
+
 test('If-Match / If-None-Match (RFC 7232): 412 leaves the document alone, 304 on a matching GET', async () => {
   const path = rulesPath(user());
   const doc1 = presRules([{ id: 'a' }]);
