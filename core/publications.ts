@@ -124,20 +124,22 @@ export class Publications {
       throw new SipError(489, 'Bad Event', [['allow-events', publishable.join(', ')]]);
     }
 
-    // §6 step 3: SIP-If-Match names the publication being refreshed, modified or removed.
+    // §6 step 3: SIP-If-Match names the publication being refreshed, modified or removed; it
+    // holds a single entity-tag (a token) or the request is invalid.
     const ifMatch = req.headers.get('sip-if-match')?.trim();
     let existing: Publication | undefined;
     if (ifMatch !== undefined) {
+      if (req.headers.count('sip-if-match') > 1 || /[\s,]/.test(ifMatch)) throw new SipError(400, 'More than one entity-tag in SIP-If-Match');
       existing = ifMatch.length > 0 ? this.live.get(timerKey({ presentityUri, event: pkg.name, entityTag: ifMatch })) : undefined;
       if (!existing || existing.expiresAt <= Date.now()) throw new SipError(412, 'Conditional Request Failed');
     }
-    const hasBody = req.body.length > 0;
-    if (!existing && !hasBody) throw new SipError(400, 'Initial PUBLISH without a body');
 
     // §6 step 4: Expires — too brief (423), too long (shortened), absent (default), 0 (removal).
     const expires = grantedExpires(req, config);
 
-    // §6 step 5: the body must be of a type the package understands, and valid.
+    // §6 step 5: an initial PUBLISH carries a body, of a type the package understands, and valid.
+    const hasBody = req.body.length > 0;
+    if (!existing && !hasBody) throw new SipError(400, 'Initial PUBLISH without a body');
     let contentType = existing?.contentType ?? '';
     let body: Uint8Array = existing?.body ?? new Uint8Array();
     if (hasBody) {
@@ -159,7 +161,10 @@ export class Publications {
         this.deps.log.info({ callId: req.callId, presentityUri, event: pkg.name, entityTag: existing.entityTag }, 'publication removed');
         this.deps.onChange(presentityUri, pkg.name);
       }
+      // §6 step 6: Expires and SIP-ETag in every 2xx; here the tag of the publication removed
+      // (an initial PUBLISH with Expires 0 stores nothing, and gets a tag that names nothing).
       const res = incoming.reply(200, 'OK');
+      res.headers.append('sip-etag', existing?.entityTag ?? newEntityTag());
       res.headers.append('expires', '0');
       return res;
     }

@@ -85,6 +85,25 @@ for (const proto of ['udp', 'tcp'] as const) {
       }
     }));
 
+  test(`[${proto}] SIP-If-Match with more than one entity-tag → 400, the publication untouched (RFC 3903 §6 step 3)`, () =>
+    withUa(node, proto, async (ua) => {
+      const p = uniqueUri();
+      const etag = await publishOpen(ua, p);
+      const listed = await publish(ua, p, { etag: `${etag}, other`, expires: 600 });
+      assert.equal(listed.status, 400, `a list in one header: ${listed.status} ${listed.reason}`);
+      const rows = await publish(ua, p, { etag, expires: 600, headers: [['sip-if-match', 'other']] });
+      assert.equal(rows.status, 400, `two header rows: ${rows.status} ${rows.reason}`);
+      const refresh = await publish(ua, p, { etag, expires: 600 });
+      assert.equal(refresh.status, 200, 'the entity-tag was not consumed by the invalid requests');
+    }));
+
+  test(`[${proto}] the Expires check (423) comes before the body check (400): RFC 3903 §6 steps 4 and 5`, () =>
+    withUa(node, proto, async (ua) => {
+      const res = await publish(ua, uniqueUri(), { expires: 5 });
+      assert.equal(res.status, 423, `no body and Expires under min_expires: ${res.status} ${res.reason}`);
+      assert.equal(res.headers.get('min-expires'), '60');
+    }));
+
   test(`[${proto}] initial PUBLISH without a body → 400`, () =>
     withUa(node, proto, async (ua) => {
       const res = await publish(ua, uniqueUri(), { expires: 600 });
@@ -188,6 +207,9 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.deepEqual(tuplesOf(bodyOf(first)).map((t) => t.id).sort(), ['leaves', 'stays']);
       const res = await publish(ua, p, { etag: gone, expires: 0 });
       assert.equal(res.status, 200, `${res.status} ${res.reason}`);
+      // §6 step 6: Expires and SIP-ETag in the 2xx; the tag is the one removed.
+      assert.equal(res.headers.get('expires'), '0');
+      assert.equal(res.headers.get('sip-etag'), gone);
       const n = await dialog.nextNotify(3000, (r) => !bodyOf(r).includes('leaves'));
       assert.deepEqual(tuplesOf(bodyOf(n)), [{ id: 'stays', basic: 'open' }]);
       assert.equal((await publish(ua, p, { etag: gone, expires: 600 })).status, 412, 'a removed entity-tag no longer exists');
