@@ -1,6 +1,6 @@
 /**
  * Where every SIP request enters the presence server: generic checks (URI scheme, Require,
- * Max-Forwards), OPTIONS, 405 for methods the node does not serve, and hand-off to the
+ * Max-Forwards), OPTIONS, 405 for methods the node does not serve (501 for unknown ones), and hand-off to the
  * PUBLISH / SUBSCRIBE handlers. A thrown SipError becomes its response here and only here.
  */
 import type { IncomingRequest } from '../transport/stack.js';
@@ -11,6 +11,9 @@ import { newTag } from './ids.js';
 import type { PackageRegistry } from './packages/registry.js';
 
 export type MethodHandler = (incoming: IncomingRequest) => Promise<SipResponse | void> | SipResponse | void;
+
+/** The SIP methods of the IANA registry: a request with another method is not recognised (501). */
+const SIP_METHODS = new Set(['ACK', 'BYE', 'CANCEL', 'INFO', 'INVITE', 'MESSAGE', 'NOTIFY', 'OPTIONS', 'PRACK', 'PUBLISH', 'REFER', 'REGISTER', 'SUBSCRIBE', 'UPDATE']);
 
 export class Dispatcher {
   private readonly handlers = new Map<string, MethodHandler>();
@@ -36,7 +39,11 @@ export class Dispatcher {
     try {
       this.precheck(incoming);
       const handler = this.handlers.get(req.method);
-      if (!handler) throw new SipError(405, 'Method Not Allowed', [['allow', this.allow]]);
+      if (!handler) {
+        // RFC 3261 §8.2.1: a method recognised but not served is a 405; §21.5.2: one not recognised at all, a 501.
+        if (SIP_METHODS.has(req.method)) throw new SipError(405, 'Method Not Allowed', [['allow', this.allow]]);
+        throw new SipError(501, 'Not Implemented', [['allow', this.allow]]);
+      }
       response = await handler(incoming);
     } catch (err) {
       if (!(err instanceof SipError)) throw err; // the stack answers 500 and logs it with the Call-ID

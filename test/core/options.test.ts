@@ -40,6 +40,17 @@ for (const proto of ['udp', 'tcp'] as const) {
     }
   });
 
+  test(`a method no SIP registry knows over ${proto} → 501 (RFC 3261 §21.5.2), with Allow`, async () => {
+    const ua = await TestUa.open(proto, proto === 'udp' ? node.udpPort : node.tcpPort);
+    try {
+      const res = await ua.request({ method: 'FOO', uri: 'sip:bob@example.com' });
+      assert.equal(res.status, 501, `${res.status} ${res.reason}`);
+      assert.match(res.headers.get('allow') ?? '', /SUBSCRIBE/);
+    } finally {
+      await ua.close();
+    }
+  });
+
   // Over TCP there are no retransmissions (RFC 3261 §17.2.2: Timer J is zero on reliable transports).
   if (proto === 'udp') test(`a retransmitted request over ${proto} gets the same response from the transaction`, async () => {
     const ua = await TestUa.open(proto, proto === 'udp' ? node.udpPort : node.tcpPort);
