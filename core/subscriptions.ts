@@ -44,13 +44,26 @@ export interface SubscriptionDeps {
   authorizer: Authorizer;
 }
 
-/** Accept matching (RFC 3261 §20.1): exact type, type/*, or * / *. */
+/**
+ * Accept matching (RFC 3261 §20.1, HTTP semantics): the most specific media range that matches
+ * (the type, then type/*, then * / *) decides, and q=0 on it means "not acceptable".
+ */
 function accepts(accept: string[], type: string): boolean {
-  const [major] = type.split('/');
-  return accept.some((a) => {
-    const t = a.split(';')[0]!.trim().toLowerCase();
-    return t === type || t === '*/*' || t === `${major}/*`;
-  });
+  const wildcard = `${type.split('/')[0]}/*`;
+  let best = -1; // 2 exact, 1 type/*, 0 */*
+  let acceptable = false;
+  for (const a of accept) {
+    const semi = a.indexOf(';');
+    const range = (semi === -1 ? a : a.slice(0, semi)).trim().toLowerCase();
+    const rank = range === type ? 2 : range === wildcard ? 1 : range === '*/*' ? 0 : -1;
+    if (rank < best || rank === -1) continue;
+    const q = semi === -1 ? undefined : /(?:^|;)\s*q\s*=\s*([0-9.]+)/i.exec(a.slice(semi))?.[1];
+    const ok = q === undefined || Number(q) > 0;
+    // Of two ranges equally specific, one that accepts wins.
+    acceptable = rank > best ? ok : acceptable || ok;
+    best = rank;
+  }
+  return acceptable;
 }
 
 /** Merged-request memory (RFC 3261 §8.2.2.2): how long an initial SUBSCRIBE's identity is kept. */
@@ -240,6 +253,8 @@ export class Subscriptions {
     const res = incoming.reply(200, 'OK', localTag);
     res.headers.append('expires', String(expires));
     res.headers.append('contact', this.notifier.contact(incoming.source.proto));
+    // RFC 6665 §4.4.4 (SHOULD): the events supported, in responses to dialog-creating requests too.
+    res.headers.append('allow-events', this.deps.packages.names().join(', '));
     // RFC 3261 §12.1.1: a dialog-creating 2xx copies the Record-Route headers.
     for (const rr of incoming.request.headers.getAll('record-route')) res.headers.append('record-route', rr);
     return res;

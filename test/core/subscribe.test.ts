@@ -61,6 +61,7 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.doesNotThrow(() => NameAddr.parse(contact), `Contact parses: ${contact}`);
       const granted = Number(res.headers.get('expires'));
       assert.ok(granted > 0 && granted <= 600, `Expires ${granted} ≤ 600`);
+      assert.match(res.headers.get('allow-events') ?? '', /\bpresence\b/, 'Allow-Events in the 2xx (RFC 6665 §4.4.4)');
       const long = await subscribe(ua, uniqueUri(), { expires: 100_000 });
       assert.equal(long.res.status, 200);
       assert.ok(Number(long.res.headers.get('expires')) <= 3600, 'Expires shortened to max_expires');
@@ -122,6 +123,32 @@ for (const proto of ['udp', 'tcp'] as const) {
         bare: true,
       });
       assert.equal(r4.status, 400, `malformed Contact: ${r4.status} ${r4.reason}`);
+    }));
+
+  test(`[${proto}] Accept (RFC 3261 §20.1, HTTP semantics): a range that excludes PIDF, or gives it q=0, → 406 with Accept; no NOTIFY follows`, () =>
+    withUas(node, proto, 1, async (ua) => {
+      const cases: Array<[string, number]> = [
+        ['application/pidf+xml', 200],
+        ['application/*', 200],
+        ['*/*', 200],
+        ['text/plain, application/pidf+xml;q=0.5', 200],
+        ['text/plain', 406],
+        ['application/pidf+xml;q=0', 406],
+        ['*/*, application/pidf+xml;q=0', 406],
+        ['application/*;q=0, application/pidf+xml', 200],
+      ];
+      const refused = new Set<string>();
+      for (const [accept, status] of cases) {
+        const { res, dialog } = await subscribe(ua, uniqueUri(), { expires: 600, headers: [['accept', accept]] });
+        assert.equal(res.status, status, `Accept: ${accept} → ${res.status} ${res.reason}`);
+        if (status === 406) {
+          assert.equal(res.headers.get('accept'), 'application/pidf+xml');
+          refused.add(dialog.callId);
+        }
+      }
+      await sleep(200);
+      const stray = ua.received.filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && refused.has(r.message.callId ?? ''));
+      assert.equal(stray.length, 0, 'no NOTIFY after a 406');
     }));
 
   test(`[${proto}] SUBSCRIBE with an unknown Event → 489 with Allow-Events`, () =>
