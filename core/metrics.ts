@@ -2,7 +2,7 @@
  * Prometheus metrics (prom-client) for GET /metrics on the admin port. Gauges are read at
  * scrape time from the live objects, so nothing on the SIP path pays for them.
  */
-import { Registry, Gauge, collectDefaultMetrics } from 'prom-client';
+import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
 import type { PresenceNode } from './node.js';
 
 export function createMetrics(node: PresenceNode): () => Promise<{ contentType: string; body: string }> {
@@ -18,11 +18,25 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
       },
     });
   };
+  /** A count since start that only grows: a Prometheus counter (name ending in _total), fed at scrape time. */
+  const counter = (name: string, help: string, read: () => number): void => {
+    let reported = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const now = read();
+        if (now > reported) this.inc(now - reported);
+        reported = now;
+      },
+    });
+  };
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => node.subscriptions.count);
   gauge('presenced_presentities', 'Presentities with at least one live publication.', () => node.store.presentities().length);
-  gauge('presenced_notify_sent', 'NOTIFY requests answered with 2xx since start.', () => node.notifier.stats.sent);
-  gauge('presenced_notify_failed', 'NOTIFY requests that failed (non-2xx, timeout, transport) since start.', () => node.notifier.stats.failed);
-  gauge('presenced_watchers_removed', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
+  counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => node.notifier.stats.sent);
+  counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => node.notifier.stats.failed);
+  counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => node.stack.pendingClientTransactions);
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, WebSocket).', () => node.stack.tcpConnections);
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => node.pool.threads);

@@ -59,6 +59,11 @@ test('GET on /RPC → 405; GET /metrics → Prometheus text', async () => {
   const text = await m.text();
   assert.match(text, /^# HELP presenced_subscriptions /m);
   assert.match(text, /^presenced_subscriptions \d+/m);
+  // Counts since start are counters named *_total (Prometheus naming), not gauges.
+  for (const c of ['presenced_notify_sent_total', 'presenced_notify_failed_total', 'presenced_watchers_removed_total']) {
+    assert.match(text, new RegExp(`^# TYPE ${c} counter$`, 'm'));
+    assert.match(text, new RegExp(`^${c} \\d+`, 'm'));
+  }
 });
 
 test('check_basic / check_activities return the seed codes; presentity_show and watcher_list list state', async () => {
