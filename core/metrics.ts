@@ -33,7 +33,8 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
     });
   };
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => node.subscriptions.count);
-  gauge('presenced_presentities', 'Presentities with at least one live publication.', () => node.store.presentities().length);
+  // Counted in memory: a store scan per scrape would stall the SIP thread on a large store.
+  gauge('presenced_presentities', 'Presentities (per event package) with at least one live publication.', () => node.publications.presentityCount);
   counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => node.notifier.stats.sent);
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => node.notifier.stats.failed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);

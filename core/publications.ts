@@ -49,8 +49,23 @@ export class Publications {
    * publication without a read and decode. Workers and RPC read the store.
    */
   private readonly live = new ExpiryTimers<Publication>((p) => {
+    this.counted(p, -1); // the timers let go of it before calling
     this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
   });
+  /** Live publications per presentity and event, so /metrics counts presentities without a store scan. */
+  private readonly perPresentity = new Map<string, number>();
+
+  /** Presentities (with event) that have at least one live publication. */
+  get presentityCount(): number {
+    return this.perPresentity.size;
+  }
+
+  private counted(p: Publication, delta: 1 | -1): void {
+    const k = `${p.presentityUri}\u0000${p.event}`;
+    const n = (this.perPresentity.get(k) ?? 0) + delta;
+    if (n > 0) this.perPresentity.set(k, n);
+    else this.perPresentity.delete(k);
+  }
 
   constructor(private readonly deps: PublicationDeps) {}
 
@@ -85,6 +100,7 @@ export class Publications {
 
   stop(): void {
     this.live.clearAll();
+    this.perPresentity.clear();
   }
 
   /**
@@ -205,11 +221,16 @@ export class Publications {
   }
 
   private arm(p: Publication): void {
-    this.live.set(timerKey(p), p.expiresAt + this.deps.config.expires_offset * 1000, p);
+    const key = timerKey(p);
+    if (this.live.get(key) === undefined) this.counted(p, 1);
+    this.live.set(key, p.expiresAt + this.deps.config.expires_offset * 1000, p);
   }
 
   private disarm(p: Publication): void {
-    this.live.clear(timerKey(p));
+    const key = timerKey(p);
+    if (this.live.get(key) === undefined) return;
+    this.counted(p, -1);
+    this.live.clear(key);
   }
 
   /** A write that fails leaves the publication it replaced (or removed) live, as the store still has it. */

@@ -7,7 +7,7 @@ import { publish, subscribe } from '../support/presence.js';
 
 let node: RunningNode;
 before(async () => {
-  node = await startNode({ force_active: 1 });
+  node = await startNode({ force_active: 1, min_expires: 0 });
 });
 after(async () => {
   await node.stop();
@@ -63,6 +63,34 @@ test('GET on /RPC → 405; GET /metrics → Prometheus text', async () => {
   for (const c of ['presenced_notify_sent_total', 'presenced_notify_failed_total', 'presenced_watchers_removed_total']) {
     assert.match(text, new RegExp(`^# TYPE ${c} counter$`, 'm'));
     assert.match(text, new RegExp(`^${c} \\d+`, 'm'));
+  }
+});
+
+test('/metrics presenced_presentities follows publications: created, a second one, removed, expired', async () => {
+  const scrape = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
+    return Number(/^presenced_presentities (\d+)/m.exec(text)?.[1]);
+  };
+  const ua = await TestUa.open('udp', node.udpPort);
+  try {
+    const base = await scrape();
+    const p = 'sip:metrics-carol@example.com';
+    const doc = (id: string) => `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${p}"><tuple id="${id}"><status><basic>open</basic></status></tuple></presence>`;
+    const a = await publish(ua, p, { body: doc('a'), expires: 60 });
+    assert.equal(a.status, 200);
+    assert.equal(await scrape(), base + 1);
+    const b = await publish(ua, p, { body: doc('b'), expires: 1 });
+    assert.equal(b.status, 200);
+    assert.equal(await scrape(), base + 1, 'two publications, one presentity');
+    const refreshed = await publish(ua, p, { etag: a.headers.get('sip-etag')!, expires: 60 });
+    assert.equal(refreshed.status, 200);
+    assert.equal(await scrape(), base + 1, 'a refresh changes nothing');
+    assert.equal((await publish(ua, p, { etag: refreshed.headers.get('sip-etag')!, expires: 0 })).status, 200);
+    assert.equal(await scrape(), base + 1, 'the 1 s publication is still there');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await scrape(), base, 'the last one expired');
+  } finally {
+    await ua.close();
   }
 });
 
