@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import type { ListenSpec, TlsSettings } from '../transport/stack.js';
 import type { Protocol } from '../transport/flows.js';
 
@@ -273,6 +274,19 @@ async function readPem(key: string, path: string): Promise<Buffer> {
   return pem;
 }
 
+/** Every CERTIFICATE block of a PEM file must parse, and there must be one (TLS ignores other blocks silently). */
+function checkCertificates(key: string, path: string, pem: Buffer): void {
+  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ConfigError(`${key}: ${path} holds no certificate (no -----BEGIN CERTIFICATE----- block)`);
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw new ConfigError(`${key}: certificate ${i + 1} of ${path} cannot be parsed: ${(err as Error).message}`);
+    }
+  }
+}
+
 /**
  * Read the TLS files once, at start, and check they make a usable context: a certificate, the
  * private key that belongs to it, and CAs that parse. An operator learns it now, not at the
@@ -284,11 +298,7 @@ async function loadTls(cfg: Config): Promise<void> {
   if (cfg.tls_certificate !== '') {
     const cert = await readPem('tls_certificate', cfg.tls_certificate);
     const key = await readPem('tls_private_key', cfg.tls_private_key);
-    try {
-      createSecureContext({ cert });
-    } catch (err) {
-      throw new ConfigError(`tls_certificate: ${cfg.tls_certificate} holds no usable certificate: ${(err as Error).message}`);
-    }
+    checkCertificates('tls_certificate', cfg.tls_certificate, cert);
     try {
       createSecureContext({ cert, key });
     } catch (err) {
@@ -300,11 +310,7 @@ async function loadTls(cfg: Config): Promise<void> {
   }
   if (cfg.tls_ca_list !== '') {
     const ca = await readPem('tls_ca_list', cfg.tls_ca_list);
-    try {
-      createSecureContext({ ca });
-    } catch (err) {
-      throw new ConfigError(`tls_ca_list: ${cfg.tls_ca_list} holds no usable CA certificate: ${(err as Error).message}`);
-    }
+    checkCertificates('tls_ca_list', cfg.tls_ca_list, ca);
     tls.ca = ca;
   }
   cfg.tls = tls;
