@@ -200,6 +200,10 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   sip_t1: [500, int(10, 10_000)],
   sip_t2: [4000, int(10, 60_000)],
   sip_t4: [5000, int(10, 60_000)],
+  tls_certificate: ['', str],
+  tls_private_key: ['', str],
+  tls_ca_list: ['', str],
+  tls_verify_certificate: [1, flag],
   worker_threads: [-1, int(-1, 64)],
   worker_inline_max_bytes: [1536, int(0, 1 << 20)],
   max_xml_size: [65536, int(1024, 16 << 20)],
@@ -207,10 +211,6 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   xcap_auth: ['none', oneOf('none', 'digest')],
   xcap_auth_users: [{}, userMap],
   xcap_auth_realm: ['presenced', str],
-  tls_certificate: ['', str],
-  tls_private_key: ['', str],
-  tls_ca_list: ['', str],
-  tls_verify_certificate: [1, flag],
 };
 
 export const CONFIG_KEYS = Object.keys(SCHEMA);
