@@ -82,7 +82,7 @@ function normaliseAddress(a: string): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
-/** One listener of a stream transport and its connections: plain TCP, or TLS when given `tls`. */
+/** One listener of a stream transport and its connections: plain TCP, or TLS (with the certificate of `tlsSettings`). */
 export class TcpTransport {
   private server: net.Server | undefined;
   /** TCP or TLS, for logs. */
@@ -101,14 +101,14 @@ export class TcpTransport {
     private readonly limits: TcpLimits,
     private readonly onMessage: (data: Buffer, source: Source) => void,
     private readonly log: Logger,
-    private readonly tls?: TlsSettings,
+    private readonly tlsSettings?: TlsSettings,
   ) {
     this.label = proto.toUpperCase();
-    if (proto === 'tls' && !tls?.cert) throw new Error('a TLS listener needs a certificate and a private key');
+    if (proto === 'tls' && !tlsSettings?.cert) throw new Error('a TLS listener needs a certificate and a private key');
   }
 
   async listen(): Promise<void> {
-    const t = this.tls;
+    const t = this.tlsSettings;
     const server =
       this.proto === 'tls' && t
         ? // Adopted once the handshake is done; a failed handshake is only logged (tlsClientError).
@@ -212,7 +212,7 @@ export class TcpTransport {
       let socket: net.Socket;
       let ready: string;
       if (this.proto === 'tls') {
-        const t = this.tls;
+        const t = this.tlsSettings;
         const options: tls.ConnectionOptions = { host, port, rejectUnauthorized: t?.rejectUnauthorized ?? true };
         if (t?.ca) options.ca = t.ca;
         // SNI carries host names only (RFC 6066 §3).
