@@ -21,7 +21,7 @@ export async function rpcCommand(argv: string[]): Promise<number> {
     return 2;
   }
   if (!url) {
-    const cfg = await loadConfig(configPath);
+    const cfg = await loadConfig(configPath, { readFiles: false });
     url = `http://${cfg.rpc_listen.address.includes(':') ? `[${cfg.rpc_listen.address}]` : cfg.rpc_listen.address}:${cfg.rpc_listen.port}/RPC`;
   }
   const body = {

@@ -4,7 +4,9 @@
  * xcap_server); nothing else in the code reads the file or process.env.
  */
 import { readFile } from 'node:fs/promises';
-import type { ListenSpec } from '../transport/stack.js';
+import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import type { ListenSpec, TlsSettings } from '../transport/stack.js';
 import type { Protocol } from '../transport/flows.js';
 
 export interface Config {
@@ -59,6 +61,13 @@ export interface Config {
   xcap_auth: 'none' | 'digest';
   xcap_auth_users: Record<string, string>;
   xcap_auth_realm: string;
+  // tls (Kamailio tls module parameter names)
+  tls_certificate: string;
+  tls_private_key: string;
+  tls_ca_list: string;
+  tls_verify_certificate: number;
+  /** The PEM files above, read once by loadConfig (undefined when no file is configured). */
+  tls?: TlsSettings;
 }
 
 export class ConfigError extends Error {
@@ -115,9 +124,6 @@ const listenList: Check = (v, key) => {
     if (c === -1 || !PROTOCOLS.includes(proto)) {
       throw new ConfigError(`${key}[${i}]: "${s}" must be proto:address:port with proto one of ${PROTOCOLS.join(', ')}`);
     }
-    if (proto === 'tls' || proto === 'wss') {
-      throw new ConfigError(`${key}[${i}]: ${proto} is not supported yet (no certificate configuration); use udp, tcp or ws`);
-    }
     const hp = parseHostPort(s.slice(c + 1), `${key}[${i}]`);
     return { proto, address: hp.address, port: hp.port } satisfies ListenSpec;
   });
@@ -157,7 +163,7 @@ const userMap: Check = (v, key) => {
 };
 
 /** key → [default, check]. The order here is the order of the README table. */
-const SCHEMA: Record<keyof Omit<Config, 'db_path'>, [unknown, Check]> = {
+const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = {
   listen: [['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], listenList],
   xcap_listen: ['127.0.0.1:8080', hostPort],
   xcap_root: ['/xcap-root', xcapRoot],
@@ -194,6 +200,10 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path'>, [unknown, Check]> = {
   sip_t1: [500, int(10, 10_000)],
   sip_t2: [4000, int(10, 60_000)],
   sip_t4: [5000, int(10, 60_000)],
+  tls_certificate: ['', str],
+  tls_private_key: ['', str],
+  tls_ca_list: ['', str],
+  tls_verify_certificate: [1, flag],
   worker_threads: [-1, int(-1, 64)],
   worker_inline_max_bytes: [1536, int(0, 1 << 20)],
   max_xml_size: [65536, int(1024, 16 << 20)],
@@ -237,10 +247,80 @@ export function buildConfig(raw: unknown): Config {
   if (cfg.xcap_auth === 'digest' && Object.keys(cfg.xcap_auth_users).length === 0) {
     throw new ConfigError('xcap_auth_users: needs at least one user when xcap_auth is "digest"');
   }
+  const secure = cfg.listen.findIndex((l) => l.proto === 'tls' || l.proto === 'wss');
+  if (secure !== -1) {
+    const l = cfg.listen[secure]!;
+    for (const key of ['tls_certificate', 'tls_private_key'] as const) {
+      if (cfg[key] === '') {
+        throw new ConfigError(`${key}: required by listen[${secure}] (${l.proto}:${l.address}:${l.port}); set it to the path of a PEM file`);
+      }
+    }
+  }
+  if ((cfg.tls_certificate === '') !== (cfg.tls_private_key === '')) {
+    const missing = cfg.tls_certificate === '' ? 'tls_certificate' : 'tls_private_key';
+    throw new ConfigError(`${missing}: must be set together with ${missing === 'tls_certificate' ? 'tls_private_key' : 'tls_certificate'}`);
+  }
   return cfg;
 }
 
-export async function loadConfig(path: string | undefined): Promise<Config> {
+async function readPem(key: string, path: string): Promise<Buffer> {
+  let pem: Buffer;
+  try {
+    pem = await readFile(path);
+  } catch (err) {
+    throw new ConfigError(`${key}: cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (!pem.includes('-----BEGIN ')) throw new ConfigError(`${key}: ${path} is not a PEM file (no -----BEGIN line)`);
+  return pem;
+}
+
+/** Every CERTIFICATE block of a PEM file must parse, and there must be one (TLS ignores other blocks silently). */
+function checkCertificates(key: string, path: string, pem: Buffer): void {
+  const blocks = pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ConfigError(`${key}: ${path} holds no certificate (no -----BEGIN CERTIFICATE----- block)`);
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw new ConfigError(`${key}: certificate ${i + 1} of ${path} cannot be parsed: ${(err as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Read the TLS files once, at start, and check they make a usable context: a certificate, the
+ * private key that belongs to it, and CAs that parse. An operator learns it now, not at the
+ * first handshake.
+ */
+async function loadTls(cfg: Config): Promise<void> {
+  if (cfg.tls_certificate === '' && cfg.tls_ca_list === '') return;
+  const tls: TlsSettings = { rejectUnauthorized: cfg.tls_verify_certificate === 1 };
+  if (cfg.tls_certificate !== '') {
+    const cert = await readPem('tls_certificate', cfg.tls_certificate);
+    const key = await readPem('tls_private_key', cfg.tls_private_key);
+    checkCertificates('tls_certificate', cfg.tls_certificate, cert);
+    try {
+      createSecureContext({ cert, key });
+    } catch (err) {
+      throw new ConfigError(
+        `tls_private_key: ${cfg.tls_private_key} is not the unencrypted private key of ${cfg.tls_certificate}: ${(err as Error).message}`,
+      );
+    }
+    Object.assign(tls, { cert, key, certificateFile: cfg.tls_certificate, privateKeyFile: cfg.tls_private_key });
+  }
+  if (cfg.tls_ca_list !== '') {
+    const ca = await readPem('tls_ca_list', cfg.tls_ca_list);
+    checkCertificates('tls_ca_list', cfg.tls_ca_list, ca);
+    tls.ca = ca;
+  }
+  cfg.tls = tls;
+}
+
+/**
+ * Load and validate the configuration file. `readFiles` = false leaves the TLS files unread
+ * (the `presenced rpc` command needs only rpc_listen, and may run as a user who cannot read the key).
+ */
+export async function loadConfig(path: string | undefined, { readFiles = true } = {}): Promise<Config> {
   if (path === undefined) return buildConfig({});
   let text: string;
   try {
@@ -254,7 +334,9 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
   } catch (err) {
     throw new ConfigError(`configuration file ${path} is not valid JSON: ${(err as Error).message}`);
   }
-  return buildConfig(raw);
+  const cfg = buildConfig(raw);
+  if (readFiles) await loadTls(cfg);
+  return cfg;
 }
 
 function levenshtein(a: string, b: string): number {

@@ -421,8 +421,10 @@ export class Notifier {
   contact(proto: Protocol): string {
     const configured = this.deps.config.server_address;
     if (configured) return configured.startsWith('<') ? configured : `<${configured}>`;
-    const sb = this.deps.stack.sentBy(proto === 'tcp' || proto === 'udp' ? proto : 'udp');
-    return `<sip:presence@${sb.host}:${sb.port}${proto === 'tcp' ? ';transport=tcp' : ''}>`;
+    // A TCP or TLS subscriber whose connection closed is reached on a listener of its own transport.
+    const stream = proto === 'tcp' || proto === 'tls';
+    const sb = this.deps.stack.sentBy(stream ? proto : 'udp');
+    return `<sip:presence@${sb.host}:${sb.port}${stream ? `;transport=${proto}` : ''}>`;
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * The SIP stack: listeners, the receive pipeline (parse → validate → transaction match) and
  * the send side (response routing by Via, RFC 3261 §18.2.2 + RFC 3581; requests to a target
- * over UDP, TCP or an existing flow). It knows nothing of presence: the transaction user
+ * over UDP, TCP, TLS or an existing flow). It knows nothing of presence: the transaction user
  * registers one request handler.
  */
 import net from 'node:net';
@@ -11,12 +11,14 @@ import { SipRequest, SipResponse, createResponse, ownString, type Via, type Outg
 import { parseMessage, validateRequest, hasRoutableVia, UNSUPPORTED_VERSION, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';
-import { TcpTransport } from './tcp.js';
+import { TcpTransport, type StreamProtocol, type TlsSettings } from './tcp.js';
 import { WsListener } from './ws.js';
 import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
 import { DEFAULT_TIMERS, timer64T1, type TimerSettings, type Send } from './transactions/timers.js';
+
+export type { TlsSettings };
 
 export interface ListenSpec {
   proto: Protocol;
@@ -29,6 +31,8 @@ export interface StackOptions {
   maxMessageSize: number;
   tcpIdleTimeout: number;
   tcpPartialTimeout: number;
+  /** Certificates for tls/wss listeners and outgoing TLS connections. */
+  tls?: TlsSettings;
   timers?: TimerSettings;
   /** Server / User-Agent header value. */
   userAgent: string;
@@ -56,6 +60,7 @@ export class SipStack {
   readonly timers: TimerSettings;
   private readonly udp: UdpListener[] = [];
   private readonly tcp: TcpTransport[] = [];
+  private readonly tls: TcpTransport[] = [];
   private readonly ws: WsListener[] = [];
   private readonly extraFlows = new Map<string, Flow>();
   private readonly serverTx = new Map<string, ServerTx>();
@@ -81,8 +86,9 @@ export class SipStack {
         const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
         await l.listen();
         this.udp.push(l);
-      } else if (spec.proto === 'tcp') {
+      } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
         const t = new TcpTransport(
+          spec.proto,
           spec.address,
           spec.port,
           {
@@ -92,11 +98,13 @@ export class SipStack {
           },
           (d, s) => this.receive(d, s, false),
           this.log,
+          this.options.tls,
         );
         await t.listen();
-        this.tcp.push(t);
-      } else if (spec.proto === 'ws') {
+        (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
+      } else if (spec.proto === 'ws' || spec.proto === 'wss') {
         const w = new WsListener(
+          spec.proto,
           spec.address,
           spec.port,
           this.options.maxMessageSize,
@@ -107,6 +115,7 @@ export class SipStack {
             onClose: (f) => this.detachFlow(f),
           },
           this.log,
+          this.options.tls,
         );
         await w.listen();
         this.ws.push(w);
@@ -119,7 +128,8 @@ export class SipStack {
     return [
       ...this.udp.map((u) => ({ proto: 'udp' as const, address: u.address, port: u.boundPort })),
       ...this.tcp.map((t) => ({ proto: 'tcp' as const, address: t.address, port: t.boundPort })),
-      ...this.ws.map((w) => ({ proto: 'ws' as const, address: w.address, port: w.boundPort })),
+      ...this.tls.map((t) => ({ proto: 'tls' as const, address: t.address, port: t.boundPort })),
+      ...this.ws.map((w) => ({ proto: w.proto, address: w.address, port: w.boundPort })),
     ];
   }
 
@@ -130,6 +140,7 @@ export class SipStack {
   get tcpConnections(): number {
     let n = 0;
     for (const t of this.tcp) n += t.connectionCount;
+    for (const t of this.tls) n += t.connectionCount;
     return n + this.extraFlows.size;
   }
 
@@ -180,7 +191,7 @@ export class SipStack {
     this.timerJ = undefined;
     for (const tx of this.serverTx.values()) tx.terminate();
     for (const tx of this.clientTx.values()) tx.terminate();
-    await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close()), ...this.ws.map((w) => w.close())]);
+    await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close()), ...this.tls.map((t) => t.close()), ...this.ws.map((w) => w.close())]);
     for (const f of this.extraFlows.values()) f.close();
   }
 
@@ -196,7 +207,7 @@ export class SipStack {
   findFlow(id: string): Flow | undefined {
     const f = this.extraFlows.get(id);
     if (f) return f;
-    for (const t of this.tcp) {
+    for (const t of id.startsWith('tls-') ? this.tls : this.tcp) {
       const c = t.byId.get(id);
       if (c) return c;
     }
@@ -378,8 +389,8 @@ export class SipStack {
   private flowSender(flow: Flow, host: string, port: number, callId: string | undefined): Send {
     return (data) => {
       if (flow.send(data)) return;
-      if (flow.proto !== 'tcp') return; // a closed WebSocket cannot be reopened by the server
-      this.sendTcp(host, port, data).catch((err) => this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'));
+      if (flow.proto !== 'tcp' && flow.proto !== 'tls') return; // a closed WebSocket cannot be reopened by the server
+      this.sendStream(flow.proto, host, port, data).catch((err) => this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'));
     };
   }
 
@@ -387,10 +398,11 @@ export class SipStack {
     return this.udp.find((u) => u.address === address && u.boundPort === port) ?? this.udp[0];
   }
 
-  private async sendTcp(host: string, port: number, data: Buffer): Promise<Flow> {
-    const t = this.tcp[0];
-    if (!t) throw new Error('no TCP listener configured');
-    const conn = await t.connect(host, port);
+  /** Send on an open TCP/TLS connection to host:port, or a new one (`serverName`: see TcpTransport.connect). */
+  private async sendStream(proto: StreamProtocol, host: string, port: number, data: Buffer, serverName?: string): Promise<Flow> {
+    const t = (proto === 'tcp' ? this.tcp : this.tls)[0];
+    if (!t) throw new Error(`no ${proto.toUpperCase()} listener configured`);
+    const conn = await t.connect(host, port, serverName);
     conn.send(data);
     return conn;
   }
@@ -436,7 +448,8 @@ export class SipStack {
     let flow: Flow | undefined = target.flowId ? this.findFlow(target.flowId) : undefined;
     if (flow?.closed) flow = undefined;
     const proto: Protocol = flow ? flow.proto : target.proto;
-    const sb = flow && flow.proto !== 'tcp' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
+    // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
+    const sb = flow && flow.proto !== 'tcp' && flow.proto !== 'tls' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
     const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
     const key = branch + '|' + req.method;
 
@@ -448,14 +461,22 @@ export class SipStack {
     // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
     if (!flow && net.isIP(host) === 0) {
       return lookup(host).then(
-        (a) => this.startClient(key, data, flow, proto, a.address, target.port),
+        (a) => this.startClient(key, data, flow, proto, a.address, target.port, host),
         (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
       );
     }
     return this.startClient(key, data, flow, proto, host, target.port);
   }
 
-  private startClient(key: string, data: Buffer, flow: Flow | undefined, proto: Protocol, host: string, port: number): Promise<ClientOutcome> {
+  private startClient(
+    key: string,
+    data: Buffer,
+    flow: Flow | undefined,
+    proto: Protocol,
+    host: string,
+    port: number,
+    serverName?: string,
+  ): Promise<ClientOutcome> {
     return new Promise<ClientOutcome>((resolve) => {
       let tx: NonInviteClientTransaction;
       let send: Send;
@@ -477,7 +498,7 @@ export class SipStack {
             tx.transportError(err as Error); // RFC 3261 §8.1.3.1: a transport error is a 503 to the TU
           }
         };
-      } else if (proto === 'tcp') {
+      } else if (proto === 'tcp' || proto === 'tls') {
         let conn: Promise<Flow> | undefined;
         send = (d) => {
           conn = conn
@@ -485,7 +506,7 @@ export class SipStack {
                 if (!c.send(d)) throw new Error('connection closed');
                 return c;
               })
-            : this.sendTcp(host, port, d);
+            : this.sendStream(proto, host, port, d, serverName);
           conn.catch((err: Error) => tx.transportError(err));
         };
       } else {

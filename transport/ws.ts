@@ -1,11 +1,14 @@
 /**
- * SIP over WebSocket (RFC 7118) on uWebSockets.js: the `sip` subprotocol, one SIP message per
- * WebSocket message, responses and in-dialog requests back on the same connection (the only
- * way to reach a browser client).
+ * SIP over WebSocket (RFC 7118) on uWebSockets.js, plain (ws) or over TLS (wss): the `sip`
+ * subprotocol, one SIP message per WebSocket message, responses and in-dialog requests back on
+ * the same connection (the only way to reach a browser client).
  */
 import uWS from 'uWebSockets.js';
 import { randomBytes } from 'node:crypto';
 import type { Flow, Logger, Source } from './flows.js';
+import type { TlsSettings } from './tcp.js';
+
+export type WsProtocol = 'ws' | 'wss';
 
 const BOOT = randomBytes(3).toString('hex');
 let nextId = 1;
@@ -15,16 +18,18 @@ interface WsData {
 }
 
 class WsFlow implements Flow {
-  readonly id = `ws-${BOOT}-${nextId++}`;
-  readonly proto = 'ws' as const;
+  readonly id: string;
   closed = false;
   constructor(
+    readonly proto: WsProtocol,
     private readonly ws: uWS.WebSocket<WsData>,
     readonly remoteAddress: string,
     readonly remotePort: number,
     readonly localAddress: string,
     readonly localPort: number,
-  ) {}
+  ) {
+    this.id = `${proto}-${BOOT}-${nextId++}`;
+  }
   send(data: Buffer): boolean {
     if (this.closed) return false;
     // RFC 7118 §5: UTF-8 SIP messages go in text frames.
@@ -44,6 +49,7 @@ export class WsListener {
   private readonly flows = new Set<WsFlow>();
 
   constructor(
+    readonly proto: WsProtocol,
     readonly address: string,
     readonly port: number,
     private readonly maxMessageSize: number,
@@ -53,10 +59,15 @@ export class WsListener {
       onClose: (flow: Flow) => void;
     },
     private readonly log: Logger,
-  ) {}
+    private readonly tls?: TlsSettings,
+  ) {
+    if (proto === 'wss' && !(tls?.certificateFile && tls.privateKeyFile)) throw new Error('a WSS listener needs a certificate and a private key');
+  }
 
   async listen(): Promise<void> {
-    const app = uWS.App();
+    // uWebSockets.js reads the PEM files itself (once, here); the configuration checked them at start.
+    const app =
+      this.proto === 'wss' ? uWS.SSLApp({ cert_file_name: this.tls!.certificateFile!, key_file_name: this.tls!.privateKeyFile! }) : uWS.App();
     app.ws<WsData>('/*', {
       maxPayloadLength: this.maxMessageSize,
       idleTimeout: 120,
@@ -79,7 +90,7 @@ export class WsListener {
       },
       open: (ws) => {
         const remote = Buffer.from(ws.getRemoteAddressAsText()).toString();
-        const flow = new WsFlow(ws, remote, 0, this.address, this.boundPort);
+        const flow = new WsFlow(this.proto, ws, remote, 0, this.address, this.boundPort);
         ws.getUserData().flow = flow;
         this.flows.add(flow);
         this.hooks.onOpen(flow);
@@ -90,7 +101,7 @@ export class WsListener {
         // The ArrayBuffer is only valid during this call: copy it.
         const data = Buffer.from(Buffer.from(message));
         this.hooks.onMessage(data, {
-          proto: 'ws',
+          proto: this.proto,
           address: flow.remoteAddress,
           port: flow.remotePort,
           localAddress: this.address,
@@ -108,13 +119,13 @@ export class WsListener {
     });
     await new Promise<void>((resolve, reject) => {
       app.listen(this.address, this.port, (token) => {
-        if (!token) return reject(new Error(`cannot listen on ws:${this.address}:${this.port}`));
+        if (!token) return reject(new Error(`cannot listen on ${this.proto}:${this.address}:${this.port}`));
         this.token = token;
         this.boundPort = uWS.us_socket_local_port(token);
         resolve();
       });
     });
-    this.log.debug({ port: this.boundPort }, 'WebSocket listener bound');
+    this.log.debug({ proto: this.proto, port: this.boundPort }, 'WebSocket listener bound');
   }
 
   async close(): Promise<void> {

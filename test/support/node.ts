@@ -15,6 +15,8 @@ export interface RunningNode {
   udpPort: number;
   tcpPort: number;
   wsPort: number;
+  tlsPort: number;
+  wssPort: number;
   xcapPort: number;
   rpcPort: number;
   dataDir: string;
@@ -117,6 +119,8 @@ export async function startNode(config: Record<string, unknown> = {}, opts: Star
     udpPort: port('SIP listener ready', 'udp'),
     tcpPort: port('SIP listener ready', 'tcp'),
     wsPort: port('SIP listener ready', 'ws'),
+    tlsPort: port('SIP listener ready', 'tls'),
+    wssPort: port('SIP listener ready', 'wss'),
     xcapPort: port('XCAP listener ready'),
     rpcPort: port('RPC listener ready'),
     dataDir,

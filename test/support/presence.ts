@@ -115,7 +115,11 @@ export function uniqueUri(prefix = 'p'): string {
 }
 
 /** The node's SIP port for a transport. */
-export function portFor(node: { udpPort: number; tcpPort: number }, proto: UaProto): number {
+export function portFor(node: { udpPort: number; tcpPort: number; tlsPort?: number }, proto: UaProto): number {
+  if (proto === 'tls') {
+    if (!node.tlsPort) throw new Error('the node has no TLS listener');
+    return node.tlsPort;
+  }
   return proto === 'udp' ? node.udpPort : node.tcpPort;
 }
 

@@ -1,15 +1,23 @@
 /**
- * A tiny SIP user agent for tests, over UDP or TCP on loopback: sends requests (or raw
+ * A tiny SIP user agent for tests, over UDP, TCP or TLS on loopback: sends requests (or raw
  * bytes), matches responses by branch, receives in-dialog requests (NOTIFY) and answers them
  * with a configurable status. It uses the project's own parser, so it only trusts bytes.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { SipRequest, SipResponse, createResponse } from '../../transport/message.js';
 import { parseMessage, StreamFramer } from '../../transport/parser.js';
 
-export type UaProto = 'udp' | 'tcp';
+export type UaProto = 'udp' | 'tcp' | 'tls';
+
+/** For a TLS UA: the CA it trusts for the node's certificate, and the certificate of its own listener. */
+export interface UaTlsOptions {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
 
 export interface RequestOptions {
   method: string;
@@ -41,7 +49,11 @@ export class TestUa {
   private udp: dgram.Socket | undefined;
   private tcp: net.Socket | undefined;
   private tcpServer: net.Server | undefined;
-  private readonly inbound = new Set<net.Socket>();
+  /** Connections the node opened towards this UA's listener (TCP/TLS). */
+  readonly inbound = new Set<net.Socket>();
+  /** How many connections the node opened towards this UA so far. */
+  inboundCount = 0;
+  private tlsOptions: UaTlsOptions | undefined;
   localPort = 0;
   readonly user = `ua${rand(3)}`;
 
@@ -51,8 +63,10 @@ export class TestUa {
     readonly serverHost = '127.0.0.1',
   ) {}
 
-  static async open(proto: UaProto, serverPort: number): Promise<TestUa> {
+  static async open(proto: UaProto, serverPort: number, tlsOptions?: UaTlsOptions): Promise<TestUa> {
     const ua = new TestUa(proto, serverPort);
+    if (proto === 'tls' && !tlsOptions) throw new Error('a TLS test UA needs a CA and its own certificate');
+    ua.tlsOptions = tlsOptions;
     if (proto === 'udp') {
       const s = dgram.createSocket('udp4');
       ua.udp = s;
@@ -61,11 +75,14 @@ export class TestUa {
       s.on('message', (data) => ua.onBytes(data, true, undefined));
     } else {
       // A listening socket for requests the server opens a connection for, plus the outbound connection.
-      const server = net.createServer((sock) => {
+      const adopt = (sock: net.Socket): void => {
         ua.inbound.add(sock);
+        ua.inboundCount++;
         ua.attachStream(sock);
+        sock.on('error', () => undefined);
         sock.on('close', () => ua.inbound.delete(sock));
-      });
+      };
+      const server = tlsOptions ? tls.createServer({ cert: tlsOptions.cert, key: tlsOptions.key }, adopt) : net.createServer(adopt);
       ua.tcpServer = server;
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
       ua.localPort = (server.address() as net.AddressInfo).port;
@@ -74,11 +91,12 @@ export class TestUa {
     return ua;
   }
 
-  /** (Re)open the outbound TCP connection. */
+  /** (Re)open the outbound TCP or TLS connection (TLS: the node's certificate is verified with the test CA). */
   async connect(): Promise<void> {
-    const sock = net.connect({ host: this.serverHost, port: this.serverPort });
+    const t = this.tlsOptions;
+    const sock = t ? tls.connect({ host: this.serverHost, port: this.serverPort, ca: t.ca }) : net.connect({ host: this.serverHost, port: this.serverPort });
     await new Promise<void>((resolve, reject) => {
-      sock.once('connect', () => resolve());
+      sock.once(t ? 'secureConnect' : 'connect', () => resolve());
       sock.once('error', reject);
     });
     sock.on('error', () => undefined);
@@ -93,8 +111,19 @@ export class TestUa {
     });
   }
 
+  /** Close the outbound connection (the node's requests must then come on a new one). */
+  async disconnect(): Promise<void> {
+    const sock = this.tcp;
+    this.tcp = undefined;
+    if (!sock || sock.destroyed) return;
+    await new Promise<void>((resolve) => {
+      sock.once('close', () => resolve());
+      sock.destroy();
+    });
+  }
+
   get contact(): string {
-    return `<sip:${this.user}@127.0.0.1:${this.localPort}${this.proto === 'tcp' ? ';transport=tcp' : ''}>`;
+    return `<sip:${this.user}@127.0.0.1:${this.localPort}${this.proto === 'udp' ? '' : `;transport=${this.proto}`}>`;
   }
 
   get aor(): string {

@@ -4,7 +4,8 @@
  *
  * JsSIP's WebSocketInterface builds `new WebSocket(url, 'sip')` from the global scope, which
  * Node 20 does not provide: this module installs `RecordingWebSocket` (the `ws` class, plus a
- * log of every frame received) as `globalThis.WebSocket`. Each client connects to its own URL
+ * log of every frame received) as `globalThis.WebSocket`. For wss:// the TLS options (the test
+ * CA) are registered by URL before JsSIP opens it, since JsSIP passes only the URL and "sip". Each client connects to its own URL
  * (`ws://host:port/<id>`, the node serves every path), so the test can find the socket
  * of a client to inspect its frames or to kill it.
  *
@@ -38,7 +39,12 @@ export interface WsSocket {
   once(event: 'close', listener: (code: number, reason: Buffer) => void): this;
   once(event: 'error', listener: (err: Error) => void): this;
 }
-export type WsConstructor = new (url: string, protocols?: string | string[]) => WsSocket;
+/** TLS options of the `ws` client for wss:// URLs. */
+export interface WsClientOptions {
+  ca?: Buffer;
+  rejectUnauthorized?: boolean;
+}
+export type WsConstructor = new (url: string, protocols?: string | string[], options?: WsClientOptions) => WsSocket;
 
 /** The `ws` package's WebSocket class. */
 export const WebSocket = require('ws') as WsConstructor;
@@ -55,6 +61,8 @@ export interface Frame {
 }
 
 const sockets = new Map<string, RecordingWebSocket>();
+/** TLS options for a URL JsSIP is about to open. */
+const socketOptions = new Map<string, WsClientOptions>();
 
 /** The `ws` WebSocket, recording each frame it receives. */
 export class RecordingWebSocket extends WebSocket {
@@ -66,7 +74,7 @@ export class RecordingWebSocket extends WebSocket {
     readonly address: string,
     protocols?: string | string[],
   ) {
-    super(address, protocols);
+    super(address, protocols, socketOptions.get(address));
     sockets.set(address, this);
     this.on('message', (data, binary) => {
       // Text frames arrive as a Buffer; binary ones per binaryType, which JsSIP sets to 'arraybuffer'.
@@ -130,9 +138,13 @@ export class JsSipClient {
     readonly aor: string,
   ) {}
 
-  /** Start a JsSIP UA (no REGISTER) on ws://127.0.0.1:port and wait until its WebSocket is open. */
-  static async connect(port: number, aor: string, timeoutMs = 5000): Promise<JsSipClient> {
-    const url = `ws://127.0.0.1:${port}/${randomBytes(4).toString('hex')}`;
+  /**
+   * Start a JsSIP UA (no REGISTER) on ws://127.0.0.1:port, or wss:// when `tls` is given, and
+   * wait until its WebSocket is open.
+   */
+  static async connect(port: number, aor: string, timeoutMs = 5000, tls?: WsClientOptions): Promise<JsSipClient> {
+    const url = `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/${randomBytes(4).toString('hex')}`;
+    if (tls) socketOptions.set(url, tls);
     const config: UAConfiguration = {
       sockets: [new JsSIP.WebSocketInterface(url)],
       uri: aor,
