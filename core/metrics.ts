@@ -39,7 +39,7 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => node.notifier.stats.failed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => node.stack.pendingClientTransactions);
-  gauge('presenced_sip_connections', 'Open SIP connections (TCP, WebSocket).', () => node.stack.tcpConnections);
+  gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => node.stack.tcpConnections);
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => node.pool.threads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }
