@@ -421,10 +421,11 @@ export class Notifier {
   contact(proto: Protocol): string {
     const configured = this.deps.config.server_address;
     if (configured) return configured.startsWith('<') ? configured : `<${configured}>`;
-    // A TCP or TLS subscriber whose connection closed is reached on a listener of its own transport.
-    const stream = proto === 'tcp' || proto === 'tls';
-    const sb = this.deps.stack.sentBy(stream ? proto : 'udp');
-    return `<sip:presence@${sb.host}:${sb.port}${stream ? `;transport=${proto}` : ''}>`;
+    // The listener of the subscriber's own transport: a TCP or TLS subscriber whose connection
+    // closed reconnects there; a WebSocket one (RFC 7118 §5) keeps using its connection, and
+    // the URI says which kind it is.
+    const sb = this.deps.stack.sentBy(proto);
+    return `<sip:presence@${sb.host}:${sb.port}${proto === 'udp' ? '' : `;transport=${proto}`}>`;
   }
 }
 

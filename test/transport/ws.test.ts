@@ -92,6 +92,8 @@ test('JsSIP over WebSocket: SUBSCRIBE, NOTIFYs for PUBLISH open → modify → r
     const subscribeOks = a.frames.filter((f) => f.message instanceof SipResponse && f.message.cseq.method === 'SUBSCRIBE');
     assert.equal(subscribeOks.length, 1, 'the 2xx to SUBSCRIBE came back on the WebSocket');
     assert.equal((subscribeOks[0]!.message as SipResponse).status, 200);
+    assert.match((subscribeOks[0]!.message as SipResponse).headers.get('contact') ?? '', new RegExp(`^<sip:presence@127\\.0\\.0\\.1:${node.wsPort};transport=ws>$`), 'Contact names the WebSocket listener (RFC 7118 §5)');
+    assert.match(first.headers.get('contact') ?? '', /;transport=ws>$/);
 
     const listed = await watchers();
     assert.equal(listed.length, 1, JSON.stringify(listed));
