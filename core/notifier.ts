@@ -258,13 +258,20 @@ export class Notifier {
    * (a clean stop stores the exact numbers, see flushCseqs). 1 = every CSeq committed, contiguous
    * even across SIGKILL (§12.2.1.1 asks for contiguous numbers).
    */
-  reserveCseq(sub: LiveSubscription, from = sub.record.localCseq): Promise<boolean> {
-    sub.cseqReserved = from + this.deps.config.notify_cseq_reserve - 1;
-    return this.deps.store.putCseq(sub.record.id, sub.cseqReserved);
+  async reserveCseq(sub: LiveSubscription, from = sub.record.localCseq): Promise<void> {
+    const reserved = from + this.deps.config.notify_cseq_reserve - 1;
+    const flushes = this.cseqFlushes;
+    await this.deps.store.putCseq(sub.record.id, reserved);
+    // Only once committed (a failed write reserves nothing), and not over a clean stop's exact
+    // number written meanwhile (that write came after this one).
+    if (flushes === this.cseqFlushes && reserved > sub.cseqReserved) sub.cseqReserved = reserved;
   }
+
+  private cseqFlushes = 0;
 
   /** Clean stop: the exact CSeq of each dialog, so the next process continues without a gap. */
   flushCseqs(subs: Iterable<LiveSubscription>): Promise<unknown> {
+    this.cseqFlushes++;
     const writes: Promise<boolean>[] = [];
     for (const sub of subs) {
       if (sub.ended || sub.cseqReserved <= sub.record.localCseq) continue;

@@ -68,7 +68,7 @@ export function presentityKey(presentityUri: string, event: string): string {
 }
 
 /** Record fields with few distinct values across a node (a proxy's address, "presence", "udp"): one copy each. */
-const FEW_VALUES = new Set(['event', 'eventId', 'transport', 'sourceAddress', 'state', 'reason', 'accept', 'subHandling']);
+const FEW_VALUES = new Set(['event', 'transport', 'sourceAddress', 'state', 'reason', 'accept', 'subHandling']);
 const fewValues = new Map<string, string>();
 /** Bound on the copies kept: past it, values are owned per record as the rest. */
 const FEW_VALUES_MAX = 4096;
@@ -91,7 +91,7 @@ export function ownStrings(rec: Subscription): void {
     const v = r[k];
     if (typeof v === 'string') r[k] = FEW_VALUES.has(k) ? shared(v) : ownString(v);
   }
-  rec.routeSet = rec.routeSet.map(shared);
+  rec.routeSet = rec.routeSet.map(ownString); // Record-Route often carries per-dialog parameters
 }
 
 /** A new watcher of a presentity takes the presentity's strings from one already watching it. */

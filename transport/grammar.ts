@@ -56,7 +56,7 @@ export function parseParams(text: string, from = 0): Map<string, string> {
       } else {
         let k = j;
         while (k < n && text.charCodeAt(k) !== 0x3b) k++;
-        params.set(name, k - j > 0 && isSpace(text.charCodeAt(k - 1)) ? text.slice(j, k).trim() : text.slice(j, k));
+        params.set(name, text.slice(j, k).trim());
         j = k;
       }
     } else {
@@ -68,21 +68,13 @@ export function parseParams(text: string, from = 0): Map<string, string> {
   return params;
 }
 
-function isSpace(c: number): boolean {
-  return c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a;
-}
-
-/** text[from, end) trimmed and lower-cased, without a copy when it already is. */
+/** text[from, end) trimmed and lower-cased; a name of visible lower-case ASCII is taken as it is. */
 function lowerTrimmed(text: string, from: number, end: number): string {
-  let plain = true;
   for (let k = from; k < end; k++) {
     const c = text.charCodeAt(k);
-    if ((c >= 0x41 && c <= 0x5a) || c > 0x7e || isSpace(c)) {
-      plain = false;
-      break;
-    }
+    if (c < 0x21 || c > 0x7e || (c >= 0x41 && c <= 0x5a)) return text.slice(from, end).trim().toLowerCase();
   }
-  return plain ? text.slice(from, end) : text.slice(from, end).trim().toLowerCase();
+  return text.slice(from, end);
 }
 
 /** Read a quoted-string starting at the opening quote; returns [unquoted, indexAfterClosingQuote]. */

@@ -77,9 +77,20 @@ function splitViaFast(value: string): [string, string, string | undefined] | und
     i++;
   }
   if (i === hostAt) return undefined;
+  if (!printable(value, hostAt, i)) return undefined;
   const sentBy = value.slice(hostAt, i);
   if (i === n) return [protocol, sentBy, undefined];
-  return value.charCodeAt(i) === 0x3b ? [protocol, sentBy, value.slice(i)] : undefined;
+  // Parameters with anything but visible ASCII and spaces (a bare CR, NBSP, U+2028) take the regular expression's verdict.
+  return value.charCodeAt(i) === 0x3b && printable(value, i, n, true) ? [protocol, sentBy, value.slice(i)] : undefined;
+}
+
+/** s[from, to) is visible ASCII (and SP/HTAB where `spaces`). */
+function printable(s: string, from: number, to: number, spaces = false): boolean {
+  for (let k = from; k < to; k++) {
+    const c = s.charCodeAt(k);
+    if ((c < 0x21 || c > 0x7e) && !(spaces && (c === 0x20 || c === 0x09))) return false;
+  }
+  return true;
 }
 
 export function parseVia(value: string): Via {

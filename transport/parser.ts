@@ -5,7 +5,7 @@
  * records — rather than throws on — problems found after the start line, so the transaction
  * layer can still answer 400 with a reason when the Via is usable.
  */
-import { COMPACT_FORMS, SipRequest, SipResponse, SipMessage, EMPTY, parseVia } from './message.js';
+import { COMPACT_FORMS, SipRequest, SipResponse, SipMessage, EMPTY, parseVia, ownString } from './message.js';
 
 export class SipParseError extends Error {
   constructor(message: string) {
@@ -94,8 +94,9 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
       } else problems.push('continuation line without a header');
       continue;
     }
-    const colon = head.indexOf(':', from);
-    if (colon === -1 || colon >= end || colon === from) {
+    let colon = from;
+    while (colon < end && head.charCodeAt(colon) !== 0x3a) colon++; // bounded by the line: linear in the head
+    if (colon === end || colon === from) {
       problems.push(`malformed header line: ${head.slice(from, Math.min(end, from + 40))}`);
       current = undefined;
       continue;
@@ -145,7 +146,8 @@ function headerName(raw: string): string | undefined {
   name = trimLws(raw).toLowerCase();
   if (!TOKEN.test(name)) return undefined;
   if (name.length === 1) name = COMPACT_FORMS[name] ?? name;
-  if (names.size < NAMES_MAX) names.set(raw, name);
+  // Owned key: a slice of the head would keep the whole request alive in the cache.
+  if (names.size < NAMES_MAX) names.set(ownString(raw), name);
   return name;
 }
 

@@ -621,3 +621,28 @@ test('StreamFramer: no Content-Length on a stream, or a message over the size li
   const { messages } = new StreamFramer({ maxMessageSize: m.length }).push(m);
   assert.equal(messages.length, 1);
 });
+
+test('Via: the usual spelling and the regular expression agree; anything but visible ASCII in sent-by or parameters is left to the regular expression', () => {
+  const v = parseVia('SIP/2.0/udp 127.0.0.1:5060;branch=z9hG4bK1;rport;received=10.0.0.1');
+  assert.deepEqual([v.protocol, v.host, v.port, v.branch, v.params.get('rport'), v.params.get('received')], ['UDP', '127.0.0.1', 5060, 'z9hG4bK1', '', '10.0.0.1']);
+  const v6 = parseVia('SIP/2.0/TCP [::1]:5061 ;branch=z9hG4bK2');
+  assert.deepEqual([v6.host, v6.port, v6.branch], ['[::1]', 5061, 'z9hG4bK2']);
+  assert.throws(() => parseVia('SIP/2.0/UDP h\u00a0x;branch=z9hG4bK3'), /malformed Via/, 'NBSP inside the host');
+  assert.throws(() => parseVia('SIP/2.0/UDP a\u000bb;branch=z9hG4bK3'), /malformed Via/, 'a vertical tab inside the host');
+  assert.throws(() => parseVia('SIP/2.0/UDP h;branch=a\rb'), /malformed Via/, 'a bare CR in the parameters');
+  assert.throws(() => parseVia('SIP/2.0/UDP h;branch=a\u2028b'), /malformed Via/, 'a line separator in the parameters');
+  assert.equal(parseVia('SIP/2.0/UDP h\u00a0;branch=z9hG4bK4').host, 'h', 'trailing NBSP after the host is white space');
+});
+
+test('parameters: names lower-cased and trimmed, values trimmed of any white space, quoted values unquoted', () => {
+  const p = parseParams(';LR;Branch = z9hG4bK1 ;a=b\u00a0;q\u000b=1;tag="x;y"');
+  assert.deepEqual([...p], [['lr', ''], ['branch', 'z9hG4bK1'], ['a', 'b'], ['q', '1'], ['tag', 'x;y']]);
+});
+
+test('a header section of lines without a colon is reported, line by line, and parses in time linear in its size', () => {
+  const head = 'OPTIONS sip:a@b SIP/2.0\r\n' + 'a\r\n'.repeat(20_000) + BASE.slice(1).join(CRLF) + CRLF + CRLF;
+  const { message, problems } = parseMessage(Buffer.from(head), true);
+  assert.equal(problems.length, 20_000);
+  assert.match(problems[0]!, /malformed header line/);
+  assert.equal(message.headers.get('call-id') !== undefined, true, 'the headers after them are still read');
+});
