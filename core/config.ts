@@ -49,6 +49,8 @@ export interface Config {
   notify_min_interval: number;
   notify_cseq_reserve: number;
   max_message_size: number;
+  udp_mtu: number;
+  udp_mtu_try_proto: 'udp' | 'tcp' | 'tls';
   tcp_connection_lifetime: number;
   tcp_partial_timeout: number;
   sip_t1: number;
@@ -195,6 +197,8 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   notify_min_interval: [1, int(1, 86400)],
   notify_cseq_reserve: [64, int(1, 1_000_000)],
   max_message_size: [65535, int(1024, 1 << 20)],
+  udp_mtu: [0, int(0, 65535)],
+  udp_mtu_try_proto: ['udp', (v, key) => oneOf('udp', 'tcp', 'tls')(typeof v === 'string' ? v.toLowerCase() : v, key)],
   tcp_connection_lifetime: [120, int(1, 86400 * 7)],
   tcp_partial_timeout: [10, int(1, 3600)],
   sip_t1: [500, int(10, 10_000)],
@@ -255,6 +259,9 @@ export function buildConfig(raw: unknown): Config {
         throw new ConfigError(`${key}: required by listen[${secure}] (${l.proto}:${l.address}:${l.port}); set it to the path of a PEM file`);
       }
     }
+  }
+  if (cfg.udp_mtu > 0 && cfg.udp_mtu_try_proto !== 'udp' && !cfg.listen.some((l) => l.proto === cfg.udp_mtu_try_proto)) {
+    throw new ConfigError(`udp_mtu_try_proto: ${cfg.udp_mtu_try_proto} needs a ${cfg.udp_mtu_try_proto} listener in listen (or set udp_mtu to 0)`);
   }
   if ((cfg.tls_certificate === '') !== (cfg.tls_private_key === '')) {
     const missing = cfg.tls_certificate === '' ? 'tls_certificate' : 'tls_private_key';

@@ -76,6 +76,8 @@ export class PresenceNode {
       maxMessageSize: config.max_message_size,
       tcpIdleTimeout: config.tcp_connection_lifetime * 1000,
       tcpPartialTimeout: config.tcp_partial_timeout * 1000,
+      udpMtu: config.udp_mtu,
+      udpMtuTryProto: config.udp_mtu_try_proto,
       tls: config.tls,
       timers: { t1: config.sip_t1, t2: config.sip_t2, t4: config.sip_t4 },
       userAgent: SERVER_HEADER,

@@ -31,6 +31,12 @@ export interface StackOptions {
   maxMessageSize: number;
   tcpIdleTimeout: number;
   tcpPartialTimeout: number;
+  /**
+   * RFC 3261 §18.1.1 (Kamailio's udp_mtu / udp_mtu_try_proto): a request that would go over UDP
+   * and is larger than this many bytes goes over `udpMtuTryProto` instead. 0 = never.
+   */
+  udpMtu?: number;
+  udpMtuTryProto?: 'udp' | 'tcp' | 'tls';
   /** Certificates for tls/wss listeners and outgoing TLS connections. */
   tls?: TlsSettings;
   timers?: TimerSettings;
@@ -452,6 +458,9 @@ export class SipStack {
     const sb = flow && flow.proto !== 'tcp' && flow.proto !== 'tls' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
     const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
     const key = branch + '|' + req.method;
+    const mtu = this.options.udpMtu ?? 0;
+    const tryProto = this.options.udpMtuTryProto ?? 'udp';
+    if (!flow && proto === 'udp' && mtu > 0 && data.length > mtu && tryProto !== 'udp') return this.sendTooLargeForUdp(req, target, data, key, tryProto);
 
     const host = bareHost(target.host);
     // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
@@ -466,6 +475,36 @@ export class SipStack {
       );
     }
     return this.startClient(key, data, flow, proto, host, target.port);
+  }
+
+  /**
+   * RFC 3261 §18.1.1: too large for UDP, so over a congestion-controlled transport, with the top
+   * Via changed to it. If the connection is refused (a reset: nothing listens there), the request
+   * goes over UDP after all, as the section says it SHOULD.
+   */
+  private sendTooLargeForUdp(req: OutgoingRequest, target: Target, udpData: Buffer, udpKey: string, proto: 'tcp' | 'tls'): Promise<ClientOutcome> {
+    const branch = this.newBranch();
+    const sb = this.sentBy(proto);
+    const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
+    const host = bareHost(target.host);
+    const viaUdp = (): Promise<ClientOutcome> => {
+      if (net.isIP(host) !== 0) return this.startClient(udpKey, udpData, undefined, 'udp', host, target.port);
+      return lookup(host).then(
+        (a) => this.startClient(udpKey, udpData, undefined, 'udp', a.address, target.port),
+        (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
+      );
+    };
+    const viaStream = (address: string): Promise<ClientOutcome> =>
+      this.startClient(branch + '|' + req.method, data, undefined, proto, address, target.port, net.isIP(host) === 0 ? host : undefined).then((o) => {
+        if (o.kind !== 'transport-error' || (o.error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') return o;
+        this.log.debug({ host, port: target.port, bytes: data.length }, `${proto.toUpperCase()} refused for a request too large for UDP: sent over UDP`);
+        return viaUdp();
+      });
+    if (net.isIP(host) !== 0) return viaStream(host);
+    return lookup(host).then(
+      (a) => viaStream(a.address),
+      (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
+    );
   }
 
   private startClient(

@@ -21,6 +21,10 @@ test('defaults follow the operator contract and the seeds', () => {
   assert.equal(c.xcap_table, 'xcap');
   assert.equal(c.winfo_waiting_period, 3600);
   assert.equal(c.worker_inline_max_bytes, 1536);
+  assert.equal(c.notify_cseq_reserve, 64);
+  assert.equal(c.udp_mtu, 0, 'Kamailio default: off');
+  assert.equal(c.udp_mtu_try_proto, 'udp');
+  assert.equal(buildConfig({ udp_mtu: 1300, udp_mtu_try_proto: 'TCP' }).udp_mtu_try_proto, 'tcp', 'Kamailio spells it TCP');
 });
 
 for (const [raw, key] of [
@@ -42,6 +46,10 @@ for (const [raw, key] of [
   [{ listen: ['udp:127.0.0.1:5060', 'wss:127.0.0.1:8443'], tls_certificate: '/etc/presenced/cert.pem' }, 'tls_private_key'],
   [{ tls_private_key: '/etc/presenced/key.pem' }, 'tls_certificate'],
   [{ tls_verify_certificate: 2 }, 'tls_verify_certificate'],
+  [{ udp_mtu: -1 }, 'udp_mtu'],
+  [{ udp_mtu_try_proto: 'sctp' }, 'udp_mtu_try_proto'],
+  [{ udp_mtu: 1300, udp_mtu_try_proto: 'tls' }, 'udp_mtu_try_proto'],
+  [{ notify_cseq_reserve: 0 }, 'notify_cseq_reserve'],
 ] as Array<[Record<string, unknown>, string]>) {
   test(`invalid configuration ${JSON.stringify(raw)} names ${key}`, () => {
     assert.throws(
