@@ -405,9 +405,11 @@ export class Subscriptions {
       changed++;
       const wasActive = rec.state === 'active';
       if (auth.handling === 'block' || (auth.handling === 'confirm' && wasActive)) {
-        // presence_xml: an allowed watcher whose rule is gone or now blocks it ends with
-        // xcapauth_userdel_reason; a pending watcher that gets blocked is rejected.
-        const reason = wasActive ? this.deps.config.xcapauth_userdel_reason : 'rejected';
+        // A presence rule that now blocks the watcher: "rejected" (RFC 6665 §4.2.2, a change in
+        // authorisation policy; Kamailio's xcap_auth does the same). An allowed watcher whose
+        // rule is gone: xcapauth_userdel_reason (the seed's case, "a rule is no longer found"),
+        // and so for a watcher-info grant taken away (no winfo-handling is a block; README "XCAP").
+        const reason = auth.handling === 'block' && pkg.name !== 'presence.winfo' ? 'rejected' : this.deps.config.xcapauth_userdel_reason;
         rec.subHandling = auth.handling;
         await this.terminate(sub, reason);
         continue;

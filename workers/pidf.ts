@@ -164,9 +164,11 @@ export function checkBasic(bodies: string[], status: string, limits: XmlLimits):
 
 /**
  * pres_check_activities: 1 when /presence/person/activities/<activity> exists, -2 when no
- * person or no activities element exists at all, -1 otherwise.
+ * person or no activities element exists at all, -1 otherwise, and -1 when the presentity has
+ * published nothing (Kamailio's presxml_check_activities: no presentity is "not found").
  */
 export function checkActivities(bodies: string[], activity: string, limits: XmlLimits): number {
+  if (bodies.length === 0) return -1;
   let sawActivities = false;
   for (const body of bodies) {
     const r = withDocument(body, limits, (doc) => {

@@ -99,7 +99,13 @@ test('check_basic / check_activities return the seed codes; presentity_show and 
   try {
     const pres = 'sip:rpc-alice@example.com';
     assert.equal((await rpc(node.rpcPort, 'presence.check_basic', [pres, 'open'])).result, -1);
-    assert.equal((await rpc(node.rpcPort, 'presence.check_activities', [pres, 'busy'])).result, -2);
+    // Nothing published: "not found", -1, as Kamailio's presxml_check_activities answers.
+    assert.equal((await rpc(node.rpcPort, 'presence.check_activities', [pres, 'busy'])).result, -1);
+    // Published, but no person/activities: -2 (the seed).
+    const bare = 'sip:rpc-bare@example.com';
+    const bareBody = `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${bare}"><tuple id="t"><status><basic>open</basic></status></tuple></presence>`;
+    assert.equal((await publish(ua, bare, { body: bareBody, expires: 60 })).status, 200);
+    assert.equal((await rpc(node.rpcPort, 'presence.check_activities', [bare, 'busy'])).result, -2);
     const body =
       `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" ` +
       `xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="${pres}"><tuple id="t"><status><basic>open</basic></status></tuple>` +

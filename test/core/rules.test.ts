@@ -12,7 +12,7 @@ after(async () => {
   await node.stop();
 });
 
-test('no rules → pending without body; a rules PUT re-evaluates by itself: allow → active with state; block → terminated with xcapauth_userdel_reason', async () => {
+test('no rules → pending without body; a rules PUT re-evaluates by itself: allow → active with state; block → terminated/rejected; rule gone → xcapauth_userdel_reason', async () => {
   const pres = 'sip:rules-alice@example.com';
   const ua = await TestUa.open('udp', node.udpPort);
   try {
@@ -29,9 +29,17 @@ test('no rules → pending without body; a rules PUT re-evaluates by itself: all
     assert.match(n1.body.toString(), /<basic>open<\/basic>/);
     assert.match(n1.body.toString(), /hello/, 'no transformations: the whole document');
 
+    // A rule that now blocks: RFC 6665 §4.2.2 "rejected" (Kamailio's xcap_auth says the same).
     assert.equal(await putRules(node.xcapPort, pres, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'block' }])), 200);
     const n2 = await dialog.nextNotify();
-    assert.equal(subState(n2), 'terminated;reason=probation');
+    assert.equal(subState(n2), 'terminated;reason=rejected');
+
+    // An allowed watcher whose rule is no longer there: the seed's xcapauth_userdel_reason (probation).
+    assert.equal(await putRules(node.xcapPort, pres, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }])), 200);
+    const again = await subscribe(ua, pres, { expires: 120 });
+    assert.match(subState(await again.dialog.nextNotify()), /^active/);
+    assert.equal(await putRules(node.xcapPort, pres, rules([{ id: 'b', who: '<cr:one id="sip:someone-else@example.com"/>', handling: 'allow' }])), 200);
+    assert.equal(subState(await again.dialog.nextNotify()), 'terminated;reason=probation');
   } finally {
     await ua.close();
   }

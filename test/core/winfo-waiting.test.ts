@@ -162,7 +162,7 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
     });
   });
 
-  test('rules ending live watchers: a pending one is terminated/rejected, an active one terminated with xcapauth_userdel_reason (probation)', async () => {
+  test('rules ending live watchers: a pending one blocked is terminated/rejected, an active one whose rule is gone terminated with xcapauth_userdel_reason (probation)', async () => {
     await withUas(node, 'udp', 3, async (ownerUa, bobUa, carolUa) => {
       const alice = ownerUa.aor;
       assert.ok([200, 201].includes(await putRules(node.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }]))));
@@ -173,8 +173,9 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
       const carol = await subscribe(carolUa, alice, { expires: 600 });
       assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'active', 'subscribe']]);
 
-      const blockBoth = rules([{ id: 'both', who: `<cr:one id="${bobUa.aor}"/><cr:one id="${carolUa.aor}"/>`, handling: 'block' }]);
-      assert.equal(await putRules(node.xcapPort, alice, blockBoth), 200);
+      // bob is now blocked; carol's rule is gone.
+      const blockBob = rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'block' }]);
+      assert.equal(await putRules(node.xcapPort, alice, blockBob), 200);
       const ends = [await nextWinfo(owner.dialog), await nextWinfo(owner.dialog)].flatMap(row).sort();
       assert.deepEqual(
         ends,
@@ -253,7 +254,8 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
         assert.ok([200, 201].includes(await putRules(off.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }]))));
         const carol = await subscribe(carolUa, alice, { expires: 600 });
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'active', 'subscribe']]);
-        assert.equal(await putRules(off.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'block' }])), 200);
+        // carol's rule goes (a rule that blocked her would be "rejected"): xcapauth_userdel_reason.
+        assert.equal(await putRules(off.xcapPort, alice, rules([{ id: 'other', who: '<cr:one id="sip:nobody@example.org"/>', handling: 'allow' }])), 200);
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'terminated', 'deactivated']]);
         assert.equal(parseSubState(await carol.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated')).reason, 'deactivated');
       });
