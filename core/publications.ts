@@ -39,6 +39,8 @@ export function presentityOf(uri: string): string {
   return `${u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme}:${u.user}@${u.host.toLowerCase()}`;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 const timerKey = (p: { presentityUri: string; event: string; entityTag: string }): string =>
   `${p.presentityUri}\u0000${p.event}\u0000${p.entityTag}`;
 
@@ -163,7 +165,15 @@ export class Publications {
       if (ct === undefined || !pkg.publishTypes.includes(ct)) {
         throw new SipError(415, 'Unsupported Media Type', [['accept', pkg.publishTypes.join(', ')]]);
       }
-      const reason = await pkg.validate(req.body.toString('utf8'), this.deps.ctx);
+      let text: string;
+      try {
+        text = UTF8.decode(req.body);
+      } catch {
+        // XML 1.0 §4.3.3: bytes that are not the declared encoding are a fatal error (the XCAP
+        // server says 409 <not-utf-8> for the same); nothing is rewritten to U+FFFD.
+        throw new SipError(400, 'Body is not valid UTF-8');
+      }
+      const reason = await pkg.validate(text, this.deps.ctx);
       if (reason !== undefined) throw new SipError(400, sanitiseReason(reason));
       contentType = ct;
       body = req.body;

@@ -104,6 +104,22 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.equal(res.headers.get('min-expires'), '60');
     }));
 
+  test(`[${proto}] a body that is not valid UTF-8 → 400, nothing stored or rewritten (XML 1.0 §4.3.3)`, () =>
+    withUa(node, proto, async (ua) => {
+      const p = uniqueUri();
+      for (const bad of [[0xff, 0xfe], [0xc3, 0x28], [0xed, 0xa0, 0x80]]) {
+        const [head, tail] = pidf(p, 't1', 'open', 'MARK').split('MARK') as [string, string];
+        const req = ua.build({ method: 'PUBLISH', uri: p, to: `<${p}>`, from: `<${p}>;tag=u8`, headers: [['event', 'presence'], ['expires', '600']] });
+        req.headers.append('content-type', 'application/pidf+xml');
+        req.body = Buffer.concat([Buffer.from(head), Buffer.from(bad), Buffer.from(tail)]);
+        const res = await ua.request(req);
+        assert.equal(res.status, 400, `bytes ${bad.map((b) => b.toString(16)).join(' ')}: ${res.status} ${res.reason}`);
+        assert.match(res.reason, /UTF-8/);
+      }
+      const { first } = await watch(ua, p);
+      assert.equal(tuplesOf(bodyOf(first)).length, 0, 'nothing was stored');
+    }));
+
   test(`[${proto}] initial PUBLISH without a body → 400`, () =>
     withUa(node, proto, async (ua) => {
       const res = await publish(ua, uniqueUri(), { expires: 600 });
