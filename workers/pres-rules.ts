@@ -370,6 +370,8 @@ export function applyTransformations(xml: string, t: Transformations, limits: Xm
       if (el.name === 'tuple' || el.name === 'person' || el.name === 'device') {
         for (const attr of elementChildren(el)) {
           if (el.name === 'tuple' && attr.namespaceUri === PIDF_NS && attr.name === 'status') continue;
+          // A <device> must carry its <deviceID> (RFC 4479 §3.3); provide-deviceID governs the one in a tuple.
+          if (el.name === 'device' && attr.namespaceUri === DM_NS && attr.name === 'deviceID') continue;
           if (!attributeAllowed(attr, t)) attr.remove();
         }
       }

@@ -145,3 +145,16 @@ test('applyTransformations hides tuples, notes and attributes not provided', () 
   assert.match(withNote, /top note/);
   assert.doesNotMatch(withNote, /dm:person|<person/, 'persons not provided');
 });
+
+test('applyTransformations keeps a provided device its <deviceID> (RFC 4479 §3.3); provide-deviceID governs the one in a tuple', () => {
+  const doc =
+    '<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" entity="sip:alice@example.com">' +
+    '<tuple id="t1"><status><basic>open</basic></status><dm:deviceID>urn:uuid:dev1</dm:deviceID></tuple>' +
+    '<dm:device id="d1"><dm:deviceID>urn:uuid:dev1</dm:deviceID><dm:note>device note</dm:note></dm:device></presence>';
+  const out = applyTransformations(doc, { services: 'all', devices: 'all' }, L);
+  assert.match(out, /<dm:device id="d1">\s*<dm:deviceID>urn:uuid:dev1<\/dm:deviceID>\s*<\/dm:device>/, out);
+  assert.doesNotMatch(out, /device note/, 'other device attributes still need their permission');
+  assert.doesNotMatch(out, /<tuple id="t1">[^]*deviceID[^]*<\/tuple>/, 'the tuple deviceID needs provide-deviceID');
+  const withId = applyTransformations(doc, { services: 'all', devices: 'all', attributes: ['deviceID'] }, L);
+  assert.match(withId, /<tuple id="t1">[^]*<dm:deviceID>urn:uuid:dev1<\/dm:deviceID>[^]*<\/tuple>/);
+});
