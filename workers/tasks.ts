@@ -15,10 +15,20 @@ function rulesDocument(presentityUri: string): string | undefined {
   return doc ? Buffer.from(doc.body).toString('utf8') : undefined;
 }
 
+/**
+ * The documents a presentity's state is composed from, newest publication first; for presence
+ * its pidf-manipulation document (RFC 4827, hard state set over XCAP) comes last.
+ */
 function bodiesOf(presentityUri: string, event: string): string[] {
-  const pubs = readStore().publicationsOf(presentityUri, event);
+  const store = readStore();
+  const pubs = store.publicationsOf(presentityUri, event);
   pubs.sort((a, b) => b.receivedAt - a.receivedAt);
-  return pubs.map((p) => Buffer.from(p.body).toString('utf8'));
+  const out = pubs.map((p) => Buffer.from(p.body).toString('utf8'));
+  if (event === 'presence') {
+    const hard = store.getXcap('pidf-manipulation', presentityUri, 'index') ?? store.xcapDocumentsOf('pidf-manipulation', presentityUri)[0];
+    if (hard) out.push(Buffer.from(hard.body).toString('utf8'));
+  }
+  return out;
 }
 
 const coreTasks = {
