@@ -378,6 +378,12 @@ function putAttribute(p: { xml: string; selector: NodeSelector; body: string; us
   });
   if (!xml.ok) return xml;
   return withDocument(xml.xml, lim, (doc): Edited => {
+    // RFC 4825 §7.4 / §8.2.5: the same URI must select what was put (a new value of an
+    // attribute that the selector's own predicate tests would not).
+    const again = evaluate(doc, p.selector.steps, p.usage);
+    if (again.length !== 1 || attrOf(again[0]!, t.ns, t.local)?.value !== value) {
+      return fail('cannot-insert', 'after the PUT the node selector would not select the attribute in the body');
+    }
     checkRules(doc, p.usage);
     return xml;
   });

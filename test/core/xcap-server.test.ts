@@ -225,6 +225,11 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 �
   assert.equal(attPut.status, 200);
   assert.equal((await xcap.get(path + sel('ruleset/rule[@id="c"]/conditions/identity/one/@id'))).text, 'sip:dave@example.com');
   assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[@id="c"]/@id'), 'a<b', CT.att)), 'not-xml-att-value');
+  // RFC 4825 §8.2.5: a new value the selector's own predicate would no longer select → 409 <cannot-insert>, nothing changed.
+  const unchanged = await xcap.get(path);
+  assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[@id="c"]/@id'), 'c2', CT.att)), 'cannot-insert');
+  assert.equal((await xcap.get(path)).etag, unchanged.etag, 'the document is unchanged');
+  assert.equal((await xcap.put(path + sel('ruleset/rule[@id="c"]/@id'), 'c', CT.att)).status, 200, 'the same value still selects it');
 
   // The wrong type for a node, a body that is not one element, a selector that cannot hold it.
   assert.equal((await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="d"/>', CT.presRules)).status, 415);
