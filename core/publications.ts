@@ -195,6 +195,11 @@ export class Publications {
       return res;
     }
 
+    // A modify that carries the very document already published changes no state: it is kept
+    // in its place among the presentity's publications and nobody is notified (some clients,
+    // linphone among them, refresh this way instead of with an empty body).
+    const changed = !existing || (hasBody && (existing.contentType !== contentType || Buffer.compare(existing.body, req.body) !== 0));
+
     // §6 step 6: a fresh entity-tag for every successful PUBLISH, committed before the 2xx.
     const now = Date.now();
     const publication: Publication = {
@@ -202,7 +207,7 @@ export class Publications {
       event: pkg.name,
       entityTag: newEntityTag(),
       expiresAt: now + expires * 1000,
-      receivedAt: hasBody || !existing ? now : existing.receivedAt,
+      receivedAt: changed || !existing ? now : existing.receivedAt,
       contentType,
       body,
       sender: safeFromUri(incoming),
@@ -222,11 +227,11 @@ export class Publications {
     res.headers.append('expires', String(expires));
     if (this.deps.log.isLevelEnabled('debug')) {
       this.deps.log.debug(
-        { callId: req.callId, presentityUri, event: pkg.name, entityTag: publication.entityTag, expires, refresh: !hasBody },
-        existing ? (hasBody ? 'publication modified' : 'publication refreshed') : 'publication created',
+        { callId: req.callId, presentityUri, event: pkg.name, entityTag: publication.entityTag, expires, refresh: !changed },
+        existing ? (changed ? 'publication modified' : 'publication refreshed') : 'publication created',
       );
     }
-    if (hasBody) this.deps.onChange(presentityUri, pkg.name);
+    if (changed) this.deps.onChange(presentityUri, pkg.name);
     return res;
   }
 

@@ -6,6 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
+import { SipRequest } from '../../transport/message.js';
 import type { TestUa } from '../support/sip-ua.js';
 import {
   pidf,
@@ -16,7 +17,7 @@ import {
   tuplesOf,
   showsOpen,
   bodyOf,
-  xpathTexts, withUa } from '../support/presence.js';
+  xpathTexts, withUa, sleep } from '../support/presence.js';
 
 const CONFIG = {
   force_active: 1,
@@ -197,6 +198,24 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.equal(stale.status, 412, 'the replaced entity-tag is gone');
       const again = await publish(ua, p, { etag: second, expires: 600 });
       assert.equal(again.status, 200, 'the new entity-tag works');
+    }));
+
+  test(`[${proto}] modify with the very document already published → 200 with a new SIP-ETag, no NOTIFY (no state changed)`, () =>
+    withUa(node, proto, async (ua) => {
+      const p = uniqueUri();
+      const doc = pidf(p, 't1', 'open', 'same');
+      const first = await publish(ua, p, { body: doc, expires: 600 });
+      assert.equal(first.status, 200);
+      const { dialog } = await watch(ua, p);
+      const again = await publish(ua, p, { etag: first.headers.get('sip-etag')!, body: doc, expires: 600 });
+      assert.equal(again.status, 200);
+      assert.notEqual(again.headers.get('sip-etag'), first.headers.get('sip-etag'));
+      await sleep(300);
+      const stray = ua.received.filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && r.message.callId === dialog.callId);
+      assert.equal(stray.length, 1, 'only the NOTIFY of the SUBSCRIBE');
+      const changed = await publish(ua, p, { etag: again.headers.get('sip-etag')!, body: pidf(p, 't1', 'closed', 'same'), expires: 600 });
+      assert.equal(changed.status, 200);
+      await dialog.nextNotify(3000, (r) => /closed/.test(bodyOf(r)));
     }));
 
   test(`[${proto}] modify (SIP-If-Match + body) → watchers get the new state`, () =>
