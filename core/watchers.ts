@@ -88,6 +88,11 @@ export class WatcherInfo {
     return out;
   };
 
+  /** The presentity's waiting watchers (RFC 3857 §4.7.1), as stored. */
+  waitingOf(presentityUri: string): WatcherAuth[] {
+    return [...(this.waiting.get(presentityUri)?.values() ?? [])];
+  }
+
   private stateOf(sub: LiveSubscription): LiveState {
     return sub.winfo ?? this.resume(sub);
   }

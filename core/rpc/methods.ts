@@ -97,18 +97,31 @@ export function createMethods(node: PresenceNode): Map<string, RpcMethod> {
     arity(p, 1, 2, watcherUsage);
     const uri = presentity(str(p, 0, 'presentity_uri', watcherUsage));
     const events = p.length === 2 ? [eventOf(str(p, 1, 'event', watcherUsage))] : node.packages.names();
-    return events.flatMap((ev) =>
-      [...node.subscriptions.watchersOf(uri, ev)].map((s) => ({
+    const now = Date.now();
+    return events.flatMap((ev) => [
+      ...[...node.subscriptions.watchersOf(uri, ev)].map((s) => ({
         watcher_uri: s.record.watcherUri,
         event: s.record.event,
         status: s.record.state,
         sub_handling: s.record.subHandling,
-        expires: Math.max(0, Math.round((s.record.expiresAt - Date.now()) / 1000)),
+        expires: Math.max(0, Math.round((s.record.expiresAt - now) / 1000)),
         call_id: s.record.callId,
         contact: s.record.remoteTarget,
         transport: s.record.transport,
       })),
-    );
+      // Watchers whose pending subscription ended (RFC 3857 §4.7.1): no dialog, kept until
+      // winfo_waiting_period runs out ("expires").
+      ...(ev === 'presence' ? node.watcherInfo.waitingOf(uri) : []).map((w) => ({
+        watcher_uri: w.watcherUri,
+        event: w.event,
+        status: 'waiting',
+        sub_handling: w.subHandling,
+        expires: Math.max(0, Math.round(((w.waitingUntil ?? now) - now) / 1000)),
+        call_id: '',
+        contact: '',
+        transport: '',
+      })),
+    ]);
   });
 
   const basicUsage = 'presence.check_basic presentity_uri status';

@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNode, type RunningNode } from '../support/node.js';
+import { rpc } from '../support/rpc.js';
 import type { TestUa } from '../support/sip-ua.js';
 import type { SipRequest } from '../../transport/message.js';
 import {
@@ -80,6 +81,9 @@ describe('presence.winfo waiting state, winfo_waiting_period 2 s', { concurrency
 
       const full = await refreshed(owner.dialog);
       assert.deepEqual(row(full), [[bobUa.aor, 'waiting', 'timeout']]);
+      // The operator sees him too: presence.watcher_list lists waiting watchers (no dialog).
+      const listed = (await rpc(node.rpcPort, 'presence.watcher_list', [alice, 'presence'])).result as Array<{ watcher_uri: string; status: string; call_id: string }>;
+      assert.deepEqual(listed.map((w) => [w.watcher_uri, w.status, w.call_id]), [[bobUa.aor, 'waiting', '']]);
 
       // winfo_waiting_period after the expiry the server stops remembering him.
       const gone = await nextWinfo(owner.dialog, 4000);
