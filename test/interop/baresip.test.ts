@@ -27,8 +27,9 @@ import assert from 'node:assert/strict';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNode, type RunningNode } from '../support/node.js';
-import { rpc } from '../support/rpc.js';
-import { Baresip, header, type TraceMessage } from '../support/baresip.js';
+import { rpcResult, presentityShow, watcherList, type ListedPublication, type ListedWatcher } from '../support/rpc.js';
+import { Baresip } from '../support/baresip.js';
+import { header, basicOf, until, type TraceMessage } from '../support/traced-client.js';
 import { openUa, publish, rules, putRules, RPID_NS, DM_NS, PIDF_NS } from '../support/presence.js';
 import type { TestUa } from '../support/sip-ua.js';
 
@@ -57,52 +58,10 @@ after(async () => {
   await node?.stop();
 });
 
-interface Publication {
-  etag: string;
-  expires: number;
-  content_type: string;
-  body: string;
-}
-interface Watcher {
-  watcher_uri: string;
-  status: string;
-  contact: string;
-  transport: string;
-  call_id: string;
-}
-
-async function call<T>(method: string, params: unknown[]): Promise<T> {
-  const r = await rpc(node.rpcPort, method, params);
-  assert.equal(r.error, undefined, `${method} ${JSON.stringify(params)}: ${JSON.stringify(r.error)}`);
-  return r.result as T;
-}
-const publications = (): Promise<Publication[]> => call('presence.presentity_show', [ALICE, 'presence']);
-const watchers = (): Promise<Watcher[]> => call('presence.watcher_list', [ALICE, 'presence']);
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = STEP_MS): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function basicOf(body: string): string | undefined {
-  return /<basic>\s*([^<\s]+)\s*<\/basic>/.exec(body)?.[1];
-}
-
-/** How baresip exited, or 'still running' after STEP_MS. */
-async function exitOf(ua: Baresip): Promise<unknown> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise((r) => (timer = setTimeout(() => r('still running'), STEP_MS)));
-  try {
-    return await Promise.race([ua.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const publications = (): Promise<ListedPublication[]> => presentityShow(node.rpcPort, ALICE);
+const watchers = (): Promise<ListedWatcher[]> => watcherList(node.rpcPort, ALICE);
+const call = <T>(method: string, params: unknown[]): Promise<T> => rpcResult<T>(node.rpcPort, method, params);
+const exitOf = (ua: Baresip): Promise<unknown> => ua.exitWithin(STEP_MS);
 
 const show = (m: TraceMessage | undefined): string => (m ? m.text : '(none)');
 
@@ -114,15 +73,12 @@ async function nextPublish(
   what: string,
   timeoutMs = STEP_MS,
 ): Promise<{ req: TraceMessage; res: TraceMessage }> {
-  const req = await ua.nextMessage(what, (m) => m.sent && m.method === 'PUBLISH' && pred(m), after, timeoutMs);
-  const res = await ua.waitFor(`the response to ${what}`, () => ua.responseTo(req), STEP_MS);
-  return { req, res };
+  return ua.nextExchange(what, (m) => m.sent && m.method === 'PUBLISH' && pred(m), after, timeoutMs);
 }
 
 /** bob's next NOTIFY after `after` traced messages, and baresip's response to it. */
 async function nextNotify(ua: Baresip, after: number, what: string, pred: (m: TraceMessage) => boolean = () => true): Promise<{ req: TraceMessage; res: TraceMessage }> {
-  const req = await ua.nextMessage(what, (m) => !m.sent && m.method === 'NOTIFY' && pred(m), after);
-  const res = await ua.waitFor(`bob's response to ${what}`, () => ua.responseTo(req), STEP_MS);
+  const { req, res } = await ua.nextExchange(what, (m) => !m.sent && m.method === 'NOTIFY' && pred(m), after);
   assert.equal(res.status, 200, `baresip did not accept the NOTIFY:\n${req.text}\n${res.text}`);
   return { req, res };
 }
