@@ -221,8 +221,6 @@ export class Notifier {
       if (pending.kind !== 'terminate') {
         if (pkg?.versioned) await this.deps.store.putSubscription(rec);
         else if (rec.localCseq > sub.cseqReserved) await this.reserveCseq(sub);
-      }
-      if (pending.kind !== 'terminate') {
         state += `;expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
         // RFC 6446: the rate parameters in use, as Subscription-State parameters.
         if (sub.rate !== undefined) state += sub.rate.stateParams;

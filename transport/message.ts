@@ -120,6 +120,21 @@ export function parseVia(value: string): Via {
   return { protocol: m[0].toUpperCase(), host, port, params, branch: params.get('branch') };
 }
 
+function firstVia(value: string): Via {
+  return parseVia(splitList(value)[0]!);
+}
+
+/** A header value and what it parsed to. */
+interface Parsed<T> {
+  raw: string;
+  value: T;
+}
+
+/** `memo` while the header still has the value it was parsed from, else a fresh parse. */
+function parsedOnce<T>(memo: Parsed<T> | undefined, raw: string, parse: (raw: string) => T): Parsed<T> {
+  return memo !== undefined && memo.raw === raw ? memo : { raw, value: parse(raw) };
+}
+
 export function formatVia(v: Via): string {
   let s = `SIP/2.0/${v.protocol} ${v.host}${v.port !== undefined ? ':' + v.port : ''}`;
   for (const [k, val] of v.params) s += val === '' ? `;${k}` : `;${k}=${val}`;
@@ -219,56 +234,39 @@ export abstract class SipMessage {
     return this.headers.get('call-id') ?? '';
   }
 
+  // CSeq, the first Via, From and To are parsed once per header value (the receive path asks for
+  // them several times): treat what they return as read-only; a changed top Via is written back
+  // with setTopVia().
+
   get cseq(): CSeq {
-    const v = this.headers.get('cseq') ?? '';
-    const memo = this.cseqMemo;
-    if (memo !== undefined && memo.raw === v) return memo.cseq;
-    const cseq = parseCSeq(v);
-    this.cseqMemo = { raw: v, cseq };
-    return cseq;
+    return (this.cseqMemo = parsedOnce(this.cseqMemo, this.headers.get('cseq') ?? '', parseCSeq)).value;
   }
 
-  private cseqMemo: { raw: string; cseq: CSeq } | undefined;
-
-  /**
-   * The first Via, parsed once per value of the Via header field (the receive path asks for it
-   * several times). A caller that changes the returned object writes it back with
-   * headers.replaceTopVia(), which makes the next call parse the new value.
-   */
   get topVia(): Via {
     const v = this.headers.get('via');
     if (v === undefined) throw new SyntaxError('no Via');
-    const memo = this.viaMemo;
-    if (memo !== undefined && memo.raw === v) return memo.via;
-    const via = parseVia(splitList(v)[0]!);
-    this.viaMemo = { raw: v, via };
-    return via;
+    return (this.viaMemo = parsedOnce(this.viaMemo, v, firstVia)).value;
   }
-
-  private viaMemo: { raw: string; via: Via } | undefined;
 
   /** Write a changed top Via back (RFC 3261 §18.2.1 received/rport) and keep it parsed. */
   setTopVia(via: Via): void {
     this.headers.replaceTopVia(formatVia(via));
     const raw = this.headers.get('via');
-    if (raw !== undefined) this.viaMemo = { raw, via };
+    if (raw !== undefined) this.viaMemo = { raw, value: via };
   }
 
-  /** From and To, parsed once per header value like topVia (treat them as read-only). */
   get from(): NameAddr {
-    const v = this.headers.get('from') ?? '';
-    if (this.fromMemo?.raw !== v) this.fromMemo = { raw: v, addr: NameAddr.parse(v) };
-    return this.fromMemo.addr;
+    return (this.fromMemo = parsedOnce(this.fromMemo, this.headers.get('from') ?? '', NameAddr.parse)).value;
   }
 
   get to(): NameAddr {
-    const v = this.headers.get('to') ?? '';
-    if (this.toMemo?.raw !== v) this.toMemo = { raw: v, addr: NameAddr.parse(v) };
-    return this.toMemo.addr;
+    return (this.toMemo = parsedOnce(this.toMemo, this.headers.get('to') ?? '', NameAddr.parse)).value;
   }
 
-  private fromMemo: { raw: string; addr: NameAddr } | undefined;
-  private toMemo: { raw: string; addr: NameAddr } | undefined;
+  private cseqMemo: Parsed<CSeq> | undefined;
+  private viaMemo: Parsed<Via> | undefined;
+  private fromMemo: Parsed<NameAddr> | undefined;
+  private toMemo: Parsed<NameAddr> | undefined;
 
   get fromTag(): string | undefined {
     return tagOf(this.headers.get('from'));

@@ -62,6 +62,11 @@ type ServerTx = NonInviteServerTransaction | InviteServerTransaction;
 const BRANCH_COOKIE = 'z9hG4bK';
 const VIA_TRANSPORT: Record<Protocol, string> = { udp: 'UDP', tcp: 'TCP', tls: 'TLS', ws: 'WS', wss: 'WSS' };
 
+/** The top Via of a request we send: our sent-by for the transport, a fresh branch, rport (RFC 3581). */
+function topVia(proto: Protocol, sb: { host: string; port: number }, branch: string): string {
+  return `SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`;
+}
+
 export class SipStack {
   readonly timers: TimerSettings;
   private readonly udp: UdpListener[] = [];
@@ -456,55 +461,39 @@ export class SipStack {
     const proto: Protocol = flow ? flow.proto : target.proto;
     // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
     const sb = flow && flow.proto !== 'tcp' && flow.proto !== 'tls' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
-    const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
+    const data = req.serialize(topVia(proto, sb, branch));
     const key = branch + '|' + req.method;
-    const mtu = this.options.udpMtu ?? 0;
-    const tryProto = this.options.udpMtuTryProto ?? 'udp';
-    if (!flow && proto === 'udp' && mtu > 0 && data.length > mtu && tryProto !== 'udp') return this.sendTooLargeForUdp(req, target, data, key, tryProto);
-
     const host = bareHost(target.host);
+    if (flow) return this.startClient(key, data, flow, proto, host, target.port);
     // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
-    if (!flow && (proto === 'ws' || proto === 'wss')) {
+    if (proto === 'ws' || proto === 'wss') {
       return Promise.resolve({ kind: 'transport-error', error: new Error(`no open ${proto} flow to the subscriber`) });
     }
     // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
-    if (!flow && net.isIP(host) === 0) {
-      return lookup(host).then(
-        (a) => this.startClient(key, data, flow, proto, a.address, target.port, host),
-        (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
-      );
-    }
-    return this.startClient(key, data, flow, proto, host, target.port);
+    if (net.isIP(host) !== 0) return this.sendTo(req, key, data, proto, host, target.port, undefined);
+    return lookup(host).then(
+      (a) => this.sendTo(req, key, data, proto, a.address, target.port, host),
+      (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
+    );
   }
 
   /**
-   * RFC 3261 §18.1.1: too large for UDP, so over a congestion-controlled transport, with the top
-   * Via changed to it. If the connection is refused (a reset: nothing listens there), the request
-   * goes over UDP after all, as the section says it SHOULD.
+   * A new transaction to an address. RFC 3261 §18.1.1 (udp_mtu / udp_mtu_try_proto): a request
+   * too large for UDP goes over a congestion-controlled transport with the top Via changed to
+   * it, and over UDP after all if that connection is refused (a reset: nothing listens there),
+   * as the section says it SHOULD.
    */
-  private sendTooLargeForUdp(req: OutgoingRequest, target: Target, udpData: Buffer, udpKey: string, proto: 'tcp' | 'tls'): Promise<ClientOutcome> {
+  private sendTo(req: OutgoingRequest, key: string, data: Buffer, proto: Protocol, address: string, port: number, serverName: string | undefined): Promise<ClientOutcome> {
+    const mtu = this.options.udpMtu ?? 0;
+    const stream = this.options.udpMtuTryProto ?? 'udp';
+    if (proto !== 'udp' || mtu === 0 || data.length <= mtu || stream === 'udp') return this.startClient(key, data, undefined, proto, address, port, serverName);
     const branch = this.newBranch();
-    const sb = this.sentBy(proto);
-    const data = req.serialize(`SIP/2.0/${VIA_TRANSPORT[proto]} ${sb.host}:${sb.port};branch=${branch};rport`);
-    const host = bareHost(target.host);
-    const viaUdp = (): Promise<ClientOutcome> => {
-      if (net.isIP(host) !== 0) return this.startClient(udpKey, udpData, undefined, 'udp', host, target.port);
-      return lookup(host).then(
-        (a) => this.startClient(udpKey, udpData, undefined, 'udp', a.address, target.port),
-        (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
-      );
-    };
-    const viaStream = (address: string): Promise<ClientOutcome> =>
-      this.startClient(branch + '|' + req.method, data, undefined, proto, address, target.port, net.isIP(host) === 0 ? host : undefined).then((o) => {
-        if (o.kind !== 'transport-error' || (o.error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') return o;
-        this.log.debug({ host, port: target.port, bytes: data.length }, `${proto.toUpperCase()} refused for a request too large for UDP: sent over UDP`);
-        return viaUdp();
-      });
-    if (net.isIP(host) !== 0) return viaStream(host);
-    return lookup(host).then(
-      (a) => viaStream(a.address),
-      (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
-    );
+    const streamData = req.serialize(topVia(stream, this.sentBy(stream), branch));
+    return this.startClient(branch + '|' + req.method, streamData, undefined, stream, address, port, serverName).then((o) => {
+      if (o.kind !== 'transport-error' || (o.error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') return o;
+      this.log.debug({ address, port, bytes: streamData.length }, `${stream.toUpperCase()} refused for a request too large for UDP: sent over UDP`);
+      return this.startClient(key, data, undefined, 'udp', address, port);
+    });
   }
 
   private startClient(
