@@ -5,10 +5,11 @@
  */
 import { withDocument, elementChildren, XmlRejected, type XmlLimits, XmlElement } from './xml.js';
 import { XmlXPath } from 'libxml2-wasm';
+import { NS } from './namespaces.js';
 
-export const PIDF_NS = 'urn:ietf:params:xml:ns:pidf';
-export const DM_NS = 'urn:ietf:params:xml:ns:pidf:data-model';
-export const RPID_NS = 'urn:ietf:params:xml:ns:pidf:rpid';
+export const PIDF_NS = NS.pidf;
+export const DM_NS = NS.dataModel;
+export const RPID_NS = NS.rpid;
 
 export type Checked = { ok: true } | { ok: false; kind: XmlRejected['kind']; reason: string };
 

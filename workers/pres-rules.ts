@@ -13,10 +13,11 @@
  */
 import { withDocument, elementChildren, XmlRejected, type XmlLimits, XmlElement, XmlDocument } from './xml.js';
 import { PIDF_NS, DM_NS, RPID_NS } from './pidf.js';
+import { NS } from './namespaces.js';
 
-export const CP_NS = 'urn:ietf:params:xml:ns:common-policy';
-export const PR_NS = 'urn:ietf:params:xml:ns:pres-rules';
-export const WR_NS = 'urn:presenced:params:xml:ns:winfo-rules';
+export const CP_NS = NS.commonPolicy;
+export const PR_NS = NS.presRules;
+export const WR_NS = NS.winfoRules;
 
 export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
 const ORDER: SubHandling[] = ['block', 'confirm', 'polite-block', 'allow'];

@@ -15,6 +15,7 @@ import { XmlComment, type XmlAttribute, type XmlTreeNode } from 'libxml2-wasm';
 import { limits } from './context.js';
 import { withDocument, elementChildren, XmlRejected, XmlElement, type XmlDocument, type XmlLimits } from './xml.js';
 import { schemaErrors, type SchemaName } from './xsd.js';
+import { NS } from './namespaces.js';
 
 export type { SchemaName };
 
@@ -522,7 +523,7 @@ export function deleteNode(p: { xml: string; selector: NodeSelector; usage: Usag
 
 // ───── rls-services (RFC 4826 §4.4) ─────
 
-const RLS_NS = 'urn:ietf:params:xml:ns:rls-services';
+const RLS_NS = NS.rlsServices;
 
 export interface RlsService {
   uri: string;

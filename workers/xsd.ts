@@ -14,6 +14,7 @@
  * not followed when the validator has its own compiled schema).
  */
 import { readFile, readdir, access } from 'node:fs/promises';
+import { NS } from './namespaces.js';
 import { XmlDocument, XsdValidator, XmlValidateError, xmlRegisterInputProvider, XmlBufferInputProvider, type ErrorDetail } from 'libxml2-wasm';
 
 /** The schema sets, by the file that roots each one. */
@@ -76,12 +77,12 @@ function validatorFor(name: SchemaName): XsdValidator {
 
 /** Conventional prefixes for libxml2's "{namespace}name" in messages. */
 const PREFIXES: Record<string, string> = {
-  'urn:ietf:params:xml:ns:common-policy': 'cp',
-  'urn:ietf:params:xml:ns:pres-rules': 'pr',
-  'urn:ietf:params:xml:ns:resource-lists': 'rl',
-  'urn:ietf:params:xml:ns:rls-services': 'rls',
-  'urn:ietf:params:xml:ns:pidf': 'pidf',
-  'urn:ietf:params:xml:ns:xcap-caps': 'caps',
+  [NS.commonPolicy]: 'cp',
+  [NS.presRules]: 'pr',
+  [NS.resourceLists]: 'rl',
+  [NS.rlsServices]: 'rls',
+  [NS.pidf]: 'pidf',
+  [NS.xcapCaps]: 'caps',
   'http://www.w3.org/XML/1998/namespace': 'xml',
 };
 

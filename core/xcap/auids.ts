@@ -6,17 +6,9 @@
  */
 import type { UsageRules } from '../../workers/xcap.js';
 
-export const NS = {
-  commonPolicy: 'urn:ietf:params:xml:ns:common-policy',
-  presRules: 'urn:ietf:params:xml:ns:pres-rules',
-  resourceLists: 'urn:ietf:params:xml:ns:resource-lists',
-  rlsServices: 'urn:ietf:params:xml:ns:rls-services',
-  pidf: 'urn:ietf:params:xml:ns:pidf',
-  xcapCaps: 'urn:ietf:params:xml:ns:xcap-caps',
-  xcapError: 'urn:ietf:params:xml:ns:xcap-error',
-  /** presenced's pres-rules action granting watcher info (README "XCAP"). */
-  winfoRules: 'urn:presenced:params:xml:ns:winfo-rules',
-} as const;
+import { NS } from '../../workers/namespaces.js';
+
+export { NS };
 
 /** Bodies of element and attribute requests (RFC 4825 §7.4, §7.7). */
 export const XCAP_EL_TYPE = 'application/xcap-el+xml';
