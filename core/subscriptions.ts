@@ -76,7 +76,8 @@ export class Subscriptions {
   private readonly timers = new ExpiryTimers<LiveSubscription>((sub) => {
     this.terminate(sub, 'timeout').catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'expiry failed'));
   });
-  private readonly recentInitial = new Map<string, { branch: string; at: number; subId?: string }>();
+  /** Initial SUBSCRIBEs of the last MERGE_WINDOW_MS by Call-ID, From tag and CSeq: the branch each came with, and the subscription it made. */
+  private readonly recentInitial = new ExpiryTimers<{ branch: string; subId?: string }>(() => undefined);
   notifier!: Notifier;
   /** Watcher-list changes (presence.winfo listens). */
   onEvent: ((sub: LiveSubscription, event: SubscriptionEvent, reason?: string) => void) | undefined;
@@ -137,7 +138,7 @@ export class Subscriptions {
     const branch = req.topVia.branch ?? '';
     const now = Date.now();
     const seen = this.recentInitial.get(mergeKey);
-    if (seen && now - seen.at < MERGE_WINDOW_MS) {
+    if (seen) {
       if (seen.branch !== branch) throw new SipError(482, 'Loop Detected');
       // The same request again once its transaction is gone (TCP ends it with the response):
       // the subscription it created is answered again, not created twice.
@@ -149,7 +150,9 @@ export class Subscriptions {
         return;
       }
     }
-    const remembered = this.rememberInitial(mergeKey, branch, now);
+    // Owned: a slice of the request would keep the whole request text alive for the window.
+    const remembered: { branch: string; subId?: string } = { branch: ownString(branch) };
+    this.recentInitial.set(mergeKey, now + MERGE_WINDOW_MS, remembered);
 
     const watcherUri = from.uri.toString();
     const auth = await this.deps.authorizer.evaluate(presentityUri, from.uri.aor, pkg);
@@ -211,37 +214,6 @@ export class Subscriptions {
     this.onEvent?.(sub, 'created');
     this.notifier.schedule(sub, { kind: 'state', immediate: true });
   }
-
-  private rememberInitial(key: string, branch: string, now: number): { branch: string; at: number; subId?: string } {
-    // Owned: a slice of the request would keep the whole request text alive for the window.
-    const entry: { branch: string; at: number; subId?: string } = { branch: ownString(branch), at: now };
-    this.recentInitial.delete(key); // re-inserted at the end, so the map stays in arrival order
-    this.recentInitial.set(key, entry);
-    this.forgetOldInitials(now);
-    this.recentInitialTimer ??= setTimeout(this.pruneInitials, MERGE_WINDOW_MS).unref();
-    return entry;
-  }
-
-  /** Initial SUBSCRIBEs older than the merge window are forgotten, oldest first (the map is in arrival order). */
-  private forgetOldInitials(now: number): void {
-    for (const [k, v] of this.recentInitial) {
-      if (now - v.at < MERGE_WINDOW_MS) break;
-      this.recentInitial.delete(k);
-    }
-  }
-
-  private recentInitialTimer: NodeJS.Timeout | undefined;
-  /** After a burst nothing else prunes the map: one timer does, re-armed while it holds entries. */
-  private readonly pruneInitials = (): void => {
-    this.recentInitialTimer = undefined;
-    const now = Date.now();
-    this.forgetOldInitials(now);
-    const oldest = this.recentInitial.values().next();
-    if (!oldest.done) {
-      const wait = Math.min(MERGE_WINDOW_MS, Math.max(1000, oldest.value.at + MERGE_WINDOW_MS - now));
-      this.recentInitialTimer = setTimeout(this.pruneInitials, wait).unref();
-    }
-  };
 
   private packageOf(req: SipRequest): EventPackage {
     const pkg = this.deps.packages.lookup(req.headers.get('event'));
@@ -427,8 +399,7 @@ export class Subscriptions {
   /** Clean stop: no more timers, and every dialog's exact CSeq stored. */
   stop(): Promise<unknown> {
     this.timers.clearAll();
-    if (this.recentInitialTimer) clearTimeout(this.recentInitialTimer);
-    this.recentInitialTimer = undefined;
+    this.recentInitial.clearAll();
     for (const sub of this.byId.values()) this.notifier.endRate(sub);
     return this.notifier.flushCseqs(this.byId.values());
   }
