@@ -16,6 +16,7 @@ import { SipError } from './errors.js';
 import { grantedExpires } from './expires.js';
 import { ExpiryTimers } from './timers.js';
 import { newEntityTag } from './ids.js';
+import { presentityKey } from './subscription.js';
 
 export interface PublicationDeps {
   config: Config;
@@ -63,7 +64,7 @@ export class Publications {
   }
 
   private counted(p: Publication, delta: 1 | -1): void {
-    const k = `${p.presentityUri}\u0000${p.event}`;
+    const k = presentityKey(p.presentityUri, p.event);
     const n = (this.perPresentity.get(k) ?? 0) + delta;
     if (n > 0) this.perPresentity.set(k, n);
     else this.perPresentity.delete(k);
@@ -85,7 +86,7 @@ export class Publications {
     }
     await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag)));
     // Watchers are told once subscriptions are back (node.start calls notifyRecovered()).
-    for (const p of expired) this.recoveredChanges.add(`${p.presentityUri}\u0000${p.event}`);
+    for (const p of expired) this.recoveredChanges.add(presentityKey(p.presentityUri, p.event));
     return { live, expired: expired.length };
   }
 
@@ -116,7 +117,7 @@ export class Publications {
     const presentityUri = presentityOf(incoming.request.uri);
     // PUBLISHes of one presentity and event run one after the other: two requests with the
     // same SIP-If-Match must not both succeed (the second one gets 412).
-    const key = `${presentityUri}\u0000${(incoming.request.headers.get('event') ?? '').trim().toLowerCase()}`;
+    const key = presentityKey(presentityUri, (incoming.request.headers.get('event') ?? '').trim().toLowerCase());
     const waiting = this.busy.get(key);
     if (waiting === undefined) this.busy.set(key, []);
     else await new Promise<void>((resolve) => waiting.push(resolve));

@@ -143,7 +143,7 @@ const TOKEN = /^[a-z0-9\-.!%*_+`'~]+$/;
 function headerName(raw: string): string | undefined {
   let name = names.get(raw);
   if (name !== undefined) return name;
-  name = trimLws(raw).toLowerCase();
+  name = trimmed(raw, 0, raw.length).toLowerCase();
   if (!TOKEN.test(name)) return undefined;
   if (name.length === 1) name = COMPACT_FORMS[name] ?? name;
   // Owned key: a slice of the head would keep the whole request alive in the cache.
@@ -151,23 +151,15 @@ function headerName(raw: string): string | undefined {
   return name;
 }
 
-/** s[from, end) without leading and trailing SP/HTAB. */
+/**
+ * s[from, end) without leading and trailing SP/HTAB only: String.prototype.trim() would also
+ * eat U+FEFF, NBSP and other Unicode spaces that belong to a UTF-8 header value (RFC 4475
+ * §3.1.1.2 intmeth).
+ */
 function trimmed(s: string, from: number, end: number): string {
   while (from < end && (s.charCodeAt(from) === 0x20 || s.charCodeAt(from) === 0x09)) from++;
   while (end > from && (s.charCodeAt(end - 1) === 0x20 || s.charCodeAt(end - 1) === 0x09)) end--;
   return s.slice(from, end);
-}
-
-/**
- * Strip SP/HTAB only: String.prototype.trim() would also eat U+FEFF, NBSP and other Unicode
- * spaces that belong to a UTF-8 header value (RFC 4475 §3.1.1.2 intmeth).
- */
-function trimLws(s: string): string {
-  let a = 0;
-  let b = s.length;
-  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
-  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
-  return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
 /** Headers without which no request can be processed (RFC 3261 §8.1.1). */
