@@ -8,26 +8,25 @@ import { xcapTasks } from './xcap.js';
 import { composeDialogInfo } from './dialog.js';
 import { evaluateRules, applyTransformations, spheresOf, type RulesOutcome, type Transformations } from './pres-rules.js';
 
-/** The presentity's pres-rules document: `index` (RFC 5025 §9.1), else the first one in its tree. */
-function rulesDocument(presentityUri: string): string | undefined {
+/** A user's document of an auid: `index` (RFC 5025 §9.1, RFC 4827), else the first one in its tree. */
+function userDocument(auid: string, xui: string): string | undefined {
   const store = readStore();
-  const doc = store.getXcap('pres-rules', presentityUri, 'index') ?? store.xcapDocumentsOf('pres-rules', presentityUri)[0];
+  const doc = store.getXcap(auid, xui, 'index') ?? store.xcapDocumentsOf(auid, xui)[0];
   return doc ? Buffer.from(doc.body).toString('utf8') : undefined;
 }
+
+const rulesDocument = (presentityUri: string): string | undefined => userDocument('pres-rules', presentityUri);
 
 /**
  * The documents a presentity's state is composed from, newest publication first; for presence
  * its pidf-manipulation document (RFC 4827, hard state set over XCAP) comes last.
  */
 function bodiesOf(presentityUri: string, event: string): string[] {
-  const store = readStore();
-  const pubs = store.publicationsOf(presentityUri, event);
+  const pubs = readStore().publicationsOf(presentityUri, event);
   pubs.sort((a, b) => b.receivedAt - a.receivedAt);
   const out = pubs.map((p) => Buffer.from(p.body).toString('utf8'));
-  if (event === 'presence') {
-    const hard = store.getXcap('pidf-manipulation', presentityUri, 'index') ?? store.xcapDocumentsOf('pidf-manipulation', presentityUri)[0];
-    if (hard) out.push(Buffer.from(hard.body).toString('utf8'));
-  }
+  const hard = event === 'presence' ? userDocument('pidf-manipulation', presentityUri) : undefined;
+  if (hard !== undefined) out.push(hard);
   return out;
 }
 
