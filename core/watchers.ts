@@ -182,19 +182,7 @@ export class WatcherInfo {
     if (r.state !== 'active' && event === 'timeout' && period > 0 && !sibling) {
       const endedAt = Math.min(now, r.expiresAt);
       const waitingUntil = endedAt + period;
-      const w: WatcherAuth = {
-        presentityUri: r.presentityUri,
-        event: r.event,
-        watcherUri: aor,
-        status: 'waiting',
-        winfoEvent: 'timeout',
-        insertedAt: r.createdAt,
-        displayName: r.watcherDisplay,
-        subHandling: r.subHandling,
-        winfoId: r.winfoId || r.id,
-        endedAt,
-        waitingUntil,
-      };
+      const w: WatcherAuth = { ...authRecord(r, aor, 'waiting', 'timeout'), endedAt, waitingUntil };
       if (waitingUntil > now) {
         this.addWaiting(w);
         // Committed before the watcher-info NOTIFY tells anyone about it (DESIGN.md durability).
@@ -229,17 +217,7 @@ export class WatcherInfo {
   private persist(sub: LiveSubscription, aor: string, status: WinfoStatus, event: WinfoEvent): void {
     const r = sub.record;
     this.deps.store
-      .putWatcher({
-        presentityUri: r.presentityUri,
-        event: r.event,
-        watcherUri: aor,
-        status,
-        winfoEvent: event,
-        insertedAt: r.createdAt,
-        displayName: r.watcherDisplay,
-        subHandling: r.subHandling,
-        winfoId: r.winfoId || r.id,
-      })
+      .putWatcher(authRecord(r, aor, status, event))
       .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'));
   }
 
@@ -336,6 +314,21 @@ export class WatcherInfo {
       if (w.record.state === 'active' && w.record.winfoVersion > 0) notifier.schedule(w, { kind: 'state', body: partial });
     }
   }
+}
+
+/** The stored watcher state of a subscription's watcher (Kamailio's watchers table row). */
+function authRecord(r: Subscription, aor: string, status: WinfoStatus | 'waiting', winfoEvent: WinfoEvent): WatcherAuth {
+  return {
+    presentityUri: r.presentityUri,
+    event: r.event,
+    watcherUri: aor,
+    status,
+    winfoEvent,
+    insertedAt: r.createdAt,
+    displayName: r.watcherDisplay,
+    subHandling: r.subHandling,
+    winfoId: r.winfoId || r.id,
+  };
 }
 
 function entryOf(sub: LiveSubscription, aor: string, status: WinfoStatus, event: WinfoEvent): WatcherEntry {
