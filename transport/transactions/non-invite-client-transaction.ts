@@ -32,7 +32,6 @@ export class NonInviteClientTransaction {
   /** When Timer E fires next (unreliable transports only). */
   private nextE = Infinity;
   private eInterval: number;
-  private settled = false;
 
   constructor(
     readonly key: string,
@@ -99,23 +98,18 @@ export class NonInviteClientTransaction {
     this.terminate();
   }
 
-  private clearTimer(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-  }
-
+  /** The TU hears of the transaction once: the callback is dropped as it is called. */
   private settle(outcome: ClientOutcome): void {
-    if (this.settled) return;
-    this.settled = true;
-    const cb = this.onOutcome!;
+    const cb = this.onOutcome;
     this.onOutcome = undefined;
-    cb(outcome);
+    cb?.(outcome);
   }
 
   terminate(): void {
     if (this.state === 'terminated') return;
     this.state = 'terminated';
-    this.clearTimer();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
     this.request = undefined; // nothing of it outlives the transaction
     this.send = undefined;
     this.onTerminated(this);
