@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { startNode, type RunningNode } from '../support/node.js';
 import { rpcResult, presentityShow, watcherList, type ListedPublication, type ListedWatcher } from '../support/rpc.js';
 import { Baresip } from '../support/baresip.js';
-import { header, basicOf, until, type TraceMessage } from '../support/traced-client.js';
+import { header, basicOf, until, show, nextPublish, nextNotify } from '../support/traced-client.js';
 import { openUa, publish, rules, putRules, RPID_NS, DM_NS, PIDF_NS } from '../support/presence.js';
 import type { TestUa } from '../support/sip-ua.js';
 
@@ -62,26 +62,6 @@ const publications = (): Promise<ListedPublication[]> => presentityShow(node.rpc
 const watchers = (): Promise<ListedWatcher[]> => watcherList(node.rpcPort, ALICE);
 const call = <T>(method: string, params: unknown[]): Promise<T> => rpcResult<T>(node.rpcPort, method, params);
 const exitOf = (ua: Baresip): Promise<unknown> => ua.exitWithin(STEP_MS);
-
-const show = (m: TraceMessage | undefined): string => (m ? m.text : '(none)');
-
-/** alice's next PUBLISH after `after` traced messages, and the final response presenced gave it. */
-async function nextPublish(
-  ua: Baresip,
-  after: number,
-  pred: (m: TraceMessage) => boolean,
-  what: string,
-  timeoutMs = STEP_MS,
-): Promise<{ req: TraceMessage; res: TraceMessage }> {
-  return ua.nextExchange(what, (m) => m.sent && m.method === 'PUBLISH' && pred(m), after, timeoutMs);
-}
-
-/** bob's next NOTIFY after `after` traced messages, and baresip's response to it. */
-async function nextNotify(ua: Baresip, after: number, what: string, pred: (m: TraceMessage) => boolean = () => true): Promise<{ req: TraceMessage; res: TraceMessage }> {
-  const { req, res } = await ua.nextExchange(what, (m) => !m.sent && m.method === 'NOTIFY' && pred(m), after);
-  assert.equal(res.status, 200, `baresip did not accept the NOTIFY:\n${req.text}\n${res.text}`);
-  return { req, res };
-}
 
 let aliceEtag = '';
 

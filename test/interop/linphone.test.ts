@@ -35,7 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { startNode, type RunningNode } from '../support/node.js';
 import { rpcResult, presentityShow, watcherList, type ListedPublication, type ListedWatcher } from '../support/rpc.js';
 import { Linphonec } from '../support/linphone.js';
-import { header, basicOf, until, type TraceMessage } from '../support/traced-client.js';
+import { header, basicOf, until, show, nextPublish, nextNotify } from '../support/traced-client.js';
 import { FrontProxy } from '../support/front-proxy.js';
 import { openUa, publish, RPID_NS, DM_NS, PIDF_NS } from '../support/presence.js';
 import type { TestUa } from '../support/sip-ua.js';
@@ -74,26 +74,6 @@ const publications = (): Promise<ListedPublication[]> => presentityShow(node.rpc
 const watchers = (): Promise<ListedWatcher[]> => watcherList(node.rpcPort, ALICE);
 const call = <T>(method: string, params: unknown[]): Promise<T> => rpcResult<T>(node.rpcPort, method, params);
 const exitOf = (ua: Linphonec): Promise<unknown> => ua.exitWithin(STEP_MS);
-
-const show = (m: TraceMessage | undefined): string => (m ? m.text : '(none)');
-
-/** alice's next PUBLISH after `after` traced messages, and the final response it got. */
-async function nextPublish(
-  ua: Linphonec,
-  after: number,
-  pred: (m: TraceMessage) => boolean,
-  what: string,
-  timeoutMs = STEP_MS,
-): Promise<{ req: TraceMessage; res: TraceMessage }> {
-  return ua.nextExchange(what, (m) => m.sent && m.method === 'PUBLISH' && pred(m), after, timeoutMs);
-}
-
-/** bob's next NOTIFY after `after` traced messages, and linphonec's response to it. */
-async function nextNotify(ua: Linphonec, after: number, what: string, pred: (m: TraceMessage) => boolean = () => true): Promise<{ req: TraceMessage; res: TraceMessage }> {
-  const { req, res } = await ua.nextExchange(what, (m) => !m.sent && m.method === 'NOTIFY' && pred(m), after);
-  assert.equal(res.status, 200, `linphonec did not accept the NOTIFY:\n${req.text}\n${res.text}`);
-  return { req, res };
-}
 
 /** A PIDF of alice's second device: one open tuple and a person with one RPID activity. */
 function deviceDoc(activity: string): string {

@@ -4,6 +4,7 @@
  * waiting for something to show in its output. Each client's module says how to start it, how
  * its trace lines look and what its console commands are.
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -240,4 +241,30 @@ export abstract class TracedClient {
   protected changed(): void {
     for (const l of [...this.listeners]) l();
   }
+}
+
+/** A traced message for a failure message. */
+export const show = (m: TraceMessage | undefined): string => (m ? m.text : '(none)');
+
+/** The client's next PUBLISH (sent) after `after` traced messages matching `pred`, and the final response it got. */
+export function nextPublish(
+  ua: TracedClient,
+  after: number,
+  pred: (m: TraceMessage) => boolean,
+  what: string,
+  timeoutMs = 5000,
+): Promise<{ req: TraceMessage; res: TraceMessage }> {
+  return ua.nextExchange(what, (m) => m.sent && m.method === 'PUBLISH' && pred(m), after, timeoutMs);
+}
+
+/** The client's next NOTIFY (received) after `after` traced messages, and its response, which must be 200. */
+export async function nextNotify(
+  ua: TracedClient,
+  after: number,
+  what: string,
+  pred: (m: TraceMessage) => boolean = () => true,
+): Promise<{ req: TraceMessage; res: TraceMessage }> {
+  const { req, res } = await ua.nextExchange(what, (m) => !m.sent && m.method === 'NOTIFY' && pred(m), after);
+  assert.equal(res.status, 200, `${ua.program} did not accept the NOTIFY:\n${req.text}\n${res.text}`);
+  return { req, res };
 }
