@@ -1,31 +1,36 @@
 /**
- * A presence node: the configuration turned into running parts (SIP stack, store, worker
- * pool, event packages, publications, subscriptions, notifier, XCAP and RPC servers) and the
- * order in which they start and stop.
+ * A presence node, the composition root: the configuration turned into running parts, built in
+ * dependency order (DESIGN.md, core/ layers: store, state, packages, notifier, authorisation,
+ * SIP handlers, XCAP, RPC), each given what it needs at construction; nothing is wired
+ * afterwards and nothing imports this file but main.ts. Also the order in which they start and stop.
  */
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { SipStack } from '../transport/stack.js';
-import { Dispatcher } from './dispatcher.js';
+import { createEventHub } from './events.js';
+import { SERVER_HEADER } from './version.js';
+import { Store } from './store/store.js';
+import { WorkerPool } from './pool.js';
+import { createMetrics } from './metrics.js';
+import { Publications } from './state/publications.js';
+import { Subscriptions } from './state/subscriptions.js';
+import { WatcherInfo, type StateEvents } from './state/watcher-info.js';
 import { PackageRegistry } from './packages/registry.js';
 import type { EventPackage, PackageContext } from './packages/types.js';
 import { presencePackage } from './packages/presence.js';
 import { messageSummaryPackage } from './packages/message-summary.js';
 import { dialogSlaPackage } from './packages/dialog-sla.js';
-import { SERVER_HEADER } from './version.js';
-import { Store } from './store/store.js';
-import { WorkerPool } from './pool.js';
+import { winfoPackage } from './packages/winfo.js';
+import { Notifier } from './notify/notifier.js';
+import { notifyWatcherChanges } from './notify/winfo-partials.js';
+import { Authorization } from './authorization/index.js';
+import { Dispatcher } from './sip/dispatcher.js';
+import { PublishUas } from './sip/publish-uas.js';
+import { SubscribeUas } from './sip/subscribe-uas.js';
 import { XcapServer, type XcapChange } from './xcap/server.js';
 import { XcapClient } from './xcap/client.js';
-import { Publications } from './publications.js';
-import { Subscriptions } from './subscriptions.js';
-import { Notifier } from './notifier.js';
-import { PresenceAuthorizer, type RulesDecision } from './authorization/index.js';
-import { winfoPackage } from './packages/winfo.js';
-import { WatcherInfo } from './watchers.js';
 import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
-import { createMetrics } from './metrics.js';
 import type { Transformations } from '../workers/pres-rules.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
@@ -39,39 +44,37 @@ export function enabledPackages(config: Config): EventPackage[] {
 }
 
 export class PresenceNode {
-  readonly stack: SipStack;
-  readonly dispatcher: Dispatcher;
-  readonly packages: PackageRegistry;
   readonly startedAt = Date.now();
-  readonly store: Store;
-  readonly pool: WorkerPool;
-  readonly xcap: XcapServer | undefined;
-  readonly publications: Publications;
-  readonly subscriptions: Subscriptions;
-  readonly notifier: Notifier;
-  readonly ctx: PackageContext;
-  readonly watcherInfo: WatcherInfo;
-  readonly authorizer: PresenceAuthorizer;
-  readonly rpc: RpcServer;
-  private sweeper: NodeJS.Timeout | undefined;
+  private readonly store: Store;
+  private readonly pool: WorkerPool;
+  private readonly stack: SipStack;
+  private readonly publications: Publications;
+  private readonly subscriptions: Subscriptions;
+  private readonly watcherInfo: WatcherInfo;
+  private readonly subscribeUas: SubscribeUas;
+  private readonly notifier: Notifier;
+  private readonly authorization: Authorization;
+  private readonly xcap: XcapServer | undefined;
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
-  readonly xcapClient: XcapClient | undefined;
-  private readonly rulesFetched = new Set<string>();
+  private readonly xcapClient: XcapClient | undefined;
+  private readonly rpc: RpcServer;
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     readonly config: Config,
     readonly log: Logger,
   ) {
-    this.store = Store.open(config.db_path, config.xcap_table);
-    this.pool = new WorkerPool(
+    // Base: store, XML pool, the event hub state reports through.
+    const store = (this.store = Store.open(config.db_path, config.xcap_table));
+    const pool = (this.pool = new WorkerPool(
       { dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
       config.worker_threads,
-      this.store,
+      store,
       config.worker_inline_max_bytes,
-    );
-    this.ctx = { pool: this.pool, store: this.store, config };
-    this.packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));
-    this.stack = new SipStack({
+    ));
+    const hub = createEventHub<StateEvents>();
+    hub.on('document.changed', (c) => log.info({ auid: c.auid, xui: c.xui, name: c.name }, 'XCAP document changed'));
+    const stack = (this.stack = new SipStack({
       listen: config.listen,
       maxMessageSize: config.max_message_size,
       tcpIdleTimeout: config.tcp_connection_lifetime * 1000,
@@ -82,131 +85,102 @@ export class PresenceNode {
       timers: { t1: config.sip_t1, t2: config.sip_t2, t4: config.sip_t4 },
       userAgent: SERVER_HEADER,
       log,
-    });
-    this.authorizer = new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri));
-    this.subscriptions = new Subscriptions({
+    }));
+
+    // State.
+    const publications = (this.publications = new Publications({ config, store, log, hub }));
+    const subscriptions = (this.subscriptions = new Subscriptions({ config, store, log, hub }));
+    const watcherInfo = (this.watcherInfo = new WatcherInfo({ config, store, hub, subscriptions, log }));
+
+    // Event packages, and what they compose from.
+    const packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));
+    const ctx: PackageContext = {
+      pool,
+      store,
       config,
-      store: this.store,
-      packages: this.packages,
-      log,
-      authorizer: this.authorizer,
-    });
-    this.watcherInfo = new WatcherInfo({
+      publications: (uri, event) => publications.of(uri, event),
+      watchers: (uri) => watcherInfo.list(uri),
+    };
+
+    // NOTIFY.
+    const notifier = (this.notifier = new Notifier({
       config,
-      store: this.store,
-      notifier: () => this.notifier,
-      winfoWatchers: (uri) => this.subscriptions.watchersOf(uri, 'presence.winfo'),
-      presenceWatchers: (uri) => this.subscriptions.watchersOf(uri, 'presence'),
-      presenceHandling: async (uri, watcherAor) => (await this.authorizer.evaluate(uri, watcherAor, presencePackage)).handling,
+      sender: stack,
+      store,
+      packages,
+      ctx,
       log,
-    });
-    this.ctx.watchers = (uri) => this.watcherInfo.list(uri);
-    this.subscriptions.onEvent = this.watcherInfo.onSubscriptionEvent;
-    this.subscriptions.winfoIdFor = this.watcherInfo.winfoIdFor;
-    this.notifier = new Notifier({
-      config,
-      stack: this.stack,
-      store: this.store,
-      packages: this.packages,
-      ctx: this.ctx,
-      log,
-      watchersOf: (uri, event) => this.subscriptions.watchersOf(uri, event),
-      forget: (sub, why) => this.subscriptions.forget(sub, why),
-      transform: (sub, body) => this.pool.run('rules.transform', { xml: body, transformations: JSON.parse(sub.bodyKey) as Transformations }),
-    });
-    this.subscriptions.notifier = this.notifier;
-    this.publications = new Publications({
-      config,
-      store: this.store,
-      packages: this.packages,
-      ctx: this.ctx,
-      log,
-      onChange: (uri, event) => this.notifier.presentityChanged(uri, event),
-    });
-    this.dispatcher = new Dispatcher(this.packages, log);
-    if (!config.passive_mode) {
-      this.dispatcher.register('PUBLISH', this.publications.handle);
-      this.dispatcher.register('SUBSCRIBE', this.subscriptions.handle);
-    }
-    this.stack.onRequest(this.dispatcher.handle);
-    if (config.integrated_xcap_server && !config.passive_mode) {
-      this.xcap = new XcapServer({
-        config,
-        store: this.store,
-        pool: this.pool,
-        log,
-        onDocumentChanged: (change) => this.onXcapChange(change),
-      });
-    }
+      hub,
+      subscriptions,
+      transform: (sub, body) => pool.run('rules.transform', { xml: body, transformations: JSON.parse(sub.bodyKey) as Transformations }),
+    }));
+    notifyWatcherChanges(hub, subscriptions, notifier);
+
+    // Authorisation (rules from the embedded XCAP server, or fetched: xcap_client mode).
+    const onDocumentChanged = (c: XcapChange): void => hub.emit('document.changed', { auid: c.auid, xui: c.xui, name: c.name });
     if (!config.integrated_xcap_server && !config.passive_mode && config.xcap_server.length > 0) {
-      this.xcapClient = new XcapClient({ config, store: this.store, log, onDocumentChanged: (change) => this.onXcapChange(change) });
+      this.xcapClient = new XcapClient({ config, store, log, onDocumentChanged });
+    }
+    const xcapClient = this.xcapClient;
+    const authorization = new Authorization({
+      config,
+      store,
+      pool,
+      packages,
+      subscriptions,
+      watcherInfo,
+      notifier,
+      hub,
+      log,
+      ...(xcapClient ? { fetchRules: async (uri: string) => void (await xcapClient.fetch('pres-rules', uri, 'index')) } : {}),
+    });
+
+    // SIP: the UAS of each method, behind the dispatcher.
+    const dispatcher = new Dispatcher(packages, log);
+    this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization });
+    if (!config.passive_mode) {
+      dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications }).handle);
+      dispatcher.register('SUBSCRIBE', this.subscribeUas.handle);
+    }
+    stack.onRequest(dispatcher.handle);
+
+    // XCAP and RPC.
+    if (config.integrated_xcap_server && !config.passive_mode) {
+      this.xcap = new XcapServer({ config, store, pool, log, onDocumentChanged });
     }
     this.rpc = new RpcServer({
       address: config.rpc_listen.address,
       port: config.rpc_listen.port,
-      methods: createMethods(this),
-      metrics: createMetrics(this),
+      methods: createMethods({ packages, store, pool, publications, subscriptions, watcherInfo, notifier, authorization, startedAt: this.startedAt }),
+      metrics: createMetrics({
+        get subscriptions() {
+          return subscriptions.count;
+        },
+        get presentities() {
+          return publications.presentityCount;
+        },
+        get notifySent() {
+          return notifier.stats.sent;
+        },
+        get notifyFailed() {
+          return notifier.stats.failed;
+        },
+        get watchersRemovedByFailure() {
+          return notifier.stats.removedByFailure;
+        },
+        get clientTransactions() {
+          return stack.pendingClientTransactions;
+        },
+        get connections() {
+          return stack.tcpConnections;
+        },
+        get workerThreads() {
+          return pool.threads;
+        },
+      }),
       log,
     });
-  }
-
-  /** pres-rules outcome for a watcher; the transformations become the key of the body it sees. */
-  private async evaluateRules(presentityUri: string, watcherUri: string): Promise<RulesDecision> {
-    // xcap_client: the first evaluation for a presentity fetches its rules; the periodic query
-    // and presence.refreshWatchers keep them current afterwards.
-    if (this.xcapClient && !this.rulesFetched.has(presentityUri)) await this.refreshRules(presentityUri);
-    const r = await this.pool.run('rules.evaluate', { presentityUri, watcherUri }, this.rulesSize(presentityUri));
-    return { handling: r.handling, bodyKey: r.transformations ? JSON.stringify(r.transformations) : '', winfoHandling: r.winfoHandling };
-  }
-
-  /**
-   * How much XML a rules evaluation reads, for the pool's inline boundary: the pres-rules
-   * document's size (0 without one; rules are compiled once per version, so a small document
-   * costs less here than a worker round trip), or Infinity when a sphere condition makes the
-   * evaluation compose the presentity's PIDF.
-   */
-  private rulesSize(presentityUri: string): number {
-    const doc = this.store.getXcap('pres-rules', presentityUri, 'index') ?? this.store.xcapDocumentsOf('pres-rules', presentityUri)[0];
-    if (!doc) return 0;
-    const body = Buffer.from(doc.body.buffer, doc.body.byteOffset, doc.body.byteLength);
-    return body.includes('sphere') ? Infinity : body.length;
-  }
-
-  /**
-   * A presentity's rules changed: re-evaluate the watchers of `event`. The pres-rules document
-   * also decides who may see the watcher info and which waiting watchers are rejected, so for
-   * `presence` its presence.winfo subscribers and waiting entries are re-evaluated too.
-   * Resolves with how many changed.
-   */
-  async reevaluateWatchers(presentityUri: string, event: string): Promise<number> {
-    let changed = await this.subscriptions.reevaluate(presentityUri, event);
-    if (event === 'presence') {
-      changed += await this.subscriptions.reevaluate(presentityUri, 'presence.winfo');
-      changed += await this.watcherInfo.reevaluate(presentityUri);
-    }
-    return changed;
-  }
-
-  /** Rules of a presentity may have changed outside (xcap_client mode): fetch them again. */
-  async refreshRules(presentityUri: string): Promise<void> {
-    if (!this.xcapClient) return;
-    this.rulesFetched.add(presentityUri);
-    try {
-      await this.xcapClient.fetch('pres-rules', presentityUri, 'index');
-    } catch (err) {
-      this.log.warn({ err, presentityUri }, 'fetching pres-rules from xcap_server failed; using the cached copy');
-    }
-  }
-
-  /** A committed XCAP change: pres-rules re-evaluate the presentity's watchers (integrated_xcap_server). */
-  private onXcapChange(change: XcapChange): void {
-    this.log.info({ auid: change.auid, xui: change.xui, name: change.name, deleted: change.doc === undefined }, 'XCAP document changed');
-    if (!change.xui) return;
-    if (change.auid === 'pres-rules') {
-      this.reevaluateWatchers(change.xui, 'presence').catch((err) => this.log.error({ err, presentityUri: change.xui }, 're-evaluating watchers failed'));
-    } else if (change.auid === 'pidf-manipulation') {
-      this.notifier.presentityChanged(change.xui, 'presence');
-    }
+    this.authorization = authorization;
   }
 
   async start(): Promise<void> {
@@ -222,7 +196,7 @@ export class PresenceNode {
     // Waiting watchers before subscriptions (a recovered one may replace or join them); their
     // giveup timers once every winfo subscriber is back to hear of it.
     const waiting = this.watcherInfo.load();
-    const subs = await this.subscriptions.recover();
+    const subs = await this.subscriptions.recover(this.authorization.recoveredBodyKey);
     this.watcherInfo.start();
     this.publications.notifyRecovered();
     this.log.info(
@@ -245,7 +219,9 @@ export class PresenceNode {
   async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     this.publications.stop();
-    await this.subscriptions.stop();
+    this.subscribeUas.stop();
+    this.subscriptions.stop();
+    await this.notifier.stop();
     this.watcherInfo.stop();
     await this.stack.stop();
     await this.rpc.stop();

@@ -7,7 +7,7 @@
 import { composePidf } from '../../workers/pidf.js';
 import { DEFAULT_XML_LIMITS } from '../../workers/xml.js';
 import { pidfDocument, DOMAIN } from '../fixtures/messages.js';
-import { NotifyWire, notifyTarget } from '../../core/notifier.js';
+import { NotifyWire, notifyTarget } from '../../core/dialogs/notify-wire.js';
 import { sampleSubscription, genericNotify } from '../lib/notify-mirror.js';
 import { measure, isMain, runStandalone, type MicroOptions, type MicroRow } from './harness.js';
 

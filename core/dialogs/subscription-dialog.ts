@@ -1,39 +1,37 @@
 /**
- * A live subscription: the stored record (dialog state, RFC 6665) plus what only the running
- * node needs (the NOTIFY in flight, what is queued behind it, the precomputed header parts).
+ * One RFC 6665 subscription dialog, notifier side: the stored record (dialog state: Call-ID,
+ * tags, CSeqs, route set, remote target) plus what only the running node needs: the NOTIFY in
+ * flight, what is queued behind it, whether the final NOTIFY went, the precomputed NOTIFY wire
+ * template and RFC 6446 rate control. The flags change here only, through the methods below; the
+ * notifier decides when to call them. (The subscriber side, for subscriptions the node makes
+ * itself, is subscriber-dialog.ts.)
  */
-import { ownString } from '../transport/message.js';
-import type { Subscription } from './store/records.js';
-import type { NotifyWire } from './notifier.js';
-import type { RateControl } from './rate-control.js';
-import type { LiveState } from './watchers.js';
+import type { OutgoingRequest } from '../../transport/message.js';
+import type { ClientOutcome } from '../../transport/stack.js';
+import type { Target, Protocol } from '../../transport/flows.js';
+import type { Subscription } from '../store/records.js';
+import { dialogKey } from '../uris.js';
+import { NotifyWire } from './notify-wire.js';
+import { RateControl, coalesce, type Pending, type RateIntervals } from './rate-control.js';
 
-export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
+export type { Pending };
 
-/** What the notifier must send next for a subscription once nothing is in flight. */
-export type Pending =
-  | {
-      kind: 'state';
-      /** An explicit body (e.g. a partial watcherinfo) instead of the composed state. */
-      body?: string;
-      /** The NOTIFY a SUBSCRIBE calls for (RFC 6665 §4.2.1): never held back by min-interval (RFC 6446). */
-      immediate?: boolean;
-    }
-  | { kind: 'terminate'; reason: string };
+/** The part of the SIP stack a dialog sends through (transport/stack.ts SipStack is one; tests use a fake). */
+export interface SipSender {
+  sendRequest(req: OutgoingRequest, target: Target): Promise<ClientOutcome>;
+  /** Our sent-by (host and port) for a transport: the address of its listener. */
+  sentBy(proto: Protocol): { host: string; port: number };
+}
 
-export class LiveSubscription {
-  /** A NOTIFY of this subscription is awaiting its final response. */
+export class NotifierDialog {
+  /** A NOTIFY of this subscription is awaiting its final response (or a node-wide slot). */
   inFlight = false;
   /** Sent once the in-flight NOTIFY is answered (RFC 6665 §4.2.2: one NOTIFY at a time, newest state). */
   queued: Pending | undefined;
   /** Ended: no NOTIFY is sent after the final one. */
   ended = false;
-  /** Authorisation outcome's transformation key (which composed body this watcher sees). */
-  bodyKey = '';
-  /** The dialog's NOTIFY template (the notifier builds it on first use and after a target refresh). */
-  wire: NotifyWire | undefined;
-  /** What presence.winfo shows of it (presence subscriptions; set by WatcherInfo). */
-  winfo: LiveState | undefined;
+  /** The dialog's NOTIFY template (built on first use and after a target refresh). */
+  private wire: NotifyWire | undefined;
   /** RFC 6446 rate control in use (min-interval / max-interval); undefined for most subscriptions. */
   rate: RateControl | undefined;
   /**
@@ -42,12 +40,7 @@ export class LiveSubscription {
    */
   cseqReserved = 0;
 
-  /** presentity + event: the key of the composed body this watcher's NOTIFYs share (fixed for a subscription). */
-  presentityKey: string;
-
-  constructor(public record: Subscription) {
-    this.presentityKey = ownString(presentityKey(record.presentityUri, record.event));
-  }
+  constructor(public record: Subscription) {}
 
   get id(): string {
     return this.record.id;
@@ -57,48 +50,102 @@ export class LiveSubscription {
     return dialogKey(this.record.callId, this.record.localTag, this.record.remoteTag);
   }
 
-}
+  // ───── one NOTIFY at a time (RFC 6665 §4.2.2) ─────
 
-export function dialogKey(callId: string, localTag: string, remoteTag: string): string {
-  return `${callId}\u0000${localTag}\u0000${remoteTag}`;
-}
-
-export function presentityKey(presentityUri: string, event: string): string {
-  return `${presentityUri}\u0000${event}`;
-}
-
-/** Record fields with few distinct values across a node (a proxy's address, "presence", "udp"): one copy each. */
-const FEW_VALUES = new Set(['event', 'transport', 'sourceAddress', 'state', 'reason', 'accept', 'subHandling']);
-const fewValues = new Map<string, string>();
-/** Bound on the copies kept: past it, values are owned per record as the rest. */
-const FEW_VALUES_MAX = 4096;
-
-function shared(v: string): string {
-  let s = fewValues.get(v);
-  if (s !== undefined) return s;
-  s = ownString(v);
-  if (fewValues.size < FEW_VALUES_MAX) fewValues.set(s, s);
-  return s;
-}
-
-/**
- * Every string of a subscription record made its own (see ownString()), and those with few
- * distinct values shared between records.
- */
-export function ownStrings(rec: Subscription): void {
-  const r = rec as unknown as Record<string, unknown>;
-  for (const k of Object.keys(r)) {
-    const v = r[k];
-    if (typeof v === 'string') r[k] = FEW_VALUES.has(k) ? shared(v) : ownString(v);
+  /**
+   * Whether `pending` may start now. With a NOTIFY in flight it waits behind it instead,
+   * coalesced with whatever waits already.
+   */
+  admit(pending: Pending): boolean {
+    if (!this.inFlight) return true;
+    this.queued = this.queued === undefined ? pending : coalesce(this.queued, pending);
+    return false;
   }
-  rec.routeSet = rec.routeSet.map(ownString); // Record-Route often carries per-dialog parameters
-}
 
-/** A new watcher of a presentity takes the presentity's strings from one already watching it. */
-export function sharePresentity(sub: LiveSubscription, peer: LiveSubscription): void {
-  const rec = sub.record;
-  const other = peer.record;
-  if (rec.presentityUri === other.presentityUri) rec.presentityUri = other.presentityUri;
-  if (rec.localUri === other.localUri) rec.localUri = other.localUri;
-  if (sub.presentityKey === peer.presentityKey) sub.presentityKey = peer.presentityKey;
+  /** A NOTIFY of this dialog starts (or waits for a node-wide slot, holding its turn). */
+  occupy(): void {
+    this.inFlight = true;
+  }
+
+  /** The NOTIFY in flight is done (answered, failed, or dropped): what waited behind it, now due. */
+  settle(): Pending | undefined {
+    this.inFlight = false;
+    const next = this.queued;
+    this.queued = undefined;
+    return next;
+  }
+
+  /** The final NOTIFY is on its way (or the subscription died): nothing else is sent, no rate timer stays. */
+  end(): void {
+    this.ended = true;
+    this.endRate();
+  }
+
+  /** The subscriber is gone (481, transport failure, timeout): nothing is sent any more, not even what was queued. */
+  fail(): void {
+    this.end();
+    this.queued = undefined;
+  }
+
+  // ───── CSeq (RFC 3261 §12.2.1.1) ─────
+
+  /** The CSeq of the next NOTIFY. */
+  nextCseq(): number {
+    return ++this.record.localCseq;
+  }
+
+  /** Whether the store already holds a CSeq at or above the current one (see reserveCseq in the notifier). */
+  get cseqCovered(): boolean {
+    return this.record.localCseq <= this.cseqReserved;
+  }
+
+  // ───── wire form ─────
+
+  /** The dialog's NOTIFY template, rebuilt only after a target refresh or a new flow. */
+  template(contact: (proto: Protocol) => string): NotifyWire {
+    const rec = this.record;
+    const w = this.wire;
+    if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
+    return (this.wire = new NotifyWire(rec, contact(rec.transport as Protocol)));
+  }
+
+  /** Subscription-State of a non-final NOTIFY leaving now: state, expires left, and the RFC 6446 parameters in use. */
+  activeState(): string {
+    const rec = this.record;
+    const s = `${rec.state};expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
+    return this.rate === undefined ? s : s + this.rate.stateParams;
+  }
+
+  // ───── RFC 6446 rate control ─────
+
+  /**
+   * Put the dialog under the rate parameters of its record, or take it out of rate control
+   * when it has none. Called after each SUBSCRIBE, before the NOTIFY it calls for (which carries
+   * the whole current state, so a NOTIFY held back until then is dropped), and for each
+   * subscription recovered after a restart, where when the last NOTIFY went out is unknown:
+   * min-interval and max-interval then count from now. `due` is called with a NOTIFY whose turn came.
+   */
+  applyRate(due: (pending: Pending) => void): void {
+    const intervals: RateIntervals = { minInterval: this.record.minInterval ?? 0, maxInterval: this.record.maxInterval ?? 0 };
+    const old = this.rate;
+    if (old !== undefined) {
+      if (old.same(intervals)) {
+        old.restated();
+        return;
+      }
+      this.endRate();
+    }
+    if (this.ended || (intervals.minInterval === 0 && intervals.maxInterval === 0)) return;
+    this.rate = new RateControl(intervals, Date.now(), (p) => {
+      if (!this.ended) due(p);
+    });
+    this.rate.arm();
+  }
+
+  /** Out of rate control: no timer, nothing held. */
+  endRate(): void {
+    if (this.rate === undefined) return;
+    this.rate.end();
+    this.rate = undefined;
+  }
 }

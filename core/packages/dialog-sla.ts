@@ -4,7 +4,7 @@
  * into one full dialog-info document; the version attribute is per subscription.
  */
 import type { EventPackage, PackageContext } from './types.js';
-import { VERSION_SLOT } from './types.js';
+import { VERSION_SLOT, allowEveryone, userdelReason } from './types.js';
 
 export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info';
 
@@ -12,7 +12,8 @@ export const dialogSlaPackage: EventPackage = {
   name: 'dialog;sla',
   publishTypes: ['application/dialog-info+xml'],
   notifyType: 'application/dialog-info+xml',
-  needsAuthorization: false,
+  authorize: allowEveryone,
+  revokedReason: userdelReason,
   versioned: true,
   async validate(body: string, ctx: PackageContext) {
     const r = await ctx.pool.run('xml.validateRoot', { xml: body, root: 'dialog-info', ns: DIALOG_INFO_NS });

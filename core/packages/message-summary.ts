@@ -2,7 +2,7 @@
  * `message-summary` (RFC 3842, Kamailio presence_mwi): the newest published summary is the
  * state. Bodies are short text, checked on the main thread (cheaper than a worker round trip).
  */
-import type { EventPackage, PackageContext } from './types.js';
+import { allowEveryone, userdelReason, type EventPackage, type PackageContext } from './types.js';
 
 const MESSAGES_WAITING = /^Messages-Waiting[ \t]*:[ \t]*(yes|no)[ \t]*$/im;
 
@@ -10,7 +10,8 @@ export const messageSummaryPackage: EventPackage = {
   name: 'message-summary',
   publishTypes: ['application/simple-message-summary'],
   notifyType: 'application/simple-message-summary',
-  needsAuthorization: false,
+  authorize: allowEveryone,
+  revokedReason: userdelReason,
   versioned: false,
   async validate(body: string) {
     // RFC 3842 §5.2: the first line is the mandatory Messages-Waiting status.
@@ -19,7 +20,7 @@ export const messageSummaryPackage: EventPackage = {
     return undefined;
   },
   async compose(presentityUri: string, ctx: PackageContext) {
-    const pubs = ctx.store.publicationsOf(presentityUri, 'message-summary');
+    const pubs = ctx.publications(presentityUri, 'message-summary');
     if (pubs.length === 0) return undefined;
     let newest = pubs[0]!;
     for (const p of pubs) if (p.receivedAt > newest.receivedAt) newest = p;

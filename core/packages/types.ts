@@ -1,19 +1,49 @@
 /**
  * The interface every event package implements (RFC 6665 §7): its name, what may be
- * PUBLISHed for it, what a NOTIFY carries, whether a watcher needs authorisation, and how the
- * state of a resource becomes a NOTIFY body.
+ * PUBLISHed for it, what a NOTIFY carries, its authorisation policy, and how the state of a
+ * resource becomes a NOTIFY body. Everything package-specific lives behind it, so generic code
+ * (notifier, SUBSCRIBE handler, authorisation) never asks for a package by name.
  */
 import { parseParams } from '../../transport/grammar.js';
 import type { WorkerPool } from '../pool.js';
-import type { Store } from '../store/store.js';
+import type { StoreReader } from '../store/interfaces.js';
+import type { Publication } from '../store/records.js';
 import type { Config } from '../config.js';
+import type { WatcherEntry } from '../state/watcher-info.js';
+import type { WinfoHandling } from '../../workers/pres-rules.js';
 
+/** What the packages read to compose a body (given at construction, nothing set later). */
 export interface PackageContext {
   pool: WorkerPool;
-  store: Store;
+  store: StoreReader;
   config: Config;
-  /** Current watchers of a presentity (for presence.winfo), set once subscriptions exist. */
-  watchers?: (presentityUri: string, event: string) => import('./winfo.js').WatcherEntry[];
+  /** A presentity's live publications of an event, from memory (state/publications.ts), newest first. */
+  publications: (presentityUri: string, event: string) => Publication[];
+  /** Current watchers of a presentity's presence (for presence.winfo). */
+  watchers: (presentityUri: string) => WatcherEntry[];
+}
+
+/** RFC 5025 §3.2.1 sub-handling, the outcome of authorising a watcher. */
+export type SubHandling = 'block' | 'confirm' | 'polite-block' | 'allow';
+
+export interface AuthorizationOutcome {
+  handling: SubHandling;
+  /** Which transformed body the watcher gets ('' = the whole composed state). */
+  bodyKey: string;
+}
+
+/** One evaluation of a presentity's pres-rules for a watcher: its presence outcome and its watcher-info permission. */
+export interface RulesDecision extends AuthorizationOutcome {
+  winfoHandling: WinfoHandling;
+}
+
+/** What a package's authorisation policy is given: the watcher, and the presentity's rules for it (evaluated once, on demand). */
+export interface AuthorizationRequest {
+  presentityUri: string;
+  watcherAor: string;
+  config: Config;
+  /** The pres-rules decision for this watcher; undefined when no rules are consulted at all. */
+  rules: (() => Promise<RulesDecision>) | undefined;
 }
 
 /** Placeholder a versioned body carries where each subscription's own version goes. */
@@ -26,8 +56,17 @@ export interface EventPackage {
   readonly publishTypes: readonly string[];
   /** Content type of NOTIFY bodies (and the default Accept of a SUBSCRIBE). */
   readonly notifyType: string;
-  /** Whether a watcher is subject to pres-rules authorisation. */
-  readonly needsAuthorization: boolean;
+  /** Authorisation policy: the outcome for a watcher (RFC 6665 §4.2.1.2, RFC 5025). */
+  authorize(req: AuthorizationRequest): Promise<AuthorizationOutcome> | AuthorizationOutcome;
+  /**
+   * The Subscription-State reason when a rules change takes a watcher's permission away
+   * (`handling` is the new outcome: block, or confirm for a watcher that was active).
+   */
+  revokedReason(handling: SubHandling, config: Config): string;
+  /** A body an outcome sees instead of the composed state (presence polite-block), or undefined. */
+  substituteBody?(handling: string, presentityUri: string): string | undefined;
+  /** XCAP auids whose documents are part of the composed state (a change NOTIFYs the watchers). */
+  readonly stateDocuments?: readonly string[];
   /** Bodies carry VERSION_SLOT, replaced by a per-subscription counter (RFC 4235 §4.1, RFC 3858 §4.1). */
   readonly versioned: boolean;
   /** Check a PUBLISH body; resolves with a reason phrase when it must be refused (400). */
@@ -48,4 +87,14 @@ export function parseEventHeader(value: string): EventHeader | undefined {
   if (!/^[a-z0-9\-.!%*_+`'~]+$/.test(name)) return undefined;
   const params = semi === -1 ? new Map<string, string>() : parseParams(value, semi);
   return { name, params, id: params.get('id') };
+}
+
+/** The policy of packages without authorisation (RFC 3842, BLA): every watcher is allowed. */
+export function allowEveryone(): AuthorizationOutcome {
+  return { handling: 'allow', bodyKey: '' };
+}
+
+/** Kamailio's choice for a watcher whose permission is taken away: xcapauth_userdel_reason. */
+export function userdelReason(_handling: SubHandling, config: Config): string {
+  return config.xcapauth_userdel_reason;
 }

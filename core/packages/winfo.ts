@@ -4,19 +4,13 @@
  * carries the full list, later ones only the watcher that changed (state="partial"). The
  * version is per subscription, from 0 (RFC 3858 §4.1).
  */
-import type { EventPackage, PackageContext } from './types.js';
-import { VERSION_SLOT } from './types.js';
+import type { EventPackage, PackageContext, AuthorizationRequest, AuthorizationOutcome } from './types.js';
+import { VERSION_SLOT, userdelReason } from './types.js';
+import type { WatcherEntry } from '../state/watcher-info.js';
+
+export type { WatcherEntry };
 
 export const WATCHERINFO_NS = 'urn:ietf:params:xml:ns:watcherinfo';
-
-export interface WatcherEntry {
-  id: string;
-  uri: string;
-  displayName: string;
-  status: 'pending' | 'active' | 'waiting' | 'terminated';
-  event: 'subscribe' | 'approved' | 'deactivated' | 'probation' | 'rejected' | 'timeout' | 'giveup' | 'noresource';
-  durationSubscribed: number;
-}
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
@@ -38,13 +32,26 @@ export const winfoPackage: EventPackage = {
   name: 'presence.winfo',
   publishTypes: [],
   notifyType: 'application/watcherinfo+xml',
-  needsAuthorization: false,
   versioned: true,
   async validate() {
     return 'presence.winfo cannot be published';
   },
   async compose(presentityUri: string, ctx: PackageContext) {
-    const watchers = ctx.watchers ? ctx.watchers(presentityUri, 'presence') : [];
-    return watcherinfoDocument(presentityUri, 'presence', 'full', watchers);
+    return watcherinfoDocument(presentityUri, 'presence', 'full', ctx.watchers(presentityUri));
   },
+  // RFC 3857 §5.1: the presentity may always watch its own watchers; anyone else needs a rule of
+  // its pres-rules granting <wr:winfo-handling>allow (presenced's extension, README "XCAP").
+  async authorize(req: AuthorizationRequest): Promise<AuthorizationOutcome> {
+    if (sameAor(req.watcherAor, req.presentityUri)) return { handling: 'allow', bodyKey: '' };
+    if (!req.rules) return { handling: 'block', bodyKey: '' };
+    const d = await req.rules();
+    return { handling: d.winfoHandling === 'allow' ? 'allow' : 'block', bodyKey: '' };
+  },
+  // A watcher-info grant taken away ends like an allowed watcher whose rule is gone (README "XCAP").
+  revokedReason: userdelReason,
 };
+
+/** The same address of record whether it is written sip: or sips: (presentity URIs are kept as sip:). */
+function sameAor(a: string, b: string): boolean {
+  return a.replace(/^sips?:/i, '') === b.replace(/^sips?:/i, '');
+}

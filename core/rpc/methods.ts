@@ -3,10 +3,31 @@
  * validates its params and throws RpcError(INVALID_PARAMS) with what it expected.
  */
 import { RpcError, INVALID_PARAMS } from './errors.js';
-import type { PresenceNode } from '../node.js';
 import { VERSION } from '../version.js';
-import { presentityOf } from '../publications.js';
+import { presentityOf } from '../uris.js';
 import { SipError } from '../errors.js';
+import type { WorkerPool } from '../pool.js';
+import type { StoreReader } from '../store/interfaces.js';
+import type { Publications } from '../state/publications.js';
+import type { Subscriptions } from '../state/subscriptions.js';
+import type { WatcherInfo } from '../state/watcher-info.js';
+import type { PackageRegistry } from '../packages/registry.js';
+import type { Notifier } from '../notify/notifier.js';
+import type { Authorization } from '../authorization/index.js';
+
+/** What the methods act on: the node's parts, handed over explicitly. */
+export interface RpcDeps {
+  packages: PackageRegistry;
+  store: StoreReader;
+  pool: WorkerPool;
+  publications: Publications;
+  subscriptions: Subscriptions;
+  watcherInfo: WatcherInfo;
+  notifier: Notifier;
+  authorization: Authorization;
+  /** When the node started (ms since epoch). */
+  startedAt: number;
+}
 
 export type RpcMethod = (params: unknown[]) => Promise<unknown> | unknown;
 
@@ -29,7 +50,7 @@ function presentity(uri: string): string {
   }
 }
 
-export function createMethods(node: PresenceNode): Map<string, RpcMethod> {
+export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
   const m = new Map<string, RpcMethod>();
   const eventOf = (name: string): string => {
     const pkg = node.packages.lookup(name);
@@ -46,8 +67,8 @@ export function createMethods(node: PresenceNode): Map<string, RpcMethod> {
     if (!Number.isInteger(type)) throw new RpcError(INVALID_PARAMS, `param 3 (type) must be an integer; usage: ${refreshUsage}`);
     if (type === 0) {
       // Rules changed: re-fetch them when they live elsewhere, re-evaluate, NOTIFY the changed.
-      await node.refreshRules(uri);
-      const changed = await node.reevaluateWatchers(uri, event);
+      await node.authorization.refreshRules(uri);
+      const changed = await node.authorization.reevaluateWatchers(uri, event);
       return { presentity: uri, event, reevaluated: changed };
     }
     node.notifier.presentityChanged(uri, event);
@@ -59,8 +80,8 @@ export function createMethods(node: PresenceNode): Map<string, RpcMethod> {
     arity(p, 2, 2, updateUsage);
     const uri = presentity(str(p, 0, 'presentity_uri', updateUsage));
     const event = eventOf(str(p, 1, 'event', updateUsage));
-    await node.refreshRules(uri);
-    return { presentity: uri, event, reevaluated: await node.reevaluateWatchers(uri, event) };
+    await node.authorization.refreshRules(uri);
+    return { presentity: uri, event, reevaluated: await node.authorization.reevaluateWatchers(uri, event) };
   });
 
   m.set('presence.cleanup', async (p) => {

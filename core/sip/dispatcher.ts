@@ -3,12 +3,12 @@
  * Max-Forwards), OPTIONS, 405 for methods the node does not serve (501 for unknown ones), and hand-off to the
  * PUBLISH / SUBSCRIBE handlers. A thrown SipError becomes its response here and only here.
  */
-import type { IncomingRequest } from '../transport/stack.js';
-import type { SipResponse } from '../transport/message.js';
-import type { Logger } from './log.js';
-import { SipError } from './errors.js';
-import { newTag } from './ids.js';
-import type { PackageRegistry } from './packages/registry.js';
+import type { IncomingRequest } from '../../transport/stack.js';
+import type { SipResponse } from '../../transport/message.js';
+import type { Logger } from '../log.js';
+import { SipError } from '../errors.js';
+import { newTag } from '../ids.js';
+import type { PackageRegistry } from '../packages/registry.js';
 
 export type MethodHandler = (incoming: IncomingRequest) => Promise<SipResponse | void> | SipResponse | void;
 

@@ -2,9 +2,9 @@
  * The Expires rules PUBLISH and SUBSCRIBE share (RFC 3903 §6 step 4, RFC 6665 §4.2.1.1),
  * with the presence module's min_expires / max_expires / default_expires / min_expires_action.
  */
-import type { SipRequest } from '../transport/message.js';
-import type { Config } from './config.js';
-import { SipError } from './errors.js';
+import type { SipRequest } from '../../transport/message.js';
+import type { Config } from '../config.js';
+import { SipError } from '../errors.js';
 
 /** The granted lifetime in seconds (0 = remove/unsubscribe); throws 423 or 400. */
 export function grantedExpires(req: SipRequest, config: Config): number {

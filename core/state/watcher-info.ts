@@ -15,20 +15,34 @@
  * A waiting entry is no longer a subscription: it lives here and in the store (so it survives a
  * restart) and shows in full watcherinfo documents with status="waiting".
  */
-import type { Store } from './store/store.js';
-import type { Subscription, WatcherAuth } from './store/records.js';
-import type { Config } from './config.js';
-import type { Logger } from './log.js';
-import type { Notifier } from './notifier.js';
-import type { LiveSubscription, SubHandling } from './subscription.js';
-import type { SubscriptionEvent } from './subscriptions.js';
-import { uriAor } from './subscriptions.js';
-import { ownString } from '../transport/message.js';
-import { ExpiryTimers } from './timers.js';
-import { watcherinfoDocument, type WatcherEntry } from './packages/winfo.js';
+import type { StateStore } from '../store/interfaces.js';
+import type { Subscription, WatcherAuth } from '../store/records.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { EventHub, BaseEvents } from '../events.js';
+import type { LiveSubscription, Subscriptions, SubscriptionEvents, SubscriptionChange, WatcherState, WinfoStatus, WinfoEvent } from './subscriptions.js';
+import { uriAor } from '../uris.js';
+import { ownString } from '../../transport/message.js';
+import { ExpiryTimers } from '../timers.js';
 
-type WinfoEvent = WatcherEntry['event'];
-type WinfoStatus = WatcherEntry['status'];
+/** One <watcher> of a watcherinfo document (RFC 3858 §4.4). */
+export interface WatcherEntry {
+  id: string;
+  uri: string;
+  displayName: string;
+  status: WinfoStatus;
+  event: WinfoEvent;
+  durationSubscribed: number;
+}
+
+/** What watcher info reports on the hub: one watcher of a presentity changed (notify/ sends the partial documents). */
+export interface WinfoEvents {
+  [name: string]: unknown;
+  'watcherinfo.changed': { presentityUri: string; entry: WatcherEntry };
+}
+
+/** Every event state/ reports: the hub the composition root makes. */
+export type StateEvents = BaseEvents & SubscriptionEvents & WinfoEvents;
 
 const WINFO_EVENTS = new Set<string>(['subscribe', 'approved', 'deactivated', 'probation', 'rejected', 'timeout', 'giveup', 'noresource']);
 /** Subscription-State reasons (RFC 6665 §4.2.2) that are winfo events of the same name (RFC 3857 §4.7.1). */
@@ -45,21 +59,14 @@ function endEvent(why: string | undefined): WinfoEvent {
 
 const seconds = (ms: number): number => Math.max(0, Math.round(ms / 1000));
 
-/** What winfo shows of a live subscription (kept on it); `aor` cached (watcher URIs are parsed once). */
-export interface LiveState {
-  aor: string;
-  status: WinfoStatus;
-  event: WinfoEvent;
-}
+type LiveState = WatcherState;
 
 export interface WatcherInfoDeps {
   config: Config;
-  store: Store;
-  notifier: () => Notifier;
-  winfoWatchers: (presentityUri: string) => Iterable<LiveSubscription>;
-  presenceWatchers: (presentityUri: string) => Iterable<LiveSubscription>;
-  /** The presence sub-handling the rules give a watcher now (waiting entries are re-checked when rules change). */
-  presenceHandling: (presentityUri: string, watcherAor: string) => Promise<SubHandling>;
+  store: StateStore;
+  hub: EventHub<SubscriptionEvents & WinfoEvents>;
+  /** Whose presence subscriptions this tracks. */
+  subscriptions: Subscriptions;
   log: Logger;
 }
 
@@ -74,13 +81,18 @@ export class WatcherInfo {
   private readonly giveupTimers = new ExpiryTimers<WatcherAuth>((w) => this.end(w, 'giveup'));
   private started = false;
 
-  constructor(private readonly deps: WatcherInfoDeps) {}
+  constructor(private readonly deps: WatcherInfoDeps) {
+    deps.hub.on('subscription.changed', ({ sub, what }) => this.onSubscriptionEvent(sub, what));
+    deps.hub.on('subscription.ended', ({ sub, why }) => {
+      if (sub.record.event === 'presence') this.ended(sub, why);
+    });
+  }
 
   // ───── full list (first NOTIFY, refreshes, coalesced updates) ─────
 
   list = (presentityUri: string): WatcherEntry[] => {
     const out: WatcherEntry[] = [];
-    for (const sub of this.deps.presenceWatchers(presentityUri)) {
+    for (const sub of this.deps.subscriptions.watchersOf(presentityUri, 'presence')) {
       const st = this.stateOf(sub);
       out.push(entryOf(sub, st.aor, st.status, st.event));
     }
@@ -144,15 +156,11 @@ export class WatcherInfo {
     return w.winfoId || undefined;
   };
 
-  onSubscriptionEvent = (sub: LiveSubscription, event: SubscriptionEvent, why?: string): void => {
+  private onSubscriptionEvent(sub: LiveSubscription, event: SubscriptionChange): void {
     const r = sub.record;
     if (r.event !== 'presence' || event === 'refreshed') return;
     if (event === 'resumed') {
       this.resume(sub);
-      return;
-    }
-    if (event === 'ended') {
-      this.ended(sub, why);
       return;
     }
     const st = sub.winfo;
@@ -166,7 +174,7 @@ export class WatcherInfo {
     this.track(sub, { aor, status, event: ev });
     this.persist(sub, aor, status, ev);
     this.publish(r.presentityUri, entryOf(sub, aor, status, ev));
-  };
+  }
 
   private ended(sub: LiveSubscription, why: string | undefined): void {
     const r = sub.record;
@@ -257,13 +265,16 @@ export class WatcherInfo {
     this.publish(w.presentityUri, waitingEntry(w, 'terminated', event));
   }
 
-  /** The presentity's rules changed: waiting watchers they now block are rejected. Resolves with how many. */
-  async reevaluate(presentityUri: string): Promise<number> {
+  /**
+   * The presentity's rules changed: waiting watchers they now block are rejected. `handlingOf`
+   * gives the presence sub-handling the rules give a watcher now. Resolves with how many.
+   */
+  async reevaluate(presentityUri: string, handlingOf: (watcherAor: string) => Promise<string>): Promise<number> {
     const m = this.waiting.get(presentityUri);
     if (!m) return 0;
     let n = 0;
     for (const w of [...m.values()]) {
-      if ((await this.deps.presenceHandling(presentityUri, w.watcherUri)) !== 'block') continue;
+      if ((await handlingOf(w.watcherUri)) !== 'block') continue;
       if (m.get(w.watcherUri) !== w) continue; // replaced meanwhile
       this.end(w, 'rejected');
       n++;
@@ -303,16 +314,11 @@ export class WatcherInfo {
     this.giveupTimers.clearAll();
   }
 
-  // ───── NOTIFY ─────
+  // ───── reporting ─────
 
-  /** One watcher changed: a partial document (RFC 3857 §4.4) to every winfo subscriber past its full first NOTIFY. */
+  /** One watcher changed: reported, so its winfo subscribers get a partial document (notify/winfo-partials.ts). */
   private publish(presentityUri: string, entry: WatcherEntry): void {
-    const notifier = this.deps.notifier();
-    notifier.invalidate(presentityUri, 'presence.winfo');
-    const partial = watcherinfoDocument(presentityUri, 'presence', 'partial', [entry]);
-    for (const w of this.deps.winfoWatchers(presentityUri)) {
-      if (w.record.state === 'active' && w.record.winfoVersion > 0) notifier.schedule(w, { kind: 'state', body: partial });
-    }
+    this.deps.hub.emit('watcherinfo.changed', { presentityUri, entry });
   }
 }
 

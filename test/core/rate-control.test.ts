@@ -28,7 +28,7 @@ import {
   withUas,
   Dialog,
 } from '../support/presence.js';
-import { requestedIntervals } from '../../core/rate-control.js';
+import { requestedIntervals } from '../../core/dialogs/rate-control.js';
 import { SipError } from '../../core/errors.js';
 import { codecs, type Subscription } from '../../core/store/records.js';
 

@@ -1,0 +1,86 @@
+/**
+ * The wire form of one subscription dialog's NOTIFYs (RFC 6665 §4.2.2, RFC 3261 §12.2.1.1): where
+ * they go and the constant part of their headers, serialised once per dialog (and again only
+ * after a target refresh); a NOTIFY then only adds its Via, CSeq, Subscription-State and body.
+ */
+import { ownString, type OutgoingRequest } from '../../transport/message.js';
+import { SipUri, NameAddr } from '../../transport/uri.js';
+import type { Target, Protocol } from '../../transport/flows.js';
+import type { Subscription } from '../store/records.js';
+
+/** Where a NOTIFY goes: the first route, else the remote target; on the SUBSCRIBE's flow if it is still open. */
+export function notifyTarget(rec: Subscription): Target {
+  const first = rec.routeSet[0];
+  let uri: SipUri;
+  try {
+    uri = first ? NameAddr.parse(first).uri : SipUri.parse(rec.remoteTarget);
+  } catch {
+    uri = new SipUri('sip', undefined, rec.sourceAddress, rec.sourcePort, new Map(), undefined);
+  }
+  const proto = uri.transport as Protocol;
+  const target: Target = { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
+  if (rec.flowId) target.flowId = rec.flowId;
+  return target;
+}
+
+/**
+ * The constant part of one dialog's NOTIFYs (RFC 6665 §4.2.2, RFC 3261 §12.2.1.1): Request-URI,
+ * Route set, From/To with tags, Call-ID, Contact and Event, serialised once. A NOTIFY then only
+ * adds its Via (the stack's), CSeq, Subscription-State and body.
+ */
+export class NotifyWire {
+  readonly remoteTarget: string;
+  readonly flowId: string;
+  readonly target: Target;
+  private readonly startLine: string;
+  private readonly dialogHeaders: string;
+
+  constructor(rec: Subscription, contact: string) {
+    this.remoteTarget = rec.remoteTarget;
+    this.flowId = rec.flowId;
+    this.target = notifyTarget(rec);
+    let requestUri = rec.remoteTarget;
+    const routes = rec.routeSet.slice();
+    // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
+    if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
+      requestUri = NameAddr.parse(routes.shift()!).uri.toString();
+      routes.push(`<${rec.remoteTarget}>`);
+    }
+    this.startLine = ownString(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
+    let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\nCall-ID: ${rec.callId}\r\n`;
+    for (const r of routes) h += `Route: ${r}\r\n`;
+    h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
+    this.dialogHeaders = ownString(h);
+  }
+
+  /** One NOTIFY of this dialog. `body` is shared between watchers and never written to. */
+  request(cseq: number, state: string, body: Buffer | undefined, contentType: string | undefined): OutgoingRequest {
+    return new PreparedNotify(this, cseq, state, body, contentType);
+  }
+
+  serialize(via: string, cseq: number, state: string, body: Buffer | undefined, contentType: string | undefined): Buffer {
+    let head = this.startLine + via + this.dialogHeaders + 'CSeq: ' + cseq + ' NOTIFY\r\nSubscription-State: ' + state + '\r\n';
+    if (body === undefined) return Buffer.from(head + 'Content-Length: 0\r\n\r\n', 'utf8');
+    head += 'Content-Type: ' + (contentType ?? 'application/octet-stream') + '\r\nContent-Length: ' + body.length + '\r\n\r\n';
+    const headLength = Buffer.byteLength(head, 'utf8');
+    const out = Buffer.allocUnsafe(headLength + body.length);
+    out.write(head, 0, 'utf8');
+    body.copy(out, headLength);
+    return out;
+  }
+}
+
+class PreparedNotify implements OutgoingRequest {
+  readonly method = 'NOTIFY';
+  constructor(
+    private readonly wire: NotifyWire,
+    private readonly cseq: number,
+    private readonly state: string,
+    private readonly body: Buffer | undefined,
+    private readonly contentType: string | undefined,
+  ) {}
+
+  serialize(topVia: string): Buffer {
+    return this.wire.serialize(topVia, this.cseq, this.state, this.body, this.contentType);
+  }
+}

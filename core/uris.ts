@@ -1,0 +1,36 @@
+/**
+ * The keys the node files state under: a presentity (RFC 3856 §6: the Request-URI's user@host),
+ * presentity + event (one composed body, one set of watchers), a dialog (Call-ID and both tags,
+ * RFC 3261 §12), and a watcher's address of record.
+ */
+import { SipUri, NameAddr } from '../transport/uri.js';
+import { SipError } from './errors.js';
+
+/** `sip:alice@example.com` from a Request-URI: no port, no parameters, host lower-cased. */
+export function presentityOf(uri: string): string {
+  let u: SipUri;
+  try {
+    u = SipUri.parse(uri);
+  } catch {
+    throw new SipError(400, 'Malformed Request-URI');
+  }
+  if (u.user === undefined) throw new SipError(404, 'Not Found'); // no presentity without a user part
+  return `${u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme}:${u.user}@${u.host.toLowerCase()}`;
+}
+
+export function presentityKey(presentityUri: string, event: string): string {
+  return `${presentityUri}\u0000${event}`;
+}
+
+export function dialogKey(callId: string, localTag: string, remoteTag: string): string {
+  return `${callId}\u0000${localTag}\u0000${remoteTag}`;
+}
+
+/** The address of record of a (name-addr or bare) URI; the text itself when it does not parse. */
+export function uriAor(uri: string): string {
+  try {
+    return NameAddr.parse(uri).uri.aor;
+  } catch {
+    return uri;
+  }
+}
