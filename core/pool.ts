@@ -14,7 +14,6 @@ import { Piscina } from 'piscina';
 import { availableParallelism } from 'node:os';
 import { configureWorker, type WorkerSettings } from '../workers/context.js';
 import { runTask, type TaskName, type TaskPayload, type TaskResult } from '../workers/tasks.js';
-import type { Store } from './store/store.js';
 
 export class WorkerPool {
   private readonly piscina: Piscina | undefined;
@@ -23,7 +22,8 @@ export class WorkerPool {
   constructor(
     settings: WorkerSettings,
     threads: number,
-    store: Store,
+    /** The node's open store, which tasks on the main thread read (workers open their own). */
+    store: Parameters<typeof configureWorker>[1],
     /** Tasks whose `xml` payload is shorter than this run on the main thread. */
     private readonly inlineBelow = 0,
   ) {

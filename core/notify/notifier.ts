@@ -64,6 +64,10 @@ export class Notifier {
       if (!c.xui) return;
       for (const pkg of deps.packages.all()) if (pkg.stateDocuments?.includes(c.auid)) this.presentityChanged(c.xui, pkg.name);
     });
+    // Every SUBSCRIBE restates the RFC 6446 parameters (and a recovered dialog counts them from now).
+    hub.on('subscription.changed', ({ sub, what }) => {
+      if (what !== 'authorized') this.applyRate(sub);
+    });
     hub.on('subscription.ended', ({ sub, final }) => {
       if (final !== undefined) this.schedule(sub, { kind: 'terminate', reason: final });
       else sub.endRate();
