@@ -100,7 +100,9 @@ export class PublishUas {
       const reason = await pkg.validate(text, this.deps.ctx);
       if (reason !== undefined) throw new SipError(400, sanitiseReason(reason));
       contentType = ct;
-      body = req.body;
+      // A copy: the request's body may be a view into the connection's receive buffer, and the
+      // publication outlives the request (held in memory, composed from on the main thread).
+      body = Uint8Array.prototype.slice.call(req.body);
     }
 
     if (expires === 0) {
