@@ -1,0 +1,98 @@
+/**
+ * state/publications.ts against an in-memory store: the write-through copy the main thread
+ * composes from, expiry, recovery, and the presentity.changed reports.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Publications } from '../../../core/state/publications.js';
+import type { Publication } from '../../../core/store/records.js';
+import { MemoryStore, recordingHub, quietLog, testConfig } from '../../support/fake-sip.js';
+
+function pub(entityTag: string, receivedAt: number, overrides: Partial<Publication> = {}): Publication {
+  return {
+    presentityUri: 'sip:alice@example.com',
+    event: 'presence',
+    entityTag,
+    expiresAt: Date.now() + 600_000,
+    receivedAt,
+    contentType: 'application/pidf+xml',
+    body: Buffer.from(`<presence id="${entityTag}"/>`),
+    sender: 'sip:alice@example.com',
+    callId: 'c@x',
+    ...overrides,
+  };
+}
+
+test('put, find, of (newest first), remove; a refresh replaces the publication in memory and store', async () => {
+  const store = new MemoryStore();
+  const { hub, events } = recordingHub();
+  const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
+  const a = pub('a', 1000);
+  const b = pub('b', 3000);
+  const c = pub('c', 2000);
+  for (const p of [a, b, c]) await pubs.put(p, undefined);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag), ['b', 'c', 'a']);
+  assert.equal(pubs.presentityCount, 1);
+  assert.equal(pubs.find('sip:alice@example.com', 'presence', 'b'), b);
+  assert.equal(pubs.find('sip:alice@example.com', 'message-summary', 'b'), undefined);
+
+  const a2 = pub('a2', 4000);
+  await pubs.put(a2, a);
+  assert.equal(pubs.find('sip:alice@example.com', 'presence', 'a'), undefined);
+  assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a'), undefined);
+  assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a2'), a2);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag), ['a2', 'b', 'c']);
+
+  await pubs.remove(b);
+  await pubs.remove(c);
+  await pubs.remove(a2);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence'), []);
+  assert.equal(pubs.presentityCount, 0);
+  assert.equal(store.publications.size, 0);
+  assert.deepEqual(events, [], 'writes report nothing by themselves: the PUBLISH handler reports after its 2xx');
+  pubs.changed('sip:alice@example.com', 'presence');
+  assert.deepEqual(events, [['presentity.changed', { presentityUri: 'sip:alice@example.com', event: 'presence' }]]);
+  pubs.stop();
+});
+
+test('a publication whose store write fails stays as it was', async () => {
+  const store = new MemoryStore();
+  const { hub } = recordingHub();
+  const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
+  const a = pub('a', 1000);
+  await pubs.put(a, undefined);
+  store.putPublication = () => Promise.reject(new Error('disk full'));
+  await assert.rejects(pubs.put(pub('a2', 2000), a), /disk full/);
+  assert.equal(pubs.find('sip:alice@example.com', 'presence', 'a'), a);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence'), [a]);
+  pubs.stop();
+});
+
+test('expiry: gone from memory and store, reported', async () => {
+  const store = new MemoryStore();
+  const { hub } = recordingHub();
+  const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
+  const changed = new Promise((resolve) => hub.on('presentity.changed', resolve));
+  await pubs.put(pub('a', 1000, { expiresAt: Date.now() + 30 }), undefined);
+  const keepAlive = setInterval(() => undefined, 1000); // the expiry timers do not hold the process open
+  assert.deepEqual(await changed, { presentityUri: 'sip:alice@example.com', event: 'presence' });
+  clearInterval(keepAlive);
+  assert.equal(store.publications.size, 0);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence'), []);
+  pubs.stop();
+});
+
+test('recover: live ones back in memory; expired ones removed, reported only once watchers are back (notifyRecovered)', async () => {
+  const store = new MemoryStore();
+  await store.putPublication(pub('live', 1000));
+  await store.putPublication(pub('old', 1000, { presentityUri: 'sip:bob@example.com', expiresAt: Date.now() - 1 }));
+  const { hub, events } = recordingHub();
+  const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
+  assert.deepEqual(await pubs.recover(), { live: 1, expired: 1 });
+  assert.equal(pubs.of('sip:alice@example.com', 'presence').length, 1);
+  assert.equal(store.getPublication('sip:bob@example.com', 'presence', 'old'), undefined);
+  assert.deepEqual(events, []);
+  pubs.notifyRecovered();
+  assert.deepEqual(events, [['presentity.changed', { presentityUri: 'sip:bob@example.com', event: 'presence' }]]);
+  pubs.stop();
+});

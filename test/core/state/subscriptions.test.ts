@@ -1,0 +1,127 @@
+/**
+ * state/subscriptions.ts against an in-memory store: the indices, removal, expiry and recovery,
+ * and what each reports on the event hub (it never calls the notifier).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Subscriptions, LiveSubscription, type SubscriptionEvents } from '../../../core/state/subscriptions.js';
+import { dialogKey } from '../../../core/uris.js';
+import { MemoryStore, recordingHub, quietLog, testConfig, subscriptionRecord } from '../../support/fake-sip.js';
+
+function setup(): { store: MemoryStore; subs: Subscriptions; events: Array<[string, unknown]>; hub: ReturnType<typeof recordingHub>['hub'] } {
+  const store = new MemoryStore();
+  const { hub, events } = recordingHub();
+  const subs = new Subscriptions({ config: testConfig(), store, log: quietLog(), hub });
+  return { store, subs, events, hub };
+}
+
+const ended = (events: Array<[string, unknown]>): Array<SubscriptionEvents['subscription.ended']> =>
+  events.filter(([n]) => n === 'subscription.ended').map(([, p]) => p as SubscriptionEvents['subscription.ended']);
+
+test('add: indexed by id, dialog and presentity, reported as created', () => {
+  const { subs, events } = setup();
+  const a = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  const b = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  const c = new LiveSubscription(subscriptionRecord('sip:carol@example.com', { event: 'message-summary' }));
+  for (const s of [a, b, c]) subs.add(s);
+  assert.equal(subs.count, 3);
+  assert.deepEqual([...subs.watchersOf('sip:alice@example.com', 'presence')], [a, b]);
+  assert.equal(subs.watcherCount('sip:carol@example.com', 'presence'), 0);
+  assert.equal(subs.watcherCount('sip:carol@example.com', 'message-summary'), 1);
+  assert.equal(subs.inDialog(dialogKey(b.record.callId, b.record.localTag, b.record.remoteTag)), b);
+  assert.equal(subs.get(c.id), c);
+  assert.deepEqual(
+    events.map(([n, p]) => [n, (p as { what: string }).what]),
+    [
+      ['subscription.changed', 'created'],
+      ['subscription.changed', 'created'],
+      ['subscription.changed', 'created'],
+    ],
+  );
+  subs.stop();
+});
+
+test('forget and terminate: gone from memory and store, reported ended; terminate asks for the final NOTIFY', async () => {
+  const { store, subs, events } = setup();
+  const a = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  const b = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  for (const s of [a, b]) {
+    await store.putSubscription(s.record);
+    subs.add(s);
+  }
+  await subs.forget(a, 'unsubscribed');
+  await subs.forget(a, 'unsubscribed'); // idempotent
+  await subs.terminate(b, 'deactivated');
+  assert.equal(subs.count, 0);
+  assert.equal(subs.watcherCount('sip:alice@example.com', 'presence'), 0);
+  assert.equal(store.subscriptions.size, 0);
+  assert.deepEqual(
+    ended(events).map((e) => [e.sub, e.why, e.final]),
+    [
+      [a, 'unsubscribed', undefined],
+      [b, 'deactivated', 'deactivated'],
+    ],
+  );
+  subs.stop();
+});
+
+test('a subscription expires on its own: removed and reported ended with a terminated NOTIFY (reason timeout) due', async () => {
+  const { store, subs, hub } = setup();
+  const gone = new Promise<SubscriptionEvents['subscription.ended']>((resolve) => hub.on('subscription.ended', resolve));
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com', { expiresAt: Date.now() + 30 }));
+  await store.putSubscription(s.record);
+  subs.add(s);
+  const keepAlive = setInterval(() => undefined, 1000); // the expiry timers do not hold the process open
+  const e = await gone;
+  clearInterval(keepAlive);
+  assert.equal(e.sub, s);
+  assert.equal(e.final, 'timeout');
+  assert.equal(store.subscriptions.size, 0);
+  assert.equal(subs.count, 0);
+  subs.stop();
+});
+
+test('refresh and authorize: committed first, then reported', async () => {
+  const { store, subs, events } = setup();
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com', { state: 'pending', subHandling: 'confirm' }));
+  subs.add(s);
+  s.record.expiresAt = Date.now() + 900_000;
+  await subs.refresh(s);
+  assert.equal(store.subscriptions.get(s.id)!.expiresAt, s.record.expiresAt);
+  await subs.authorize(s, 'allow', '{"x":1}');
+  assert.equal(store.subscriptions.get(s.id)!.state, 'active');
+  assert.equal(store.subscriptions.get(s.id)!.subHandling, 'allow');
+  assert.equal(s.bodyKey, '{"x":1}');
+  assert.deepEqual(
+    events.map(([, p]) => (p as { what: string }).what),
+    ['created', 'refreshed', 'authorized'],
+  );
+  subs.stop();
+});
+
+test('recover: live ones resume (flow gone, body key from the authoriser); expired ones are removed and end with a final NOTIFY after', async () => {
+  const { store, subs, events } = setup();
+  const live = subscriptionRecord('sip:alice@example.com', { flowId: 'tcp-7' });
+  const old = subscriptionRecord('sip:alice@example.com', { expiresAt: Date.now() - 1 });
+  await store.putSubscription(live);
+  await store.putSubscription(old);
+  const asked: string[] = [];
+  const r = await subs.recover(async (rec) => {
+    asked.push(rec.id);
+    return 'key-' + rec.id;
+  });
+  assert.deepEqual(r, { live: 1, expired: 1 });
+  assert.deepEqual(asked, [live.id], 'only live ones are authorised');
+  const back = subs.get(live.id)!;
+  assert.equal(back.bodyKey, 'key-' + live.id);
+  assert.equal(back.record.flowId, '');
+  assert.equal(store.subscriptions.has(old.id), false);
+  assert.deepEqual(
+    events.map(([n, p]) => [n, (p as { what?: string; final?: string }).what ?? (p as { final?: string }).final]),
+    [
+      ['subscription.changed', 'resumed'],
+      ['subscription.ended', 'timeout'],
+    ],
+  );
+  subs.stop();
+});
