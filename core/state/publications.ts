@@ -8,7 +8,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { EventHub, BaseEvents } from '../events.js';
 import type { StateStore } from '../store/interfaces.js';
-import type { Publication } from '../store/records.js';
+import { publicationId, type Publication } from '../store/records.js';
 import { ExpiryTimers } from '../timers.js';
 import { presentityKey } from '../uris.js';
 
@@ -54,11 +54,11 @@ export class Publications {
     if (list.length === 0) this.perPresentity.delete(k);
   }
 
-  /** A presentity's live publications of an event, newest first (as the workers order them from the store). */
+  /** A presentity's live publications of an event, newest first, then in store key order (as the workers read them). */
   of(presentityUri: string, event: string): Publication[] {
     const list = this.perPresentity.get(presentityKey(presentityUri, event));
     if (!list) return [];
-    return list.slice().sort((a, b) => b.receivedAt - a.receivedAt || (a.entityTag < b.entityTag ? -1 : a.entityTag > b.entityTag ? 1 : 0));
+    return list.slice().sort((a, b) => b.receivedAt - a.receivedAt || compare(publicationId(a), publicationId(b)));
   }
 
   /** The live publication an entity-tag names (RFC 3903 §6 step 3), if it has not expired. */
@@ -67,24 +67,21 @@ export class Publications {
     return p && p.expiresAt > Date.now() ? p : undefined;
   }
 
-  /** A new publication, or `existing` replaced by it (refresh, modify): committed, then live. */
+  /**
+   * A new publication, or `existing` replaced by it (refresh, modify): committed, then live. A
+   * replacement keeps the stable id, so it is one write over the same record.
+   */
   async put(publication: Publication, existing: Publication | undefined): Promise<void> {
-    const { store } = this.deps;
+    publication.id = existing ? publicationId(existing) : publication.entityTag;
     if (existing) this.disarm(existing);
-    await this.rearmOnFailure(
-      existing,
-      Promise.all([
-        store.putPublication(publication),
-        existing ? store.removePublication(existing.presentityUri, existing.event, existing.entityTag) : Promise.resolve(true),
-      ]),
-    );
+    await this.rearmOnFailure(existing, this.deps.store.putPublication(publication));
     this.arm(publication);
   }
 
   /** A publication removed (RFC 3903 §6 step 4, Expires 0): committed, then gone. */
   async remove(existing: Publication): Promise<void> {
     this.disarm(existing);
-    await this.rearmOnFailure(existing, this.deps.store.removePublication(existing.presentityUri, existing.event, existing.entityTag));
+    await this.rearmOnFailure(existing, this.deps.store.removePublication(existing.presentityUri, existing.event, publicationId(existing)));
   }
 
   /** Report a committed change of a presentity's state (after the 2xx to the PUBLISH left). */
@@ -106,7 +103,7 @@ export class Publications {
         this.arm(p);
       }
     }
-    await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag)));
+    await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p))));
     // Watchers are told once subscriptions are back (node.start calls notifyRecovered()).
     for (const p of expired) this.recoveredChanges.add(presentityKey(p.presentityUri, p.event));
     return { live, expired: expired.length };
@@ -155,8 +152,8 @@ export class Publications {
     const key = timerKey(p);
     const current = this.live.get(key);
     if (current) this.disarm(current);
-    else if (!this.deps.store.getPublication(p.presentityUri, p.event, p.entityTag)) return; // gone already
-    await this.deps.store.removePublication(p.presentityUri, p.event, p.entityTag);
+    else if (this.deps.store.getPublication(p.presentityUri, p.event, publicationId(p))?.entityTag !== p.entityTag) return; // gone or replaced already
+    await this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p));
     this.deps.log.info({ presentityUri: p.presentityUri, event: p.event, entityTag: p.entityTag }, 'publication expired');
     this.changed(p.presentityUri, p.event);
   }
@@ -174,3 +171,5 @@ export class Publications {
     return n;
   }
 }
+
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);

@@ -7,7 +7,8 @@
 import type { Publication, Subscription, WatcherAuth, XcapDocument } from './records.js';
 
 export interface StoreReader {
-  getPublication(presentityUri: string, event: string, entityTag: string): Publication | undefined;
+  /** `id`: publicationId() of the publication, its store key. */
+  getPublication(presentityUri: string, event: string, id: string): Publication | undefined;
   publicationsOf(presentityUri: string, event: string): Publication[];
   allPublications(): Iterable<Publication>;
   presentities(): Array<{ presentityUri: string; event: string; count: number }>;
@@ -20,8 +21,9 @@ export interface StoreReader {
 }
 
 export interface StoreWriter {
+  /** Under publicationId(p): a refresh overwrites the record it replaces. */
   putPublication(p: Publication): Promise<boolean>;
-  removePublication(presentityUri: string, event: string, entityTag: string): Promise<boolean>;
+  removePublication(presentityUri: string, event: string, id: string): Promise<boolean>;
   putSubscription(s: Subscription): Promise<boolean>;
   removeSubscription(id: string): Promise<boolean>;
   /** The dialog's NOTIFY CSeq, stored apart from the record (see notify_cseq_reserve). */

@@ -21,6 +21,17 @@ export interface Publication {
   body: Uint8Array;
   sender: string;
   callId: string;
+  /**
+   * Stable across refreshes and modifications (the entity-tag of its initial PUBLISH), so one
+   * changes its record in place; the store key. Empty or absent in records written before it:
+   * then the entity-tag, which such records are keyed by.
+   */
+  id?: string;
+}
+
+/** The store key of a publication within its presentity and event (see Publication.id). */
+export function publicationId(p: Publication): string {
+  return p.id || p.entityTag;
 }
 
 export type SubscriptionState = 'active' | 'pending' | 'terminated';

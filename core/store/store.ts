@@ -12,7 +12,7 @@
  */
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { mkdirSync } from 'node:fs';
-import { codecs, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from './records.js';
+import { codecs, publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from './records.js';
 
 type Key = string | Array<string>;
 
@@ -50,17 +50,19 @@ export class Store {
 
   // ───── publications ─────
 
+  /** Written under its stable id: a refresh or modification overwrites its own record. */
   putPublication(p: Publication): Promise<boolean> {
-    return this.pubs.put([p.presentityUri, p.event, p.entityTag], codecs.publication.encode(p));
+    return this.pubs.put([p.presentityUri, p.event, publicationId(p)], codecs.publication.encode(p));
   }
 
-  getPublication(presentityUri: string, event: string, entityTag: string): Publication | undefined {
-    const v = this.pubs.get([presentityUri, event, entityTag]);
+  /** `id`: the publication's publicationId() (its first entity-tag). */
+  getPublication(presentityUri: string, event: string, id: string): Publication | undefined {
+    const v = this.pubs.get([presentityUri, event, id]);
     return v ? codecs.publication.decode(v) : undefined;
   }
 
-  removePublication(presentityUri: string, event: string, entityTag: string): Promise<boolean> {
-    return this.pubs.remove([presentityUri, event, entityTag]);
+  removePublication(presentityUri: string, event: string, id: string): Promise<boolean> {
+    return this.pubs.remove([presentityUri, event, id]);
   }
 
   /** Every publication of one presentity and event, in key order. */

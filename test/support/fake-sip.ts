@@ -12,7 +12,7 @@ import type { Target, Protocol } from '../../transport/flows.js';
 import type { ClientOutcome } from '../../transport/stack.js';
 import type { SipSender } from '../../core/dialogs/subscription-dialog.js';
 import type { StateStore } from '../../core/store/interfaces.js';
-import type { Publication, Subscription, WatcherAuth, XcapDocument } from '../../core/store/records.js';
+import { publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from '../../core/store/records.js';
 import { buildConfig, type Config } from '../../core/config.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { createEventHub, type EventHub } from '../../core/events.js';
@@ -84,8 +84,8 @@ export class MemoryStore implements StateStore {
   private static pk(presentityUri: string, event: string, entityTag: string): string {
     return `${presentityUri}\u0000${event}\u0000${entityTag}`;
   }
-  getPublication(presentityUri: string, event: string, entityTag: string): Publication | undefined {
-    return this.publications.get(MemoryStore.pk(presentityUri, event, entityTag));
+  getPublication(presentityUri: string, event: string, id: string): Publication | undefined {
+    return this.publications.get(MemoryStore.pk(presentityUri, event, id));
   }
   publicationsOf(presentityUri: string, event: string): Publication[] {
     return [...this.publications.values()].filter((p) => p.presentityUri === presentityUri && p.event === event);
@@ -122,11 +122,11 @@ export class MemoryStore implements StateStore {
     return [...this.xcap.values()].filter((d) => d.auid === auid && d.xui === xui);
   }
   async putPublication(p: Publication): Promise<boolean> {
-    this.publications.set(MemoryStore.pk(p.presentityUri, p.event, p.entityTag), p);
+    this.publications.set(MemoryStore.pk(p.presentityUri, p.event, publicationId(p)), { ...p });
     return true;
   }
-  async removePublication(presentityUri: string, event: string, entityTag: string): Promise<boolean> {
-    return this.publications.delete(MemoryStore.pk(presentityUri, event, entityTag));
+  async removePublication(presentityUri: string, event: string, id: string): Promise<boolean> {
+    return this.publications.delete(MemoryStore.pk(presentityUri, event, id));
   }
   async putSubscription(s: Subscription): Promise<boolean> {
     this.subscriptions.set(s.id, { ...s, routeSet: [...s.routeSet] });

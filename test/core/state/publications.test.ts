@@ -23,7 +23,7 @@ function pub(entityTag: string, receivedAt: number, overrides: Partial<Publicati
   };
 }
 
-test('put, find, of (newest first), remove; a refresh replaces the publication in memory and store', async () => {
+test('put, find, of (newest first), remove; a refresh replaces the publication in memory, and its record in the store under the same id', async () => {
   const store = new MemoryStore();
   const { hub, events } = recordingHub();
   const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
@@ -37,12 +37,19 @@ test('put, find, of (newest first), remove; a refresh replaces the publication i
   assert.equal(pubs.find('sip:alice@example.com', 'message-summary', 'b'), undefined);
 
   const a2 = pub('a2', 4000);
+  let removals = 0;
+  const remove = store.removePublication.bind(store);
+  store.removePublication = (...args) => (removals++, remove(...args));
   await pubs.put(a2, a);
+  assert.equal(removals, 0, 'a refresh is one write, no removal');
   assert.equal(pubs.find('sip:alice@example.com', 'presence', 'a'), undefined);
-  assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a'), undefined);
-  assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a2'), a2);
+  assert.equal(pubs.find('sip:alice@example.com', 'presence', 'a2'), a2);
+  assert.equal(store.publications.size, 3);
+  assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a')?.entityTag, 'a2', 'stored under its first entity-tag');
+  assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a2'), undefined);
   assert.deepEqual(pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag), ['a2', 'b', 'c']);
 
+  store.removePublication = remove;
   await pubs.remove(b);
   await pubs.remove(c);
   await pubs.remove(a2);
