@@ -8,17 +8,40 @@ import { SipUri, NameAddr } from '../../transport/uri.js';
 import type { Target, Protocol } from '../../transport/flows.js';
 import type { Subscription } from '../store/records.js';
 
+/** Where an in-dialog request goes (RFC 3261 §8.1.2, §12.2.1.1): the first route, else the remote target. Throws when neither parses. */
+export function dialogTarget(routeSet: readonly string[], remoteTarget: string): Target {
+  const first = routeSet[0];
+  return targetOf(first !== undefined ? NameAddr.parse(first).uri : SipUri.parse(remoteTarget));
+}
+
+function targetOf(uri: SipUri): Target {
+  const proto = uri.transport as Protocol;
+  return { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
+}
+
+/**
+ * The Request-URI and Route header values of an in-dialog request (RFC 3261 §12.2.1.1): the
+ * remote target and the route set, unless a strict router comes first in the route set: then
+ * it gets the Request-URI and the remote target goes last.
+ */
+export function dialogRouting(routeSet: readonly string[], remoteTarget: string): { requestUri: string; routes: string[] } {
+  const routes = routeSet.slice();
+  if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
+    const requestUri = NameAddr.parse(routes.shift()!).uri.toString();
+    routes.push(`<${remoteTarget}>`);
+    return { requestUri, routes };
+  }
+  return { requestUri: remoteTarget, routes };
+}
+
 /** Where a NOTIFY goes: the first route, else the remote target; on the SUBSCRIBE's flow if it is still open. */
 export function notifyTarget(rec: Subscription): Target {
-  const first = rec.routeSet[0];
-  let uri: SipUri;
+  let target: Target;
   try {
-    uri = first ? NameAddr.parse(first).uri : SipUri.parse(rec.remoteTarget);
+    target = dialogTarget(rec.routeSet, rec.remoteTarget);
   } catch {
-    uri = new SipUri('sip', undefined, rec.sourceAddress, rec.sourcePort, new Map(), undefined);
+    target = targetOf(new SipUri('sip', undefined, rec.sourceAddress, rec.sourcePort, new Map(), undefined));
   }
-  const proto = uri.transport as Protocol;
-  const target: Target = { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
   if (rec.flowId) target.flowId = rec.flowId;
   return target;
 }
@@ -39,13 +62,7 @@ export class NotifyWire {
     this.remoteTarget = rec.remoteTarget;
     this.flowId = rec.flowId;
     this.target = notifyTarget(rec);
-    let requestUri = rec.remoteTarget;
-    const routes = rec.routeSet.slice();
-    // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
-    if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
-      requestUri = NameAddr.parse(routes.shift()!).uri.toString();
-      routes.push(`<${rec.remoteTarget}>`);
-    }
+    const { requestUri, routes } = dialogRouting(rec.routeSet, rec.remoteTarget);
     this.startLine = ownString(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
     let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\nCall-ID: ${rec.callId}\r\n`;
     for (const r of routes) h += `Route: ${r}\r\n`;

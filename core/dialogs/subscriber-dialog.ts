@@ -7,12 +7,13 @@
  * so it runs against the real stack or a fake one alike. The notifier side is subscription-dialog.ts.
  */
 import { SipRequest, ownString, type SipResponse } from '../../transport/message.js';
-import { SipUri, NameAddr } from '../../transport/uri.js';
+import { NameAddr } from '../../transport/uri.js';
 import { parseParams } from '../../transport/grammar.js';
-import type { Target, Protocol } from '../../transport/flows.js';
+import type { Target } from '../../transport/flows.js';
 import type { ClientOutcome } from '../../transport/stack.js';
 import { dialogKey } from '../uris.js';
 import type { SipSender } from './subscription-dialog.js';
+import { dialogRouting, dialogTarget } from './notify-wire.js';
 
 /** RFC 6665 §4.1.2: before any answer `init`; then what the notifier says (pending, active), or over. */
 export type SubscriberState = 'init' | 'pending' | 'active' | 'terminated';
@@ -114,21 +115,12 @@ export class SubscriberDialog {
 
   /** Where the next request goes: the first route, else the remote target (RFC 3261 §8.1.2). */
   target(): Target {
-    const first = this.routeSet[0];
-    const uri = first !== undefined ? NameAddr.parse(first).uri : SipUri.parse(this.remoteTarget);
-    const proto = uri.transport as Protocol;
-    return { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
+    return dialogTarget(this.routeSet, this.remoteTarget);
   }
 
   private request(expires: number, now: number): SipRequest {
     const p = this.params;
-    let requestUri = this.remoteTarget;
-    const routes = this.routeSet.slice();
-    // RFC 3261 §12.2.1.1: a strict router first in the route set gets the Request-URI.
-    if (routes.length > 0 && !/;\s*lr\b/i.test(routes[0]!)) {
-      requestUri = NameAddr.parse(routes.shift()!).uri.toString();
-      routes.push(`<${this.remoteTarget}>`);
-    }
+    const { requestUri, routes } = dialogRouting(this.routeSet, this.remoteTarget);
     const req = new SipRequest('SUBSCRIBE', requestUri);
     const h = req.headers;
     h.append('max-forwards', '70');
