@@ -10,7 +10,7 @@
  */
 
 /** Events by name, each with its payload. */
-export type EventMap = { [name: string]: unknown };
+export type EventMap = object;
 
 /**
  * A hub of the events of `M`. A hub of more events is usable where one of fewer is asked for
@@ -47,7 +47,6 @@ export interface DocumentChange {
 
 /** Events that carry only base types. */
 export interface BaseEvents {
-  [name: string]: unknown;
   /** A presentity's state for an event changed and is committed (publication, expiry, hard state). */
   'presentity.changed': { presentityUri: string; event: string };
   /** An XCAP document changed (committed). */

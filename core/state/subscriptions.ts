@@ -49,7 +49,6 @@ export type SubscriptionChange = 'created' | 'resumed' | 'refreshed' | 'authoriz
 
 /** What the subscriptions report on the hub. */
 export interface SubscriptionEvents {
-  [name: string]: unknown;
   'subscription.changed': { sub: LiveSubscription; what: SubscriptionChange };
   /** Gone from memory and store. `final`: the reason of the terminated NOTIFY now due (none: no NOTIFY, or sent by the caller). */
   'subscription.ended': { sub: LiveSubscription; why: string; final?: string };

@@ -37,7 +37,6 @@ export interface WatcherEntry {
 
 /** What watcher info reports on the hub: one watcher of a presentity changed (notify/ sends the partial documents). */
 export interface WinfoEvents {
-  [name: string]: unknown;
   'watcherinfo.changed': { presentityUri: string; entry: WatcherEntry };
 }
 
