@@ -40,6 +40,40 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => node.stack.pendingClientTransactions);
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => node.stack.tcpConnections);
+  // Labelled counters of the SIP stack, read at scrape time (nothing on the SIP path but a Map bump).
+  const labelled = (name: string, help: string, labels: string[], read: () => Map<string, number>): void => {
+    const reported = new Map<string, number>();
+    new Counter({
+      name,
+      help,
+      labelNames: labels,
+      registers: [registry],
+      collect() {
+        for (const [key, now] of read()) {
+          const before = reported.get(key) ?? 0;
+          if (now <= before) continue;
+          const values = key.split(' ');
+          this.inc(Object.fromEntries(labels.map((l, i) => [l, values[i] ?? ''])), now - before);
+          reported.set(key, now);
+        }
+      },
+    });
+  };
+  const sip = node.stack.stats;
+  labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () => sip.requestsReceived);
+  labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () => sip.responsesSent);
+  labelled(
+    'presenced_sip_responses_received_total',
+    'Responses to the requests the node sends (NOTIFY), by method and status code.',
+    ['method', 'status'],
+    () => sip.responsesReceived,
+  );
+  labelled('presenced_sip_dropped_total', 'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).', ['reason'], () => sip.dropped);
+  if (node.capture) {
+    const cap = node.capture;
+    counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);
+    counter('presenced_capture_failed_total', 'SIP capture (HEP) copies that could not be sent.', () => cap.failed);
+  }
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => node.pool.threads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

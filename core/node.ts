@@ -27,6 +27,7 @@ import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
 import { createMetrics } from './metrics.js';
 import type { Transformations } from '../workers/pres-rules.js';
+import { HepSender, callIdOf } from '../transport/hep.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
 export function enabledPackages(config: Config): EventPackage[] {
@@ -53,6 +54,8 @@ export class PresenceNode {
   readonly watcherInfo: WatcherInfo;
   readonly authorizer: PresenceAuthorizer;
   readonly rpc: RpcServer;
+  /** siptrace: copies of every SIP message to the capture server (trace_on). */
+  readonly capture: HepSender | undefined;
   private sweeper: NodeJS.Timeout | undefined;
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
   readonly xcapClient: XcapClient | undefined;
@@ -71,7 +74,13 @@ export class PresenceNode {
     );
     this.ctx = { pool: this.pool, store: this.store, config };
     this.packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));
+    const to = config.duplicate_to;
+    this.capture =
+      config.trace_on && to
+        ? new HepSender(to.host, to.port, { hep: config.hep_mode_on === 1, captureId: config.hep_capture_id, authKey: config.auth_key, correlationOf: callIdOf }, log)
+        : undefined;
     this.stack = new SipStack({
+      tap: this.capture,
       listen: config.listen,
       maxMessageSize: config.max_message_size,
       tcpIdleTimeout: config.tcp_connection_lifetime * 1000,
@@ -216,6 +225,7 @@ export class PresenceNode {
       this.log.info({ listener: `http://${address}:${port}${this.config.xcap_root}`, address, port }, 'XCAP listener ready');
     }
     this.xcapClient?.start();
+    this.capture?.start();
     await this.stack.start();
     // Listeners first: recovered subscriptions may need to send their terminated NOTIFY.
     const pubs = await this.publications.recover();
@@ -248,6 +258,7 @@ export class PresenceNode {
     await this.subscriptions.stop();
     this.watcherInfo.stop();
     await this.stack.stop();
+    this.capture?.close();
     await this.rpc.stop();
     await this.xcap?.stop();
     await this.xcapClient?.stop();

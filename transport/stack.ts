@@ -17,6 +17,8 @@ import { NonInviteServerTransaction } from './transactions/non-invite-server-tra
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
 import { DEFAULT_TIMERS, timer64T1, type TimerSettings, type Send } from './transactions/timers.js';
+import type { MessageTap } from './hep.js';
+import { SipCounters, RefusalLog } from './sip-stats.js';
 
 export type { TlsSettings };
 
@@ -42,6 +44,8 @@ export interface StackOptions {
   timers?: TimerSettings;
   /** Server / User-Agent header value. */
   userAgent: string;
+  /** Sees a copy of every message received and sent (SIP capture, HEP). */
+  tap?: MessageTap;
   log: Logger;
 }
 
@@ -80,10 +84,16 @@ export class SipStack {
   private readonly branchPrefix = BRANCH_COOKIE + randomBytes(6).toString('hex');
   private branchCounter = 0;
   private readonly log: Logger;
+  private readonly tap: MessageTap | undefined;
+  /** Requests and responses by method and status, for /metrics. */
+  readonly stats = new SipCounters();
+  private readonly refusals: RefusalLog;
 
   constructor(private readonly options: StackOptions) {
     this.timers = options.timers ?? DEFAULT_TIMERS;
     this.log = options.log;
+    this.tap = options.tap;
+    this.refusals = new RefusalLog(options.log);
   }
 
   onRequest(handler: RequestHandler): void {
@@ -229,11 +239,13 @@ export class SipStack {
 
   /** Entry point for every received message. `datagram` = message-per-packet framing. */
   receive(data: Buffer, source: Source, datagram: boolean): void {
+    this.tap?.message(data, source.proto, { address: source.address, port: source.port }, { address: source.localAddress, port: source.localPort });
     let parsed: ParsedMessage;
     try {
       parsed = parseMessage(data, datagram);
     } catch (err) {
-      this.log.debug(
+      this.stats.drop('unparseable');
+      this.refusals.dropped(
         { remote: `${source.proto}:${source.address}:${source.port}`, bytes: data.length, reason: (err as Error).message },
         'dropped unparseable message',
       );
@@ -267,26 +279,28 @@ export class SipStack {
       // A retransmitted final response to one of our completed transactions (Timer K, RFC 3261
       // §17.1.2.2) is absorbed silently; the branch says it is ours.
       if (via.branch?.startsWith(this.branchPrefix)) return;
+      this.stats.drop('stray-response');
       this.log.debug({ callId: res.callId, status: res.status }, 'stray response dropped');
       return;
     }
+    this.stats.responseReceived(method, res.status);
     tx.receiveResponse(res);
   }
 
   private receiveRequest(req: SipRequest, problems: string[], source: Source, size: number): void {
+    this.stats.request(req.method);
     if (!hasRoutableVia(req)) {
-      this.log.info({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
+      this.stats.drop('no-via');
+      this.refusals.dropped({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
       return;
     }
     this.stampVia(req, source);
     if (size > this.options.maxMessageSize) {
-      this.log.warn({ callId: req.callId, bytes: size }, 'request over the message size limit');
-      if (req.method !== 'ACK') this.sendStateless(req, source, 513, 'Message Too Large');
+      if (req.method !== 'ACK') this.sendStateless(req, source, 513, 'Message Too Large', `${size} bytes, over max_message_size (${this.options.maxMessageSize})`);
       return;
     }
     const bad = validateRequest(req, problems);
     if (bad !== undefined) {
-      this.log.info({ callId: req.callId, method: req.method, reason: bad }, 'rejected malformed request');
       // RFC 3261 §8.2.1 / RFC 4475 §3.1.2.16: another SIP version gets 505, the rest 400.
       const otherVersion = bad.startsWith(UNSUPPORTED_VERSION);
       if (req.method !== 'ACK') this.sendStateless(req, source, otherVersion ? 505 : 400, otherVersion ? 'Version Not Supported' : bad);
@@ -342,7 +356,30 @@ export class SipStack {
       tx.respond(res);
     } catch (err) {
       this.log.error({ err, callId: req.callId }, 'response could not be sent');
+      return;
     }
+    this.counted(req, res);
+  }
+
+  /** Counts a response we sent and logs a refusal (RFC 3261 §21.4–21.6: 4xx, 5xx, 6xx). */
+  private counted(req: SipRequest, res: SipResponse, detail?: string): void {
+    this.stats.responseSent(req.method, res.status);
+    if (res.status < 400) return;
+    let event: string | undefined;
+    try {
+      event = req.headers.get('event') ?? undefined;
+    } catch {
+      event = undefined;
+    }
+    const via = req.topVia;
+    this.refusals.refused({
+      callId: req.callId,
+      method: req.method,
+      event,
+      status: res.status,
+      reason: detail ?? res.reason,
+      remote: `${via.params.get('received') ?? bareHost(via.host)}:${via.params.get('rport') || via.port || 5060}`,
+    });
   }
 
   private failRequest(tx: ServerTx, req: SipRequest, err: unknown): void {
@@ -375,10 +412,25 @@ export class SipStack {
     if (changed) req.setTopVia(via);
   }
 
-  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string): void {
+  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string, detail?: string): void {
     const res = createResponse(req, status, reason);
     res.headers.append('server', this.options.userAgent);
     this.responseSender(req, source)(res.toBuffer());
+    this.counted(req, res, detail);
+  }
+
+  /** Every UDP datagram we send leaves here (the capture tap sees it). */
+  /** @internal */
+  sendUdp(udp: UdpListener, data: Buffer, host: string, port: number): void {
+    this.tap?.message(data, 'udp', { address: udp.address, port: udp.boundPort }, { address: host, port });
+    udp.send(data, host, port);
+  }
+
+  /** Every message we write on a connection leaves here; false when the flow is closed. */
+  private sendFlow(flow: Flow, data: Buffer): boolean {
+    if (flow.closed) return false;
+    this.tap?.message(data, flow.proto, { address: flow.localAddress, port: flow.localPort }, { address: flow.remoteAddress, port: flow.remotePort });
+    return flow.send(data);
   }
 
   /** How responses to this request travel (RFC 3261 §18.2.2, RFC 3581 §4). */
@@ -392,14 +444,14 @@ export class SipStack {
     const rport = via.params.get('rport');
     const host = via.params.get('received') ?? bareHost(via.host);
     const port = rport ? Number(rport) : (via.port ?? 5060);
-    return udpSender(udp, host, port);
+    return udpSender(this, udp, host, port);
   }
 
   // The senders are made in functions of their own so that a closure kept by a server
   // transaction (for Timer J, 32 s on UDP) holds a few strings, not the parsed request.
   private flowSender(flow: Flow, host: string, port: number, callId: string | undefined): Send {
     return (data) => {
-      if (flow.send(data)) return;
+      if (this.sendFlow(flow, data)) return;
       if (flow.proto !== 'tcp' && flow.proto !== 'tls') return; // a closed WebSocket cannot be reopened by the server
       this.sendStream(flow.proto, host, port, data).catch((err) => this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'));
     };
@@ -414,7 +466,7 @@ export class SipStack {
     const t = (proto === 'tcp' ? this.tcp : this.tls)[0];
     if (!t) throw new Error(`no ${proto.toUpperCase()} listener configured`);
     const conn = await t.connect(host, port, serverName);
-    conn.send(data);
+    this.sendFlow(conn, data);
     return conn;
   }
 
@@ -511,7 +563,7 @@ export class SipStack {
       if (flow) {
         const f = flow;
         send = (d) => {
-          if (!f.send(d)) tx.transportError(new Error(`flow ${f.id} closed`));
+          if (!this.sendFlow(f, d)) tx.transportError(new Error(`flow ${f.id} closed`));
         };
       } else if (proto === 'udp') {
         const udp = this.udpFor();
@@ -521,7 +573,7 @@ export class SipStack {
         }
         send = (d) => {
           try {
-            udp.send(d, host, port);
+            this.sendUdp(udp, d, host, port);
           } catch (err) {
             tx.transportError(err as Error); // RFC 3261 §8.1.3.1: a transport error is a 503 to the TU
           }
@@ -531,7 +583,7 @@ export class SipStack {
         send = (d) => {
           conn = conn
             ? conn.then((c) => {
-                if (!c.send(d)) throw new Error('connection closed');
+                if (!this.sendFlow(c, d)) throw new Error('connection closed');
                 return c;
               })
             : this.sendStream(proto, host, port, d, serverName);
@@ -548,8 +600,10 @@ export class SipStack {
   }
 }
 
-function udpSender(udp: UdpListener | undefined, host: string, port: number): Send {
-  return (data) => udp?.send(data, host, port);
+function udpSender(stack: SipStack, udp: UdpListener | undefined, host: string, port: number): Send {
+  return (data) => {
+    if (udp) stack.sendUdp(udp, data, host, port);
+  };
 }
 
 export type { ClientOutcome };

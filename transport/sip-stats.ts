@@ -1,0 +1,119 @@
+/**
+ * What the stack received and answered, counted by method and status for /metrics, and the
+ * log line an operator reads when a request was refused: who, what, which status and why. The
+ * refusal log is rate-limited, so a flood of bad requests cannot fill the disk.
+ */
+import type { Logger } from './flows.js';
+
+/**
+ * Methods counted under their own name; anything else is `other`, so a peer inventing methods
+ * cannot grow the label set (and the memory behind it) without bound.
+ */
+const KNOWN_METHODS = new Set([
+  'ACK',
+  'BYE',
+  'CANCEL',
+  'INFO',
+  'INVITE',
+  'MESSAGE',
+  'NOTIFY',
+  'OPTIONS',
+  'PRACK',
+  'PUBLISH',
+  'REFER',
+  'REGISTER',
+  'SUBSCRIBE',
+  'UPDATE',
+]);
+
+export function methodLabel(method: string): string {
+  return KNOWN_METHODS.has(method) ? method : 'other';
+}
+
+/** Counts keyed by label values; each map stays small (bounded methods × statuses 100–699). */
+export class SipCounters {
+  /** Requests received, by method (after parsing; retransmissions absorbed by a transaction included). */
+  readonly requestsReceived = new Map<string, number>();
+  /** Final and provisional responses we sent, by `METHOD status`. */
+  readonly responsesSent = new Map<string, number>();
+  /** Responses to our own requests (NOTIFY), by `METHOD status`. */
+  readonly responsesReceived = new Map<string, number>();
+  /** Messages dropped before any response could be sent, by reason. */
+  readonly dropped = new Map<string, number>();
+
+  request(method: string): void {
+    bump(this.requestsReceived, methodLabel(method));
+  }
+
+  responseSent(method: string, status: number): void {
+    bump(this.responsesSent, `${methodLabel(method)} ${status}`);
+  }
+
+  responseReceived(method: string, status: number): void {
+    bump(this.responsesReceived, `${methodLabel(method)} ${status}`);
+  }
+
+  drop(reason: 'unparseable' | 'no-via' | 'stray-response'): void {
+    bump(this.dropped, reason);
+  }
+}
+
+function bump(map: Map<string, number>, key: string): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+export interface Refusal {
+  callId: string | undefined;
+  method: string;
+  event: string | undefined;
+  status: number;
+  reason: string;
+  remote: string;
+}
+
+/**
+ * Logs each refused request (a final response of 400 or more) at info, or warn for statuses
+ * that usually mean a peer is configured for something this node does not serve (489 Bad
+ * Event, 405, 501) — at most `perSecond` lines a second; what is held back is summed up in
+ * one line when logging resumes.
+ */
+export class RefusalLog {
+  private windowStart = 0;
+  private inWindow = 0;
+  private suppressed = 0;
+
+  constructor(
+    private readonly log: Logger,
+    private readonly perSecond = 50,
+  ) {}
+
+  refused(r: Refusal): void {
+    if (!this.allow()) return;
+    const line = { callId: r.callId, method: r.method, event: r.event, status: r.status, reason: r.reason, remote: r.remote };
+    if (r.status === 489 || r.status === 405 || r.status === 501) this.log.warn(line, 'request refused');
+    else this.log.info(line, 'request refused');
+  }
+
+  /** A message dropped without an answer (unparseable, no usable Via): info, under the same limit. */
+  dropped(fields: object, msg: string): void {
+    if (this.allow()) this.log.info(fields, msg);
+  }
+
+  private allow(): boolean {
+    const now = Date.now();
+    if (now - this.windowStart >= 1000) {
+      if (this.suppressed > 0) {
+        this.log.warn({ suppressed: this.suppressed }, `${this.suppressed} refusal log lines were held back (over ${this.perSecond} a second)`);
+      }
+      this.windowStart = now;
+      this.inWindow = 0;
+      this.suppressed = 0;
+    }
+    if (this.inWindow >= this.perSecond) {
+      this.suppressed++;
+      return false;
+    }
+    this.inWindow++;
+    return true;
+  }
+}
