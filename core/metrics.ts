@@ -41,7 +41,7 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => node.stack.pendingClientTransactions);
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => node.stack.tcpConnections);
   // Labelled counters of the SIP stack, read at scrape time (nothing on the SIP path but a Map bump).
-  const labelled = (name: string, help: string, labels: string[], read: () => Map<string, number>): void => {
+  const labelled = (name: string, help: string, labels: string[], read: () => Iterable<[string[], number]>): void => {
     const reported = new Map<string, number>();
     new Counter({
       name,
@@ -49,26 +49,29 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
       labelNames: labels,
       registers: [registry],
       collect() {
-        for (const [key, now] of read()) {
+        for (const [values, now] of read()) {
+          const key = values.join(' ');
           const before = reported.get(key) ?? 0;
           if (now <= before) continue;
-          const values = key.split(' ');
           this.inc(Object.fromEntries(labels.map((l, i) => [l, values[i] ?? ''])), now - before);
           reported.set(key, now);
         }
       },
     });
   };
+  const flat = (m: Map<string, number>): Array<[string[], number]> => [...m].map(([k, n]) => [[k], n]);
+  const byStatus = (m: Map<string, Map<number, number>>): Array<[string[], number]> =>
+    [...m].flatMap(([method, statuses]) => [...statuses].map(([status, n]): [string[], number] => [[method, String(status)], n]));
   const sip = node.stack.stats;
-  labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () => sip.requestsReceived);
-  labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () => sip.responsesSent);
+  labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () => flat(sip.requestsReceived));
+  labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () => byStatus(sip.responsesSent));
   labelled(
     'presenced_sip_responses_received_total',
     'Responses to the requests the node sends (NOTIFY), by method and status code.',
     ['method', 'status'],
-    () => sip.responsesReceived,
+    () => byStatus(sip.responsesReceived),
   );
-  labelled('presenced_sip_dropped_total', 'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).', ['reason'], () => sip.dropped);
+  labelled('presenced_sip_dropped_total', 'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).', ['reason'], () => flat(sip.dropped));
   if (node.capture) {
     const cap = node.capture;
     counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);

@@ -30,14 +30,14 @@ export function methodLabel(method: string): string {
   return KNOWN_METHODS.has(method) ? method : 'other';
 }
 
-/** Counts keyed by label values; each map stays small (bounded methods × statuses 100–699). */
+/** Counts by label values; each map stays small (bounded methods × statuses 100–699). */
 export class SipCounters {
   /** Requests received, by method (after parsing; retransmissions absorbed by a transaction included). */
   readonly requestsReceived = new Map<string, number>();
-  /** Final and provisional responses we sent, by `METHOD status`. */
-  readonly responsesSent = new Map<string, number>();
-  /** Responses to our own requests (NOTIFY), by `METHOD status`. */
-  readonly responsesReceived = new Map<string, number>();
+  /** Final and provisional responses we sent, by method, then status. */
+  readonly responsesSent = new Map<string, Map<number, number>>();
+  /** Responses to our own requests (NOTIFY), by method, then status. */
+  readonly responsesReceived = new Map<string, Map<number, number>>();
   /** Messages dropped before any response could be sent, by reason. */
   readonly dropped = new Map<string, number>();
 
@@ -45,12 +45,13 @@ export class SipCounters {
     bump(this.requestsReceived, methodLabel(method));
   }
 
+  // No string is built per message: these run for every response on the NOTIFY fan-out.
   responseSent(method: string, status: number): void {
-    bump(this.responsesSent, `${methodLabel(method)} ${status}`);
+    bumpStatus(this.responsesSent, methodLabel(method), status);
   }
 
   responseReceived(method: string, status: number): void {
-    bump(this.responsesReceived, `${methodLabel(method)} ${status}`);
+    bumpStatus(this.responsesReceived, methodLabel(method), status);
   }
 
   drop(reason: 'unparseable' | 'no-via' | 'stray-response'): void {
@@ -58,8 +59,14 @@ export class SipCounters {
   }
 }
 
-function bump(map: Map<string, number>, key: string): void {
+function bump<K>(map: Map<K, number>, key: K): void {
   map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+function bumpStatus(map: Map<string, Map<number, number>>, method: string, status: number): void {
+  let byStatus = map.get(method);
+  if (!byStatus) map.set(method, (byStatus = new Map()));
+  bump(byStatus, status);
 }
 
 export interface Refusal {
