@@ -68,6 +68,8 @@ export interface Config {
   hep_version: number;
   hep_capture_id: number;
   auth_key: string;
+  /** The web console on rpc_listen (GET /console/). */
+  web_console: number;
   max_xml_size: number;
   max_xml_depth: number;
   xcap_auth: 'none' | 'digest';
@@ -224,6 +226,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   hep_version: [3, int(3, 3)],
   hep_capture_id: [1, int(0, 0xffffffff)],
   auth_key: ['', str],
+  web_console: [0, flag],
   worker_threads: [-1, int(-1, 64)],
   worker_inline_max_bytes: [1536, int(0, 1 << 20)],
   max_xml_size: [65536, int(1024, 16 << 20)],

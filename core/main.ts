@@ -47,6 +47,11 @@ async function main(argv: string[]): Promise<void> {
   try {
     await node.start();
   } catch (err) {
+    if (err instanceof ConfigError) {
+      await node.stop().catch(() => undefined);
+      process.stderr.write(`presenced: configuration error: ${err.message}\n`);
+      process.exit(2);
+    }
     log.fatal({ err }, 'start failed');
     await node.stop().catch(() => undefined);
     process.exit(1);

@@ -28,6 +28,7 @@ import { createMethods } from './rpc/methods.js';
 import { createMetrics } from './metrics.js';
 import type { Transformations } from '../workers/pres-rules.js';
 import { HepSender, callIdOf } from '../transport/hep.js';
+import { loadConsoleAssets } from './console/assets.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
 export function enabledPackages(config: Config): EventPackage[] {
@@ -156,6 +157,7 @@ export class PresenceNode {
       methods: createMethods(this),
       metrics: createMetrics(this),
       log,
+      ...(config.web_console ? { console: loadConsoleAssets } : {}),
     });
   }
 

@@ -6,6 +6,7 @@ import uWS from 'uWebSockets.js';
 import type { Logger } from '../log.js';
 import { RpcError, PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INTERNAL_ERROR } from './errors.js';
 import type { RpcMethod } from './methods.js';
+import type { ConsoleAssets } from '../console/assets.js';
 
 const MAX_BODY = 1 << 20;
 
@@ -22,6 +23,8 @@ export interface RpcServerDeps {
   methods: Map<string, RpcMethod>;
   metrics: () => Promise<{ contentType: string; body: string }>;
   log: Logger;
+  /** The web console's files (web_console = 1), served under /console/. */
+  console?: () => Promise<ConsoleAssets>;
 }
 
 export class RpcServer {
@@ -31,6 +34,7 @@ export class RpcServer {
 
   async start(): Promise<number> {
     const app = uWS.App();
+    if (this.deps.console) this.serveConsole(app, await this.deps.console());
     app.post('/RPC', (res, req) => this.onRpc(res, req));
     app.get('/metrics', (res) => {
       let aborted = false;
@@ -57,6 +61,28 @@ export class RpcServer {
         this.token = token;
         resolve(uWS.us_socket_local_port(token));
       });
+    });
+  }
+
+  /**
+   * The console is a page and a script of our own that talk to /RPC and /metrics on this same
+   * port (same origin, same access as the RPC itself); the CSP lets the page load nothing else.
+   */
+  private serveConsole(app: uWS.TemplatedApp, assets: ConsoleAssets): void {
+    const csp = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'";
+    app.get('/console', (res) => {
+      res.writeStatus('301 Moved Permanently').writeHeader('Location', '/console/').end();
+    });
+    app.get('/console/', (res) => {
+      res
+        .writeStatus('200 OK')
+        .writeHeader('Content-Type', 'text/html; charset=utf-8')
+        .writeHeader('Content-Security-Policy', csp)
+        .writeHeader('Cache-Control', 'no-cache')
+        .end(assets.page);
+    });
+    app.get('/console/app.js', (res) => {
+      res.writeStatus('200 OK').writeHeader('Content-Type', 'text/javascript; charset=utf-8').writeHeader('Cache-Control', 'no-cache').end(assets.script);
     });
   }
 
