@@ -4,6 +4,7 @@
  */
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
 import type { PresenceNode } from './node.js';
+import { LATENCY_BUCKETS } from '../transport/sip-stats.js';
 
 export function createMetrics(node: PresenceNode): () => Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
@@ -72,6 +73,36 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
     () => byStatus(sip.responsesReceived),
   );
   labelled('presenced_sip_dropped_total', 'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).', ['reason'], () => flat(sip.dropped));
+  // Request arrival → final response, by method (PUBLISH → 200 includes the store commit; RFC 3903 §6).
+  // Filled by the stack without allocation; turned into Prometheus' cumulative buckets here.
+  const answerName = 'presenced_sip_answer_seconds';
+  const answerHelp = 'Time from a request arriving to its final response being sent, by method.';
+  const answerMetric = {
+    name: answerName,
+    help: answerHelp,
+    type: 'histogram',
+    aggregator: 'sum',
+    reset: () => undefined,
+    get: async () => ({
+      name: answerName,
+      help: answerHelp,
+      type: 'histogram',
+      aggregator: 'sum',
+      values: [...sip.answerTime].flatMap(([method, h]) => {
+        let cumulative = 0;
+        const buckets = [...LATENCY_BUCKETS.map(String), '+Inf'].map((le, i) => {
+          cumulative += h.counts[i]!;
+          return { metricName: `${answerName}_bucket`, labels: { method, le }, value: cumulative };
+        });
+        return [
+          ...buckets,
+          { metricName: `${answerName}_sum`, labels: { method }, value: h.sum },
+          { metricName: `${answerName}_count`, labels: { method }, value: h.count },
+        ];
+      }),
+    }),
+  };
+  registry.registerMetric(answerMetric as unknown as Parameters<Registry['registerMetric']>[0]);
   if (node.capture) {
     const cap = node.capture;
     counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);

@@ -40,6 +40,8 @@ export class SipCounters {
   readonly responsesReceived = new Map<string, Map<number, number>>();
   /** Messages dropped before any response could be sent, by reason. */
   readonly dropped = new Map<string, number>();
+  /** Time from a request's arrival to its final response, by method (PUBLISH → 200 includes the store commit). */
+  readonly answerTime = new Map<string, LatencyHistogram>();
 
   request(method: string): void {
     bump(this.requestsReceived, methodLabel(method));
@@ -56,6 +58,31 @@ export class SipCounters {
 
   drop(reason: 'unparseable' | 'no-via' | 'stray-response'): void {
     bump(this.dropped, reason);
+  }
+
+  answered(method: string, ms: number): void {
+    const label = methodLabel(method);
+    let h = this.answerTime.get(label);
+    if (!h) this.answerTime.set(label, (h = new LatencyHistogram()));
+    h.observe(ms / 1000);
+  }
+}
+
+/** Upper bounds in seconds (Prometheus `le`): 0.5 ms to 10 s. */
+export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** A histogram as Prometheus counts it (cumulative at export), filled without allocation. */
+export class LatencyHistogram {
+  readonly counts = new Float64Array(LATENCY_BUCKETS.length + 1); // the last one is +Inf
+  sum = 0;
+  count = 0;
+
+  observe(seconds: number): void {
+    let i = 0;
+    while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]!) i++;
+    this.counts[i]!++;
+    this.sum += seconds;
+    this.count++;
   }
 }
 

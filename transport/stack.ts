@@ -326,6 +326,7 @@ export class SipStack {
     }
     const send = this.responseSender(req, source);
     const reliable = isReliable(source.proto);
+    const arrived = performance.now();
     const tx: ServerTx =
       req.method === 'INVITE'
         ? new InviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated)
@@ -334,7 +335,7 @@ export class SipStack {
     const incoming: IncomingRequest = {
       request: req,
       source,
-      respond: (res) => this.respondVia(tx, res, req),
+      respond: (res) => this.respondVia(tx, res, req, arrived),
       // RFC 3261 §8.2.6.2: a UAS response carries a To tag (the TU passes the dialog's own).
       reply: (status, reason, toTag) => createResponse(req, status, reason, toTag ?? this.newTag()),
     };
@@ -350,7 +351,7 @@ export class SipStack {
     }
   }
 
-  private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest): void {
+  private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest, arrived?: number): void {
     if (!res.headers.has('server')) res.headers.append('server', this.options.userAgent);
     try {
       tx.respond(res);
@@ -358,6 +359,7 @@ export class SipStack {
       this.log.error({ err, callId: req.callId }, 'response could not be sent');
       return;
     }
+    if (arrived !== undefined && res.status >= 200) this.stats.answered(req.method, performance.now() - arrived);
     this.counted(req, res);
   }
 

@@ -140,6 +140,12 @@ test('refusals are counted by method and status in /metrics and logged with even
     assert.ok(!after.includes('FROBNICATE'), 'no label made of what a peer sent');
     const reqs = 'presenced_sip_requests_total{method="SUBSCRIBE"}';
     assert.ok(value(after, reqs) - value(before, reqs) >= 1);
+    // Answer times: a histogram per method, cumulative buckets ending in +Inf = _count.
+    assert.match(after, /^# TYPE presenced_sip_answer_seconds histogram$/m);
+    const inf = value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="+Inf"}');
+    assert.ok(inf >= 1);
+    assert.equal(inf, value(after, 'presenced_sip_answer_seconds_count{method="SUBSCRIBE"}'));
+    assert.ok(value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="0.0005"}') <= value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="10"}'));
     const line = await node.waitForLog((l) => l.msg === 'request refused' && l.callId === 'capture-489');
     assert.equal(line.status, 489);
     assert.equal(line.event, 'no-such-package');
