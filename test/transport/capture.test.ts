@@ -196,3 +196,24 @@ test('encodeHep3: IPv6 endpoints and a payload larger than fits refused, Call-ID
   assert.deepEqual(chunks.get(15), msg);
   assert.throws(() => encodeHep3(Buffer.alloc(65_500), 'udp', { address: '127.0.0.1', port: 1 }, { address: '127.0.0.1', port: 2 }, 0, { hep: true, captureId: 1, authKey: '' }), RangeError);
 });
+
+test('the Grafana dashboard in deploy/ uses only series this node exports', async () => {
+  const { readFileSync } = await import('node:fs');
+  const path = new URL('../../../deploy/grafana/presenced-dashboard.json', import.meta.url);
+  const dashboard = JSON.parse(readFileSync(path, 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
+  const ua = await TestUa.open('udp', node.udpPort);
+  try {
+    assert.equal((await ua.request({ method: 'OPTIONS', uri: 'sip:127.0.0.1' })).status, 200);
+  } finally {
+    await ua.close();
+  }
+  const text = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
+  const exported = new Set([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => m[1]!));
+  const used = new Set<string>();
+  for (const p of dashboard.panels) for (const t of p.targets) for (const m of t.expr.matchAll(/\bpresenced_[a-z0-9_]+/g)) used.add(m[0]);
+  assert.ok(used.size >= 10, `the dashboard reads ${used.size} series`);
+  for (const name of used) {
+    const family = name.replace(/_(bucket|sum|count)$/, '');
+    assert.ok(exported.has(name) || exported.has(family), `dashboard series ${name} is not exported by the node`);
+  }
+});
