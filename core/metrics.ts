@@ -35,7 +35,7 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   };
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => node.subscriptions.count);
   // Counted in memory: a store scan per scrape would stall the SIP thread on a large store.
-  gauge('presenced_presentities', 'Presentities (per event package) with at least one live publication.', () => node.publications.presentityCount);
+  gauge('presenced_presentities', 'Presentity and event package pairs with at least one live publication (a presentity publishing presence and dialog counts twice).', () => node.publications.presentityCount);
   counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => node.notifier.stats.sent);
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => node.notifier.stats.failed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
@@ -65,6 +65,12 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
     [...m].flatMap(([method, statuses]) => [...statuses].map(([status, n]): [string[], number] => [[method, String(status)], n]));
   const sip = node.stack.stats;
   labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () => flat(sip.requestsReceived));
+  labelled(
+    'presenced_sip_requests_by_event_total',
+    'PUBLISH, SUBSCRIBE and NOTIFY received, by method and event package (other = a package this node does not serve, none = no Event header).',
+    ['method', 'event'],
+    () => [...sip.requestsByEvent].flatMap(([method, events]) => [...events].map(([event, n]): [string[], number] => [[method, event], n])),
+  );
   labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () => byStatus(sip.responsesSent));
   labelled(
     'presenced_sip_responses_received_total',

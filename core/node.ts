@@ -82,6 +82,7 @@ export class PresenceNode {
         : undefined;
     this.stack = new SipStack({
       tap: this.capture,
+      eventLabels: this.packages.names(),
       listen: config.listen,
       maxMessageSize: config.max_message_size,
       tcpIdleTimeout: config.tcp_connection_lifetime * 1000,

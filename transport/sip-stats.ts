@@ -34,6 +34,8 @@ export function methodLabel(method: string): string {
 export class SipCounters {
   /** Requests received, by method (after parsing; retransmissions absorbed by a transaction included). */
   readonly requestsReceived = new Map<string, number>();
+  /** PUBLISH, SUBSCRIBE and NOTIFY received, by method then event package (other = one not served). */
+  readonly requestsByEvent = new Map<string, Map<string, number>>();
   /** Final and provisional responses we sent, by method, then status. */
   readonly responsesSent = new Map<string, Map<number, number>>();
   /** Responses to our own requests (NOTIFY), by method, then status. */
@@ -43,8 +45,17 @@ export class SipCounters {
   /** Time from a request's arrival to its final response, by method (PUBLISH → 200 includes the store commit). */
   readonly answerTime = new Map<string, LatencyHistogram>();
 
-  request(method: string): void {
+  /** Event packages counted under their own name (the packages the node serves). */
+  constructor(private readonly eventLabels: ReadonlySet<string> = new Set()) {}
+
+  request(method: string, event?: () => string | undefined): void {
     bump(this.requestsReceived, methodLabel(method));
+    if (method !== 'PUBLISH' && method !== 'SUBSCRIBE' && method !== 'NOTIFY') return;
+    const name = eventPackage(event?.());
+    const label = name === undefined ? 'none' : this.eventLabels.has(name) ? name : 'other';
+    let byEvent = this.requestsByEvent.get(method);
+    if (!byEvent) this.requestsByEvent.set(method, (byEvent = new Map()));
+    bump(byEvent, label);
   }
 
   // No string is built per message: these run for every response on the NOTIFY fan-out.
@@ -84,6 +95,16 @@ export class LatencyHistogram {
     this.sum += seconds;
     this.count++;
   }
+}
+
+/** The package of an Event header value (RFC 6665 §8.2.1: the token before any parameter), lower-cased. */
+function eventPackage(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const semi = value.indexOf(';');
+  const name = (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
+  // dialog;sla is a package of its own here (draft-anil-sipping-bla): keep the sla parameter.
+  if (name === 'dialog' && /;\s*sla\b/i.test(value)) return 'dialog;sla';
+  return name === '' ? undefined : name;
 }
 
 function bump<K>(map: Map<K, number>, key: K): void {

@@ -46,6 +46,8 @@ export interface StackOptions {
   userAgent: string;
   /** Sees a copy of every message received and sent (SIP capture, HEP). */
   tap?: MessageTap;
+  /** Event packages counted by name in stats.requestsByEvent (others count as `other`). */
+  eventLabels?: string[];
   log: Logger;
 }
 
@@ -86,13 +88,14 @@ export class SipStack {
   private readonly log: Logger;
   private readonly tap: MessageTap | undefined;
   /** Requests and responses by method and status, for /metrics. */
-  readonly stats = new SipCounters();
+  readonly stats: SipCounters;
   private readonly refusals: RefusalLog;
 
   constructor(private readonly options: StackOptions) {
     this.timers = options.timers ?? DEFAULT_TIMERS;
     this.log = options.log;
     this.tap = options.tap;
+    this.stats = new SipCounters(new Set(options.eventLabels));
     this.refusals = new RefusalLog(options.log);
   }
 
@@ -288,7 +291,7 @@ export class SipStack {
   }
 
   private receiveRequest(req: SipRequest, problems: string[], source: Source, size: number): void {
-    this.stats.request(req.method);
+    this.stats.request(req.method, () => req.headers.get('event') ?? undefined);
     if (!hasRoutableVia(req)) {
       this.stats.drop('no-via');
       this.refusals.dropped({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');

@@ -138,6 +138,9 @@ test('refusals are counted by method and status in /metrics and logged with even
     const other501 = 'presenced_sip_responses_total{method="other",status="501"}';
     assert.equal(value(after, other501) - value(before, other501), 1, 'an invented method is counted as other, not by its name');
     assert.ok(!after.includes('FROBNICATE'), 'no label made of what a peer sent');
+    const byEvent = 'presenced_sip_requests_by_event_total{method="SUBSCRIBE",event="other"}';
+    assert.equal(value(after, byEvent) - value(before, byEvent), 1, 'a package the node does not serve is counted as other');
+    assert.ok(!after.includes('no-such-package'), 'no label made of what a peer sent');
     const reqs = 'presenced_sip_requests_total{method="SUBSCRIBE"}';
     assert.ok(value(after, reqs) - value(before, reqs) >= 1);
     // Answer times: a histogram per method, cumulative buckets ending in +Inf = _count.
