@@ -13,6 +13,7 @@ import { type Flow, type Logger, type Protocol, type Source, type Target, bareHo
 import { UdpListener } from './udp.js';
 import { TcpTransport, type StreamProtocol, type TlsSettings } from './tcp.js';
 import { WsListener } from './ws.js';
+import { ListenError, hostPort } from './listen.js';
 import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
@@ -93,44 +94,54 @@ export class SipStack {
   async start(): Promise<void> {
     this.sentByCache.clear();
     for (const spec of this.options.listen) {
-      if (spec.proto === 'udp') {
-        const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
-        await l.listen();
-        this.udp.push(l);
-      } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
-        const t = new TcpTransport(
-          spec.proto,
-          spec.address,
-          spec.port,
-          {
-            maxMessageSize: this.options.maxMessageSize,
-            idleTimeout: this.options.tcpIdleTimeout,
-            partialTimeout: this.options.tcpPartialTimeout,
-          },
-          (d, s) => this.receive(d, s, false),
-          this.log,
-          this.options.tls,
-        );
-        await t.listen();
-        (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
-      } else if (spec.proto === 'ws' || spec.proto === 'wss') {
-        const w = new WsListener(
-          spec.proto,
-          spec.address,
-          spec.port,
-          this.options.maxMessageSize,
-          {
-            // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
-            onMessage: (d, s) => this.receive(d, s, true),
-            onOpen: (f) => this.attachFlow(f),
-            onClose: (f) => this.detachFlow(f),
-          },
-          this.log,
-          this.options.tls,
-        );
-        await w.listen();
-        this.ws.push(w);
+      try {
+        await this.startListener(spec);
+      } catch (err) {
+        if (err instanceof ListenError) throw err;
+        const e = err as NodeJS.ErrnoException;
+        throw new ListenError('listen', `${spec.proto}:${hostPort(spec.address, spec.port)}`, e.code, e.message);
       }
+    }
+  }
+
+  private async startListener(spec: ListenSpec): Promise<void> {
+    if (spec.proto === 'udp') {
+      const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
+      await l.listen();
+      this.udp.push(l);
+    } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
+      const t = new TcpTransport(
+        spec.proto,
+        spec.address,
+        spec.port,
+        {
+          maxMessageSize: this.options.maxMessageSize,
+          idleTimeout: this.options.tcpIdleTimeout,
+          partialTimeout: this.options.tcpPartialTimeout,
+        },
+        (d, s) => this.receive(d, s, false),
+        this.log,
+        this.options.tls,
+      );
+      await t.listen();
+      (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
+    } else if (spec.proto === 'ws' || spec.proto === 'wss') {
+      const w = new WsListener(
+        spec.proto,
+        spec.address,
+        spec.port,
+        this.options.maxMessageSize,
+        {
+          // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
+          onMessage: (d, s) => this.receive(d, s, true),
+          onOpen: (f) => this.attachFlow(f),
+          onClose: (f) => this.detachFlow(f),
+        },
+        this.log,
+        this.options.tls,
+      );
+      await w.listen();
+      this.ws.push(w);
     }
   }
 

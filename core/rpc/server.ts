@@ -6,6 +6,7 @@ import uWS from 'uWebSockets.js';
 import type { Logger } from '../log.js';
 import { RpcError, PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INTERNAL_ERROR } from './errors.js';
 import type { RpcMethod } from './methods.js';
+import { listenExclusive } from '../../transport/listen.js';
 
 const MAX_BODY = 1 << 20;
 
@@ -51,13 +52,8 @@ export class RpcServer {
     app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('presenced admin port: POST /RPC, GET /metrics\n');
     });
-    return new Promise((resolve, reject) => {
-      app.listen(this.deps.address, this.deps.port, (token) => {
-        if (!token) return reject(new Error(`rpc_listen: cannot listen on ${this.deps.address}:${this.deps.port}`));
-        this.token = token;
-        resolve(uWS.us_socket_local_port(token));
-      });
-    });
+    this.token = await listenExclusive(app, 'rpc_listen', this.deps.address, this.deps.port);
+    return uWS.us_socket_local_port(this.token);
   }
 
   async stop(): Promise<void> {

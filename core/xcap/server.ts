@@ -26,6 +26,7 @@ import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
 import { RlsServicesDirectory, RLS_AUID } from './rls-services.js';
+import { listenExclusive } from '../../transport/listen.js';
 
 export interface XcapChange {
   auid: string;
@@ -118,21 +119,14 @@ export class XcapServer {
   }
 
   /** Listen on config.xcap_listen; resolves with the bound port. */
-  start(): Promise<number> {
+  async start(): Promise<number> {
     const { address, port } = this.deps.config.xcap_listen;
     const app = uWS.App();
     app.any('/*', (res, req) => this.onRequest(res, req));
     this.app = app;
-    return new Promise((resolve, reject) => {
-      app.listen(address, port, (socket) => {
-        if (!socket) {
-          reject(new Error(`XCAP server cannot listen on ${address}:${port}`));
-          return;
-        }
-        this.listenSocket = socket;
-        resolve(uWS.us_socket_local_port(socket));
-      });
-    });
+    const socket = await listenExclusive(app, 'xcap_listen', address, port);
+    this.listenSocket = socket;
+    return uWS.us_socket_local_port(socket);
   }
 
   /** Stop accepting, wait (a few seconds at most) for requests being served, close connections. */
