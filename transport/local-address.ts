@@ -32,18 +32,21 @@ export class LocalAddresses {
   private readonly known = new Map<string, { address: string; at: number }>();
   private readonly pending = new Map<string, Promise<string>>();
 
-  /** The local address toward `peer` if known (a stale one starts a new lookup); undefined when never looked up. */
+  /**
+   * The local address toward `peer` if known; undefined when not (yet). Either way a missing or
+   * stale answer is looked up in the background, for the next time.
+   */
   toward(peer: string): string | undefined {
     const p = unmapped(peer);
     const k = this.known.get(p);
-    if (k === undefined) return undefined;
-    if (Date.now() - k.at > REFRESH_MS) void this.lookup(p);
-    return k.address;
+    if (k === undefined || Date.now() - k.at > REFRESH_MS) void this.lookup(p);
+    return k?.address;
   }
 
   /** The local address toward `peer`: at once when known, else once looked up. */
   resolve(peer: string): string | Promise<string> {
-    return this.toward(peer) ?? this.lookup(unmapped(peer));
+    const p = unmapped(peer);
+    return this.toward(p) ?? this.lookup(p);
   }
 
   /** An address seen on a connection (TCP: the socket says which). */

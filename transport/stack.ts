@@ -151,7 +151,11 @@ export class SipStack {
         {
           // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
           onMessage: (d, s) => this.receive(d, s, true),
-          onOpen: (f) => this.attachFlow(f),
+          onOpen: (f) => {
+            this.attachFlow(f);
+            // uWS tells no connection's local address: look up the route to the client instead.
+            if (learn) void this.localAddresses.resolve(f.remoteAddress);
+          },
           onClose: (f) => this.detachFlow(f),
         },
         this.log,
@@ -541,7 +545,9 @@ export class SipStack {
     const host = bareHost(target.host);
     if (flow) {
       // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
-      const sb = flow.proto !== 'tcp' && flow.proto !== 'tls' && !isWildcard(flow.localAddress) ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto, flow.remoteAddress);
+      // A WebSocket flow names its own listener, unless that has no address of its own or advertises another.
+      const own = flow.proto !== 'tcp' && flow.proto !== 'tls' && !isWildcard(flow.localAddress) && !this.options.listen.some((x) => x.proto === flow!.proto && x.advertise);
+      const sb = own ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto, flow.remoteAddress);
       return this.startClient(key, req.serialize(topVia(proto, sb, branch)), flow, proto, host, target.port);
     }
     // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
