@@ -51,3 +51,21 @@ export function requestTarget(req: http.IncomingMessage): RequestTarget | undefi
   if (authority !== undefined) out.authority = authority;
   return out;
 }
+
+/**
+ * `Expect: 100-continue` (RFC 9110 §10.1.1): a body declared larger than `maxBody` is refused
+ * with 413 before the client sends it, instead of node:http's automatic 100 Continue; other
+ * requests get their 100 and go to `handler`.
+ */
+export function refuseLargeBeforeContinue(server: http.Server, maxBody: number, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): void {
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (Number(req.headers['content-length'] ?? 0) > maxBody) {
+      const body = `the body is larger than ${maxBody} bytes\n`;
+      res.writeHead(413, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+      res.end(body);
+      return;
+    }
+    res.writeContinue();
+    handler(req, res);
+  });
+}

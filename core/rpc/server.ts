@@ -8,7 +8,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { RpcError, PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INTERNAL_ERROR } from './errors.js';
 import type { RpcMethod } from './methods.js';
-import { listenHttp, requestTarget } from '../http.js';
+import { listenHttp, requestTarget, refuseLargeBeforeContinue } from '../http.js';
 
 const MAX_BODY = 1 << 20;
 /** Bodies up to this size over MAX_BODY are read and dropped before the 413; past it the connection is closed at once. */
@@ -36,6 +36,7 @@ export class RpcServer {
 
   async start(): Promise<number> {
     const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(server, MAX_BODY, (req, res) => this.onRequest(req, res));
     this.server = server;
     return listenHttp(server, 'rpc_listen', this.deps.address, this.deps.port);
   }

@@ -33,7 +33,7 @@ import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
 import { RlsServicesDirectory, RLS_AUID } from './rls-services.js';
-import { listenHttp, requestTarget } from '../http.js';
+import { listenHttp, requestTarget, refuseLargeBeforeContinue } from '../http.js';
 
 export interface XcapChange {
   auid: string;
@@ -153,6 +153,7 @@ export class XcapServer {
   async start(): Promise<number> {
     const { address, port } = this.deps.config.xcap_listen;
     const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(server, this.deps.config.max_xml_size, (req, res) => this.onRequest(req, res));
     this.server = server;
     return listenHttp(server, 'xcap_listen', address, port);
   }

@@ -165,3 +165,40 @@ test('XCAP: dots inside a segment name are fine', async () => {
   const r = await xcap.put('/pres-rules/users/sip:first.last@example.com/my..rules', rules, CT.presRules);
   assert.equal(r.status, 201);
 });
+
+// ───── Expect: 100-continue (RFC 9110 §10.1.1) ─────
+
+test('XCAP and RPC: with Expect: 100-continue a body declared too large gets 413 instead of the 100', async () => {
+  for (const [port, head] of [
+    [X, `PUT /xcap-root/pres-rules/users/sip:expect@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n`],
+    [R, `POST /RPC HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n`],
+  ] as Array<[number, string]>) {
+    const conn = await RawHttp.connect(port);
+    conn.write(head);
+    const ex = await conn.closed();
+    assert.deepEqual(
+      ex.responses.map((r) => r.status),
+      [413],
+      `port ${port}`,
+    );
+  }
+});
+
+test('XCAP: with Expect: 100-continue a body within the limit gets its 100, then the answer', async () => {
+  const conn = await RawHttp.connect(X);
+  conn.write(`PUT /xcap-root/pres-rules/users/sip:expect-ok@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nExpect: 100-continue\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n`);
+  const first = await conn.responsesOrClose(1);
+  assert.equal(first.responses[0]?.status, 100);
+  conn.write(rules);
+  const both = await conn.responsesOrClose(2);
+  conn.destroy();
+  assert.equal(both.responses[1]?.status, 201);
+});
+
+test('XCAP: HEAD has the Content-Length of the GET and no body', async () => {
+  const get = await xcap.get('/xcap-caps/global/index');
+  const head = await fetch(xcap.url('/xcap-caps/global/index'), { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(get.text)));
+  assert.equal(await head.text(), '');
+});
