@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startNode, type RunningNode } from '../support/node.js';
+import { startNode, runExpectingFailure, type RunningNode } from '../support/node.js';
 import { uniqueUri } from '../support/presence.js';
 import type { NetnsUaReport, NetnsUaTask } from '../support/netns-ua.js';
 
@@ -112,4 +112,19 @@ test('advertise replaces the address and port in Contact and Via', async () => {
   // Without a port, the listener's own.
   const t = await runUa(l.ns, { proto: 'tcp', server: l.node, serverPort: node.tcpPort, local: l.ua, presentity: uniqueUri('adv'), refresh: false });
   assert.equal(contactHostPort(t.contact), `sip.example.net:${node.tcpPort}`);
+});
+
+test('a bad advertise stops the start with exit 2 naming the listener', async () => {
+  for (const [listen, message] of [
+    ['udp:0.0.0.0:5060 advertise', 'listen[0]: "udp:0.0.0.0:5060 advertise" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")'],
+    ['udp:0.0.0.0:5060 advertize 203.0.113.5', 'listen[0]: "udp:0.0.0.0:5060 advertize 203.0.113.5" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")'],
+    ['udp:0.0.0.0:5060 advertise 203.0.113:5060', 'listen[0]: advertise "203.0.113:5060" is not host[:port] with an IP address or a DNS name as host'],
+    ['udp:0.0.0.0:5060 advertise sip_proxy.example.com', 'listen[0]: advertise "sip_proxy.example.com" is not host[:port] with an IP address or a DNS name as host'],
+    ['udp:0.0.0.0:5060 advertise 203.0.113.5:70000', 'listen[0]: advertise port must be from 1 to 65535 (got 70000)'],
+    ['udp:0.0.0.0:5060 advertise 203.0.113.5:0', 'listen[0]: advertise port must be from 1 to 65535 (got 0)'],
+  ]) {
+    const r = await runExpectingFailure({ listen: [listen] });
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr, `presenced: configuration error: ${message}\n`);
+  }
 });
