@@ -225,6 +225,10 @@ export class Notifier {
         // RFC 6446: the rate parameters in use, as Subscription-State parameters.
         if (sub.rate !== undefined) state += sub.rate.stateParams;
       }
+      // The dialog's Contact is fixed with its first NOTIFY: on a wildcard listener, after the
+      // address toward the subscriber is known (after a restart it may not be yet).
+      const addressReady = sub.wire ? undefined : this.deps.stack.addressReady(rec.transport as Protocol, rec.sourceAddress);
+      if (addressReady) await addressReady;
       const wire = this.wire(sub);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') this.sentUnderRate(sub, sub.rate);

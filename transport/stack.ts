@@ -521,6 +521,16 @@ export class SipStack {
   /** Protocols whose first listener is a wildcard without `advertise`, and its port. */
   private readonly wildcardPort = new Map<Protocol, { port: number; v6: boolean }>();
 
+  /**
+   * Resolves once sentBy(proto, peer) knows our address toward `peer`; undefined when it does
+   * already (also: the listener has an address of its own, or `peer` is not an IP address).
+   * For a Contact built to last, e.g. a dialog's, toward a peer not heard from since a restart.
+   */
+  addressReady(proto: Protocol, peer: string): Promise<unknown> | undefined {
+    const p = bareHost(peer);
+    return net.isIP(p) === 0 ? undefined : this.localAddressReady(proto, p);
+  }
+
   /** Resolves once sentBy(proto, address) knows our address toward it; undefined when it already does. */
   private localAddressReady(proto: Protocol, address: string): Promise<unknown> | undefined {
     if (this.sentByCache.has(proto)) return undefined;

@@ -16,9 +16,12 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNode, runExpectingFailure, type RunningNode } from '../support/node.js';
 import { uniqueUri } from '../support/presence.js';
-import type { NetnsUaReport, NetnsUaTask } from '../support/netns-ua.js';
+import type { NetnsUaReport, NetnsUaTask, NetnsNotifyReport } from '../support/netns-ua.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const UA_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', 'support', 'netns-ua.js');
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'core', 'main.js');
 const tag = `pd${process.pid}`;
 const NS = { node: `${tag}n`, a: `${tag}a`, b: `${tag}b` };
 const LINKS = [
@@ -58,25 +61,52 @@ after(async () => {
   }
 });
 
-async function nodeInNamespace(listen: string[]): Promise<RunningNode> {
-  const n = await startNode({ listen }, { wrapper: ['ip', 'netns', 'exec', NS.node] });
+async function nodeInNamespace(listen: string[], config: Record<string, unknown> = {}, dataDir?: string): Promise<RunningNode> {
+  const n = await startNode({ listen, ...config }, { wrapper: ['ip', 'netns', 'exec', NS.node], ...(dataDir ? { dataDir } : {}) });
   nodes.push(n);
   return n;
 }
 
-/** Run the UA in its namespace; resolves with what it saw. */
-function runUa(ns: string, task: NetnsUaTask): Promise<NetnsUaReport> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, UA_SCRIPT, JSON.stringify(task)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
-    child.once('exit', (code) => {
-      if (code === 0) resolve(JSON.parse(out) as NetnsUaReport);
-      else reject(new Error(`UA in ${ns} exited with ${code}: ${err}`));
-    });
+/** A UA process in a namespace, read line by line (one JSON object a line). */
+function startUa(ns: string, task: NetnsUaTask): { next<T>(): Promise<T>; exited: Promise<number | null> } {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, UA_SCRIPT, JSON.stringify(task)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiting: Array<() => void> = [];
+  let buf = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => {
+    buf += c;
+    let nl;
+    while ((nl = buf.indexOf('\n')) !== -1) {
+      lines.push(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+    waiting.splice(0).forEach((w) => w());
   });
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  let gone = false;
+  void exited.then(() => {
+    gone = true;
+    waiting.splice(0).forEach((w) => w());
+  });
+  return {
+    async next<T>(): Promise<T> {
+      while (lines.length === 0 && !gone) await new Promise<void>((r) => waiting.push(r));
+      const line = lines.shift();
+      if (line === undefined) throw new Error(`UA in ${ns} exited with ${await exited}: ${err}`);
+      return JSON.parse(line) as T;
+    },
+    exited,
+  };
+}
+
+/** Run the UA in its namespace; resolves with what it saw. */
+async function runUa(ns: string, task: NetnsUaTask): Promise<NetnsUaReport> {
+  const ua = startUa(ns, task);
+  const report = await ua.next<NetnsUaReport>();
+  assert.equal(await ua.exited, 0);
+  return report;
 }
 
 const contactHostPort = (h: string): string => /sip:[^@]+@([^;>]+)/.exec(h)?.[1] ?? `(no host in ${h})`;
@@ -126,5 +156,34 @@ test('a bad advertise stops the start with exit 2 naming the listener', async ()
     const r = await runExpectingFailure({ listen: [listen] });
     assert.equal(r.code, 2, r.stderr);
     assert.equal(r.stderr, `presenced: configuration error: ${message}\n`);
+  }
+});
+
+test('after a restart, the first NOTIFY to a subscriber not heard from since names our address toward it', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'presenced-advertise-'));
+  try {
+    const config = { force_active: 1 };
+    const first = await nodeInNamespace(['udp:0.0.0.0:0'], config, dataDir);
+    // Link B: not the node's first interface, so no default address would be right by chance.
+    const l = LINKS[1]!;
+    const presentity = uniqueUri('restart');
+    const ua = startUa(l.ns, { proto: 'udp', server: l.node, serverPort: first.udpPort, local: l.ua, presentity, refresh: false, moreNotifies: 1 });
+    const before = await ua.next<NetnsUaReport>();
+    assert.equal(contactHostPort(before.contact), `${l.node}:${first.udpPort}`);
+    await first.stop();
+    nodes.splice(nodes.indexOf(first), 1);
+
+    const second = await nodeInNamespace(['udp:0.0.0.0:0'], config, dataDir);
+    // The current state re-sent to the watchers (RPC): nothing from the subscriber reached the new node.
+    execFileSync('ip', ['netns', 'exec', NS.node, process.execPath, MAIN, 'rpc', '--url', `http://127.0.0.1:${second.rpcPort}/RPC`, 'presence.refreshWatchers', presentity, 'presence', '1'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const after = await ua.next<NetnsNotifyReport>();
+    assert.match(after.subscriptionState, /^active/);
+    assert.equal(contactHostPort(after.contact), `${l.node}:${second.udpPort}`, 'NOTIFY Contact after the restart');
+    assert.equal(viaSentBy(after.via), `${l.node}:${second.udpPort}`, 'NOTIFY Via after the restart');
+    assert.equal(await ua.exited, 0);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 });
