@@ -25,13 +25,19 @@ export class RawHttp {
   private buf = Buffer.alloc(0);
   private readonly responses: RawResponse[] = [];
   private closedFlag = false;
+  /** Bytes that are no HTTP response: reported by the next wait. */
+  private garbage: Error | undefined;
   private waiters: Array<() => void> = [];
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
     socket.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
-      this.parse();
+      try {
+        this.parse();
+      } catch (err) {
+        this.garbage = err as Error;
+      }
       this.wake();
     });
     // A reset after the server closed (we were still sending) ends the exchange like a close.
@@ -58,13 +64,15 @@ export class RawHttp {
 
   /** Resolves once `n` responses have been read, or the connection closed first. */
   async responsesOrClose(n: number): Promise<RawExchange> {
-    while (this.responses.length < n && !this.closedFlag) await new Promise<void>((r) => this.waiters.push(r));
+    while (this.responses.length < n && !this.closedFlag && !this.garbage) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.garbage) throw this.garbage;
     return { responses: [...this.responses], closed: this.closedFlag };
   }
 
   /** Resolves when the server has closed the connection. */
   async closed(): Promise<RawExchange> {
-    while (!this.closedFlag) await new Promise<void>((r) => this.waiters.push(r));
+    while (!this.closedFlag && !this.garbage) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.garbage) throw this.garbage;
     return { responses: [...this.responses], closed: true };
   }
 
