@@ -225,6 +225,10 @@ export class Notifier {
         // RFC 6446: the rate parameters in use, as Subscription-State parameters.
         if (sub.rate !== undefined) state += sub.rate.stateParams;
       }
+      // The dialog's Contact is fixed with its first NOTIFY: on a wildcard listener, after the
+      // address toward the subscriber is known (after a restart it may not be yet).
+      const addressReady = sub.wire ? undefined : this.deps.stack.addressReady(rec.transport as Protocol, rec.sourceAddress);
+      if (addressReady) await addressReady;
       const wire = this.wire(sub);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') this.sentUnderRate(sub, sub.rate);
@@ -409,7 +413,7 @@ export class Notifier {
     const rec = sub.record;
     const w = sub.wire;
     if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
-    return (sub.wire = new NotifyWire(rec, this.contact(rec.transport as Protocol)));
+    return (sub.wire = new NotifyWire(rec, this.contact(rec.transport as Protocol, rec.sourceAddress)));
   }
 
   /** Every watcher of one change shares the same string: encode it once. */
@@ -422,14 +426,17 @@ export class Notifier {
     return this.lastBodyBuf;
   }
 
-  /** Our Contact: server_address when configured, else the listener of the transport used. */
-  contact(proto: Protocol): string {
+  /**
+   * Our Contact: server_address when configured, else the listener of the transport used (on a
+   * wildcard listener, our address toward `peer`, the address the subscriber's requests come from).
+   */
+  contact(proto: Protocol, peer?: string): string {
     const configured = this.deps.config.server_address;
     if (configured) return configured.startsWith('<') ? configured : `<${configured}>`;
     // The listener of the subscriber's own transport: a TCP or TLS subscriber whose connection
     // closed reconnects there; a WebSocket one (RFC 7118 §5) keeps using its connection, and
     // the URI says which kind it is.
-    const sb = this.deps.stack.sentBy(proto);
+    const sb = this.deps.stack.sentBy(proto, peer);
     return `<sip:presence@${sb.host}:${sb.port}${proto === 'udp' ? '' : `;transport=${proto}`}>`;
   }
 }

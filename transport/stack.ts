@@ -13,6 +13,8 @@ import { type Flow, type Logger, type Protocol, type Source, type Target, bareHo
 import { UdpListener } from './udp.js';
 import { TcpTransport, type StreamProtocol, type TlsSettings } from './tcp.js';
 import { WsListener } from './ws.js';
+import { ListenError, hostPort } from './listen.js';
+import { LocalAddresses, isWildcard, fallbackAddress } from './local-address.js';
 import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
@@ -26,6 +28,12 @@ export interface ListenSpec {
   proto: Protocol;
   address: string;
   port: number;
+  /**
+   * The host (and port) to put in Via and Contact instead of the listener's (Kamailio's
+   * `advertise`): the public address of a node behind NAT. Without it a wildcard listener
+   * advertises, toward each peer, the local address that routes to it (local-address.ts).
+   */
+  advertise?: { host: string; port?: number };
 }
 
 export interface StackOptions {
@@ -90,6 +98,8 @@ export class SipStack {
   /** Requests and responses by method and status, for /metrics. */
   readonly stats: SipCounters;
   private readonly refusals: RefusalLog;
+  /** Our address toward each peer, for wildcard listeners without `advertise`. */
+  private readonly localAddresses = new LocalAddresses();
 
   constructor(private readonly options: StackOptions) {
     this.timers = options.timers ?? DEFAULT_TIMERS;
@@ -105,45 +115,67 @@ export class SipStack {
 
   async start(): Promise<void> {
     this.sentByCache.clear();
+    this.wildcardPort.clear();
     for (const spec of this.options.listen) {
-      if (spec.proto === 'udp') {
-        const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
-        await l.listen();
-        this.udp.push(l);
-      } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
-        const t = new TcpTransport(
-          spec.proto,
-          spec.address,
-          spec.port,
-          {
-            maxMessageSize: this.options.maxMessageSize,
-            idleTimeout: this.options.tcpIdleTimeout,
-            partialTimeout: this.options.tcpPartialTimeout,
-          },
-          (d, s) => this.receive(d, s, false),
-          this.log,
-          this.options.tls,
-        );
-        await t.listen();
-        (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
-      } else if (spec.proto === 'ws' || spec.proto === 'wss') {
-        const w = new WsListener(
-          spec.proto,
-          spec.address,
-          spec.port,
-          this.options.maxMessageSize,
-          {
-            // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
-            onMessage: (d, s) => this.receive(d, s, true),
-            onOpen: (f) => this.attachFlow(f),
-            onClose: (f) => this.detachFlow(f),
-          },
-          this.log,
-          this.options.tls,
-        );
-        await w.listen();
-        this.ws.push(w);
+      try {
+        await this.startListener(spec);
+      } catch (err) {
+        if (err instanceof ListenError) throw err;
+        const e = err as NodeJS.ErrnoException;
+        throw new ListenError('listen', `${spec.proto}:${hostPort(spec.address, spec.port)}`, e.code, e.message);
       }
+    }
+  }
+
+  private async startListener(spec: ListenSpec): Promise<void> {
+    // A wildcard listener learns which of our addresses each peer reached (for Via and Contact).
+    const learn = isWildcard(spec.address) && !spec.advertise;
+    if (spec.proto === 'udp') {
+      const l = new UdpListener(spec.address, spec.port, learn ? (d, s) => this.receiveOnWildcard(d, s) : (d, s) => this.receive(d, s, true), this.log);
+      await l.listen();
+      this.udp.push(l);
+    } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
+      const t = new TcpTransport(
+        spec.proto,
+        spec.address,
+        spec.port,
+        {
+          maxMessageSize: this.options.maxMessageSize,
+          idleTimeout: this.options.tcpIdleTimeout,
+          partialTimeout: this.options.tcpPartialTimeout,
+        },
+        learn
+          ? (d, s) => {
+              this.localAddresses.learn(s.address, s.localAddress);
+              this.receive(d, s, false);
+            }
+          : (d, s) => this.receive(d, s, false),
+        this.log,
+        this.options.tls,
+      );
+      await t.listen();
+      (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
+    } else if (spec.proto === 'ws' || spec.proto === 'wss') {
+      const w = new WsListener(
+        spec.proto,
+        spec.address,
+        spec.port,
+        this.options.maxMessageSize,
+        {
+          // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
+          onMessage: (d, s) => this.receive(d, s, true),
+          onOpen: (f) => {
+            this.attachFlow(f);
+            // uWS tells no connection's local address: look up the route to the client instead.
+            if (learn) void this.localAddresses.resolve(f.remoteAddress);
+          },
+          onClose: (f) => this.detachFlow(f),
+        },
+        this.log,
+        this.options.tls,
+      );
+      await w.listen();
+      this.ws.push(w);
     }
   }
 
@@ -261,6 +293,24 @@ export class SipStack {
     } catch (err) {
       this.log.error({ err, callId: message.callId }, 'error while handling a received message');
     }
+  }
+
+  /**
+   * A datagram on a wildcard UDP listener: its local address becomes the one of ours that routes
+   * to the sender (looked up once per sender; later datagrams of a sender being looked up wait
+   * behind the first, in order), so the answer's Contact names an address the sender can reach.
+   */
+  private receiveOnWildcard(data: Buffer, source: Source): void {
+    const local = this.localAddresses.resolve(source.address);
+    if (typeof local === 'string') {
+      source.localAddress = local;
+      this.receive(data, source, true);
+      return;
+    }
+    local.then((address) => {
+      source.localAddress = address;
+      this.receive(data, source, true);
+    });
   }
 
   private receiveResponse(res: SipResponse): void {
@@ -463,7 +513,7 @@ export class SipStack {
   }
 
   private udpFor(address?: string, port?: number): UdpListener | undefined {
-    return this.udp.find((u) => u.address === address && u.boundPort === port) ?? this.udp[0];
+    return this.udp.find((u) => u.boundPort === port && (u.address === address || isWildcard(u.address))) ?? this.udp[0];
   }
 
   /** Send on an open TCP/TLS connection to host:port, or a new one (`serverName`: see TcpTransport.connect). */
@@ -494,18 +544,60 @@ export class SipStack {
     return this.branchPrefix + (this.branchCounter++).toString(36);
   }
 
-  /** The sent-by we advertise for a protocol: the first listener of that kind. */
-  sentBy(proto: Protocol): { host: string; port: number } {
-    let sb = this.sentByCache.get(proto);
+  /**
+   * The sent-by we advertise for a protocol (Via, and the Contact built on it): the first
+   * listener of that kind, by its `advertise` when it has one. A wildcard listener has no
+   * address of its own: toward `peer` (an IP address) it is the local address that routes
+   * there, once known (a peer that sent us something is; requests we send look it up first).
+   */
+  sentBy(proto: Protocol, peer?: string): { host: string; port: number } {
+    const sb = this.sentByCache.get(proto);
     if (sb) return sb;
+    const wildcard = this.wildcardPort.get(proto);
+    if (wildcard) return { host: uriHost(this.localToward(peer) ?? fallbackAddress(wildcard.v6)), port: wildcard.port };
     const l = this.listeners().find((x) => x.proto === proto) ?? this.listeners()[0];
     if (!l) throw new Error('no listener');
-    sb = { host: uriHost(l.address === '0.0.0.0' || l.address === '::' ? '127.0.0.1' : l.address), port: l.port };
-    if (l.port !== 0) this.sentByCache.set(proto, sb);
-    return sb;
+    const advertise = this.options.listen.find((x) => x.proto === l.proto)?.advertise;
+    if (advertise || !isWildcard(l.address)) {
+      const fixed = advertise ? { host: uriHost(advertise.host), port: advertise.port ?? l.port } : { host: uriHost(l.address), port: l.port };
+      if (l.port !== 0) this.sentByCache.set(proto, fixed);
+      return fixed;
+    }
+    if (l.port !== 0 && l.proto === proto) this.wildcardPort.set(proto, { port: l.port, v6: l.address === '::' });
+    return { host: uriHost(this.localToward(peer) ?? fallbackAddress(l.address === '::')), port: l.port };
   }
 
+  private localToward(peer: string | undefined): string | undefined {
+    if (peer === undefined) return undefined;
+    const p = bareHost(peer);
+    return net.isIP(p) !== 0 ? this.localAddresses.toward(p) : undefined;
+  }
+
+  /** sentBy of listeners with an address of their own (or advertised): the same for every peer. */
   private readonly sentByCache = new Map<Protocol, { host: string; port: number }>();
+  /** Protocols whose first listener is a wildcard without `advertise`, and its port. */
+  private readonly wildcardPort = new Map<Protocol, { port: number; v6: boolean }>();
+
+  /**
+   * Resolves once sentBy(proto, peer) knows our address toward `peer`; undefined when it does
+   * already (also: the listener has an address of its own, or `peer` is not an IP address).
+   * For a Contact built to last, e.g. a dialog's, toward a peer not heard from since a restart.
+   */
+  addressReady(proto: Protocol, peer: string): Promise<unknown> | undefined {
+    const p = bareHost(peer);
+    return net.isIP(p) === 0 ? undefined : this.localAddressReady(proto, p);
+  }
+
+  /** Resolves once sentBy(proto, address) knows our address toward it; undefined when it already does. */
+  private localAddressReady(proto: Protocol, address: string): Promise<unknown> | undefined {
+    if (this.sentByCache.has(proto)) return undefined;
+    if (!this.wildcardPort.has(proto)) {
+      this.sentBy(proto);
+      if (!this.wildcardPort.has(proto)) return undefined;
+    }
+    const local = this.localAddresses.resolve(address);
+    return typeof local === 'string' ? undefined : local;
+  }
 
   /**
    * Send a request in a new non-INVITE client transaction and resolve with its outcome.
@@ -516,20 +608,23 @@ export class SipStack {
     let flow: Flow | undefined = target.flowId ? this.findFlow(target.flowId) : undefined;
     if (flow?.closed) flow = undefined;
     const proto: Protocol = flow ? flow.proto : target.proto;
-    // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
-    const sb = flow && flow.proto !== 'tcp' && flow.proto !== 'tls' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
-    const data = req.serialize(topVia(proto, sb, branch));
     const key = branch + '|' + req.method;
     const host = bareHost(target.host);
-    if (flow) return this.startClient(key, data, flow, proto, host, target.port);
+    if (flow) {
+      // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
+      // A WebSocket flow names its own listener, unless that has no address of its own or advertises another.
+      const own = flow.proto !== 'tcp' && flow.proto !== 'tls' && !isWildcard(flow.localAddress) && !this.options.listen.some((x) => x.proto === flow!.proto && x.advertise);
+      const sb = own ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto, flow.remoteAddress);
+      return this.startClient(key, req.serialize(topVia(proto, sb, branch)), flow, proto, host, target.port);
+    }
     // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
     if (proto === 'ws' || proto === 'wss') {
       return Promise.resolve({ kind: 'transport-error', error: new Error(`no open ${proto} flow to the subscriber`) });
     }
     // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
-    if (net.isIP(host) !== 0) return this.sendTo(req, key, data, proto, host, target.port, undefined);
+    if (net.isIP(host) !== 0) return this.sendTo(req, branch, proto, host, target.port, undefined);
     return lookup(host).then(
-      (a) => this.sendTo(req, key, data, proto, a.address, target.port, host),
+      (a) => this.sendTo(req, branch, proto, a.address, target.port, host),
       (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
     );
   }
@@ -540,13 +635,18 @@ export class SipStack {
    * it, and over UDP after all if that connection is refused (a reset: nothing listens there),
    * as the section says it SHOULD.
    */
-  private sendTo(req: OutgoingRequest, key: string, data: Buffer, proto: Protocol, address: string, port: number, serverName: string | undefined): Promise<ClientOutcome> {
+  private sendTo(req: OutgoingRequest, branch: string, proto: Protocol, address: string, port: number, serverName: string | undefined): Promise<ClientOutcome> {
+    // Via names our address toward the target: on a wildcard listener, looked up first.
+    const ready = this.localAddressReady(proto, address);
+    if (ready) return ready.then(() => this.sendTo(req, branch, proto, address, port, serverName));
+    const key = branch + '|' + req.method;
+    const data = req.serialize(topVia(proto, this.sentBy(proto, address), branch));
     const mtu = this.options.udpMtu ?? 0;
     const stream = this.options.udpMtuTryProto ?? 'udp';
     if (proto !== 'udp' || mtu === 0 || data.length <= mtu || stream === 'udp') return this.startClient(key, data, undefined, proto, address, port, serverName);
-    const branch = this.newBranch();
-    const streamData = req.serialize(topVia(stream, this.sentBy(stream), branch));
-    return this.startClient(branch + '|' + req.method, streamData, undefined, stream, address, port, serverName).then((o) => {
+    const streamBranch = this.newBranch();
+    const streamData = req.serialize(topVia(stream, this.sentBy(stream, address), streamBranch));
+    return this.startClient(streamBranch + '|' + req.method, streamData, undefined, stream, address, port, serverName).then((o) => {
       if (o.kind !== 'transport-error' || (o.error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') return o;
       this.log.debug({ address, port, bytes: streamData.length }, `${stream.toUpperCase()} refused for a request too large for UDP: sent over UDP`);
       return this.startClient(key, data, undefined, 'udp', address, port);

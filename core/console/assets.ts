@@ -9,16 +9,16 @@ import { ConfigError } from '../config.js';
 
 export interface ConsoleAssets {
   page: string;
-  script: Buffer;
+  script: string;
 }
 
 // dist/core/console/assets.js → dist/console/app.js
 const BUNDLE = fileURLToPath(new URL('../../console/app.js', import.meta.url));
 
 export async function loadConsoleAssets(): Promise<ConsoleAssets> {
-  let script: Buffer;
+  let script: string;
   try {
-    script = await readFile(BUNDLE);
+    script = await readFile(BUNDLE, 'utf8');
   } catch (err) {
     throw new ConfigError(`web_console: the console bundle ${BUNDLE} cannot be read (${(err as NodeJS.ErrnoException).code}); run npm run build, or set web_console to 0`);
   }
