@@ -109,6 +109,10 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
     }),
   };
   registry.registerMetric(answerMetric as unknown as Parameters<Registry['registerMetric']>[0]);
+  const split = (m: Map<string, number>): Array<[string[], number]> => [...m].map(([k, n]) => [k.split(' '), n]);
+  const xcap = node.xcap;
+  if (xcap) labelled('presenced_xcap_requests_total', 'XCAP requests answered, by auid (other = none of the five), method and status.', ['auid', 'method', 'status'], () => split(xcap.stats));
+  labelled('presenced_rpc_calls_total', 'JSON-RPC calls, by method (unknown = not served) and outcome (ok, error).', ['method', 'outcome'], () => split(node.rpc.calls));
   if (node.capture) {
     const cap = node.capture;
     counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);

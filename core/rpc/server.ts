@@ -35,6 +35,8 @@ export interface RpcServerDeps {
 export class RpcServer {
   private server: http.Server | undefined;
   private console: ConsoleAssets | undefined;
+  /** RPC calls by method (methods not served count as `unknown`) and outcome, for /metrics. */
+  readonly calls = new Map<string, number>();
 
   constructor(private readonly deps: RpcServerDeps) {}
 
@@ -150,6 +152,7 @@ export class RpcServer {
       return errorResponse(null, new RpcError(INVALID_REQUEST, 'Invalid Request: id must be a string, number or null'));
     }
     const method = this.deps.methods.get(r.method);
+    const label = method ? r.method : 'unknown';
     let result: unknown;
     try {
       if (!method) throw new RpcError(METHOD_NOT_FOUND, `Method not found: ${r.method}`);
@@ -163,10 +166,18 @@ export class RpcServer {
         this.deps.log.error({ err, method: r.method }, 'RPC method failed');
         err = new RpcError(INTERNAL_ERROR, `Internal error: ${(err as Error).message}`);
       }
+      this.count(label, 'error');
+      this.deps.log.info({ method: r.method.slice(0, 100), code: (err as RpcError).code, reason: (err as RpcError).message.slice(0, 300) }, 'RPC call refused');
       return isNotification ? undefined : errorResponse(id ?? null, err as RpcError);
     }
+    this.count(label, 'ok');
     this.deps.log.info({ method: r.method }, 'RPC call');
     return isNotification ? undefined : { jsonrpc: '2.0', id, result: result ?? null };
+  }
+
+  private count(method: string, outcome: 'ok' | 'error'): void {
+    const key = `${method} ${outcome}`;
+    this.calls.set(key, (this.calls.get(key) ?? 0) + 1);
   }
 }
 

@@ -214,11 +214,35 @@ export class XcapServer {
       .catch((err: unknown) => this.errorReply(err, request))
       .then((reply) => {
         this.send(ex, reply);
-        this.deps.log.debug({ method: request.method, url: request.path, status: reply.status }, 'XCAP request');
+        this.counted(request, reply);
       })
       .finally(() => {
         if (--this.inflight === 0) this.idle?.();
       });
+  }
+
+  /** XCAP requests by auid, method and status (label values from fixed sets only), for /metrics. */
+  readonly stats = new Map<string, number>();
+  private refusalsLogged = { windowStart: 0, n: 0 };
+
+  private counted(request: Request, reply: Reply): void {
+    const root = this.deps.config.xcap_root.replace(/\/+$/, '');
+    const rest = request.path.startsWith(root + '/') ? request.path.slice(root.length + 1) : '';
+    const first = rest.slice(0, rest.indexOf('/') === -1 ? rest.length : rest.indexOf('/'));
+    const auid = USAGE_BY_AUID.has(first) ? first : 'other';
+    const method = ['GET', 'PUT', 'DELETE', 'HEAD'].includes(request.method) ? request.method : 'other';
+    const key = `${auid} ${method} ${reply.status}`;
+    this.stats.set(key, (this.stats.get(key) ?? 0) + 1);
+    if (reply.status < 400) {
+      this.deps.log.debug({ method: request.method, url: request.path, status: reply.status }, 'XCAP request');
+      return;
+    }
+    // A refusal is worth an info line, 50 a second at most (a flood cannot fill the disk).
+    const now = Date.now();
+    if (now - this.refusalsLogged.windowStart >= 1000) this.refusalsLogged = { windowStart: now, n: 0 };
+    if (this.refusalsLogged.n++ >= 50) return;
+    const body = typeof reply.body === 'string' ? reply.body : '';
+    this.deps.log.info({ method: request.method, url: request.path.slice(0, 300), status: reply.status, reason: body.slice(0, 300) }, 'XCAP request refused');
   }
 
   private errorReply(err: unknown, request: Request): Reply {

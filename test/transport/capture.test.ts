@@ -132,7 +132,17 @@ test('refusals are counted by method and status in /metrics and logged with even
     assert.equal(bad.status, 489);
     const unknown = await ua.request({ method: 'FROBNICATE', uri: 'sip:capture-carol@example.com', callId: 'capture-501' });
     assert.equal(unknown.status, 501);
+    const xcap = await fetch(`http://127.0.0.1:${node.xcapPort}/xcap-root/pres-rules/users/sip:nobody@example.com/index`);
+    assert.equal(xcap.status, 404);
+    const rpcCall = await fetch(`http://127.0.0.1:${node.rpcPort}/RPC`, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'no.such' }) });
+    assert.equal(((await rpcCall.json()) as { error: { code: number } }).error.code, -32601);
     const after = await scrape();
+    const xcap404 = 'presenced_xcap_requests_total{auid="pres-rules",method="GET",status="404"}';
+    assert.equal(value(after, xcap404) - value(before, xcap404), 1);
+    const rpcUnknown = 'presenced_rpc_calls_total{method="unknown",outcome="error"}';
+    assert.equal(value(after, rpcUnknown) - value(before, rpcUnknown), 1);
+    await node.waitForLog((l) => l.msg === 'XCAP request refused' && l.status === 404);
+    await node.waitForLog((l) => l.msg === 'RPC call refused' && l.method === 'no.such');
     const sub489 = 'presenced_sip_responses_total{method="SUBSCRIBE",status="489"}';
     assert.equal(value(after, sub489) - value(before, sub489), 1);
     const other501 = 'presenced_sip_responses_total{method="other",status="501"}';
