@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import type { ListenSpec, TlsSettings } from '../transport/stack.js';
 import type { Protocol } from '../transport/flows.js';
 
@@ -58,6 +59,17 @@ export interface Config {
   sip_t4: number;
   worker_threads: number;
   worker_inline_max_bytes: number;
+  // siptrace (Kamailio's names): a copy of every SIP message to a capture server
+  trace_on: number;
+  duplicate_uri: string;
+  /** host and port of duplicate_uri, filled in by buildConfig. */
+  duplicate_to: { host: string; port: number } | undefined;
+  hep_mode_on: number;
+  hep_version: number;
+  hep_capture_id: number;
+  auth_key: string;
+  /** The web console on rpc_listen (GET /console/). */
+  web_console: number;
   max_xml_size: number;
   max_xml_depth: number;
   xcap_auth: 'none' | 'digest';
@@ -115,19 +127,43 @@ function parseHostPort(text: string, key: string): { address: string; port: numb
   return { address: a.startsWith('[') ? a.slice(1, -1) : a, port };
 }
 
+/** An IPv4 or bracketed IPv6 literal, or a DNS name (RFC 1123 labels). */
+function isHost(h: string): boolean {
+  if (h.startsWith('[') && h.endsWith(']')) return isIP(h.slice(1, -1)) === 6;
+  if (isIP(h) !== 0) return isIP(h) === 4;
+  return h.length <= 253 && h.split('.').every((l) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l)) && !/^[0-9.]+$/.test(h);
+}
+
+/** "advertise HOST[:PORT]" after a listener: what Via and Contact say instead of the listener's address. */
+function parseAdvertise(text: string, words: string[], key: string): { host: string; port?: number } {
+  const usage = `${key}: "${text}" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")`;
+  if (words.length !== 2 || words[0]!.toLowerCase() !== 'advertise') throw new ConfigError(usage);
+  const m = /^(\[[^\]]+\]|[^:\[\]]+)(?::(\d{1,5}))?$/.exec(words[1]!);
+  if (!m || !isHost(m[1]!)) throw new ConfigError(`${key}: advertise "${words[1]}" is not host[:port] with an IP address or a DNS name as host`);
+  const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : m[1]!;
+  if (m[2] === undefined) return { host };
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new ConfigError(`${key}: advertise port must be from 1 to 65535 (got ${m[2]})`);
+  return { host, port };
+}
+
 const hostPort: Check = (v, key) => parseHostPort(str(v, key) as string, key);
 
 const listenList: Check = (v, key) => {
   if (!Array.isArray(v) || v.length === 0) throw new ConfigError(`${key}: must be a non-empty list of "proto:address:port"`);
   return v.map((item, i) => {
-    const s = str(item, `${key}[${i}]`) as string;
+    const text = str(item, `${key}[${i}]`) as string;
+    // Kamailio's form: "udp:0.0.0.0:5060 advertise 203.0.113.5:5060".
+    const [s = '', ...rest] = text.trim().split(/\s+/);
     const c = s.indexOf(':');
     const proto = s.slice(0, c).toLowerCase() as Protocol;
     if (c === -1 || !PROTOCOLS.includes(proto)) {
-      throw new ConfigError(`${key}[${i}]: "${s}" must be proto:address:port with proto one of ${PROTOCOLS.join(', ')}`);
+      throw new ConfigError(`${key}[${i}]: "${text}" must be proto:address:port with proto one of ${PROTOCOLS.join(', ')}`);
     }
     const hp = parseHostPort(s.slice(c + 1), `${key}[${i}]`);
-    return { proto, address: hp.address, port: hp.port } satisfies ListenSpec;
+    const spec: ListenSpec = { proto, address: hp.address, port: hp.port };
+    if (rest.length > 0) spec.advertise = parseAdvertise(text, rest, `${key}[${i}]`);
+    return spec;
   });
 };
 
@@ -165,7 +201,7 @@ const userMap: Check = (v, key) => {
 };
 
 /** key → [default, check]. The order here is the order of the README table. */
-const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = {
+const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [unknown, Check]> = {
   listen: [['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], listenList],
   xcap_listen: ['127.0.0.1:8080', hostPort],
   xcap_root: ['/xcap-root', xcapRoot],
@@ -208,6 +244,13 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   tls_private_key: ['', str],
   tls_ca_list: ['', str],
   tls_verify_certificate: [1, flag],
+  trace_on: [0, flag],
+  duplicate_uri: ['', str],
+  hep_mode_on: [1, flag],
+  hep_version: [3, int(3, 3)],
+  hep_capture_id: [1, int(0, 0xffffffff)],
+  auth_key: ['', str],
+  web_console: [0, flag],
   worker_threads: [-1, int(-1, 64)],
   worker_inline_max_bytes: [1536, int(0, 1 << 20)],
   max_xml_size: [65536, int(1024, 16 << 20)],
@@ -263,11 +306,26 @@ export function buildConfig(raw: unknown): Config {
   if (cfg.udp_mtu > 0 && cfg.udp_mtu_try_proto !== 'udp' && !cfg.listen.some((l) => l.proto === cfg.udp_mtu_try_proto)) {
     throw new ConfigError(`udp_mtu_try_proto: ${cfg.udp_mtu_try_proto} needs a ${cfg.udp_mtu_try_proto} listener in listen (or set udp_mtu to 0)`);
   }
+  cfg.duplicate_to = cfg.duplicate_uri === '' ? undefined : captureAddress(cfg.duplicate_uri);
+  if (cfg.trace_on && !cfg.duplicate_to) {
+    throw new ConfigError('duplicate_uri: required when trace_on is 1; the capture server as sip:HOST:PORT (Homer listens on sip:127.0.0.1:9060 by default)');
+  }
   if ((cfg.tls_certificate === '') !== (cfg.tls_private_key === '')) {
     const missing = cfg.tls_certificate === '' ? 'tls_certificate' : 'tls_private_key';
     throw new ConfigError(`${missing}: must be set together with ${missing === 'tls_certificate' ? 'tls_private_key' : 'tls_certificate'}`);
   }
   return cfg;
+}
+
+/** siptrace duplicate_uri: `sip:ADDRESS:PORT` (or `udp:`), an IP literal, as Kamailio takes it. */
+function captureAddress(uri: string): { host: string; port: number } {
+  const m = /^(?:sip|udp):(\[[0-9A-Fa-f:.]+\]|[0-9.]+)(?::(\d{1,5}))?(?:;transport=udp)?$/i.exec(uri);
+  const host = m?.[1]?.replace(/^\[|\]$/g, '');
+  const port = m?.[2] === undefined ? 9060 : Number(m[2]);
+  if (!m || !host || isIP(host) === 0 || port < 1 || port > 65535) {
+    throw new ConfigError(`duplicate_uri: "${uri}" is not sip:IP:PORT (the capture server's address and UDP port, e.g. sip:127.0.0.1:9060)`);
+  }
+  return { host, port };
 }
 
 async function readPem(key: string, path: string): Promise<Buffer> {

@@ -8,6 +8,7 @@ import { createLogger } from './log.js';
 import { PresenceNode } from './node.js';
 import { VERSION } from './version.js';
 import { rpcCommand } from './cli.js';
+import { ListenError } from '../transport/listen.js';
 
 function usage(): never {
   process.stderr.write('usage: presenced [--config FILE] [--version]\n       presenced rpc [--url URL | --config FILE] METHOD [PARAM ...]\n');
@@ -47,8 +48,18 @@ async function main(argv: string[]): Promise<void> {
   try {
     await node.start();
   } catch (err) {
-    log.fatal({ err }, 'start failed');
     await node.stop().catch(() => undefined);
+    if (err instanceof ConfigError) {
+      process.stderr.write(`presenced: configuration error: ${err.message}\n`);
+      process.exit(2);
+    }
+    // A listener that cannot be bound (a port in use, an address not of this host) is a
+    // configuration error like any other: exit 2, naming the key.
+    if (err instanceof ListenError) {
+      process.stderr.write(`presenced: configuration error: ${err.setting}: ${err.message}\n`);
+      process.exit(2);
+    }
+    log.fatal({ err }, 'start failed');
     process.exit(1);
   }
   log.info({ version: VERSION, config: configPath ?? '(defaults)' }, 'presenced ready');

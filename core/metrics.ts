@@ -3,6 +3,7 @@
  * scrape time from the live objects, so nothing on the SIP path pays for them.
  */
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
+import { LATENCY_BUCKETS, type SipCounters } from '../transport/sip-stats.js';
 
 /** What /metrics reads at scrape time: counts the node's parts keep anyway. */
 export interface NodeStats {
@@ -16,6 +17,14 @@ export interface NodeStats {
   readonly clientTransactions: number;
   readonly connections: number;
   readonly workerThreads: number;
+  /** The SIP stack's counters by method, status and event. */
+  readonly sip: SipCounters;
+  /** RPC calls by `method outcome`. */
+  readonly rpcCalls: ReadonlyMap<string, number>;
+  /** XCAP requests by `auid method status` (embedded server only). */
+  readonly xcapRequests?: ReadonlyMap<string, number>;
+  /** SIP capture copies sent and failed (trace_on only). */
+  readonly capture?: { readonly sent: number; readonly failed: number };
 }
 
 export function createMetrics(stats: NodeStats): () => Promise<{ contentType: string; body: string }> {
@@ -47,12 +56,89 @@ export function createMetrics(stats: NodeStats): () => Promise<{ contentType: st
   };
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => stats.subscriptions);
   // Counted in memory: a store scan per scrape would stall the SIP thread on a large store.
-  gauge('presenced_presentities', 'Presentities (per event package) with at least one live publication.', () => stats.presentities);
+  gauge('presenced_presentities', 'Presentity and event package pairs with at least one live publication (a presentity publishing presence and dialog counts twice).', () => stats.presentities);
   counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => stats.notifySent);
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => stats.notifyFailed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => stats.watchersRemovedByFailure);
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => stats.clientTransactions);
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => stats.connections);
+  // Labelled counters of the SIP stack, read at scrape time (nothing on the SIP path but a Map bump).
+  const labelled = (name: string, help: string, labels: string[], read: () => Iterable<[string[], number]>): void => {
+    const reported = new Map<string, number>();
+    new Counter({
+      name,
+      help,
+      labelNames: labels,
+      registers: [registry],
+      collect() {
+        for (const [values, now] of read()) {
+          const key = values.join(' ');
+          const before = reported.get(key) ?? 0;
+          if (now <= before) continue;
+          this.inc(Object.fromEntries(labels.map((l, i) => [l, values[i] ?? ''])), now - before);
+          reported.set(key, now);
+        }
+      },
+    });
+  };
+  const flat = (m: ReadonlyMap<string, number>): Array<[string[], number]> => [...m].map(([k, n]) => [[k], n]);
+  const byStatus = (m: Map<string, Map<number, number>>): Array<[string[], number]> =>
+    [...m].flatMap(([method, statuses]) => [...statuses].map(([status, n]): [string[], number] => [[method, String(status)], n]));
+  const sip = stats.sip;
+  labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () => flat(sip.requestsReceived));
+  labelled(
+    'presenced_sip_requests_by_event_total',
+    'PUBLISH, SUBSCRIBE and NOTIFY received, by method and event package (other = a package this node does not serve, none = no Event header).',
+    ['method', 'event'],
+    () => [...sip.requestsByEvent].flatMap(([method, events]) => [...events].map(([event, n]): [string[], number] => [[method, event], n])),
+  );
+  labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () => byStatus(sip.responsesSent));
+  labelled(
+    'presenced_sip_responses_received_total',
+    'Responses to the requests the node sends (NOTIFY), by method and status code.',
+    ['method', 'status'],
+    () => byStatus(sip.responsesReceived),
+  );
+  labelled('presenced_sip_dropped_total', 'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).', ['reason'], () => flat(sip.dropped));
+  // Request arrival → final response, by method (PUBLISH → 200 includes the store commit; RFC 3903 §6).
+  // Filled by the stack without allocation; turned into Prometheus' cumulative buckets here.
+  const answerName = 'presenced_sip_answer_seconds';
+  const answerHelp = 'Time from a request arriving to its final response being sent, by method.';
+  const answerMetric = {
+    name: answerName,
+    help: answerHelp,
+    type: 'histogram',
+    aggregator: 'sum',
+    reset: () => undefined,
+    get: async () => ({
+      name: answerName,
+      help: answerHelp,
+      type: 'histogram',
+      aggregator: 'sum',
+      values: [...sip.answerTime].flatMap(([method, h]) => {
+        let cumulative = 0;
+        const buckets = [...LATENCY_BUCKETS.map(String), '+Inf'].map((le, i) => {
+          cumulative += h.counts[i]!;
+          return { metricName: `${answerName}_bucket`, labels: { method, le }, value: cumulative };
+        });
+        return [
+          ...buckets,
+          { metricName: `${answerName}_sum`, labels: { method }, value: h.sum },
+          { metricName: `${answerName}_count`, labels: { method }, value: h.count },
+        ];
+      }),
+    }),
+  };
+  registry.registerMetric(answerMetric as unknown as Parameters<Registry['registerMetric']>[0]);
+  const split = (m: ReadonlyMap<string, number>): Array<[string[], number]> => [...m].map(([k, n]) => [k.split(' '), n]);
+  const xcap = stats.xcapRequests;
+  if (xcap) labelled('presenced_xcap_requests_total', 'XCAP requests answered, by auid (other = none of the five), method and status.', ['auid', 'method', 'status'], () => split(xcap));
+  labelled('presenced_rpc_calls_total', 'JSON-RPC calls, by method (unknown = not served) and outcome (ok, error).', ['method', 'outcome'], () => split(stats.rpcCalls));
+  if (stats.capture) {
+    const cap = stats.capture;
+    counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);
+    counter('presenced_capture_failed_total', 'SIP capture (HEP) copies that could not be sent.', () => cap.failed);
+  }
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => stats.workerThreads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

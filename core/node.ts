@@ -32,6 +32,8 @@ import { XcapClient } from './xcap/client.js';
 import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
 import type { Transformations } from '../workers/pres-rules.js';
+import { HepSender, callIdOf } from '../transport/hep.js';
+import { loadConsoleAssets } from './console/assets.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
 export function enabledPackages(config: Config): EventPackage[] {
@@ -58,6 +60,8 @@ export class PresenceNode {
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
   private readonly xcapClient: XcapClient | undefined;
   private readonly rpc: RpcServer;
+  /** siptrace: copies of every SIP message to the capture server (trace_on). */
+  private readonly capture: HepSender | undefined;
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -74,7 +78,15 @@ export class PresenceNode {
     ));
     const hub = createEventHub<StateEvents>();
     hub.on('document.changed', (c) => log.info({ auid: c.auid, xui: c.xui, name: c.name }, 'XCAP document changed'));
+    const packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));
+    const to = config.duplicate_to;
+    const capture = (this.capture =
+      config.trace_on && to
+        ? new HepSender(to.host, to.port, { hep: config.hep_mode_on === 1, captureId: config.hep_capture_id, authKey: config.auth_key, correlationOf: callIdOf }, log)
+        : undefined);
     const stack = (this.stack = new SipStack({
+      tap: capture,
+      eventLabels: packages.names(),
       listen: config.listen,
       maxMessageSize: config.max_message_size,
       tcpIdleTimeout: config.tcp_connection_lifetime * 1000,
@@ -93,7 +105,6 @@ export class PresenceNode {
     const watcherInfo = (this.watcherInfo = new WatcherInfo({ config, store, hub, subscriptions, log }));
 
     // Event packages, and what they compose from.
-    const packages = new PackageRegistry(config.passive_mode ? [] : enabledPackages(config));
     const ctx: PackageContext = {
       pool,
       store,
@@ -148,7 +159,11 @@ export class PresenceNode {
     if (config.integrated_xcap_server && !config.passive_mode) {
       this.xcap = new XcapServer({ config, store, pool, log, onDocumentChanged });
     }
+    const xcap = this.xcap;
+    const rpcCalls = new Map<string, number>();
     this.rpc = new RpcServer({
+      calls: rpcCalls,
+      ...(config.web_console ? { console: loadConsoleAssets } : {}),
       address: config.rpc_listen.address,
       port: config.rpc_listen.port,
       methods: createMethods({ packages, store, pool, publications, subscriptions, watcherInfo, notifier, authorization, startedAt: this.startedAt }),
@@ -177,6 +192,10 @@ export class PresenceNode {
         get workerThreads() {
           return pool.threads;
         },
+        sip: stack.stats,
+        rpcCalls,
+        ...(xcap ? { xcapRequests: xcap.stats } : {}),
+        ...(capture ? { capture } : {}),
       }),
       log,
     });
@@ -190,6 +209,7 @@ export class PresenceNode {
       this.log.info({ listener: `http://${address}:${port}${this.config.xcap_root}`, address, port }, 'XCAP listener ready');
     }
     this.xcapClient?.start();
+    this.capture?.start();
     await this.stack.start();
     // Listeners first: recovered subscriptions may need to send their terminated NOTIFY.
     const pubs = await this.publications.recover();
@@ -224,6 +244,7 @@ export class PresenceNode {
     await this.notifier.stop();
     this.watcherInfo.stop();
     await this.stack.stop();
+    this.capture?.close();
     await this.rpc.stop();
     await this.xcap?.stop();
     await this.xcapClient?.stop();

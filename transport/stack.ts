@@ -13,10 +13,14 @@ import { type Flow, type Logger, type Protocol, type Source, type Target, bareHo
 import { UdpListener } from './udp.js';
 import { TcpTransport, type StreamProtocol, type TlsSettings } from './tcp.js';
 import { WsListener } from './ws.js';
+import { ListenError, hostPort } from './listen.js';
+import { LocalAddresses, isWildcard, fallbackAddress } from './local-address.js';
 import { NonInviteServerTransaction } from './transactions/non-invite-server-transaction.js';
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
 import { DEFAULT_TIMERS, timer64T1, type TimerSettings, type Send } from './transactions/timers.js';
+import type { MessageTap } from './hep.js';
+import { SipCounters, RefusalLog } from './sip-stats.js';
 
 export type { TlsSettings };
 
@@ -24,6 +28,12 @@ export interface ListenSpec {
   proto: Protocol;
   address: string;
   port: number;
+  /**
+   * The host (and port) to put in Via and Contact instead of the listener's (Kamailio's
+   * `advertise`): the public address of a node behind NAT. Without it a wildcard listener
+   * advertises, toward each peer, the local address that routes to it (local-address.ts).
+   */
+  advertise?: { host: string; port?: number };
 }
 
 export interface StackOptions {
@@ -42,6 +52,10 @@ export interface StackOptions {
   timers?: TimerSettings;
   /** Server / User-Agent header value. */
   userAgent: string;
+  /** Sees a copy of every message received and sent (SIP capture, HEP). */
+  tap?: MessageTap;
+  /** Event packages counted by name in stats.requestsByEvent (others count as `other`). */
+  eventLabels?: string[];
   log: Logger;
 }
 
@@ -80,10 +94,19 @@ export class SipStack {
   private readonly branchPrefix = BRANCH_COOKIE + randomBytes(6).toString('hex');
   private branchCounter = 0;
   private readonly log: Logger;
+  private readonly tap: MessageTap | undefined;
+  /** Requests and responses by method and status, for /metrics. */
+  readonly stats: SipCounters;
+  private readonly refusals: RefusalLog;
+  /** Our address toward each peer, for wildcard listeners without `advertise`. */
+  private readonly localAddresses = new LocalAddresses();
 
   constructor(private readonly options: StackOptions) {
     this.timers = options.timers ?? DEFAULT_TIMERS;
     this.log = options.log;
+    this.tap = options.tap;
+    this.stats = new SipCounters(new Set(options.eventLabels));
+    this.refusals = new RefusalLog(options.log);
   }
 
   onRequest(handler: RequestHandler): void {
@@ -92,45 +115,67 @@ export class SipStack {
 
   async start(): Promise<void> {
     this.sentByCache.clear();
+    this.wildcardPort.clear();
     for (const spec of this.options.listen) {
-      if (spec.proto === 'udp') {
-        const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
-        await l.listen();
-        this.udp.push(l);
-      } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
-        const t = new TcpTransport(
-          spec.proto,
-          spec.address,
-          spec.port,
-          {
-            maxMessageSize: this.options.maxMessageSize,
-            idleTimeout: this.options.tcpIdleTimeout,
-            partialTimeout: this.options.tcpPartialTimeout,
-          },
-          (d, s) => this.receive(d, s, false),
-          this.log,
-          this.options.tls,
-        );
-        await t.listen();
-        (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
-      } else if (spec.proto === 'ws' || spec.proto === 'wss') {
-        const w = new WsListener(
-          spec.proto,
-          spec.address,
-          spec.port,
-          this.options.maxMessageSize,
-          {
-            // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
-            onMessage: (d, s) => this.receive(d, s, true),
-            onOpen: (f) => this.attachFlow(f),
-            onClose: (f) => this.detachFlow(f),
-          },
-          this.log,
-          this.options.tls,
-        );
-        await w.listen();
-        this.ws.push(w);
+      try {
+        await this.startListener(spec);
+      } catch (err) {
+        if (err instanceof ListenError) throw err;
+        const e = err as NodeJS.ErrnoException;
+        throw new ListenError('listen', `${spec.proto}:${hostPort(spec.address, spec.port)}`, e.code, e.message);
       }
+    }
+  }
+
+  private async startListener(spec: ListenSpec): Promise<void> {
+    // A wildcard listener learns which of our addresses each peer reached (for Via and Contact).
+    const learn = isWildcard(spec.address) && !spec.advertise;
+    if (spec.proto === 'udp') {
+      const l = new UdpListener(spec.address, spec.port, learn ? (d, s) => this.receiveOnWildcard(d, s) : (d, s) => this.receive(d, s, true), this.log);
+      await l.listen();
+      this.udp.push(l);
+    } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
+      const t = new TcpTransport(
+        spec.proto,
+        spec.address,
+        spec.port,
+        {
+          maxMessageSize: this.options.maxMessageSize,
+          idleTimeout: this.options.tcpIdleTimeout,
+          partialTimeout: this.options.tcpPartialTimeout,
+        },
+        learn
+          ? (d, s) => {
+              this.localAddresses.learn(s.address, s.localAddress);
+              this.receive(d, s, false);
+            }
+          : (d, s) => this.receive(d, s, false),
+        this.log,
+        this.options.tls,
+      );
+      await t.listen();
+      (spec.proto === 'tcp' ? this.tcp : this.tls).push(t);
+    } else if (spec.proto === 'ws' || spec.proto === 'wss') {
+      const w = new WsListener(
+        spec.proto,
+        spec.address,
+        spec.port,
+        this.options.maxMessageSize,
+        {
+          // RFC 7118: message framing is the WebSocket's; Content-Length may be absent.
+          onMessage: (d, s) => this.receive(d, s, true),
+          onOpen: (f) => {
+            this.attachFlow(f);
+            // uWS tells no connection's local address: look up the route to the client instead.
+            if (learn) void this.localAddresses.resolve(f.remoteAddress);
+          },
+          onClose: (f) => this.detachFlow(f),
+        },
+        this.log,
+        this.options.tls,
+      );
+      await w.listen();
+      this.ws.push(w);
     }
   }
 
@@ -229,11 +274,13 @@ export class SipStack {
 
   /** Entry point for every received message. `datagram` = message-per-packet framing. */
   receive(data: Buffer, source: Source, datagram: boolean): void {
+    this.tap?.message(data, source.proto, { address: source.address, port: source.port }, { address: source.localAddress, port: source.localPort });
     let parsed: ParsedMessage;
     try {
       parsed = parseMessage(data, datagram);
     } catch (err) {
-      this.log.debug(
+      this.stats.drop('unparseable');
+      this.refusals.dropped(
         { remote: `${source.proto}:${source.address}:${source.port}`, bytes: data.length, reason: (err as Error).message },
         'dropped unparseable message',
       );
@@ -246,6 +293,24 @@ export class SipStack {
     } catch (err) {
       this.log.error({ err, callId: message.callId }, 'error while handling a received message');
     }
+  }
+
+  /**
+   * A datagram on a wildcard UDP listener: its local address becomes the one of ours that routes
+   * to the sender (looked up once per sender; later datagrams of a sender being looked up wait
+   * behind the first, in order), so the answer's Contact names an address the sender can reach.
+   */
+  private receiveOnWildcard(data: Buffer, source: Source): void {
+    const local = this.localAddresses.resolve(source.address);
+    if (typeof local === 'string') {
+      source.localAddress = local;
+      this.receive(data, source, true);
+      return;
+    }
+    local.then((address) => {
+      source.localAddress = address;
+      this.receive(data, source, true);
+    });
   }
 
   private receiveResponse(res: SipResponse): void {
@@ -267,26 +332,28 @@ export class SipStack {
       // A retransmitted final response to one of our completed transactions (Timer K, RFC 3261
       // §17.1.2.2) is absorbed silently; the branch says it is ours.
       if (via.branch?.startsWith(this.branchPrefix)) return;
+      this.stats.drop('stray-response');
       this.log.debug({ callId: res.callId, status: res.status }, 'stray response dropped');
       return;
     }
+    this.stats.responseReceived(method, res.status);
     tx.receiveResponse(res);
   }
 
   private receiveRequest(req: SipRequest, problems: string[], source: Source, size: number): void {
+    this.stats.request(req.method, () => req.headers.get('event') ?? undefined);
     if (!hasRoutableVia(req)) {
-      this.log.info({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
+      this.stats.drop('no-via');
+      this.refusals.dropped({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
       return;
     }
     this.stampVia(req, source);
     if (size > this.options.maxMessageSize) {
-      this.log.warn({ callId: req.callId, bytes: size }, 'request over the message size limit');
-      if (req.method !== 'ACK') this.sendStateless(req, source, 513, 'Message Too Large');
+      if (req.method !== 'ACK') this.sendStateless(req, source, 513, 'Message Too Large', `${size} bytes, over max_message_size (${this.options.maxMessageSize})`);
       return;
     }
     const bad = validateRequest(req, problems);
     if (bad !== undefined) {
-      this.log.info({ callId: req.callId, method: req.method, reason: bad }, 'rejected malformed request');
       // RFC 3261 §8.2.1 / RFC 4475 §3.1.2.16: another SIP version gets 505, the rest 400.
       const otherVersion = bad.startsWith(UNSUPPORTED_VERSION);
       if (req.method !== 'ACK') this.sendStateless(req, source, otherVersion ? 505 : 400, otherVersion ? 'Version Not Supported' : bad);
@@ -312,6 +379,7 @@ export class SipStack {
     }
     const send = this.responseSender(req, source);
     const reliable = isReliable(source.proto);
+    const arrived = performance.now();
     const tx: ServerTx =
       req.method === 'INVITE'
         ? new InviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated)
@@ -320,7 +388,7 @@ export class SipStack {
     const incoming: IncomingRequest = {
       request: req,
       source,
-      respond: (res) => this.respondVia(tx, res, req),
+      respond: (res) => this.respondVia(tx, res, req, arrived),
       // RFC 3261 §8.2.6.2: a UAS response carries a To tag (the TU passes the dialog's own).
       reply: (status, reason, toTag) => createResponse(req, status, reason, toTag ?? this.newTag()),
     };
@@ -336,13 +404,37 @@ export class SipStack {
     }
   }
 
-  private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest): void {
+  private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest, arrived?: number): void {
     if (!res.headers.has('server')) res.headers.append('server', this.options.userAgent);
     try {
       tx.respond(res);
     } catch (err) {
       this.log.error({ err, callId: req.callId }, 'response could not be sent');
+      return;
     }
+    if (arrived !== undefined && res.status >= 200) this.stats.answered(req.method, performance.now() - arrived);
+    this.counted(req, res);
+  }
+
+  /** Counts a response we sent and logs a refusal (RFC 3261 §21.4–21.6: 4xx, 5xx, 6xx). */
+  private counted(req: SipRequest, res: SipResponse, detail?: string): void {
+    this.stats.responseSent(req.method, res.status);
+    if (res.status < 400) return;
+    let event: string | undefined;
+    try {
+      event = req.headers.get('event') ?? undefined;
+    } catch {
+      event = undefined;
+    }
+    const via = req.topVia;
+    this.refusals.refused({
+      callId: req.callId,
+      method: req.method,
+      event,
+      status: res.status,
+      reason: detail ?? res.reason,
+      remote: `${via.params.get('received') ?? bareHost(via.host)}:${via.params.get('rport') || via.port || 5060}`,
+    });
   }
 
   private failRequest(tx: ServerTx, req: SipRequest, err: unknown): void {
@@ -375,10 +467,25 @@ export class SipStack {
     if (changed) req.setTopVia(via);
   }
 
-  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string): void {
+  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string, detail?: string): void {
     const res = createResponse(req, status, reason);
     res.headers.append('server', this.options.userAgent);
     this.responseSender(req, source)(res.toBuffer());
+    this.counted(req, res, detail);
+  }
+
+  /** Every UDP datagram we send leaves here (the capture tap sees it). */
+  /** @internal */
+  sendUdp(udp: UdpListener, data: Buffer, host: string, port: number): void {
+    this.tap?.message(data, 'udp', { address: udp.address, port: udp.boundPort }, { address: host, port });
+    udp.send(data, host, port);
+  }
+
+  /** Every message we write on a connection leaves here; false when the flow is closed. */
+  private sendFlow(flow: Flow, data: Buffer): boolean {
+    if (flow.closed) return false;
+    this.tap?.message(data, flow.proto, { address: flow.localAddress, port: flow.localPort }, { address: flow.remoteAddress, port: flow.remotePort });
+    return flow.send(data);
   }
 
   /** How responses to this request travel (RFC 3261 §18.2.2, RFC 3581 §4). */
@@ -392,21 +499,21 @@ export class SipStack {
     const rport = via.params.get('rport');
     const host = via.params.get('received') ?? bareHost(via.host);
     const port = rport ? Number(rport) : (via.port ?? 5060);
-    return udpSender(udp, host, port);
+    return udpSender(this, udp, host, port);
   }
 
   // The senders are made in functions of their own so that a closure kept by a server
   // transaction (for Timer J, 32 s on UDP) holds a few strings, not the parsed request.
   private flowSender(flow: Flow, host: string, port: number, callId: string | undefined): Send {
     return (data) => {
-      if (flow.send(data)) return;
+      if (this.sendFlow(flow, data)) return;
       if (flow.proto !== 'tcp' && flow.proto !== 'tls') return; // a closed WebSocket cannot be reopened by the server
       this.sendStream(flow.proto, host, port, data).catch((err) => this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'));
     };
   }
 
   private udpFor(address?: string, port?: number): UdpListener | undefined {
-    return this.udp.find((u) => u.address === address && u.boundPort === port) ?? this.udp[0];
+    return this.udp.find((u) => u.boundPort === port && (u.address === address || isWildcard(u.address))) ?? this.udp[0];
   }
 
   /** Send on an open TCP/TLS connection to host:port, or a new one (`serverName`: see TcpTransport.connect). */
@@ -414,7 +521,7 @@ export class SipStack {
     const t = (proto === 'tcp' ? this.tcp : this.tls)[0];
     if (!t) throw new Error(`no ${proto.toUpperCase()} listener configured`);
     const conn = await t.connect(host, port, serverName);
-    conn.send(data);
+    this.sendFlow(conn, data);
     return conn;
   }
 
@@ -437,18 +544,60 @@ export class SipStack {
     return this.branchPrefix + (this.branchCounter++).toString(36);
   }
 
-  /** The sent-by we advertise for a protocol: the first listener of that kind. */
-  sentBy(proto: Protocol): { host: string; port: number } {
-    let sb = this.sentByCache.get(proto);
+  /**
+   * The sent-by we advertise for a protocol (Via, and the Contact built on it): the first
+   * listener of that kind, by its `advertise` when it has one. A wildcard listener has no
+   * address of its own: toward `peer` (an IP address) it is the local address that routes
+   * there, once known (a peer that sent us something is; requests we send look it up first).
+   */
+  sentBy(proto: Protocol, peer?: string): { host: string; port: number } {
+    const sb = this.sentByCache.get(proto);
     if (sb) return sb;
+    const wildcard = this.wildcardPort.get(proto);
+    if (wildcard) return { host: uriHost(this.localToward(peer) ?? fallbackAddress(wildcard.v6)), port: wildcard.port };
     const l = this.listeners().find((x) => x.proto === proto) ?? this.listeners()[0];
     if (!l) throw new Error('no listener');
-    sb = { host: uriHost(l.address === '0.0.0.0' || l.address === '::' ? '127.0.0.1' : l.address), port: l.port };
-    if (l.port !== 0) this.sentByCache.set(proto, sb);
-    return sb;
+    const advertise = this.options.listen.find((x) => x.proto === l.proto)?.advertise;
+    if (advertise || !isWildcard(l.address)) {
+      const fixed = advertise ? { host: uriHost(advertise.host), port: advertise.port ?? l.port } : { host: uriHost(l.address), port: l.port };
+      if (l.port !== 0) this.sentByCache.set(proto, fixed);
+      return fixed;
+    }
+    if (l.port !== 0 && l.proto === proto) this.wildcardPort.set(proto, { port: l.port, v6: l.address === '::' });
+    return { host: uriHost(this.localToward(peer) ?? fallbackAddress(l.address === '::')), port: l.port };
   }
 
+  private localToward(peer: string | undefined): string | undefined {
+    if (peer === undefined) return undefined;
+    const p = bareHost(peer);
+    return net.isIP(p) !== 0 ? this.localAddresses.toward(p) : undefined;
+  }
+
+  /** sentBy of listeners with an address of their own (or advertised): the same for every peer. */
   private readonly sentByCache = new Map<Protocol, { host: string; port: number }>();
+  /** Protocols whose first listener is a wildcard without `advertise`, and its port. */
+  private readonly wildcardPort = new Map<Protocol, { port: number; v6: boolean }>();
+
+  /**
+   * Resolves once sentBy(proto, peer) knows our address toward `peer`; undefined when it does
+   * already (also: the listener has an address of its own, or `peer` is not an IP address).
+   * For a Contact built to last, e.g. a dialog's, toward a peer not heard from since a restart.
+   */
+  addressReady(proto: Protocol, peer: string): Promise<unknown> | undefined {
+    const p = bareHost(peer);
+    return net.isIP(p) === 0 ? undefined : this.localAddressReady(proto, p);
+  }
+
+  /** Resolves once sentBy(proto, address) knows our address toward it; undefined when it already does. */
+  private localAddressReady(proto: Protocol, address: string): Promise<unknown> | undefined {
+    if (this.sentByCache.has(proto)) return undefined;
+    if (!this.wildcardPort.has(proto)) {
+      this.sentBy(proto);
+      if (!this.wildcardPort.has(proto)) return undefined;
+    }
+    const local = this.localAddresses.resolve(address);
+    return typeof local === 'string' ? undefined : local;
+  }
 
   /**
    * Send a request in a new non-INVITE client transaction and resolve with its outcome.
@@ -459,20 +608,23 @@ export class SipStack {
     let flow: Flow | undefined = target.flowId ? this.findFlow(target.flowId) : undefined;
     if (flow?.closed) flow = undefined;
     const proto: Protocol = flow ? flow.proto : target.proto;
-    // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
-    const sb = flow && flow.proto !== 'tcp' && flow.proto !== 'tls' ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto);
-    const data = req.serialize(topVia(proto, sb, branch));
     const key = branch + '|' + req.method;
     const host = bareHost(target.host);
-    if (flow) return this.startClient(key, data, flow, proto, host, target.port);
+    if (flow) {
+      // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
+      // A WebSocket flow names its own listener, unless that has no address of its own or advertises another.
+      const own = flow.proto !== 'tcp' && flow.proto !== 'tls' && !isWildcard(flow.localAddress) && !this.options.listen.some((x) => x.proto === flow!.proto && x.advertise);
+      const sb = own ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto, flow.remoteAddress);
+      return this.startClient(key, req.serialize(topVia(proto, sb, branch)), flow, proto, host, target.port);
+    }
     // A WebSocket client is reachable only on its own connection (RFC 7118 §5): no lookup.
     if (proto === 'ws' || proto === 'wss') {
       return Promise.resolve({ kind: 'transport-error', error: new Error(`no open ${proto} flow to the subscriber`) });
     }
     // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
-    if (net.isIP(host) !== 0) return this.sendTo(req, key, data, proto, host, target.port, undefined);
+    if (net.isIP(host) !== 0) return this.sendTo(req, branch, proto, host, target.port, undefined);
     return lookup(host).then(
-      (a) => this.sendTo(req, key, data, proto, a.address, target.port, host),
+      (a) => this.sendTo(req, branch, proto, a.address, target.port, host),
       (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
     );
   }
@@ -483,13 +635,18 @@ export class SipStack {
    * it, and over UDP after all if that connection is refused (a reset: nothing listens there),
    * as the section says it SHOULD.
    */
-  private sendTo(req: OutgoingRequest, key: string, data: Buffer, proto: Protocol, address: string, port: number, serverName: string | undefined): Promise<ClientOutcome> {
+  private sendTo(req: OutgoingRequest, branch: string, proto: Protocol, address: string, port: number, serverName: string | undefined): Promise<ClientOutcome> {
+    // Via names our address toward the target: on a wildcard listener, looked up first.
+    const ready = this.localAddressReady(proto, address);
+    if (ready) return ready.then(() => this.sendTo(req, branch, proto, address, port, serverName));
+    const key = branch + '|' + req.method;
+    const data = req.serialize(topVia(proto, this.sentBy(proto, address), branch));
     const mtu = this.options.udpMtu ?? 0;
     const stream = this.options.udpMtuTryProto ?? 'udp';
     if (proto !== 'udp' || mtu === 0 || data.length <= mtu || stream === 'udp') return this.startClient(key, data, undefined, proto, address, port, serverName);
-    const branch = this.newBranch();
-    const streamData = req.serialize(topVia(stream, this.sentBy(stream), branch));
-    return this.startClient(branch + '|' + req.method, streamData, undefined, stream, address, port, serverName).then((o) => {
+    const streamBranch = this.newBranch();
+    const streamData = req.serialize(topVia(stream, this.sentBy(stream, address), streamBranch));
+    return this.startClient(streamBranch + '|' + req.method, streamData, undefined, stream, address, port, serverName).then((o) => {
       if (o.kind !== 'transport-error' || (o.error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') return o;
       this.log.debug({ address, port, bytes: streamData.length }, `${stream.toUpperCase()} refused for a request too large for UDP: sent over UDP`);
       return this.startClient(key, data, undefined, 'udp', address, port);
@@ -511,7 +668,7 @@ export class SipStack {
       if (flow) {
         const f = flow;
         send = (d) => {
-          if (!f.send(d)) tx.transportError(new Error(`flow ${f.id} closed`));
+          if (!this.sendFlow(f, d)) tx.transportError(new Error(`flow ${f.id} closed`));
         };
       } else if (proto === 'udp') {
         const udp = this.udpFor();
@@ -521,7 +678,7 @@ export class SipStack {
         }
         send = (d) => {
           try {
-            udp.send(d, host, port);
+            this.sendUdp(udp, d, host, port);
           } catch (err) {
             tx.transportError(err as Error); // RFC 3261 §8.1.3.1: a transport error is a 503 to the TU
           }
@@ -531,7 +688,7 @@ export class SipStack {
         send = (d) => {
           conn = conn
             ? conn.then((c) => {
-                if (!c.send(d)) throw new Error('connection closed');
+                if (!this.sendFlow(c, d)) throw new Error('connection closed');
                 return c;
               })
             : this.sendStream(proto, host, port, d, serverName);
@@ -548,8 +705,10 @@ export class SipStack {
   }
 }
 
-function udpSender(udp: UdpListener | undefined, host: string, port: number): Send {
-  return (data) => udp?.send(data, host, port);
+function udpSender(stack: SipStack, udp: UdpListener | undefined, host: string, port: number): Send {
+  return (data) => {
+    if (udp) stack.sendUdp(udp, data, host, port);
+  };
 }
 
 export type { ClientOutcome };

@@ -23,14 +23,18 @@ export class UdpListener {
   async listen(): Promise<void> {
     const type = net.isIPv6(this.address) ? 'udp6' : 'udp4';
     const socket = dgram.createSocket({ type, recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 4 * 1024 * 1024, lookup: lookupNow });
-    this.socket = socket;
     await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
+      const failed = (err: Error): void => {
+        socket.close(); // EADDRINUSE and the like: the caller reports it, nothing is left open
+        reject(err);
+      };
+      socket.once('error', failed);
       socket.bind(this.port, this.address, () => {
-        socket.off('error', reject);
+        socket.off('error', failed);
         resolve();
       });
     });
+    this.socket = socket;
     this.boundPort = socket.address().port;
     // Sends go without a callback (a callback costs a nextTick per datagram); what can fail at
     // once is checked in send() and thrown, the rest is reported here.

@@ -7,6 +7,7 @@ import uWS from 'uWebSockets.js';
 import { randomBytes } from 'node:crypto';
 import type { Flow, Logger, Source } from './flows.js';
 import type { TlsSettings } from './tcp.js';
+import { listenExclusive, hostPort } from './listen.js';
 
 export type WsProtocol = 'ws' | 'wss';
 
@@ -117,14 +118,9 @@ export class WsListener {
         this.hooks.onClose(flow);
       },
     });
-    await new Promise<void>((resolve, reject) => {
-      app.listen(this.address, this.port, (token) => {
-        if (!token) return reject(new Error(`cannot listen on ${this.proto}:${this.address}:${this.port}`));
-        this.token = token;
-        this.boundPort = uWS.us_socket_local_port(token);
-        resolve();
-      });
-    });
+    const token = await listenExclusive(app, 'listen', this.address, this.port, `${this.proto}:${hostPort(this.address, this.port)}`);
+    this.token = token;
+    this.boundPort = uWS.us_socket_local_port(token);
     this.log.debug({ proto: this.proto, port: this.boundPort }, 'WebSocket listener bound');
   }
 

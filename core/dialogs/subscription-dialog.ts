@@ -19,8 +19,10 @@ export type { Pending };
 /** The part of the SIP stack a dialog sends through (transport/stack.ts SipStack is one; tests use a fake). */
 export interface SipSender {
   sendRequest(req: OutgoingRequest, target: Target): Promise<ClientOutcome>;
-  /** Our sent-by (host and port) for a transport: the address of its listener. */
-  sentBy(proto: Protocol): { host: string; port: number };
+  /** Our sent-by (host and port) for a transport: the address of its listener (on a wildcard listener, our address toward `peer`). */
+  sentBy(proto: Protocol, peer?: string): { host: string; port: number };
+  /** Resolves once our address toward `peer` is known (wildcard listeners); undefined when it already is. */
+  addressReady(proto: Protocol, peer: string): Promise<unknown> | undefined;
 }
 
 export class NotifierDialog {
@@ -102,11 +104,16 @@ export class NotifierDialog {
   // ───── wire form ─────
 
   /** The dialog's NOTIFY template, rebuilt only after a target refresh or a new flow. */
-  template(contact: (proto: Protocol) => string): NotifyWire {
+  template(contact: (proto: Protocol, peer?: string) => string): NotifyWire {
     const rec = this.record;
     const w = this.wire;
     if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
-    return (this.wire = new NotifyWire(rec, contact(rec.transport as Protocol)));
+    return (this.wire = new NotifyWire(rec, contact(rec.transport as Protocol, rec.sourceAddress)));
+  }
+
+  /** Whether the NOTIFY template exists (its Contact is fixed with the dialog's first NOTIFY). */
+  get hasTemplate(): boolean {
+    return this.wire !== undefined;
   }
 
   /** Subscription-State of a non-final NOTIFY leaving now: state, expires left, and the RFC 6446 parameters in use. */

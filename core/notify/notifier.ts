@@ -223,6 +223,10 @@ export class Notifier {
         // The expires it shows is computed last, just before sending.
         state = sub.activeState();
       }
+      // The dialog's Contact is fixed with its first NOTIFY: on a wildcard listener, after the
+      // address toward the subscriber is known (after a restart it may not be yet).
+      const addressReady = sub.hasTemplate || !rec.sourceAddress ? undefined : this.deps.sender.addressReady(rec.transport as Protocol, rec.sourceAddress);
+      if (addressReady) await addressReady;
       const wire = sub.template(this.contact);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') sub.rate.sent();
@@ -316,14 +320,17 @@ export class Notifier {
     return this.lastBodyBuf;
   }
 
-  /** Our Contact: server_address when configured, else the listener of the transport used. */
-  contact = (proto: Protocol): string => {
+  /**
+   * Our Contact: server_address when configured, else the listener of the transport used (on a
+   * wildcard listener, our address toward `peer`, the address the subscriber's requests come from).
+   */
+  contact = (proto: Protocol, peer?: string): string => {
     const configured = this.deps.config.server_address;
     if (configured) return configured.startsWith('<') ? configured : `<${configured}>`;
     // The listener of the subscriber's own transport: a TCP or TLS subscriber whose connection
     // closed reconnects there; a WebSocket one (RFC 7118 §5) keeps using its connection, and
     // the URI says which kind it is.
-    const sb = this.deps.sender.sentBy(proto);
+    const sb = this.deps.sender.sentBy(proto, peer);
     return `<sip:presence@${sb.host}:${sb.port}${proto === 'udp' ? '' : `;transport=${proto}`}>`;
   };
 }

@@ -1,13 +1,19 @@
 /**
- * The admin port (uWebSockets.js): JSON-RPC 2.0 at POST /RPC in Kamailio `jsonrpcs` shape,
- * and Prometheus text at GET /metrics. A bad call gets a JSON-RPC error object, never a crash.
+ * The admin port (node:http): JSON-RPC 2.0 at POST /RPC in Kamailio `jsonrpcs` shape, and
+ * Prometheus text at GET /metrics. A bad call gets a JSON-RPC error object, never a crash; a
+ * body over MAX_BODY gets a 413 (read to its end first when it is not much larger, so that the
+ * client, still sending, reads the answer). node:http, not uWebSockets.js: see core/xcap/server.ts.
  */
-import uWS from 'uWebSockets.js';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { RpcError, PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INTERNAL_ERROR } from './errors.js';
 import type { RpcMethod } from './methods.js';
+import type { ConsoleAssets } from '../console/assets.js';
+import { listenHttp, requestTarget, refuseLargeBeforeContinue } from '../http.js';
 
 const MAX_BODY = 1 << 20;
+/** Bodies up to this size over MAX_BODY are read and dropped before the 413; past it the connection is closed at once. */
+const DRAIN_LIMIT = 16 * MAX_BODY;
 
 interface RpcResponse {
   jsonrpc: '2.0';
@@ -22,71 +28,96 @@ export interface RpcServerDeps {
   methods: Map<string, RpcMethod>;
   metrics: () => Promise<{ contentType: string; body: string }>;
   log: Logger;
+  /** Where calls are counted by `method outcome`, for /metrics (RPC calls by method and outcome). */
+  calls: Map<string, number>;
+  /** The web console's files (web_console = 1), served under /console/. */
+  console?: () => Promise<ConsoleAssets>;
 }
 
 export class RpcServer {
-  private token: uWS.us_listen_socket | undefined;
+  private server: http.Server | undefined;
+  private console: ConsoleAssets | undefined;
 
   constructor(private readonly deps: RpcServerDeps) {}
 
   async start(): Promise<number> {
-    const app = uWS.App();
-    app.post('/RPC', (res, req) => this.onRpc(res, req));
-    app.get('/metrics', (res) => {
-      let aborted = false;
-      res.onAborted(() => (aborted = true));
-      this.deps
-        .metrics()
-        .then((m) => {
-          if (!aborted) res.cork(() => res.writeStatus('200 OK').writeHeader('Content-Type', m.contentType).end(m.body));
-        })
-        .catch((err) => {
-          this.deps.log.error({ err }, 'metrics failed');
-          if (!aborted) res.cork(() => res.writeStatus('500 Internal Server Error').end());
-        });
-    });
-    app.any('/RPC', (res) => {
-      res.writeStatus('405 Method Not Allowed').writeHeader('Allow', 'POST').end('use POST with a JSON-RPC 2.0 body\n');
-    });
-    app.any('/*', (res) => {
-      res.writeStatus('404 Not Found').end('presenced admin port: POST /RPC, GET /metrics\n');
-    });
-    return new Promise((resolve, reject) => {
-      app.listen(this.deps.address, this.deps.port, (token) => {
-        if (!token) return reject(new Error(`rpc_listen: cannot listen on ${this.deps.address}:${this.deps.port}`));
-        this.token = token;
-        resolve(uWS.us_socket_local_port(token));
-      });
-    });
+    this.console = this.deps.console ? await this.deps.console() : undefined;
+    const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(server, MAX_BODY, (req, res) => this.onRequest(req, res));
+    this.server = server;
+    return listenHttp(server, 'rpc_listen', this.deps.address, this.deps.port);
   }
 
   async stop(): Promise<void> {
-    if (this.token) uWS.us_listen_socket_close(this.token);
-    this.token = undefined;
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    server.close();
+    server.closeAllConnections();
   }
 
-  private onRpc(res: uWS.HttpResponse, _req: uWS.HttpRequest): void {
-    let aborted = false;
-    res.onAborted(() => (aborted = true));
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const target = requestTarget(req);
+    const path = target?.path;
+    if (path === '/RPC' && req.method === 'POST') this.onRpc(req, res);
+    else if (path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) this.onMetrics(res);
+    else if (this.console && path?.startsWith('/console') && (req.method === 'GET' || req.method === 'HEAD')) this.onConsole(path, this.console, res);
+    else if (path === '/RPC') answer(res, 405, 'text/plain', 'use POST with a JSON-RPC 2.0 body\n', [['Allow', 'POST']]);
+    else if (path === undefined) answer(res, 400, 'text/plain', 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', [], true);
+    else answer(res, 404, 'text/plain', 'presenced admin port: POST /RPC, GET /metrics\n');
+  }
+
+  /**
+   * The console is a page and a script of our own that talk to /RPC and /metrics on this same
+   * port (same origin, same access as the RPC itself); the CSP lets the page load nothing else.
+   */
+  private onConsole(path: string, assets: ConsoleAssets, res: ServerResponse): void {
+    const csp = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'";
+    if (path === '/console') answer(res, 301, undefined, '', [['Location', '/console/']]);
+    else if (path === '/console/') answer(res, 200, 'text/html; charset=utf-8', assets.page, [['Content-Security-Policy', csp], ['Cache-Control', 'no-cache']]);
+    else if (path === '/console/app.js') answer(res, 200, 'text/javascript; charset=utf-8', assets.script, [['Cache-Control', 'no-cache']]);
+    else answer(res, 404, 'text/plain', 'no such console file\n');
+  }
+
+  private onMetrics(res: ServerResponse): void {
+    this.deps
+      .metrics()
+      .then((m) => answer(res, 200, m.contentType, m.body))
+      .catch((err) => {
+        this.deps.log.error({ err }, 'metrics failed');
+        answer(res, 500, 'text/plain', '');
+      });
+  }
+
+  private onRpc(req: IncomingMessage, res: ServerResponse): void {
+    const tooLarge = `JSON-RPC body over ${MAX_BODY} bytes\n`;
+    const declared = req.headers['content-length'];
+    if (declared !== undefined && Number(declared) > DRAIN_LIMIT) {
+      answer(res, 413, 'text/plain', tooLarge, [], true);
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
-    res.onData((chunk, isLast) => {
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
       size += chunk.byteLength;
+      if (size > DRAIN_LIMIT) {
+        done = true;
+        req.pause();
+        answer(res, 413, 'text/plain', tooLarge, [], true);
+      } else if (size <= MAX_BODY) chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
       if (size > MAX_BODY) {
-        if (!aborted) {
-          aborted = true;
-          res.cork(() => res.writeStatus('413 Payload Too Large').end('JSON-RPC body over 1 MiB\n', true));
-        }
+        answer(res, 413, 'text/plain', tooLarge);
         return;
       }
-      chunks.push(Buffer.from(chunk.slice(0)));
-      if (!isLast || aborted) return;
-      this.dispatch(Buffer.concat(chunks).toString('utf8')).then((out) => {
-        if (aborted) return;
-        res.cork(() => {
-          if (out === undefined) res.writeStatus('204 No Content').end();
-          else res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json').end(JSON.stringify(out));
-        });
+      this.dispatch(Buffer.concat(chunks, size).toString('utf8')).then((out) => {
+        if (out === undefined) answer(res, 204, undefined, '');
+        else answer(res, 200, 'application/json', JSON.stringify(out));
       });
     });
   }
@@ -121,6 +152,7 @@ export class RpcServer {
       return errorResponse(null, new RpcError(INVALID_REQUEST, 'Invalid Request: id must be a string, number or null'));
     }
     const method = this.deps.methods.get(r.method);
+    const label = method ? r.method : 'unknown';
     let result: unknown;
     try {
       if (!method) throw new RpcError(METHOD_NOT_FOUND, `Method not found: ${r.method}`);
@@ -134,11 +166,30 @@ export class RpcServer {
         this.deps.log.error({ err, method: r.method }, 'RPC method failed');
         err = new RpcError(INTERNAL_ERROR, `Internal error: ${(err as Error).message}`);
       }
+      this.count(label, 'error');
+      this.deps.log.info({ method: r.method.slice(0, 100), code: (err as RpcError).code, reason: (err as RpcError).message.slice(0, 300) }, 'RPC call refused');
       return isNotification ? undefined : errorResponse(id ?? null, err as RpcError);
     }
+    this.count(label, 'ok');
     this.deps.log.info({ method: r.method }, 'RPC call');
     return isNotification ? undefined : { jsonrpc: '2.0', id, result: result ?? null };
   }
+
+  private count(method: string, outcome: 'ok' | 'error'): void {
+    const key = `${method} ${outcome}`;
+    this.deps.calls.set(key, (this.deps.calls.get(key) ?? 0) + 1);
+  }
+}
+
+/** Write a whole response unless the client has gone; `close` ends the connection after it. */
+function answer(res: ServerResponse, status: number, contentType: string | undefined, body: string, headers: Array<[string, string]> = [], close = false): void {
+  if (res.headersSent || res.destroyed) return;
+  res.statusCode = status;
+  if (contentType) res.setHeader('Content-Type', contentType);
+  for (const [k, v] of headers) res.setHeader(k, v);
+  if (close) res.setHeader('Connection', 'close');
+  if (status !== 204) res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(status === 204 ? undefined : body);
 }
 
 function errorResponse(id: unknown, err: RpcError): RpcResponse {

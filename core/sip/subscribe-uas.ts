@@ -193,7 +193,7 @@ export class SubscribeUas {
   private okResponse(incoming: IncomingRequest, localTag: string, expires: number): SipResponse {
     const res = incoming.reply(200, 'OK', localTag);
     res.headers.append('expires', String(expires));
-    res.headers.append('contact', this.deps.notifier.contact(incoming.source.proto));
+    res.headers.append('contact', this.deps.notifier.contact(incoming.source.proto, incoming.source.address));
     // RFC 6665 §4.4.4 (SHOULD): the events supported, in responses to dialog-creating requests too.
     res.headers.append('allow-events', this.deps.packages.names().join(', '));
     // RFC 3261 §12.1.1: a dialog-creating 2xx copies the Record-Route headers.

@@ -1,5 +1,12 @@
 /**
- * Embedded XCAP server (RFC 4825) on uWebSockets.js.
+ * Embedded XCAP server (RFC 4825) on node:http.
+ *
+ * node:http rather than uWebSockets.js (which serves SIP over WebSocket): uWS 20.30 never
+ * answers an HTTP/1.0 request nor an absolute-form target (RFC 9112 §3.2.2), reads a request
+ * with two Content-Lengths by the first, so that its body runs as a second request, and closes
+ * without a word on Content-Length with Transfer-Encoding. llhttp refuses every framing
+ * ambiguity with 400 and a close (RFC 9112 §6.3) before the handler runs, and XCAP is not the
+ * hot path.
  *
  * What happens to a request, in order: the URI is split (uri.ts) and its node selector parsed
  * (selectors.ts) on this thread; Digest authentication and the per-user tree check (auth.ts);
@@ -11,7 +18,7 @@
  * rls-services document are serialised together, since service URIs are unique across all
  * of them (rls-services.ts, which also composes that auid's global index).
  */
-import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { Store } from '../store/store.js';
@@ -26,6 +33,7 @@ import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
 import { RlsServicesDirectory, RLS_AUID } from './rls-services.js';
+import { listenHttp, requestTarget, refuseLargeBeforeContinue } from '../http.js';
 
 export interface XcapChange {
   auid: string;
@@ -44,11 +52,14 @@ export interface XcapServerDeps {
   onDocumentChanged: (change: XcapChange) => void;
 }
 
-/** What the handler read from uWS's stack-allocated request before any await. */
+/** What the handler uses of a request. */
 interface Request {
   method: string;
+  /** The request-target as sent (Digest's uri compares with it). */
+  target: string;
   path: string;
   query: string;
+  /** The authority of an absolute-form target (RFC 9112 §3.2.2), else the Host header. */
   host: string;
   contentType: string;
   contentLength: number | undefined;
@@ -58,7 +69,8 @@ interface Request {
 }
 
 interface Exchange {
-  res: HttpResponse;
+  req: IncomingMessage;
+  res: ServerResponse;
   head: boolean;
   aborted: boolean;
   done: boolean;
@@ -79,6 +91,10 @@ const COMMIT_ATTEMPTS = 3;
 /** Bodies up to this many times max_xml_size are read to the end (and dropped) before the 413. */
 const DRAIN_FACTOR = 16;
 
+/** A client has this long to send the request head, and the whole request (node:http timers). */
+const HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 60_000;
+
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function mediaType(contentType: string): string {
@@ -87,6 +103,23 @@ function mediaType(contentType: string): string {
 
 function newEtag(): string {
   return randomBytes(12).toString('base64url');
+}
+
+/**
+ * A "." or ".." segment in the document part of a path, raw or percent-encoded. Refused, never
+ * resolved: RFC 3986 §5.2.4 would turn users/a/x/../index into users/a/index, and taking them
+ * as names made odd documents. The node selector (after "~~") is left to its own parser, where a
+ * ".." is no step and a "/" may sit inside a quoted predicate value.
+ */
+function hasDotSegment(path: string): boolean {
+  const sep = path.indexOf('/~~/');
+  const docPart = sep === -1 ? path : path.slice(0, sep);
+  for (const seg of docPart.split('/')) {
+    if (seg.length === 0 || seg.length > 6) continue;
+    const s = seg.replace(/%2e/gi, '.');
+    if (s === '.' || s === '..') return true;
+  }
+  return false;
 }
 
 /** XUIs compare with the scheme dropped and the host part case-insensitive. */
@@ -100,8 +133,7 @@ function sameXui(a: string, b: string): boolean {
 }
 
 export class XcapServer {
-  private app: TemplatedApp | undefined;
-  private listenSocket: us_listen_socket | undefined;
+  private server: http.Server | undefined;
   private readonly digest: DigestAuth | undefined;
   private readonly caps: { body: string; etag: string };
   private readonly locks = new Map<string, Promise<void>>();
@@ -118,27 +150,21 @@ export class XcapServer {
   }
 
   /** Listen on config.xcap_listen; resolves with the bound port. */
-  start(): Promise<number> {
+  async start(): Promise<number> {
     const { address, port } = this.deps.config.xcap_listen;
-    const app = uWS.App();
-    app.any('/*', (res, req) => this.onRequest(res, req));
-    this.app = app;
-    return new Promise((resolve, reject) => {
-      app.listen(address, port, (socket) => {
-        if (!socket) {
-          reject(new Error(`XCAP server cannot listen on ${address}:${port}`));
-          return;
-        }
-        this.listenSocket = socket;
-        resolve(uWS.us_socket_local_port(socket));
-      });
-    });
+    const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(server, this.deps.config.max_xml_size, (req, res) => this.onRequest(req, res));
+    this.server = server;
+    return listenHttp(server, 'xcap_listen', address, port);
   }
 
   /** Stop accepting, wait (a few seconds at most) for requests being served, close connections. */
   async stop(): Promise<void> {
-    if (this.listenSocket) uWS.us_listen_socket_close(this.listenSocket);
-    this.listenSocket = undefined;
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    server.close();
+    server.closeIdleConnections();
     if (this.inflight > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 5000);
@@ -148,41 +174,75 @@ export class XcapServer {
         };
       });
     }
-    // Kept-alive connections would hold the event loop; App.close() (untyped in 20.30) ends them.
-    (this.app as unknown as { close?: () => void } | undefined)?.close?.();
-    this.app = undefined;
+    server.closeAllConnections();
   }
 
   // ───── HTTP plumbing ─────
 
-  private onRequest(res: HttpResponse, req: HttpRequest): void {
-    const length = req.getHeader('content-length');
-    const request: Request = {
-      method: req.getMethod().toUpperCase(),
-      path: req.getUrl(),
-      query: req.getQuery() ?? '',
-      host: req.getHeader('host'),
-      contentType: req.getHeader('content-type'),
-      contentLength: length === '' ? undefined : Number(length),
-      ifMatch: req.getHeader('if-match') || undefined,
-      ifNoneMatch: req.getHeader('if-none-match') || undefined,
-      authorization: req.getHeader('authorization'),
-    };
-    const ex: Exchange = { res, head: request.method === 'HEAD', aborted: false, done: false };
-    res.onAborted(() => {
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const method = (req.method ?? '').toUpperCase();
+    const ex: Exchange = { req, res, head: method === 'HEAD', aborted: false, done: false };
+    res.on('close', () => {
+      if (res.writableFinished) return;
       ex.aborted = true;
       ex.onAbort?.();
     });
+    const target = requestTarget(req);
+    if (!target) {
+      this.send(ex, { status: 400, headers: [], body: 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', close: true });
+      return;
+    }
+    const h = (name: string): string => {
+      const v = req.headers[name];
+      return Array.isArray(v) ? v.join(', ') : (v ?? '');
+    };
+    const length = h('content-length');
+    const request: Request = {
+      method,
+      target: req.url ?? '',
+      path: target.path,
+      query: target.query,
+      host: target.authority ?? h('host'),
+      contentType: h('content-type'),
+      contentLength: length === '' ? undefined : Number(length),
+      ifMatch: h('if-match') || undefined,
+      ifNoneMatch: h('if-none-match') || undefined,
+      authorization: h('authorization'),
+    };
     this.inflight++;
     this.serve(ex, request)
       .catch((err: unknown) => this.errorReply(err, request))
       .then((reply) => {
         this.send(ex, reply);
-        this.deps.log.debug({ method: request.method, url: request.path, status: reply.status }, 'XCAP request');
+        this.counted(request, reply);
       })
       .finally(() => {
         if (--this.inflight === 0) this.idle?.();
       });
+  }
+
+  /** XCAP requests by auid, method and status (label values from fixed sets only), for /metrics. */
+  readonly stats = new Map<string, number>();
+  private refusalsLogged = { windowStart: 0, n: 0 };
+
+  private counted(request: Request, reply: Reply): void {
+    const root = this.deps.config.xcap_root.replace(/\/+$/, '');
+    const rest = request.path.startsWith(root + '/') ? request.path.slice(root.length + 1) : '';
+    const first = rest.slice(0, rest.indexOf('/') === -1 ? rest.length : rest.indexOf('/'));
+    const auid = USAGE_BY_AUID.has(first) ? first : 'other';
+    const method = ['GET', 'PUT', 'DELETE', 'HEAD'].includes(request.method) ? request.method : 'other';
+    const key = `${auid} ${method} ${reply.status}`;
+    this.stats.set(key, (this.stats.get(key) ?? 0) + 1);
+    if (reply.status < 400) {
+      this.deps.log.debug({ method: request.method, url: request.path, status: reply.status }, 'XCAP request');
+      return;
+    }
+    // A refusal is worth an info line, 50 a second at most (a flood cannot fill the disk).
+    const now = Date.now();
+    if (now - this.refusalsLogged.windowStart >= 1000) this.refusalsLogged = { windowStart: now, n: 0 };
+    if (this.refusalsLogged.n++ >= 50) return;
+    const body = typeof reply.body === 'string' ? reply.body : '';
+    this.deps.log.info({ method: request.method, url: request.path.slice(0, 300), status: reply.status, reason: body.slice(0, 300) }, 'XCAP request refused');
   }
 
   private errorReply(err: unknown, request: Request): Reply {
@@ -199,17 +259,20 @@ export class XcapServer {
     if (ex.aborted || ex.done) return;
     ex.done = true;
     const { res } = ex;
-    res.cork(() => {
-      res.writeStatus(`${reply.status} ${STATUS_TEXT[reply.status] ?? ''}`);
-      for (const [k, v] of reply.headers) res.writeHeader(k, v);
-      const body = reply.body ?? '';
-      const length = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
-      // A 304 carries no Content-Length (RFC 9110 §8.6 allows only the 200's, which a node
-      // selector's would need computing): endWithoutBody() without arguments writes none.
-      if (reply.status === 304) res.endWithoutBody();
-      else if (ex.head) res.endWithoutBody(length, reply.close);
-      else res.end(body, reply.close);
-    });
+    res.statusCode = reply.status;
+    res.statusMessage = STATUS_TEXT[reply.status] ?? '';
+    for (const [k, v] of reply.headers) res.appendHeader(k, v);
+    if (reply.close) res.setHeader('Connection', 'close');
+    // A 304 carries no Content-Length (RFC 9110 §8.6 allows only the 200's, which a node
+    // selector's would need computing).
+    if (reply.status === 304) {
+      res.end();
+      return;
+    }
+    const body = reply.body ?? '';
+    res.setHeader('Content-Length', typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+    // node:http sends no body in answer to HEAD by itself.
+    res.end(body);
   }
 
   /**
@@ -225,17 +288,25 @@ export class XcapServer {
       const chunks: Buffer[] = [];
       let size = 0;
       let settled = false;
-      ex.onAbort = () => reject(new Error('request aborted'));
-      ex.res.onData((chunk, isLast) => {
+      const { req } = ex;
+      ex.onAbort = () => {
+        if (settled) return;
+        settled = true;
+        reject(new Error('request aborted'));
+      };
+      req.on('data', (chunk: Buffer) => {
         if (settled) return;
         size += chunk.byteLength;
         if (size > drainLimit) {
           settled = true;
+          req.pause();
           reject(xcapErrors.tooLarge(limit, true));
           return;
         }
-        if (size <= limit) chunks.push(Buffer.from(chunk.slice(0)));
-        if (!isLast) return;
+        if (size <= limit) chunks.push(chunk);
+      });
+      req.on('end', () => {
+        if (settled) return;
         settled = true;
         if (size > limit) reject(xcapErrors.tooLarge(limit));
         else resolve(Buffer.concat(chunks, size));
@@ -262,6 +333,7 @@ export class XcapServer {
 
   private async serve(ex: Exchange, request: Request): Promise<Reply> {
     const { config } = this.deps;
+    if (hasDotSegment(request.path)) throw xcapErrors.badRequest('"." and ".." path segments are not allowed in an XCAP URI (RFC 3986 §3.3): name the document itself');
     const uri = parseXcapUri(config.xcap_root, request.path);
     if (!uri) throw xcapErrors.notFound(`not under the XCAP root ${config.xcap_root}`);
     const usage = USAGE_BY_AUID.get(uri.auid);
@@ -298,8 +370,7 @@ export class XcapServer {
   /** Digest credentials (401), then the tree: a user's own users/{XUI}, and reading global documents (403). */
   private authorize(request: Request, uri: XcapUri): void {
     const digest = this.digest!;
-    const target = request.query ? `${request.path}?${request.query}` : request.path;
-    const result = request.authorization ? digest.verify(request.authorization, request.method, target) : undefined;
+    const result = request.authorization ? digest.verify(request.authorization, request.method, request.target) : undefined;
     if (!result || !result.ok) {
       throw new XcapError(401, result?.reason ?? 'authentication required', undefined, [['WWW-Authenticate', digest.challenge(result?.stale ?? false)]]);
     }

@@ -39,6 +39,11 @@ export class FakeSender implements SipSender {
     return { host: '192.0.2.1', port: proto === 'tls' || proto === 'wss' ? 5061 : 5060 };
   }
 
+  /** Our address toward a peer is always known here (no wildcard listener). */
+  addressReady(): undefined {
+    return undefined;
+  }
+
   sendRequest(req: OutgoingRequest, target: Target): Promise<ClientOutcome> {
     const via = `SIP/2.0/${target.proto.toUpperCase()} 192.0.2.1:5060;branch=z9hG4bKfake${++this.viaCount}`;
     const parsed = parseMessage(req.serialize(via), true).message as SipRequest;

@@ -38,6 +38,8 @@ export interface StartOptions {
   /** Keep the data dir after stop (default: removed unless dataDir was given). */
   keepData?: boolean;
   timeoutMs?: number;
+  /** A command the node runs under, e.g. ['ip', 'netns', 'exec', 'ns1'] (it must exec the node, keeping the pid). */
+  wrapper?: string[];
 }
 
 export const TEST_DEFAULTS: Record<string, unknown> = {
@@ -52,7 +54,9 @@ export async function startNode(config: Record<string, unknown> = {}, opts: Star
   const full = { ...TEST_DEFAULTS, db_url: `lmdb:${join(dataDir, 'db')}`, ...config };
   const cfgPath = join(dataDir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify(full));
-  const child: ChildProcess = spawn(process.execPath, [MAIN, '--config', cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [process.execPath, MAIN, '--config', cfgPath];
+  const [command, ...args] = [...(opts.wrapper ?? []), ...argv];
+  const child: ChildProcess = spawn(command!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const stderr: string[] = [];
   const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];

@@ -59,18 +59,22 @@ export class TestUa {
 
   private constructor(
     readonly proto: UaProto,
-    readonly serverPort: number,
-    readonly serverHost = '127.0.0.1',
+    public serverPort: number,
+    /** Where requests go (a test may point it at a Contact the node gave). */
+    public serverHost = '127.0.0.1',
+    /** The address the UA binds and names in Via and Contact. */
+    readonly localHost = '127.0.0.1',
   ) {}
 
-  static async open(proto: UaProto, serverPort: number, tlsOptions?: UaTlsOptions): Promise<TestUa> {
-    const ua = new TestUa(proto, serverPort);
+  /** `hosts`: the node's address and the UA's own, for a UA outside loopback (a network namespace). */
+  static async open(proto: UaProto, serverPort: number, tlsOptions?: UaTlsOptions, hosts: { server?: string; local?: string } = {}): Promise<TestUa> {
+    const ua = new TestUa(proto, serverPort, hosts.server, hosts.local);
     if (proto === 'tls' && !tlsOptions) throw new Error('a TLS test UA needs a CA and its own certificate');
     ua.tlsOptions = tlsOptions;
     if (proto === 'udp') {
       const s = dgram.createSocket('udp4');
       ua.udp = s;
-      await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => s.bind(0, ua.localHost, () => r()));
       ua.localPort = s.address().port;
       s.on('message', (data) => ua.onBytes(data, true, undefined));
     } else {
@@ -84,7 +88,7 @@ export class TestUa {
       };
       const server = tlsOptions ? tls.createServer({ cert: tlsOptions.cert, key: tlsOptions.key }, adopt) : net.createServer(adopt);
       ua.tcpServer = server;
-      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => server.listen(0, ua.localHost, () => r()));
       ua.localPort = (server.address() as net.AddressInfo).port;
       await ua.connect();
     }
@@ -123,7 +127,7 @@ export class TestUa {
   }
 
   get contact(): string {
-    return `<sip:${this.user}@127.0.0.1:${this.localPort}${this.proto === 'udp' ? '' : `;transport=${this.proto}`}>`;
+    return `<sip:${this.user}@${this.localHost}:${this.localPort}${this.proto === 'udp' ? '' : `;transport=${this.proto}`}>`;
   }
 
   get aor(): string {
@@ -173,7 +177,7 @@ export class TestUa {
   build(o: RequestOptions): SipRequest {
     const req = new SipRequest(o.method, o.uri);
     const branch = `z9hG4bK${rand()}`;
-    req.headers.append('via', `SIP/2.0/${this.proto.toUpperCase()} 127.0.0.1:${this.localPort};branch=${branch};rport`);
+    req.headers.append('via', `SIP/2.0/${this.proto.toUpperCase()} ${this.localHost}:${this.localPort};branch=${branch};rport`);
     req.headers.append('from', o.from ?? `<${this.aor}>;tag=${rand()}`);
     req.headers.append('to', o.to ?? `<${o.uri}>`);
     req.headers.append('call-id', o.callId ?? `${rand(8)}@test`);

@@ -1,0 +1,94 @@
+/**
+ * The web console, driven in headless Chromium (Debian `chromium`, through playwright-core):
+ * a presentity published and watched over SIP shows up in the page as an operator would look
+ * for it. A screenshot is kept in test-artifacts/ for people to look at.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser } from 'playwright-core';
+import { startNode, type RunningNode } from '../support/node.js';
+import { TestUa } from '../support/sip-ua.js';
+import { publish, subscribe, pidf } from '../support/presence.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test-artifacts');
+
+let node: RunningNode;
+let browser: Browser;
+
+before(async () => {
+  node = await startNode({ web_console: 1 });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+});
+
+after(async () => {
+  await browser?.close();
+  await node?.stop();
+});
+
+test('the console shows a presentity published and watched over SIP: publication, watcher, live figures', async () => {
+  const presentity = `sip:console-alice-${Date.now()}@example.com`;
+  const publisher = await TestUa.open('udp', node.udpPort);
+  const watcher = await TestUa.open('tcp', node.tcpPort);
+  try {
+    const pub = await publish(publisher, presentity, { body: pidf(presentity, 'phone', 'open', 'at my desk'), expires: 600 });
+    assert.equal(pub.status, 200);
+    const etag = pub.headers.get('sip-etag')!;
+    const { res } = await subscribe(watcher, presentity, { expires: 600 });
+    assert.equal(res.status, 200);
+    const watcherUri = watcher.aor;
+
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (err) => problems.push(err.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
+    await page.goto(`http://127.0.0.1:${node.rpcPort}/console/`);
+    // Live figures come from /metrics: our subscription is counted.
+    await page.locator('[data-figure="subscriptions"]').filter({ hasText: /^[1-9]\d*$/ }).waitFor();
+    // The presentity is listed; searching opens it.
+    await page.fill('input[name="presentity"]', presentity);
+    await page.click('form.search button');
+    await page.waitForSelector(`[data-presentity="${presentity}"]`);
+    const section = page.locator('section.event[data-event="presence"]');
+    await section.waitFor();
+    assert.equal(await section.locator(`tr[data-etag="${etag}"]`).count(), 1, 'the publication with its entity-tag');
+    assert.match(await section.locator(`tr[data-etag="${etag}"] pre`).innerText(), /at my desk/);
+    const row = section.locator(`tr[data-watcher="${watcherUri}"]`);
+    assert.equal(await row.count(), 1, 'the watcher');
+    assert.equal(await row.locator('.state').innerText(), 'pending', 'no pres-rules: pending, as presence_xml says');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'console.png'), fullPage: true });
+    // An unknown presentity says so, an invalid URI shows the RPC's error.
+    await page.fill('input[name="presentity"]', 'sip:nobody-here@example.com');
+    await page.click('form.search button');
+    await page.waitForSelector('text=Nothing published and nobody watching');
+    await page.fill('input[name="presentity"]', 'not a uri');
+    await page.click('form.search button');
+    assert.match(await page.locator('[data-error]').innerText(), /not a presentity URI/);
+    assert.deepEqual(problems, [], 'no script errors in the page');
+    await page.close();
+  } finally {
+    await publisher.close();
+    await watcher.close();
+  }
+});
+
+test('the console is off unless configured, and its page may load only its own script', async () => {
+  const plain = await startNode();
+  try {
+    assert.equal((await fetch(`http://127.0.0.1:${plain.rpcPort}/console/`)).status, 404);
+  } finally {
+    await plain.stop();
+  }
+  const res = await fetch(`http://127.0.0.1:${node.rpcPort}/console/`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+  const js = await fetch(`http://127.0.0.1:${node.rpcPort}/console/app.js`);
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get('content-type') ?? '', /javascript/);
+});
