@@ -35,6 +35,25 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => node.subscriptions.count);
   // Counted in memory: a store scan per scrape would stall the SIP thread on a large store.
   gauge('presenced_presentities', 'Presentities (per event package) with at least one live publication.', () => node.publications.presentityCount);
+  // Per event package (presence, dialog, reg, ...): what a BLF platform watches first.
+  new Gauge({
+    name: 'presenced_event_subscriptions',
+    help: 'Live subscriptions per event package.',
+    labelNames: ['event'],
+    registers: [registry],
+    collect() {
+      for (const event of node.packages.names()) this.set({ event }, node.subscriptions.countOf(event));
+    },
+  });
+  new Gauge({
+    name: 'presenced_event_presentities',
+    help: 'Presentities with at least one live publication, per event package.',
+    labelNames: ['event'],
+    registers: [registry],
+    collect() {
+      for (const event of node.packages.names()) this.set({ event }, node.publications.presentityCountOf(event));
+    },
+  });
   counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => node.notifier.stats.sent);
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => node.notifier.stats.failed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);

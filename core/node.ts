@@ -12,6 +12,8 @@ import type { EventPackage, PackageContext } from './packages/types.js';
 import { presencePackage } from './packages/presence.js';
 import { messageSummaryPackage } from './packages/message-summary.js';
 import { dialogSlaPackage } from './packages/dialog-sla.js';
+import { createDialogPackage } from './packages/dialog.js';
+import { regPackage } from './packages/reg.js';
 import { SERVER_HEADER } from './version.js';
 import { Store } from './store/store.js';
 import { WorkerPool } from './pool.js';
@@ -34,6 +36,8 @@ export function enabledPackages(config: Config): EventPackage[] {
   if (!config.disable_presence) out.push(presencePackage);
   out.push(messageSummaryPackage);
   if (!config.disable_bla) out.push(dialogSlaPackage);
+  if (!config.disable_dialog) out.push(createDialogPackage(config));
+  if (!config.disable_reg) out.push(regPackage);
   if (!config.disable_presence && !config.disable_winfo) out.push(winfoPackage);
   return out;
 }
@@ -115,6 +119,7 @@ export class PresenceNode {
       transform: (sub, body) => this.pool.run('rules.transform', { xml: body, transformations: JSON.parse(sub.bodyKey) as Transformations }),
     });
     this.subscriptions.notifier = this.notifier;
+    this.ctx.invalidate = (uri, event) => this.notifier.invalidate(uri, event);
     this.publications = new Publications({
       config,
       store: this.store,

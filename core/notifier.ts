@@ -171,7 +171,10 @@ export class Notifier {
 
   /** Body for an active watcher, per its authorisation outcome (one computation per outcome). */
   private async bodyFor(sub: LiveSubscription): Promise<string | undefined> {
-    if (sub.record.subHandling === 'polite-block') return politeBlockBody(sub.record.presentityUri);
+    if (sub.record.subHandling === 'polite-block') {
+      const pkg = this.deps.packages.get(sub.record.event);
+      return pkg?.politeBlockBody ? pkg.politeBlockBody(sub.record.presentityUri) : politeBlockBody(sub.record.presentityUri);
+    }
     const entry = this.composed(sub);
     const transform = this.deps.transform;
     if (sub.bodyKey === '' || !transform) return entry.body;

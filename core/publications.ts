@@ -58,6 +58,14 @@ export class Publications {
   /** Live publications per presentity and event, so /metrics counts presentities without a store scan. */
   private readonly perPresentity = new Map<string, number>();
 
+  /** Presentities with at least one live publication of one event package (for /metrics). */
+  presentityCountOf(event: string): number {
+    const tail = `\u0000${event}`;
+    let n = 0;
+    for (const k of this.perPresentity.keys()) if (k.endsWith(tail)) n++;
+    return n;
+  }
+
   /** Presentities (with event) that have at least one live publication. */
   get presentityCount(): number {
     return this.perPresentity.size;

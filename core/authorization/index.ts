@@ -35,7 +35,8 @@ export class PresenceAuthorizer implements Authorizer {
     if (!pkg.needsAuthorization || this.config.force_active === 1) return { handling: 'allow', bodyKey: '' };
     if (!this.rules) return { handling: 'confirm', bodyKey: '' };
     const d = await this.rules(presentityUri, watcherUri);
-    return { handling: d.handling, bodyKey: d.bodyKey };
+    // RFC 5025 transformations are of PIDF: other packages (dialog_authorization) take the sub-handling only.
+    return { handling: d.handling, bodyKey: pkg.name === 'presence' ? d.bodyKey : '' };
   }
 }
 

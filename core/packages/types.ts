@@ -14,6 +14,8 @@ export interface PackageContext {
   config: Config;
   /** Current watchers of a presentity (for presence.winfo), set once subscriptions exist. */
   watchers?: (presentityUri: string, event: string) => import('./winfo.js').WatcherEntry[];
+  /** Drop a presentity's composed body once its NOTIFYs are built (set once the notifier exists): a `dialog` body with a terminated dialog serves one fan-out only. */
+  invalidate?: (presentityUri: string, event: string) => void;
 }
 
 /** Placeholder a versioned body carries where each subscription's own version goes. */
@@ -32,6 +34,8 @@ export interface EventPackage {
   readonly versioned: boolean;
   /** Check a PUBLISH body; resolves with a reason phrase when it must be refused (400). */
   validate(body: string, ctx: PackageContext): Promise<string | undefined>;
+  /** What a polite-blocked watcher sees (RFC 5025 §3.2.1), when not the presence one: a valid document that reveals nothing. */
+  politeBlockBody?(presentityUri: string): string;
   /** The resource's current state as a NOTIFY body; undefined for a NOTIFY without body. */
   compose(presentityUri: string, ctx: PackageContext): Promise<string | undefined>;
 }

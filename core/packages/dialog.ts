@@ -1,0 +1,107 @@
+/**
+ * `dialog` (RFC 4235): the busy-lamp field. Every live publication's dialogs (pua_dialoginfo
+ * PUBLISHes one document per call) are composed into one full dialog-info document, in a
+ * worker (workers/dialog-info.ts); `version` counts per subscription (RFC 4235 §4.1).
+ *
+ * No stuck lamps: a dialog is notified in state terminated once, then leaves the document.
+ * The package remembers which dialog ids it has composed as terminated (`gone`), per
+ * presentity, for as long as a publication can live (max_expires + expires_offset); a copy
+ * of such a dialog in any state (an 'early' PUBLISH that lost its race with the hang-up and
+ * arrives after it, as a new publication or left over in an older one) stays out. Within
+ * that window a terminated dialog cannot come back; past it, the publication that carried it
+ * has expired too. The memory is the node's, not the store's: after a restart a terminated
+ * dialog still published is notified once more (a lamp off, never on).
+ *
+ * Authorisation: none by default, as Kamailio's presence_dialoginfo; `dialog_authorization`
+ * = 1 applies the presentity's pres-rules sub-handling to dialog watchers.
+ */
+import type { EventPackage, PackageContext } from './types.js';
+import { VERSION_SLOT } from './types.js';
+import type { Config } from '../config.js';
+
+export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info';
+
+/** Terminated dialog ids per presentity, each kept until a deadline; pruned in arrival order. */
+export class GoneDialogs {
+  private readonly byPresentity = new Map<string, Map<string, number>>();
+  /** [presentity, dialog id, deadline] in the order recorded (deadlines grow with it). */
+  private readonly order: Array<[string, string, number]> = [];
+  private head = 0;
+
+  constructor(private readonly keepMs: number) {}
+
+  record(presentityUri: string, ids: string[], now = Date.now()): void {
+    this.prune(now);
+    if (ids.length === 0) return;
+    let m = this.byPresentity.get(presentityUri);
+    if (!m) this.byPresentity.set(presentityUri, (m = new Map()));
+    for (const id of ids) {
+      if (m.has(id)) continue;
+      const until = now + this.keepMs;
+      m.set(id, until);
+      this.order.push([presentityUri, id, until]);
+    }
+  }
+
+  of(presentityUri: string, now = Date.now()): string[] {
+    this.prune(now);
+    const m = this.byPresentity.get(presentityUri);
+    return m ? [...m.keys()] : [];
+  }
+
+  get size(): number {
+    return this.order.length - this.head;
+  }
+
+  private prune(now: number): void {
+    while (this.head < this.order.length && this.order[this.head]![2] <= now) {
+      const [uri, id] = this.order[this.head++]!;
+      const m = this.byPresentity.get(uri);
+      if (m) {
+        m.delete(id);
+        if (m.size === 0) this.byPresentity.delete(uri);
+      }
+    }
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+}
+
+export function createDialogPackage(config: Config): EventPackage {
+  const gone = new GoneDialogs((config.max_expires + config.expires_offset) * 1000);
+  return {
+    name: 'dialog',
+    publishTypes: ['application/dialog-info+xml'],
+    notifyType: 'application/dialog-info+xml',
+    needsAuthorization: config.dialog_authorization === 1,
+    versioned: true,
+    async validate(body: string, ctx: PackageContext) {
+      const r = await ctx.pool.run('xml.validateRoot', { xml: body, root: 'dialog-info', ns: DIALOG_INFO_NS });
+      return r.ok ? undefined : r.reason;
+    },
+    politeBlockBody(presentityUri: string) {
+      return (
+        `<?xml version="1.0" encoding="UTF-8"?>\n<dialog-info xmlns="${DIALOG_INFO_NS}" version="${VERSION_SLOT}" state="full" entity="` +
+        presentityUri.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;') +
+        '"></dialog-info>\n'
+      );
+    },
+    async compose(presentityUri: string, ctx: PackageContext) {
+      const r = await ctx.pool.run('dialoginfo.compose', {
+        presentityUri,
+        versionSlot: VERSION_SLOT,
+        forceSingle: ctx.config.force_single_dialog === 1,
+        forceDummy: ctx.config.force_dummy_dialog === 1,
+        gone: gone.of(presentityUri),
+      });
+      gone.record(presentityUri, r.terminated);
+      // This document shows a terminated dialog for the last time: the NOTIFYs of this change
+      // share it (each took the body before it resolved), the next NOTIFY (a refresh, a new
+      // watcher) gets a fresh one without it.
+      if (r.terminated.length > 0) setImmediate(() => ctx.invalidate?.(presentityUri, 'dialog'));
+      return r.body;
+    },
+  };
+}
