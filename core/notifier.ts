@@ -165,7 +165,7 @@ export class Notifier {
 
   /** The body already composed for this watcher's outcome, if there is one (no await needed). */
   private readyBody(sub: LiveSubscription): string | undefined {
-    if (sub.bodyKey !== '' || sub.record.subHandling === 'polite-block') return undefined;
+    if (sub.bodyKey !== '' || sub.record.eventView || sub.record.subHandling === 'polite-block') return undefined;
     return this.bodies.get(sub.presentityKey)?.value;
   }
 
@@ -176,6 +176,21 @@ export class Notifier {
       return pkg?.politeBlockBody ? pkg.politeBlockBody(sub.record.presentityUri) : politeBlockBody(sub.record.presentityUri);
     }
     const entry = this.composed(sub);
+    const view = sub.record.eventView;
+    if (view) {
+      // A view the Event parameters asked for (RFC 4235 §3.2), once per change and view.
+      const pkg = this.deps.packages.get(sub.record.event);
+      const key = `\u0000view\u0000${view}`;
+      let v = entry.transformed.get(key);
+      if (!v && pkg?.viewBody) {
+        v = entry.body.then((b) => (b === undefined ? '' : pkg.viewBody!(sub.record.presentityUri, b, view, this.deps.ctx)));
+        entry.transformed.set(key, v);
+      }
+      if (v) {
+        const out = await v;
+        return out === '' ? undefined : out;
+      }
+    }
     const transform = this.deps.transform;
     if (sub.bodyKey === '' || !transform) return entry.body;
     let t = entry.transformed.get(sub.bodyKey);

@@ -195,6 +195,7 @@ export class Subscriptions {
       subHandling: auth.handling,
       minInterval: rate.minInterval,
       maxInterval: rate.maxInterval,
+      eventView: event && pkg.viewOf ? pkg.viewOf(event.params) : '',
     };
     ownStrings(record);
     const sub = new LiveSubscription(record);

@@ -6,7 +6,7 @@ import { limits, readStore } from './context.js';
 import { validatePidf, validateRoot, composePidf, checkBasic, checkActivities, type Checked } from './pidf.js';
 import { xcapTasks } from './xcap.js';
 import { composeDialogInfo } from './dialog.js';
-import { composeDialogDocument, type ComposedDialogInfo } from './dialog-info.js';
+import { composeDialogDocument, type ComposedDialogInfo, type DialogFilter } from './dialog-info.js';
 import { composeReginfo } from './reginfo.js';
 import { evaluateRules, applyTransformations, spheresOf, type RulesOutcome, type Transformations } from './pres-rules.js';
 
@@ -51,6 +51,9 @@ const coreTasks = {
   /** `dialog` (RFC 4235): every publication's dialogs, terminated ones once (see workers/dialog-info.ts). */
   'dialoginfo.compose': (p: { presentityUri: string; versionSlot: string; forceSingle: boolean; forceDummy: boolean; gone: string[] }): ComposedDialogInfo =>
     composeDialogDocument(p.presentityUri, publicationsOf(p.presentityUri, 'dialog'), p.versionSlot, p, limits()),
+  /** A composed `dialog` document narrowed to the dialog an RFC 4235 §3.2 subscription names. */
+  'dialoginfo.view': (p: { presentityUri: string; xml: string; versionSlot: string; filter: DialogFilter }): string =>
+    composeDialogDocument(p.presentityUri, [{ body: p.xml.split(p.versionSlot).join('0'), receivedAt: 0 }], p.versionSlot, { forceSingle: false, forceDummy: false, gone: [], filter: p.filter }, limits()).body,
   /** `reg` (RFC 3680): registrations merged per address of record. */
   'reginfo.compose': (p: { presentityUri: string; versionSlot: string }): string =>
     composeReginfo(publicationsOf(p.presentityUri, 'reg'), p.versionSlot, limits()),

@@ -18,6 +18,7 @@
 import type { EventPackage, PackageContext } from './types.js';
 import { VERSION_SLOT } from './types.js';
 import type { Config } from '../config.js';
+import type { DialogFilter } from '../../workers/dialog-info.js';
 
 export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info';
 
@@ -80,6 +81,15 @@ export function createDialogPackage(config: Config): EventPackage {
     async validate(body: string, ctx: PackageContext) {
       const r = await ctx.pool.run('xml.validateRoot', { xml: body, root: 'dialog-info', ns: DIALOG_INFO_NS });
       return r.ok ? undefined : r.reason;
+    },
+    // RFC 4235 §3.2: a subscription naming a dialog (call-id, and optionally its tags) sees only that dialog.
+    viewOf(params: Map<string, string>) {
+      const callId = params.get('call-id');
+      if (callId === undefined || callId === '') return '';
+      return JSON.stringify({ callId, fromTag: params.get('from-tag'), toTag: params.get('to-tag') });
+    },
+    async viewBody(presentityUri: string, body: string, view: string, ctx: PackageContext) {
+      return ctx.pool.run('dialoginfo.view', { presentityUri, xml: body, versionSlot: VERSION_SLOT, filter: JSON.parse(view) as DialogFilter });
     },
     politeBlockBody(presentityUri: string) {
       return (

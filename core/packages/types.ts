@@ -36,6 +36,13 @@ export interface EventPackage {
   validate(body: string, ctx: PackageContext): Promise<string | undefined>;
   /** What a polite-blocked watcher sees (RFC 5025 §3.2.1), when not the presence one: a valid document that reveals nothing. */
   politeBlockBody?(presentityUri: string): string;
+  /**
+   * The part of the state a SUBSCRIBE's Event parameters ask for, as a key stored with the
+   * subscription ('' = all of it), e.g. RFC 4235 §3.2's call-id/from-tag/to-tag for one dialog.
+   */
+  viewOf?(params: Map<string, string>): string;
+  /** The composed body narrowed to a view (once per presentity change and view, not per watcher). */
+  viewBody?(presentityUri: string, body: string, view: string, ctx: PackageContext): Promise<string>;
   /** The resource's current state as a NOTIFY body; undefined for a NOTIFY without body. */
   compose(presentityUri: string, ctx: PackageContext): Promise<string | undefined>;
 }

@@ -154,6 +154,29 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.deepEqual(n.dialogs.filter((d) => d.id === 'r3'), [{ id: 'r3', state: 'confirmed' }], 'a stale early never replaces confirmed');
     }));
 
+  test(`[${proto}] Event parameters call-id/from-tag/to-tag (RFC 4235 §3.2): a subscription to one dialog gets only that dialog`, () =>
+    withUa(node, proto, async (ua) => {
+      const ext = uniqueUri('ext');
+      await ok(pub(ua, ext, dialogDoc(ext, 'one', 'confirmed', 1)));
+      const twoTag = await ok(pub(ua, ext, dialogDoc(ext, 'two', 'early', 1)));
+      const all = await watch(ua, ext, { event: 'dialog' });
+      assert.equal(shown(bodyOf(all.first)).dialogs.length, 2);
+      const event = 'dialog;call-id=call-two;from-tag=rt-two;to-tag=lt-two;include-session-description';
+      const narrow = await watch(ua, ext, { event, headers: [['event', event]] });
+      const s0 = shown(bodyOf(narrow.first));
+      assert.deepEqual(s0.dialogs, [{ id: 'two', state: 'early' }]);
+      assert.equal(s0.version, 0);
+      assert.equal(s0.entity, ext);
+      const none = await watch(ua, ext, { headers: [['event', 'dialog;call-id=no-such-call']] });
+      assert.deepEqual(shown(bodyOf(none.first)).dialogs, [], 'a dialog that does not exist: an empty document');
+
+      await ok(pub(ua, ext, dialogDoc(ext, 'two', 'confirmed', 2), { etag: twoTag }));
+      const n1 = await next(narrow.dialog);
+      assert.deepEqual(n1.dialogs, [{ id: 'two', state: 'confirmed' }]);
+      assert.equal(n1.version, 1);
+      assert.equal((await next(all.dialog)).dialogs.length, 2, 'the unfiltered watcher still sees both');
+    }));
+
   test(`[${proto}] a PUBLISH whose body is not dialog-info → 400; another type → 415`, () =>
     withUa(node, proto, async (ua) => {
       const ext = uniqueUri('ext');
