@@ -89,7 +89,7 @@ function dialogView(body: string): DialogView {
   return { version, dialogs: ids.map((id, i) => ({ id, state: states[i] ?? '' })) };
 }
 
-test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the callee lamp early, confirmed, terminated, then dark; version +1 per NOTIFY', async () => {
+test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the callee lamp early, confirmed, terminated, then dark; version +1 per NOTIFY', async (t) => {
   const callee = 'bob';
   const uasPort = await freePort();
   const ua = await TestUa.open('udp', kam.port);
@@ -144,6 +144,7 @@ test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the cal
     // Collapse repeats (a refresh or a second PUBLISH of the same state), then the order must be the call's.
     const order = states.filter((s, i) => i === 0 || s !== states[i - 1]);
     const trace = `states seen: ${states.join(' → ')}\n${proxyLog()}`;
+    t.diagnostic(`callee lamp, one NOTIFY each: ${states.join(' → ')}`);
     const at = (s: string): number => order.indexOf(s);
     assert.equal(order[0], 'none', trace);
     assert.ok(at('early') > 0, trace);
@@ -168,6 +169,8 @@ test('reg: a UA registering at the proxy (pua_reginfo) makes a reg watcher see t
     assert.equal(parseSubState(first).state, 'active');
     const contactStates = (body: string): string[] =>
       withXml(body, (doc) => doc.find('/r:reginfo/r:registration/r:contact/@state', { r: 'urn:ietf:params:xml:ns:reginfo' }).map((n) => n.content));
+    const registrationStates = (body: string): string[] =>
+      withXml(body, (doc) => doc.find('/r:reginfo/r:registration/@state', { r: 'urn:ietf:params:xml:ns:reginfo' }).map((n) => n.content));
     const version = (body: string): number => withXml(body, (doc) => Number(doc.root.attr('version')?.value));
     assert.deepEqual(contactStates(bodyOf(first)), []);
 
@@ -186,8 +189,13 @@ test('reg: a UA registering at the proxy (pua_reginfo) makes a reg watcher see t
     assert.equal(reg.status, 200, `REGISTER: ${reg.status} ${reg.reason}\n${proxyLog()}`);
     const active = await dialog.nextNotify(10_000, (n) => contactStates(bodyOf(n)).includes('active'));
     assert.match(bodyOf(active), new RegExp(`127\\.0\\.0\\.1:${contactPort}`), 'the registered contact');
-    // usrloc expires the binding (timer_interval 1 s) and pua_reginfo PUBLISHes it: waited for, not slept.
-    const expired = await dialog.nextNotify(15_000, (n) => contactStates(bodyOf(n)).length > 0 && !contactStates(bodyOf(n)).includes('active'));
+    // usrloc expires the binding (timer_interval 1 s) and pua_reginfo PUBLISHes the registration
+    // terminated (its contacts gone): waited for, not slept.
+    const expired = await dialog
+      .nextNotify(15_000, (n) => registrationStates(bodyOf(n)).includes('terminated') && !contactStates(bodyOf(n)).includes('active'))
+      .catch((err: Error) => {
+        throw new Error(`${err.message}; NOTIFYs:\n${dialog.notifies().map(bodyOf).join('\n')}\n${proxyLog()}`);
+      });
     assert.ok(version(bodyOf(expired)) > version(bodyOf(active)), 'the version counts up');
     assert.equal((await refresh(0)).status, 200);
   } finally {
