@@ -1,13 +1,14 @@
 /**
  * Runs the front proxy of deploy/kamailio/kamailio.cfg (Debian kamailio 5.6 with
- * kamailio-presence-modules) beside a test node: its own process (kamailio -DD, in the
- * foreground, so the PID is the one spawned and stopping it is one signal to it), its runtime
+ * kamailio-presence-modules) beside a test node with the README's command, deploy/kamailio/run:
+ * its own process (kamailio -DD in the foreground, exec'd by the script, so the PID is the one
+ * spawned and stopping it is one signal to it), its runtime
  * and db_text directories under a temp dir, UDP and TCP on a loopback port the test picks free,
  * ready once it answers an OPTIONS probe. Its log (stderr, -E) is kept for the assertions'
  * messages and printed with PRESENCED_TEST_LOGS set.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, copyFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,7 +18,7 @@ import { TestUa } from './sip-ua.js';
 
 export const KAMAILIO = process.env.KAMAILIO ?? 'kamailio';
 /** dist/test/support/kamailio.js → <repo>/deploy/kamailio/kamailio.cfg */
-export const KAMAILIO_CFG = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'deploy', 'kamailio', 'kamailio.cfg');
+export const KAMAILIO_RUN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'deploy', 'kamailio', 'run');
 const DBTEXT_SCHEMA = process.env.KAMAILIO_DBTEXT ?? '/usr/share/kamailio/dbtext/kamailio';
 
 export interface RunningKamailio {
@@ -25,7 +26,6 @@ export interface RunningKamailio {
   port: number;
   domain: string;
   log: string[];
-  /** Resolves once a log line matches (e.g. a PUBLISH sent by pua). */
   stop(): Promise<void>;
 }
 
@@ -57,42 +57,21 @@ export interface KamailioOptions {
 
 export async function startKamailio(o: KamailioOptions): Promise<RunningKamailio> {
   const dir = mkdtempSync(join(tmpdir(), 'presenced-kamailio-'));
-  const run = join(dir, 'run');
-  const db = join(dir, 'dbtext');
-  mkdirSync(run);
-  mkdirSync(db);
-  // pua's db_text tables (it keeps its state in memory and syncs it there).
-  for (const t of ['pua', 'version']) {
-    if (!existsSync(join(DBTEXT_SCHEMA, t))) throw new Error(`${join(DBTEXT_SCHEMA, t)} missing: install Debian "kamailio" (.ci/run does)`);
-    copyFileSync(join(DBTEXT_SCHEMA, t), join(db, t));
-  }
+  if (!existsSync(join(DBTEXT_SCHEMA, 'pua'))) throw new Error(`${DBTEXT_SCHEMA}/pua missing: install Debian "kamailio" (.ci/run does)`);
   const domain = o.domain ?? 'example.com';
   const port = await freePort();
-  const presenced = `sip:127.0.0.1:${o.presencedPort}`;
-  const args = [
-    '-f', KAMAILIO_CFG,
-    '-DD', '-E',
-    '-Y', run,
-    '-P', join(run, 'kamailio.pid'),
-    '-w', dir,
-    '-l', `udp:127.0.0.1:${port}`,
-    '-l', `tcp:127.0.0.1:${port}`,
-    '-A', `PRESENCED="${presenced}"`,
-    '-A', `PUBLISH_VIA="${presenced}"`,
-    '-A', `DBURL="text://${db}"`,
-    '-A', `DOMAIN="${domain}"`,
-    '-A', `REGINFO_FROM="sip:reginfo@${domain}"`,
-    // Two fixed shared-memory and private-memory sizes small enough for a test machine.
-    '-m', '64', '-M', '8',
-  ];
-  const child: ChildProcess = spawn(KAMAILIO, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The README's command: deploy/kamailio/run execs Kamailio, so the PID spawned is Kamailio's.
+  const child: ChildProcess = spawn(KAMAILIO_RUN, [`127.0.0.1:${port}`, `127.0.0.1:${o.presencedPort}`, domain], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, KAMAILIO_STATE: dir, KAMAILIO: KAMAILIO, KAMAILIO_DBTEXT: DBTEXT_SCHEMA },
+  });
   const log: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (c: string) => {
     log.push(c);
     if (process.env.PRESENCED_TEST_LOGS) process.stderr.write(c);
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.once('error', () => undefined); // ENOENT: reported through `exited` below
+  child.once('error', () => undefined); // reported through `exited` below
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     await exited;
