@@ -13,6 +13,7 @@ import { TestUa } from '../support/sip-ua.js';
 import { JsSipClient, SubscriberEvents } from '../support/ws-client.js';
 import { publish, watch, subscribe, uniqueUri, parseSubState, bodyOf, withXml, xpathTexts, withUa, DIALOG_INFO_NS, type Dialog } from '../support/presence.js';
 import { presentityShow, watcherList } from '../support/rpc.js';
+import { GoneDialogs } from '../../core/packages/dialog.js';
 import type { SipRequest } from '../../transport/message.js';
 
 const DIALOG_INFO = 'application/dialog-info+xml';
@@ -264,3 +265,16 @@ test('OPTIONS Allow-Events names dialog and reg; presence.presentity_show, prese
     assert.ok(presentities >= 1);
     assert.equal((await dialog.request(0)).status, 200);
   }));
+
+test('GoneDialogs: terminated dialog ids kept per presentity until their deadline, then pruned', () => {
+  const gone = new GoneDialogs(1000);
+  gone.record('sip:a@x', ['d1', 'd2'], 0);
+  gone.record('sip:b@x', ['d3'], 500);
+  gone.record('sip:a@x', ['d1'], 600); // already known: the first deadline stands
+  assert.deepEqual(gone.of('sip:a@x', 999).sort(), ['d1', 'd2']);
+  assert.deepEqual(gone.of('sip:a@x', 1000), [], 'gone once max_expires (+ offset) has passed');
+  assert.deepEqual(gone.of('sip:b@x', 1000), ['d3']);
+  assert.equal(gone.size, 1);
+  assert.deepEqual(gone.of('sip:b@x', 1500), []);
+  assert.equal(gone.size, 0);
+});
