@@ -13,12 +13,39 @@
  *   another state (a PUBLISH of the 'early' state that lost a race with the hang-up).
  */
 import { withDocument, elementChildren, XmlRejected, type XmlElement, type XmlLimits } from './xml.js';
-import { escapeAttr, standalone } from './pidf.js';
+import { escapeAttr, standalone, type Checked } from './pidf.js';
 
 export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info';
 
 /** presence_dialoginfo's force_single_dialog choice, most relevant first (its notify_body.c: early, confirmed, proceeding, trying, terminated). */
 const RELEVANCE: Record<string, number> = { early: 5, confirmed: 4, proceeding: 3, trying: 2, terminated: 1 };
+
+const STATES = new Set(['trying', 'proceeding', 'early', 'confirmed', 'terminated']);
+
+/**
+ * A PUBLISHed dialog-info document (RFC 4235 §4.1): root <dialog-info> in its namespace, every
+ * <dialog> with an id (§4.1.1, what aggregation keys on) and one <state> of the five (§4.1.2).
+ */
+export function validateDialogInfo(xml: string, limits: XmlLimits): Checked {
+  try {
+    return withDocument(xml, limits, (doc): Checked => {
+      if (doc.root.name !== 'dialog-info' || doc.root.namespaceUri !== DIALOG_INFO_NS) {
+        throw new XmlRejected('invalid', `root element must be <dialog-info> in ${DIALOG_INFO_NS}`);
+      }
+      for (const el of elementChildren(doc.root)) {
+        if (el.name !== 'dialog' || el.namespaceUri !== DIALOG_INFO_NS) continue;
+        const id = el.attr('id')?.value;
+        if (id === undefined || id === '') throw new XmlRejected('invalid', '<dialog> without an id (RFC 4235 §4.1.1)');
+        const state = stateOf(el);
+        if (!STATES.has(state)) throw new XmlRejected('invalid', `<dialog id="${id.slice(0, 40)}"> needs a <state> of trying, proceeding, early, confirmed or terminated (RFC 4235 §4.1.2)`);
+      }
+      return { ok: true };
+    });
+  } catch (err) {
+    if (err instanceof XmlRejected) return { ok: false, kind: err.kind, reason: err.message };
+    throw err;
+  }
+}
 
 /** RFC 4235 §3.2 Event header parameters naming one dialog. */
 export interface DialogFilter {

@@ -6,7 +6,7 @@ import { limits, readStore } from './context.js';
 import { validatePidf, validateRoot, composePidf, checkBasic, checkActivities, type Checked } from './pidf.js';
 import { xcapTasks } from './xcap.js';
 import { composeDialogInfo } from './dialog.js';
-import { composeDialogDocument, type ComposedDialogInfo, type DialogFilter } from './dialog-info.js';
+import { composeDialogDocument, validateDialogInfo, type ComposedDialogInfo, type DialogFilter } from './dialog-info.js';
 import { composeReginfo } from './reginfo.js';
 import { evaluateRules, applyTransformations, spheresOf, type RulesOutcome, type Transformations } from './pres-rules.js';
 
@@ -48,6 +48,7 @@ const coreTasks = {
   'pidf.composeBodies': (p: { presentityUri: string; bodies: string[]; dummy: boolean }): string => composePidf(p, limits()),
   'dialog.compose': (p: { presentityUri: string; event: string; versionSlot: string }): string =>
     composeDialogInfo(p.presentityUri, bodiesOf(p.presentityUri, p.event), p.versionSlot, limits()),
+  'dialoginfo.validate': (p: { xml: string }): Checked => validateDialogInfo(p.xml, limits()),
   /** `dialog` (RFC 4235): every publication's dialogs, terminated ones once (see workers/dialog-info.ts). */
   'dialoginfo.compose': (p: { presentityUri: string; versionSlot: string; forceSingle: boolean; forceDummy: boolean; gone: string[] }): ComposedDialogInfo =>
     composeDialogDocument(p.presentityUri, publicationsOf(p.presentityUri, 'dialog'), p.versionSlot, p, limits()),

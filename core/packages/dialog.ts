@@ -79,7 +79,7 @@ export function createDialogPackage(config: Config): EventPackage {
     needsAuthorization: config.dialog_authorization === 1,
     versioned: true,
     async validate(body: string, ctx: PackageContext) {
-      const r = await ctx.pool.run('xml.validateRoot', { xml: body, root: 'dialog-info', ns: DIALOG_INFO_NS });
+      const r = await ctx.pool.run('dialoginfo.validate', { xml: body });
       return r.ok ? undefined : r.reason;
     },
     // RFC 4235 §3.2: a subscription naming a dialog (call-id, and optionally its tags) sees only that dialog.

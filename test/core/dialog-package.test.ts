@@ -185,6 +185,12 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.equal(bad.status, 400);
       const broken = await publish(ua, ext, { event: 'dialog', body: '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"', contentType: DIALOG_INFO });
       assert.equal(broken.status, 400);
+      const noId = await publish(ua, ext, { event: 'dialog', body: dialogDoc(ext, 'x', 'early', 1).replace(' id="x"', ''), contentType: DIALOG_INFO });
+      assert.equal(noId.status, 400);
+      assert.match(noId.reason, /without an id/);
+      const badState = await publish(ua, ext, { event: 'dialog', body: dialogDoc(ext, 'x', 'ringing', 1), contentType: DIALOG_INFO });
+      assert.equal(badState.status, 400);
+      assert.match(badState.reason, /state/);
       const wrong = await publish(ua, ext, { event: 'dialog', body: dialogDoc(ext, 'x', 'early', 1), contentType: 'application/pidf+xml' });
       assert.equal(wrong.status, 415);
       assert.match(wrong.headers.get('accept') ?? '', /application\/dialog-info\+xml/);
