@@ -186,6 +186,8 @@ export class PresenceNode {
   async reevaluateWatchers(presentityUri: string, event: string): Promise<number> {
     let changed = await this.subscriptions.reevaluate(presentityUri, event);
     if (event === 'presence') {
+      // dialog_authorization = 1: the same document authorises the presentity's dialog watchers.
+      if (this.packages.get('dialog')?.needsAuthorization) changed += await this.subscriptions.reevaluate(presentityUri, 'dialog');
       changed += await this.subscriptions.reevaluate(presentityUri, 'presence.winfo');
       changed += await this.watcherInfo.reevaluate(presentityUri);
     }

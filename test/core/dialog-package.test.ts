@@ -8,10 +8,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
 import { JsSipClient, SubscriberEvents } from '../support/ws-client.js';
-import { publish, watch, subscribe, uniqueUri, parseSubState, bodyOf, withXml, xpathTexts, withUa, DIALOG_INFO_NS, type Dialog } from '../support/presence.js';
+import { publish, watch, subscribe, rules, putRules, uniqueUri, parseSubState, bodyOf, withXml, xpathTexts, withUa, DIALOG_INFO_NS, type Dialog } from '../support/presence.js';
 import { presentityShow, watcherList } from '../support/rpc.js';
 import { GoneDialogs } from '../../core/packages/dialog.js';
 import type { SipRequest } from '../../transport/message.js';
@@ -210,14 +213,31 @@ for (const proto of ['udp', 'tcp'] as const) {
     }));
 }
 
-test('dialog_authorization 1: a dialog watcher without a pres-rule is pending (pres-rules sub-handling), by default active', () =>
+test('dialog_authorization 1: a dialog watcher without a pres-rule is pending; a rule allowing it activates it, polite-block shows an empty dialog-info', () =>
   withUa(authorised, 'udp', async (ua) => {
     const ext = uniqueUri('ext');
+    await ok(pub(ua, ext, dialogDoc(ext, 'secret', 'confirmed', 1)));
     const { res, dialog } = await subscribe(ua, ext, { event: 'dialog', expires: 600 });
     assert.equal(res.status, 200);
     const n = await dialog.nextNotify();
     assert.equal(parseSubState(n).state, 'pending');
     assert.equal(n.body.length, 0);
+
+    // The presentity's pres-rules now allow this watcher: the rules change re-evaluates dialog watchers too.
+    assert.ok([200, 201].includes(await putRules(authorised.xcapPort, ext, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }]))));
+    const active = await dialog.nextNotify(5000, (r) => parseSubState(r).state === 'active');
+    assert.deepEqual(shown(bodyOf(active)).dialogs, [{ id: 'secret', state: 'confirmed' }]);
+
+    // polite-block (RFC 5025 §3.2.1): active, a valid dialog-info document that reveals nothing.
+    const other = await TestUa.open('udp', authorised.udpPort);
+    try {
+      assert.ok([200, 201].includes(await putRules(authorised.xcapPort, ext, rules([{ id: 'p', who: `<cr:one id="${other.aor}"/>`, handling: 'polite-block' }]))));
+      const blocked = await watch(other, ext, { event: 'dialog' });
+      assert.equal(parseSubState(blocked.first).state, 'active');
+      assert.deepEqual(shown(bodyOf(blocked.first)), { version: 0, entity: ext, state: 'full', dialogs: [] });
+    } finally {
+      await other.close();
+    }
   }));
 
 test('[ws] a JsSIP watcher over WebSocket sees a call ring and end; a JsSIP PUBLISH of dialog-info is accepted', async () => {
@@ -283,4 +303,42 @@ test('GoneDialogs: terminated dialog ids kept per presentity until their deadlin
   assert.equal(gone.size, 1);
   assert.deepEqual(gone.of('sip:b@x', 1500), []);
   assert.equal(gone.size, 0);
+});
+
+test('a restart keeps a dialog subscription with its RFC 4235 §3.2 view and its version count', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'presenced-blf-restart-'));
+  let first: RunningNode | undefined;
+  let second: RunningNode | undefined;
+  try {
+    first = await startNode({ sip_t1: 50 }, { dataDir });
+    const toFirst = await TestUa.open('udp', first.udpPort);
+    const ext = uniqueUri('ext');
+    try {
+      await ok(pub(toFirst, ext, dialogDoc(ext, 'keep', 'early', 1), { expires: 600 }));
+      await ok(pub(toFirst, ext, dialogDoc(ext, 'other', 'confirmed', 1), { expires: 600 }));
+      const event = 'dialog;call-id=call-keep';
+      const w = await watch(toFirst, ext, { headers: [['event', event]] });
+      assert.deepEqual(shown(bodyOf(w.first)).dialogs, [{ id: 'keep', state: 'early' }]);
+      assert.equal(await first.stop(), 0);
+
+      second = await startNode({ sip_t1: 50 }, { dataDir });
+      const toSecond = await TestUa.open('udp', second.udpPort);
+      try {
+        await ok(pub(toSecond, ext, dialogDoc(ext, 'keep', 'confirmed', 2), { expires: 600 }));
+        // The NOTIFY goes to the watcher's Contact (its UA, still listening).
+        const n = await toFirst.nextRequest('NOTIFY', (r) => r.callId === w.dialog.callId && bodyOf(r).includes('confirmed'), 5000);
+        const s = shown(bodyOf(n));
+        assert.deepEqual(s.dialogs, [{ id: 'keep', state: 'confirmed' }], 'still only the dialog the Event header named');
+        assert.equal(s.version, 1, 'the version continues after the restart');
+      } finally {
+        await toSecond.close();
+      }
+    } finally {
+      await toFirst.close();
+    }
+  } finally {
+    await first?.stop();
+    await second?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
