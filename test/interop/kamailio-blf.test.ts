@@ -111,6 +111,9 @@ test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the cal
     const { dialog, refresh } = await watchThroughProxy(ua, `sip:${callee}@${kam.domain}`, 'dialog');
     const first = await dialog.nextNotify(5000);
     assert.ok(viaProxy(first), 'the NOTIFY came back through the proxy');
+    // The caller's lamp too (pua_dialoginfo PUBLISHes both ends; caller_confirmed = 1 shows it confirmed while ringing).
+    const callerLamp = await watchThroughProxy(ua, `sip:alice@${kam.domain}`, 'dialog');
+    await callerLamp.dialog.nextNotify(5000);
     const seen: DialogView[] = [dialogView(bodyOf(first))];
     const cseqs = new Set([first.cseq.seq]);
 
@@ -153,6 +156,17 @@ test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the cal
     assert.equal(order[order.length - 1], 'none', trace);
     assert.equal(order.lastIndexOf('early'), at('early'), `the lamp never rings again: ${trace}`);
     seen.forEach((s, i) => assert.equal(s.version, i, `version of NOTIFY ${i}: ${trace}`));
+
+    // Waited for: the caller's hang-up NOTIFY may come after the callee's.
+    await callerLamp.dialog.nextNotify(15_000, (n) => dialogView(bodyOf(n)).dialogs.some((d) => d.state === 'terminated'));
+    const caller = callerLamp.dialog
+      .notifies()
+      .slice(1)
+      .map((n) => dialogView(bodyOf(n)).dialogs.map((d) => d.state).join('+') || 'none');
+    t.diagnostic(`caller lamp: ${caller.join(' → ')}`);
+    assert.ok(caller.includes('confirmed') && caller.indexOf('terminated') > caller.indexOf('confirmed'), `caller lamp: ${caller.join(' → ')}`);
+    assert.ok(!caller.includes('early'), 'caller_confirmed: the caller is never shown ringing');
+    assert.equal((await callerLamp.refresh(0)).status, 200);
   } finally {
     await ua.close();
   }
