@@ -3,8 +3,8 @@
  * (pua_reginfo PUBLISHes them from usrloc) in one full-state reginfo document. Publications
  * naming the same address of record are merged into one <registration>: its contacts from
  * all of them (a contact id, else its URI, seen in a newer publication hides older copies),
- * its state active while any of those contacts is (RFC 3680 §5.1.2), else the newest
- * publication's state for it.
+ * its state active while any of those contacts is (RFC 3680 §5.1.2), terminated when it has
+ * contacts and none is active, else (no contact at all) the newest publication's state for it.
  */
 import { withDocument, elementChildren, XmlRejected, type XmlElement, type XmlLimits } from './xml.js';
 import { escapeAttr, standalone } from './pidf.js';
@@ -61,7 +61,8 @@ export function composeReginfo(pubs: RegPublication[], versionSlot: string, limi
   let out = `<?xml version="1.0" encoding="UTF-8"?>\n<reginfo xmlns="${REGINFO_NS}" version="${versionSlot}" state="full">`;
   for (const [n, reg] of [...regs.values()].entries()) {
     const contacts = [...reg.contacts.values()];
-    const state = contacts.some((c) => c.active) ? 'active' : reg.state;
+    // RFC 3680 §5.1.2: active while a contact is; with contacts, none active, terminated.
+    const state = contacts.some((c) => c.active) ? 'active' : contacts.length > 0 ? 'terminated' : reg.state;
     // RFC 3680 §5.1: id and aor are required; a publication without an id gets a stable one.
     const id = reg.id !== '' ? reg.id : `r${n}`;
     out += `<registration aor="${escapeAttr(reg.aor)}" id="${escapeAttr(id)}" state="${escapeAttr(state)}">`;

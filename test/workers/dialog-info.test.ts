@@ -101,4 +101,6 @@ test('reginfo: registrations of several publications merged per aor, contacts by
   assert.deepEqual(q("/r:reginfo/r:registration[@aor='sip:a@example.com']/@state"), ['active']);
   assert.deepEqual(q("/r:reginfo/r:registration[@aor='sip:b@example.com']/@state"), ['terminated']);
   assert.deepEqual(q('/r:reginfo/@state'), ['full']);
+  const ended = composeReginfo([{ body: reg('sip:c@example.com', contact('5', 'terminated', 'sip:c@192.0.2.5')), receivedAt: 1 }], SLOT, DEFAULT_XML_LIMITS).split(SLOT).join('0');
+  assert.deepEqual(withXml(ended, (doc) => doc.find('/r:reginfo/r:registration/@state', ns).map((n) => n.content)), ['terminated'], 'no contact active: terminated, whatever the document said');
 });
