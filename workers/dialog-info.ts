@@ -3,7 +3,9 @@
  * one full-state dialog-info document, as Kamailio's presence_dialoginfo aggregates them, with
  * two rules that keep a busy lamp from sticking:
  *
- * - One dialog (by its `id`, RFC 4235 §4.1.1) seen in several publications is shown once.
+ * - One dialog seen in several publications is shown once. A dialog is its `id` (RFC 4235
+ *   §4.1.1) with its `call-id`: phones that number their dialogs 1, 2, ... use an id again
+ *   for the next call, which has a Call-ID of its own.
  *   `terminated` is final (RFC 4235 §3.7.1, the state machine has no way out of it): if any
  *   live publication has the dialog terminated, it is terminated, whatever order the
  *   PUBLISHes arrived in. Otherwise the copy from the document with the highest dialog-info
@@ -59,7 +61,7 @@ export interface DialogComposeOptions {
   forceSingle: boolean;
   /** presence_dialoginfo force_dummy_dialog: a terminated dialog when there is none. */
   forceDummy: boolean;
-  /** Dialog ids already notified as terminated: they are left out, whatever state a publication shows. */
+  /** Dialogs (keys: id NUL call-id) already notified as terminated: left out, whatever state a publication shows. */
   gone: string[];
   filter?: DialogFilter;
 }
@@ -71,11 +73,13 @@ export interface DialogPublication {
 
 export interface ComposedDialogInfo {
   body: string;
-  /** Ids of the dialogs this document shows as terminated (the caller records them as gone). */
+  /** Keys (id NUL call-id) of the dialogs this document shows as terminated (the caller records them as gone). */
   terminated: string[];
 }
 
 interface Candidate {
+  /** The dialog's identity across publications: its id with its call-id (see key()). */
+  key: string;
   id: string;
   xml: string;
   state: string;
@@ -106,7 +110,7 @@ function candidatesOf(pub: DialogPublication, limits: XmlLimits, out: Candidate[
         const localTag = el.attr('local-tag')?.value ?? '';
         const remoteTag = el.attr('remote-tag')?.value ?? '';
         const id = el.attr('id')?.value ?? `${callId};${localTag};${remoteTag}`;
-        out.push({ id, xml: standalone(el, inherited), state: stateOf(el), version, receivedAt: pub.receivedAt, callId, localTag, remoteTag });
+        out.push({ key: `${id}\u0000${callId}`, id, xml: standalone(el, inherited), state: stateOf(el), version, receivedAt: pub.receivedAt, callId, localTag, remoteTag });
       }
     });
   } catch (err) {
@@ -138,11 +142,11 @@ export function composeDialogDocument(
   const gone = new Set(opts.gone);
   const chosen = new Map<string, Candidate>();
   for (const c of all) {
-    if (gone.has(c.id)) continue;
-    const cur = chosen.get(c.id);
-    if (cur === undefined) chosen.set(c.id, c);
+    if (gone.has(c.key)) continue;
+    const cur = chosen.get(c.key);
+    if (cur === undefined) chosen.set(c.key, c);
     else if (cur.state === 'terminated') continue;
-    else if (c.state === 'terminated' || c.version > cur.version) chosen.set(c.id, c);
+    else if (c.state === 'terminated' || c.version > cur.version) chosen.set(c.key, c);
   }
 
   let shown = [...chosen.values()];
@@ -166,6 +170,6 @@ export function composeDialogDocument(
       '</dialog-info>\n',
     // Every terminated dialog composed is recorded, shown or not (a filtered or single view
     // hid it): the next document has it gone for all views alike.
-    terminated: [...chosen.values()].filter((c) => c.state === 'terminated').map((c) => c.id),
+    terminated: [...chosen.values()].filter((c) => c.state === 'terminated').map((c) => c.key),
   };
 }

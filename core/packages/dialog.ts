@@ -4,7 +4,7 @@
  * worker (workers/dialog-info.ts); `version` counts per subscription (RFC 4235 §4.1).
  *
  * No stuck lamps: a dialog is notified in state terminated once, then leaves the document.
- * The package remembers which dialog ids it has composed as terminated (`gone`), per
+ * The package remembers which dialogs (id and call-id) it has composed as terminated (`gone`), per
  * presentity, for as long as a publication can live (max_expires + expires_offset); a copy
  * of such a dialog in any state (an 'early' PUBLISH that lost its race with the hang-up and
  * arrives after it, as a new publication or left over in an older one) stays out. Within
@@ -22,7 +22,7 @@ import type { DialogFilter } from '../../workers/dialog-info.js';
 
 export const DIALOG_INFO_NS = 'urn:ietf:params:xml:ns:dialog-info';
 
-/** Terminated dialog ids per presentity, each kept until a deadline; pruned in arrival order. */
+/** Terminated dialogs (id NUL call-id) per presentity, each kept until a deadline; pruned in arrival order. */
 export class GoneDialogs {
   private readonly byPresentity = new Map<string, Map<string, number>>();
   /** [presentity, dialog id, deadline] in the order recorded (deadlines grow with it). */

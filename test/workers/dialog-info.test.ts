@@ -36,15 +36,26 @@ test('an empty full document for no publication; entity escaped; the version slo
 test('terminated is final whatever the arrival order; otherwise the higher dialog-info version wins', () => {
   const late = composeDialogDocument(ENTITY, [{ body: dialogs('x', 'terminated', 3), receivedAt: 1 }, { body: dialogs('x', 'early', 1), receivedAt: 2 }], SLOT, OPTS, DEFAULT_XML_LIMITS);
   assert.deepEqual(shown(late.body), ['x:terminated']);
-  assert.deepEqual(late.terminated, ['x']);
+  assert.deepEqual(late.terminated, ['x\u0000c-x']);
   const stale = composeDialogDocument(ENTITY, [{ body: dialogs('y', 'confirmed', 5), receivedAt: 1 }, { body: dialogs('y', 'early', 4), receivedAt: 2 }], SLOT, OPTS, DEFAULT_XML_LIMITS);
   assert.deepEqual(shown(stale.body), ['y:confirmed']);
 });
 
 test('a dialog already notified as terminated (gone) stays out, in any state a publication still shows', () => {
   const pubs = [{ body: dialogs('g', 'early', 1), receivedAt: 5 }, { body: dialogs('h', 'confirmed', 1), receivedAt: 4 }];
-  const r = composeDialogDocument(ENTITY, pubs, SLOT, { ...OPTS, gone: ['g'] }, DEFAULT_XML_LIMITS);
+  const r = composeDialogDocument(ENTITY, pubs, SLOT, { ...OPTS, gone: ['g\u0000c-g'] }, DEFAULT_XML_LIMITS);
   assert.deepEqual(shown(r.body), ['h:confirmed']);
+});
+
+test('a phone that numbers its dialogs again: the same id with a new call-id is a new dialog, never hidden by the old one', () => {
+  const again = (callId: string, state: string): string =>
+    `<dialog-info xmlns="${D}" version="1" state="full" entity="${ENTITY}"><dialog id="1" call-id="${callId}"><state>${state}</state></dialog></dialog-info>`;
+  const pubs = [{ body: again('second-call', 'early'), receivedAt: 2 }, { body: again('first-call', 'terminated'), receivedAt: 1 }];
+  const both = composeDialogDocument(ENTITY, pubs, SLOT, OPTS, DEFAULT_XML_LIMITS);
+  assert.deepEqual(shown(both.body).sort(), ['1:early', '1:terminated']);
+  assert.deepEqual(both.terminated, ['1\u0000first-call']);
+  const later = composeDialogDocument(ENTITY, pubs, SLOT, { ...OPTS, gone: both.terminated }, DEFAULT_XML_LIMITS);
+  assert.deepEqual(shown(later.body), ['1:early'], 'the first call is gone, the second rings');
 });
 
 test('force_single_dialog ranks as presence_dialoginfo: early, confirmed, proceeding, trying, terminated', () => {
