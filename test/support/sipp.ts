@@ -18,6 +18,8 @@ export interface SippRun {
   stdout: string;
   stderr: string;
   errors: string;
+  /** Wall-clock run time. */
+  ms: number;
   args: string[];
 }
 
@@ -28,16 +30,21 @@ export interface RunningSipp {
   kill(): void;
 }
 
-/** Start SIPp with `args` (scenario, addresses...) plus the options that keep it from hanging. */
-export function startSipp(args: string[], work: string, name: string, timeoutMs = 30_000): RunningSipp {
+/**
+ * Start SIPp with `args` (scenario, addresses...) plus the options that keep it from hanging:
+ * its own -timeout (`sippTimeoutS`), and a SIGKILL `killAfterMs` after the start if it still runs.
+ */
+export function startSipp(args: string[], work: string, name: string, o: { sippTimeoutS?: number; killAfterMs?: number } = {}): RunningSipp {
+  const sippTimeoutS = o.sippTimeoutS ?? 30;
   const errorFile = join(work, `sipp-${name}-errors.log`);
-  const all = [...args, '-nostdin', '-timeout', `${Math.ceil(timeoutMs / 1000)}s`, '-timeout_error', '-trace_err', '-error_file', errorFile];
+  const all = [...args, '-nostdin', '-timeout', `${sippTimeoutS}s`, '-timeout_error', '-trace_err', '-error_file', errorFile];
+  const t0 = performance.now();
   const child: ChildProcess = spawn(SIPP, all, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs + 5000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), o.killAfterMs ?? sippTimeoutS * 1000 + 5000);
   const done = new Promise<SippRun>((resolve, reject) => {
     child.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
@@ -46,7 +53,7 @@ export function startSipp(args: string[], work: string, name: string, timeoutMs 
     child.once('close', (code, signal) => {
       clearTimeout(timer);
       const errors = existsSync(errorFile) ? readFileSync(errorFile, 'utf8') : '';
-      resolve({ code, signal, stdout, stderr, errors, args: all });
+      resolve({ code, signal, stdout, stderr, errors, ms: performance.now() - t0, args: all });
     });
   });
   return {
