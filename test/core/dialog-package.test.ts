@@ -27,7 +27,7 @@ let authorised: RunningNode;
 before(async () => {
   [node, single, authorised] = await Promise.all([
     startNode({ force_active: 0, sip_t1: 50, listen: ['udp:127.0.0.1:0', 'tcp:127.0.0.1:0', 'ws:127.0.0.1:0'] }),
-    startNode({ force_single_dialog: 1, force_dummy_dialog: 1, sip_t1: 50 }),
+    startNode({ force_single_dialog: 1, force_dummy_dialog: 1, disable_reg: 1, sip_t1: 50 }),
     startNode({ force_active: 0, dialog_authorization: 1, sip_t1: 50 }),
   ]);
 });
@@ -342,3 +342,14 @@ test('a restart keeps a dialog subscription with its RFC 4235 §3.2 view and its
     rmSync(dataDir, { recursive: true, force: true });
   }
 });
+
+test('disable_reg 1: reg PUBLISH and SUBSCRIBE → 489, reg gone from Allow-Events; dialog still served', () =>
+  withUa(single, 'udp', async (ua) => {
+    const aor = uniqueUri('reg');
+    const sub = await subscribe(ua, aor, { event: 'reg', expires: 60 });
+    assert.equal(sub.res.status, 489);
+    const events = (sub.res.headers.get('allow-events') ?? '').split(',').map((s) => s.trim());
+    assert.ok(!events.includes('reg') && events.includes('dialog'), `Allow-Events: ${events.join(', ')}`);
+    const p = await publish(ua, aor, { event: 'reg', body: '<reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="0" state="full"/>', contentType: 'application/reginfo+xml' });
+    assert.equal(p.status, 489);
+  }));
