@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, type BenchArgs } from './lib/args.js';
 import { machine, machineLine, table, writeResults, fmt, type Cell } from './lib/report.js';
 import { microTable, type MicroRow, type MicroSuite } from './micro/harness.js';
-import { runLoad, FILL_WATCHERS_PER_PRESENTITY, type LoadFigures } from './load/suite.js';
+import { runLoad, FILL_WATCHERS_PER_PRESENTITY, BLF_WATCHERS, type LoadFigures } from './load/suite.js';
 import { startPresenced, startNullServer, startKamailio, externalTarget, type RunningTarget } from './load/targets.js';
 import { profileTable, selfTimes } from './load/profile.js';
 
@@ -98,6 +98,16 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   rows.push(row(`PUBLISH→last NOTIFY, ${figs.find((f) => f.latency)?.latency?.watchers ?? 1000} watchers, p50`, 'ms', (f) => f.latency?.p50Ms));
   rows.push(row('  p99 (nearest rank of the samples)', 'ms', (f) => f.latency?.p99Ms));
   rows.push(row('  samples', 'count', (f) => f.latency?.samples));
+  rows.push(row('BLF: dialog PUBLISH sustained (2xx; early, confirmed, terminated, removal)', 'req/s', (f) => f.blf?.publish?.perSecond));
+  rows.push(row('  failures (non-2xx + timeouts)', '%', (f) => f.blf?.publish?.failurePct));
+  rows.push(row('  latency p50', 'ms', (f) => f.blf?.publish?.latencyMs.p50));
+  rows.push(row('  latency p99', 'ms', (f) => f.blf?.publish?.latencyMs.p99));
+  rows.push(row('  target CPU', '% of a core', (f) => f.blf?.publish?.cpu.targetPct));
+  rows.push(row(`BLF: call state change → last of ${BLF_WATCHERS.toLocaleString('en-US')} dialog NOTIFYs, p50`, 'ms', (f) => f.blf?.latency?.p50Ms));
+  rows.push(row('  p99 (nearest rank of the samples)', 'ms', (f) => f.blf?.latency?.p99Ms));
+  rows.push(row('  samples', 'count', (f) => f.blf?.latency?.samples));
+  rows.push(row('  changes not fully delivered', 'count', (f) => f.blf?.latency?.incomplete));
+  rows.push(row('  dialog watchers subscribed', 'count', (f) => f.blf?.subscribe?.subscriptions));
   rows.push(row('Memory per live subscription (PSS, process tree)', 'bytes', (f) => f.memory?.pssBytesPerSubscription));
   rows.push(row('  (RSS of the main process)', 'bytes', (f) => f.memory?.bytesPerSubscription));
   rows.push(row('  live subscriptions', 'count', (f) => f.memory?.subscriptions));
@@ -127,6 +137,8 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
     r('SUBSCRIBE/s', (f) => f.subscribe?.perSecond);
     args.watchers.forEach((w, i) => r(`fan-out NOTIFY/s, ${w} watchers`, (f) => f.fanout[i]?.notifiesPerSecond));
     r('latency p50 (kamailio ÷ presenced)', (f) => f.latency?.p50Ms, true);
+    r('BLF dialog PUBLISH/s', (f) => f.blf?.publish?.perSecond);
+    r('BLF change → last of 1,000 NOTIFYs p50 (kamailio ÷ presenced)', (f) => f.blf?.latency?.p50Ms, true);
     r('memory/subscription (kamailio ÷ presenced)', (f) => f.memory?.pssBytesPerSubscription, true);
     if (settle !== undefined) r('memory/subscription settled (kamailio ÷ presenced)', (f) => f.memory?.settled?.pssBytesPerSubscription, true);
     ratio = '\n\n' + table(lines);

@@ -31,6 +31,13 @@ export interface Config {
   passive_mode: number;
   xcapauth_userdel_reason: string;
   force_dummy_presence: number;
+  // presence_dialoginfo
+  force_single_dialog: number;
+  force_dummy_dialog: number;
+  /** presenced's: 1 = pres-rules authorise `dialog` watchers (Kamailio: never). */
+  dialog_authorization: number;
+  disable_dialog: number;
+  disable_reg: number;
   // presence
   min_expires: number;
   max_expires: number;
@@ -218,6 +225,11 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   passive_mode: [0, flag],
   xcapauth_userdel_reason: ['probation', userdelReason],
   force_dummy_presence: [0, flag],
+  force_single_dialog: [0, flag],
+  force_dummy_dialog: [0, flag],
+  dialog_authorization: [0, flag],
+  disable_dialog: [0, flag],
+  disable_reg: [0, flag],
   min_expires: [0, int(0, 86400 * 365)],
   max_expires: [3600, int(1, 86400 * 365)],
   default_expires: [3600, int(1, 86400 * 365)],

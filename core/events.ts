@@ -51,4 +51,9 @@ export interface BaseEvents {
   'presentity.changed': { presentityUri: string; event: string };
   /** An XCAP document changed (committed). */
   'document.changed': DocumentChange;
+  /**
+   * A presentity's composed body has served its NOTIFYs and must not serve another (a `dialog`
+   * document showing a terminated dialog, RFC 4235): the next NOTIFY composes afresh, none is sent now.
+   */
+  'body.stale': { presentityUri: string; event: string };
 }

@@ -17,6 +17,10 @@ export interface NodeStats {
   readonly clientTransactions: number;
   readonly connections: number;
   readonly workerThreads: number;
+  /** The event packages served, and per package the live subscriptions and presentities with a publication. */
+  readonly events: readonly string[];
+  subscriptionsOf(event: string): number;
+  presentitiesOf(event: string): number;
   /** The SIP stack's counters by method, status and event. */
   readonly sip: SipCounters;
   /** RPC calls by `method outcome`. */
@@ -57,6 +61,25 @@ export function createMetrics(stats: NodeStats): () => Promise<{ contentType: st
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => stats.subscriptions);
   // Counted in memory: a store scan per scrape would stall the SIP thread on a large store.
   gauge('presenced_presentities', 'Presentity and event package pairs with at least one live publication (a presentity publishing presence and dialog counts twice).', () => stats.presentities);
+  // Per event package (presence, dialog, reg, ...): what a BLF platform watches first.
+  new Gauge({
+    name: 'presenced_event_subscriptions',
+    help: 'Live subscriptions per event package.',
+    labelNames: ['event'],
+    registers: [registry],
+    collect() {
+      for (const event of stats.events) this.set({ event }, stats.subscriptionsOf(event));
+    },
+  });
+  new Gauge({
+    name: 'presenced_event_presentities',
+    help: 'Presentities with at least one live publication, per event package.',
+    labelNames: ['event'],
+    registers: [registry],
+    collect() {
+      for (const event of stats.events) this.set({ event }, stats.presentitiesOf(event));
+    },
+  });
   counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => stats.notifySent);
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => stats.notifyFailed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => stats.watchersRemovedByFailure);

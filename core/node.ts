@@ -20,6 +20,8 @@ import type { EventPackage, PackageContext } from './packages/types.js';
 import { presencePackage } from './packages/presence.js';
 import { messageSummaryPackage } from './packages/message-summary.js';
 import { dialogSlaPackage } from './packages/dialog-sla.js';
+import { createDialogPackage } from './packages/dialog.js';
+import { regPackage } from './packages/reg.js';
 import { winfoPackage } from './packages/winfo.js';
 import { Notifier } from './notify/notifier.js';
 import { notifyWatcherChanges } from './notify/winfo-partials.js';
@@ -41,6 +43,8 @@ export function enabledPackages(config: Config): EventPackage[] {
   if (!config.disable_presence) out.push(presencePackage);
   out.push(messageSummaryPackage);
   if (!config.disable_bla) out.push(dialogSlaPackage);
+  if (!config.disable_dialog) out.push(createDialogPackage(config));
+  if (!config.disable_reg) out.push(regPackage);
   if (!config.disable_presence && !config.disable_winfo) out.push(winfoPackage);
   return out;
 }
@@ -111,6 +115,7 @@ export class PresenceNode {
       config,
       publications: (uri, event) => publications.of(uri, event),
       watchers: (uri) => watcherInfo.list(uri),
+      stale: (presentityUri, event) => hub.emit('body.stale', { presentityUri, event }),
     };
 
     // NOTIFY.
@@ -192,6 +197,9 @@ export class PresenceNode {
         get workerThreads() {
           return pool.threads;
         },
+        events: packages.names(),
+        subscriptionsOf: (event) => subscriptions.countOf(event),
+        presentitiesOf: (event) => publications.presentityCountOf(event),
         sip: stack.stats,
         rpcCalls,
         ...(xcap ? { xcapRequests: xcap.stats } : {}),

@@ -6,6 +6,8 @@ import { limits, readStore } from './context.js';
 import { validatePidf, validateRoot, composePidf, checkBasic, checkActivities, type Checked } from './pidf.js';
 import { xcapTasks } from './xcap.js';
 import { composeDialogInfo } from './dialog.js';
+import { composeDialogDocument, validateDialogInfo, type ComposedDialogInfo, type DialogFilter } from './dialog-info.js';
+import { composeReginfo } from './reginfo.js';
 import { evaluateRules, applyTransformations, spheresOf, type RulesOutcome, type Transformations } from './pres-rules.js';
 
 /** A user's document of an auid: `index` (RFC 5025 §9.1, RFC 4827), else the first one in its tree. */
@@ -30,6 +32,13 @@ function bodiesOf(presentityUri: string, event: string): string[] {
   return out;
 }
 
+/** A presentity's publications of an event as text with their arrival time. */
+function publicationsOf(presentityUri: string, event: string): Array<{ body: string; receivedAt: number }> {
+  return readStore()
+    .publicationsOf(presentityUri, event)
+    .map((p) => ({ body: Buffer.from(p.body).toString('utf8'), receivedAt: p.receivedAt }));
+}
+
 const coreTasks = {
   'pidf.validate': (p: { xml: string }): Checked => validatePidf(p.xml, limits()),
   'xml.validateRoot': (p: { xml: string; root: string; ns: string }): Checked => validateRoot(p.xml, limits(), p.root, p.ns),
@@ -39,6 +48,16 @@ const coreTasks = {
   'pidf.composeBodies': (p: { presentityUri: string; bodies: string[]; dummy: boolean }): string => composePidf(p, limits()),
   'dialog.compose': (p: { presentityUri: string; event: string; versionSlot: string }): string =>
     composeDialogInfo(p.presentityUri, bodiesOf(p.presentityUri, p.event), p.versionSlot, limits()),
+  'dialoginfo.validate': (p: { xml: string }): Checked => validateDialogInfo(p.xml, limits()),
+  /** `dialog` (RFC 4235): every publication's dialogs, terminated ones once (see workers/dialog-info.ts). */
+  'dialoginfo.compose': (p: { presentityUri: string; versionSlot: string; forceSingle: boolean; forceDummy: boolean; gone: string[] }): ComposedDialogInfo =>
+    composeDialogDocument(p.presentityUri, publicationsOf(p.presentityUri, 'dialog'), p.versionSlot, p, limits()),
+  /** A composed `dialog` document narrowed to the dialog an RFC 4235 §3.2 subscription names. */
+  'dialoginfo.view': (p: { presentityUri: string; xml: string; versionSlot: string; filter: DialogFilter }): string =>
+    composeDialogDocument(p.presentityUri, [{ body: p.xml.split(p.versionSlot).join('0'), receivedAt: 0 }], p.versionSlot, { forceSingle: false, forceDummy: false, gone: [], filter: p.filter }, limits()).body,
+  /** `reg` (RFC 3680): registrations merged per address of record. */
+  'reginfo.compose': (p: { presentityUri: string; versionSlot: string }): string =>
+    composeReginfo(publicationsOf(p.presentityUri, 'reg'), p.versionSlot, limits()),
   'rules.evaluate': (p: { presentityUri: string; watcherUri: string }): RulesOutcome => {
     const rulesXml = rulesDocument(p.presentityUri);
     const spheres =

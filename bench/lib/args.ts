@@ -6,8 +6,8 @@
 export type Target = 'ceiling' | 'presenced' | 'kamailio' | 'external';
 const TARGETS: readonly Target[] = ['ceiling', 'presenced', 'kamailio', 'external'];
 
-export type Phase = 'publish' | 'subscribe' | 'fanout' | 'memory';
-export const PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory'];
+export type Phase = 'publish' | 'subscribe' | 'fanout' | 'memory' | 'blf';
+export const PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf'];
 
 export interface BenchArgs {
   quick: boolean;
@@ -79,7 +79,8 @@ const USAGE = `usage: npm run bench -- [options]
   --sockets N             driver UDP sockets (default 16: their receive buffers absorb a 10,000-NOTIFY burst)
   --timeout MS            driver transaction timeout (default 8000)
   --workers LIST          presenced worker_threads values to run (default 0,-1)
-  --phases LIST           publish,subscribe,fanout,memory (default all; fanout needs subscribe)
+  --phases LIST           publish,subscribe,fanout,memory,blf (default all; fanout needs subscribe;
+                          blf: dialog PUBLISH/s and a call's change → last of 1,000 dialog watchers' NOTIFYs)
   --no-ceiling            skip the generator-to-generator ceiling (driver ↔ null server)
   --cpu-prof              run presenced under node --cpu-prof; prints the top self-time functions
   --sip HOST:PORT         measure another server instead of starting presenced

@@ -36,6 +36,32 @@ export interface Presentity {
   cycleDone: (() => void) | undefined;
 }
 
+/** The event package a PresenceLoad drives: its Event token, body type and a document carrying the version marker. */
+export interface LoadEvent {
+  name: string;
+  contentType: string;
+  body(uri: string, version: number): string;
+}
+
+export const PRESENCE_EVENT: LoadEvent = {
+  name: 'presence',
+  contentType: 'application/pidf+xml',
+  body: (uri, v) => pidfDocument(uri, 1, `bench-v${v}`),
+};
+
+/**
+ * `dialog` (RFC 4235) as pua_dialoginfo PUBLISHes it: one call of the presentity, its state
+ * alternating early/confirmed, the marker in the remote identity.
+ */
+export const DIALOG_EVENT: LoadEvent = {
+  name: 'dialog',
+  contentType: 'application/dialog-info+xml',
+  body: (uri, v) =>
+    `<?xml version="1.0"?>\n<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="${v}" state="full" entity="${uri}">` +
+    `<dialog id="call-${v >> 1}" call-id="call-${v >> 1}@bench" local-tag="l${v >> 1}" remote-tag="r${v >> 1}" direction="recipient">` +
+    `<state>${v % 2 ? 'early' : 'confirmed'}</state><remote><identity>sip:bench-v${v}@${DOMAIN}</identity></remote></dialog></dialog-info>`,
+};
+
 export interface Counts {
   ok: number;
   failed: number;
@@ -72,7 +98,7 @@ export class PresenceLoad {
 
   constructor(
     readonly driver: SipDriver,
-    readonly opts: { expires: number; xcap?: string | undefined },
+    readonly opts: { expires: number; xcap?: string | undefined; event?: LoadEvent },
   ) {
     driver.onRequest = (req) => this.onRequest(req);
   }
@@ -149,12 +175,16 @@ export class PresenceLoad {
     return out;
   }
 
+  get event(): LoadEvent {
+    return this.opts.event ?? PRESENCE_EVENT;
+  }
+
   publish(sock: number, uri: string, o: { etag?: string; body?: string; expires: number }): Promise<Reply> {
     let h =
       `Max-Forwards: 70\r\nFrom: <${uri}>;tag=p${this.cseq}\r\nTo: <${uri}>\r\nCall-ID: pub-${this.run}-${this.cseq}@bench\r\n` +
-      `CSeq: ${this.cseq++} PUBLISH\r\nEvent: presence\r\nExpires: ${o.expires}\r\n`;
+      `CSeq: ${this.cseq++} PUBLISH\r\nEvent: ${this.event.name}\r\nExpires: ${o.expires}\r\n`;
     if (o.etag !== undefined) h += `SIP-If-Match: ${o.etag}\r\n`;
-    if (o.body !== undefined) h += 'Content-Type: application/pidf+xml\r\n';
+    if (o.body !== undefined) h += `Content-Type: ${this.event.contentType}\r\n`;
     return this.driver.request(sock, 'PUBLISH', uri, h, o.body ?? '');
   }
 
@@ -164,7 +194,7 @@ export class PresenceLoad {
     const to = w.toTag ? `<${w.presentity.uri}>;tag=${w.toTag}` : `<${w.presentity.uri}>`;
     const h =
       `Max-Forwards: 70\r\nFrom: <sip:${w.user}@${DOMAIN}>;tag=${w.fromTag}\r\nTo: ${to}\r\nCall-ID: ${w.callId}\r\n` +
-      `CSeq: ${w.cseq++} SUBSCRIBE\r\nContact: ${contact}\r\nEvent: presence\r\nAccept: application/pidf+xml\r\nExpires: ${expires}\r\n`;
+      `CSeq: ${w.cseq++} SUBSCRIBE\r\nContact: ${contact}\r\nEvent: ${this.event.name}\r\nAccept: ${this.event.contentType}\r\nExpires: ${expires}\r\n`;
     return this.driver.request(w.sock, 'SUBSCRIBE', w.presentity.uri, h);
   }
 
@@ -345,7 +375,7 @@ async function cycle(load: PresenceLoad, pub: Publisher, timeoutMs: number): Pro
     p.cycleDone = () => resolve(true);
     timer = setTimeout(() => resolve(false), timeoutMs);
   });
-  const body = pidfDocument(p.uri, 1, `bench-v${v}`);
+  const body = load.event.body(p.uri, v);
   const r = await load.publish(pub.sock, p.uri, pub.etag !== undefined ? { etag: pub.etag, body, expires: 3600 } : { body, expires: 3600 });
   if (r.status >= 200 && r.status < 300) pub.etag = headerValue(r.head, 'sip-etag');
   else {

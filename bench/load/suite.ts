@@ -13,6 +13,7 @@ import {
   fanout,
   fanoutLatency,
   unsubscribeAll,
+  DIALOG_EVENT,
   type PublishResult,
   type SubscribeResult,
   type FanoutResult,
@@ -21,6 +22,7 @@ import {
   type Watcher,
   type Publisher,
 } from './scenarios.js';
+import { dialogPublish, type DialogPublishResult } from './blf.js';
 import { memoryOf, cpuSecondsOf, type Memory, type RunningTarget } from './targets.js';
 import { ALLOW_ALL_RULES } from '../fixtures/rules.js';
 import type { BenchArgs } from '../lib/args.js';
@@ -52,6 +54,8 @@ export interface LoadFigures {
   };
   fanout: Array<FanoutResult & { cpu: Cpu }>;
   latency?: LatencyResult & { cpu: Cpu };
+  /** Issue 13: `dialog` PUBLISH/s, and a call's state change → last of the dialog watchers' NOTIFYs. */
+  blf?: { publish?: DialogPublishResult & { cpu: Cpu }; latency?: LatencyResult & { cpu: Cpu }; subscribe?: SubscribeResult };
   unknownNotifies: number;
   repeatedNotifies: number;
   driver: DriverStats;
@@ -174,6 +178,8 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
       }
     }
 
+    if (phases.has('blf')) await runBlf(target, args, log, fig);
+
     // Last: its garbage (and Kamailio's finished transactions) must not count as subscription memory.
     if (phases.has('publish')) {
       log(`  PUBLISH mix: ${args.concurrency} in flight, ${args.warmup} s warm-up + ${args.duration} s`);
@@ -193,4 +199,37 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
     await driver.close();
   }
   return fig;
+}
+
+/** BLF watchers on one extension: the latency figure's size (the issue asks for 1,000). */
+export const BLF_WATCHERS = 1000;
+
+/**
+ * The BLF figures (bench/load/blf.ts) on their own driver: BLF_WATCHERS `dialog` watchers of one
+ * extension, a call's state change → the last of their NOTIFYs (latency-cycles samples), then
+ * the dialog PUBLISH rate. The watchers are unsubscribed afterwards.
+ */
+async function runBlf(target: RunningTarget, args: BenchArgs, log: (s: string) => void, fig: LoadFigures): Promise<void> {
+  const driver = await SipDriver.open(target.sip, args.sockets, args.timeoutMs);
+  const load = new PresenceLoad(driver, { expires: 3600, event: DIALOG_EVENT });
+  try {
+    fig.blf = {};
+    const ext = load.presentity('blf');
+    const watchers = load.addWatchers(ext, BLF_WATCHERS, 0);
+    log(`  BLF: ${BLF_WATCHERS} dialog watchers of one extension`);
+    fig.blf.subscribe = await subscribeAll(load, watchers, { concurrency: args.concurrency, timeoutMs: args.timeoutMs });
+    if (args.latencyCycles > 0) {
+      log(`  BLF latency: a call's state change → last of ${BLF_WATCHERS} dialog NOTIFYs, ${args.latencyCycles} changes one at a time`);
+      const m = cpuMeter(target.pid);
+      const r = await fanoutLatency(load, ext, { cycles: args.latencyCycles, timeoutMs: Math.max(10_000, BLF_WATCHERS * 2), publishers: new Map() });
+      fig.blf.latency = { ...r, cpu: m() };
+    }
+    log(`  dialog PUBLISH: ${args.concurrency} calls in flight (early, confirmed, terminated, removal), ${args.warmup} s warm-up + ${args.duration} s`);
+    const m = cpuMeter(target.pid);
+    const r = await dialogPublish(load, { durationS: args.duration, warmupS: args.warmup, concurrency: args.concurrency });
+    fig.blf.publish = { ...r, cpu: m() };
+    await unsubscribeAll(load, watchers, args.concurrency);
+  } finally {
+    await driver.close();
+  }
 }

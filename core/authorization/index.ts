@@ -121,6 +121,8 @@ export class Authorization {
     let changed = await this.reevaluate(presentityUri, event, decisions);
     if (event === 'presence') {
       changed += await this.reevaluate(presentityUri, 'presence.winfo', decisions);
+      // Other packages the same document authorises (dialog with dialog_authorization = 1).
+      for (const pkg of this.deps.packages.all()) if (pkg.consultsRules && pkg.name !== event) changed += await this.reevaluate(presentityUri, pkg.name, decisions);
       const presence = this.deps.packages.get('presence');
       if (presence) changed += await this.deps.watcherInfo.reevaluate(presentityUri, async (aor) => (await this.evaluate(presentityUri, aor, presence, decisions)).handling);
     }

@@ -59,6 +59,8 @@ export class Notifier {
   constructor(private readonly deps: NotifierDeps) {
     const { hub } = deps;
     hub.on('presentity.changed', (c) => this.presentityChanged(c.presentityUri, c.event));
+    // Dropped once this change's NOTIFYs have taken it (each took the body before this runs).
+    hub.on('body.stale', (c) => setImmediate(() => this.invalidate(c.presentityUri, c.event)));
     // A package whose state includes an XCAP document (presence: pidf-manipulation, RFC 4827).
     hub.on('document.changed', (c) => {
       if (!c.xui) return;
@@ -168,12 +170,23 @@ export class Notifier {
     // A body the package puts in place of the state for this outcome (presence: polite-block).
     const substitute = pkg?.substituteBody?.(rec.subHandling, rec.presentityUri);
     if (substitute !== undefined) return substitute;
-    if (sub.bodyKey === '') {
+    if (sub.bodyKey === '' && !rec.eventView) {
       // Composed already for an earlier watcher of this change: no await.
       const e = this.bodies.get(sub.presentityKey);
       if (e?.value !== undefined) return e.value;
     }
     const entry = this.composed(sub);
+    const view = rec.eventView;
+    if (view && pkg?.viewBody) {
+      // A view the Event parameters asked for (RFC 4235 §3.2), narrowed once per change and view.
+      const key = `\u0000view\u0000${view}`;
+      let v = entry.transformed.get(key);
+      if (!v) {
+        v = entry.body.then((b) => (b === undefined ? '' : pkg.viewBody!(rec.presentityUri, b, view, this.deps.ctx)));
+        entry.transformed.set(key, v);
+      }
+      return v.then((out) => (out === '' ? undefined : out));
+    }
     const transform = this.deps.transform;
     if (sub.bodyKey === '' || !transform) return entry.body;
     let t = entry.transformed.get(sub.bodyKey);

@@ -13,14 +13,14 @@ export class PackageRegistry {
     for (const p of packages) this.byName.set(p.name, p);
   }
 
-  /** Package for an Event header value (RFC 6665 §8.2.1: parameters other than id select nothing, except dialog;sla). */
+  /** Package for an Event header value (RFC 6665 §8.2.1: parameters other than id select nothing, except dialog;sla; RFC 4235 §3.2's call-id/from-tag/to-tag narrow a `dialog` subscription, not the package). */
   lookup(eventHeader: string | undefined): EventPackage | undefined {
     if (eventHeader === undefined) return undefined;
     const ev = parseEventHeader(eventHeader);
     if (!ev) return undefined;
     if (ev.name === 'dialog') {
       if (ev.params.has('sla') || ev.params.has('ma')) return this.byName.get('dialog;sla');
-      return undefined;
+      return this.byName.get('dialog');
     }
     return this.byName.get(ev.name);
   }

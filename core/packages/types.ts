@@ -21,6 +21,8 @@ export interface PackageContext {
   publications: (presentityUri: string, event: string) => Publication[];
   /** Current watchers of a presentity's presence (for presence.winfo). */
   watchers: (presentityUri: string) => WatcherEntry[];
+  /** The body just composed serves the NOTIFYs of this change only (the hub's body.stale). */
+  stale: (presentityUri: string, event: string) => void;
 }
 
 /** RFC 5025 §3.2.1 sub-handling, the outcome of authorising a watcher. */
@@ -65,12 +67,21 @@ export interface EventPackage {
   revokedReason(handling: SubHandling, config: Config): string;
   /** A body an outcome sees instead of the composed state (presence polite-block), or undefined. */
   substituteBody?(handling: string, presentityUri: string): string | undefined;
+  /** Whether `authorize` consults the presentity's pres-rules: a rules change re-evaluates this package's watchers too. */
+  readonly consultsRules?: boolean;
   /** XCAP auids whose documents are part of the composed state (a change NOTIFYs the watchers). */
   readonly stateDocuments?: readonly string[];
   /** Bodies carry VERSION_SLOT, replaced by a per-subscription counter (RFC 4235 §4.1, RFC 3858 §4.1). */
   readonly versioned: boolean;
   /** Check a PUBLISH body; resolves with a reason phrase when it must be refused (400). */
   validate(body: string, ctx: PackageContext): Promise<string | undefined>;
+  /**
+   * The part of the state a SUBSCRIBE's Event parameters ask for, as a key stored with the
+   * subscription ('' = all of it), e.g. RFC 4235 §3.2's call-id/from-tag/to-tag for one dialog.
+   */
+  viewOf?(params: Map<string, string>): string;
+  /** The composed body narrowed to a view (once per presentity change and view, not per watcher). */
+  viewBody?(presentityUri: string, body: string, view: string, ctx: PackageContext): Promise<string>;
   /** The resource's current state as a NOTIFY body; undefined for a NOTIFY without body. */
   compose(presentityUri: string, ctx: PackageContext): Promise<string | undefined>;
 }

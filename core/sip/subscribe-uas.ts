@@ -157,6 +157,7 @@ export class SubscribeUas {
       subHandling: auth.handling,
       minInterval: rate.minInterval,
       maxInterval: rate.maxInterval,
+      eventView: event && pkg.viewOf ? pkg.viewOf(event.params) : '',
     };
     ownStrings(record);
     const sub = new LiveSubscription(record);

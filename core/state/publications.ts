@@ -36,6 +36,13 @@ export class Publications {
   private readonly perPresentity = new Map<string, Publication[]>();
 
   /** Presentities (with event) that have at least one live publication. */
+  presentityCountOf(event: string): number {
+    const tail = `\u0000${event}`;
+    let n = 0;
+    for (const k of this.perPresentity.keys()) if (k.endsWith(tail)) n++;
+    return n;
+  }
+
   get presentityCount(): number {
     return this.perPresentity.size;
   }

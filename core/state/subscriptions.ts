@@ -128,6 +128,14 @@ export class Subscriptions {
     return this.byId.values();
   }
 
+  /** Live subscriptions of one event package (for /metrics; walks the presentities, not the subscriptions). */
+  countOf(event: string): number {
+    const tail = `\u0000${event}`;
+    let n = 0;
+    for (const [k, set] of this.byPresentity) if (k.endsWith(tail)) n += set.size;
+    return n;
+  }
+
   get count(): number {
     return this.byId.size;
   }

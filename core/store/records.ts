@@ -68,6 +68,8 @@ export interface Subscription {
   /** RFC 6446 min-interval / max-interval in use, in seconds; 0 or absent = none. */
   minInterval?: number;
   maxInterval?: number;
+  /** The package's view of the state this subscription asked for with Event parameters (RFC 4235 §3.2); empty or absent = all of it. */
+  eventView?: string;
 }
 
 export interface WatcherAuth {

@@ -16,6 +16,12 @@ test('defaults follow the operator contract and the seeds', () => {
   assert.deepEqual(c.xcap_listen, { address: '127.0.0.1', port: 8080 });
   assert.deepEqual(c.rpc_listen, { address: '127.0.0.1', port: 8081 });
   assert.equal(c.disable_bla, 1);
+  // presence_dialoginfo defaults; dialog and reg served, no authorisation for dialog (Kamailio).
+  assert.equal(c.force_single_dialog, 0);
+  assert.equal(c.force_dummy_dialog, 0);
+  assert.equal(c.dialog_authorization, 0);
+  assert.equal(c.disable_dialog, 0);
+  assert.equal(c.disable_reg, 0);
   assert.equal(c.force_active, 0);
   assert.equal(c.xcapauth_userdel_reason, 'probation');
   assert.equal(c.xcap_table, 'xcap');
@@ -50,6 +56,10 @@ for (const [raw, key] of [
   [{ udp_mtu_try_proto: 'sctp' }, 'udp_mtu_try_proto'],
   [{ udp_mtu: 1300, udp_mtu_try_proto: 'tls' }, 'udp_mtu_try_proto'],
   [{ notify_cseq_reserve: 0 }, 'notify_cseq_reserve'],
+  [{ force_single_dialog: 2 }, 'force_single_dialog'],
+  [{ force_dummy_dialog: 'yes' }, 'force_dummy_dialog'],
+  [{ dialog_authorization: -1 }, 'dialog_authorization'],
+  [{ disable_reg: 3 }, 'disable_reg'],
 ] as Array<[Record<string, unknown>, string]>) {
   test(`invalid configuration ${JSON.stringify(raw)} names ${key}`, () => {
     assert.throws(

@@ -8,29 +8,18 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNode, type RunningNode } from '../support/node.js';
+import { startSipp, explainSipp as explain, type SippRun } from '../support/sipp.js';
 
 // dist/test/transport/sipp.test.js → <repo>/test/sipp/options.xml
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const SCENARIO = join(REPO, 'test', 'sipp', 'options.xml');
 const SUBSCRIBE_SCENARIO = join(REPO, 'test', 'sipp', 'subscribe.xml');
 const PUBLISH_SCENARIO = join(REPO, 'test', 'sipp', 'publish.xml');
-const SIPP = process.env.SIPP ?? 'sipp';
-
-interface SippRun {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  errors: string;
-  ms: number;
-  args: string[];
-}
 
 let node: RunningNode;
 let work: string;
@@ -44,44 +33,8 @@ after(async () => {
 });
 
 function runSipp(transport: 'u1' | 't1', port: number, calls: number, rate: number, timeoutMs = 30_000, scenario = SCENARIO): Promise<SippRun> {
-  const errorFile = join(work, `errors-${transport}-${calls}-${scenario.replace(/^.*\//, '')}.log`);
-  const args = [
-    '-sf', scenario,
-    '-t', transport,
-    '-i', '127.0.0.1',
-    '-p', '0',
-    '-m', String(calls),
-    '-r', String(rate),
-    '-nostdin',
-    '-timeout', '20s',
-    '-timeout_error',
-    '-trace_err',
-    '-error_file', errorFile,
-    `127.0.0.1:${port}`,
-  ];
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    // cwd: a scratch directory, so nothing SIPp writes lands in the repository.
-    const child = spawn(SIPP, args, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(
-        err.code === 'ENOENT'
-          ? new Error(`${SIPP} not found: install Debian "sip-tester" (.ci/run does) or set SIPP to its path`)
-          : err,
-      );
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      const errors = existsSync(errorFile) ? readFileSync(errorFile, 'utf8') : '';
-      resolve({ code, signal, stdout, stderr, errors, ms: performance.now() - t0, args });
-    });
-  });
+  const args = ['-sf', scenario, '-t', transport, '-i', '127.0.0.1', '-p', '0', '-m', String(calls), '-r', String(rate), `127.0.0.1:${port}`];
+  return startSipp(args, work, `${transport}-${calls}-${scenario.replace(/^.*\//, '')}`, { sippTimeoutS: 20, killAfterMs: timeoutMs }).done;
 }
 
 /** Cumulative counters from SIPp's final statistics screen. */
@@ -98,9 +51,6 @@ function stats(out: string): { successful: number; failed: number; cps: number; 
     retrans: last(/OPTIONS -+>\s+\d+\s+(\d+)/g),
   };
 }
-
-const explain = (r: SippRun): string =>
-  `sipp ${r.args.join(' ')}\nexit ${r.code} signal ${r.signal}\n--- stderr ---\n${r.stderr.slice(-2000)}\n--- errors ---\n${r.errors.slice(-3000)}\n--- stdout (tail) ---\n${r.stdout.slice(-3000)}`;
 
 // Each scenario over UDP and TCP; every call must succeed. SUBSCRIBE and PUBLISH put SIPp in
 // the place of an independent subscriber and publisher: its parser reads our responses and
