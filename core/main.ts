@@ -10,7 +10,7 @@ import { VERSION } from './version.js';
 import { rpcCommand } from './cli.js';
 
 function usage(): never {
-  process.stderr.write('usage: presenced [--config FILE] [--version]\n       presenced rpc [--url URL | --config FILE] METHOD [PARAM ...]\n');
+  process.stderr.write('usage: presenced [--config FILE] [--version]\n       presenced rpc [--url URL | --config FILE | --cluster FILE] METHOD [PARAM ...]\n');
   process.exit(2);
 }
 

@@ -7,6 +7,8 @@ import type { PresenceNode } from './node.js';
 
 export function createMetrics(node: PresenceNode): () => Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
+  // In a cluster every node's series carry its name (config node_name).
+  registry.setDefaultLabels({ node: node.config.node_name });
   collectDefaultMetrics({ register: registry, prefix: 'presenced_' });
   const gauge = (name: string, help: string, read: () => number): void => {
     new Gauge({

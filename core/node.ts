@@ -225,6 +225,7 @@ export class PresenceNode {
     const subs = await this.subscriptions.recover();
     this.watcherInfo.start();
     this.publications.notifyRecovered();
+    this.dispatcher.ready = true;
     this.log.info(
       { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired, waitingWatchers: waiting },
       'store recovered',
