@@ -55,6 +55,8 @@ export class TestUa {
   inboundCount = 0;
   private tlsOptions: UaTlsOptions | undefined;
   localPort = 0;
+  /** Our address in Via and Contact (a network namespace's address for a UA on an adopted socket). */
+  localHost = '127.0.0.1';
   readonly user = `ua${rand(3)}`;
 
   private constructor(
@@ -91,6 +93,20 @@ export class TestUa {
     return ua;
   }
 
+  /**
+   * A UDP UA on a socket bound elsewhere, e.g. inside a network namespace (test/support/netns.ts),
+   * talking to serverHost:serverPort.
+   */
+  static adopt(socket: dgram.Socket, serverHost: string, serverPort: number): TestUa {
+    const ua = new TestUa('udp', serverPort, serverHost);
+    ua.udp = socket;
+    const a = socket.address();
+    ua.localHost = a.address;
+    ua.localPort = a.port;
+    socket.on('message', (data) => ua.onBytes(data, true, undefined));
+    return ua;
+  }
+
   /** (Re)open the outbound TCP or TLS connection (TLS: the node's certificate is verified with the test CA). */
   async connect(): Promise<void> {
     const t = this.tlsOptions;
@@ -123,7 +139,7 @@ export class TestUa {
   }
 
   get contact(): string {
-    return `<sip:${this.user}@127.0.0.1:${this.localPort}${this.proto === 'udp' ? '' : `;transport=${this.proto}`}>`;
+    return `<sip:${this.user}@${this.localHost}:${this.localPort}${this.proto === 'udp' ? '' : `;transport=${this.proto}`}>`;
   }
 
   get aor(): string {
@@ -173,7 +189,7 @@ export class TestUa {
   build(o: RequestOptions): SipRequest {
     const req = new SipRequest(o.method, o.uri);
     const branch = `z9hG4bK${rand()}`;
-    req.headers.append('via', `SIP/2.0/${this.proto.toUpperCase()} 127.0.0.1:${this.localPort};branch=${branch};rport`);
+    req.headers.append('via', `SIP/2.0/${this.proto.toUpperCase()} ${this.localHost}:${this.localPort};branch=${branch};rport`);
     req.headers.append('from', o.from ?? `<${this.aor}>;tag=${rand()}`);
     req.headers.append('to', o.to ?? `<${o.uri}>`);
     req.headers.append('call-id', o.callId ?? `${rand(8)}@test`);

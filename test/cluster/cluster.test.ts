@@ -1,0 +1,233 @@
+/**
+ * The cluster kit of deploy/cluster/ end to end, in network namespaces this test creates and
+ * removes: three presenced nodes, the Kamailio edge and HAProxy, each its own host (namespace) on a
+ * bridge; the test's SIP UAs and HTTP requests use sockets of a fourth, client namespace
+ * (test/support/netns.ts), so everything crosses the veth addresses, nothing uses a LAN address.
+ *
+ * What it pins down (README "Running a cluster"):
+ *  - the edge (SIP), HAProxy (XCAP) and the documented function agree on the owner of a presentity;
+ *  - pres-rules PUT through HAProxy take effect for that presentity's watchers, NOTIFYs come back
+ *    through the edge (loose routing on the edge's Record-Route);
+ *  - a node killed with SIGKILL: its presentities get 503 with Retry-After from the edge (and from
+ *    HAProxy), never another node; the other shards keep working (PUBLISH, NOTIFY, refreshes);
+ *  - the node restarted on its store: the edge sends it traffic again once it answers OPTIONS, its
+ *    watchers keep their dialogs (NOTIFY CSeq continues) and get what the publishers published once
+ *    they retry;
+ *  - presenced rpc --cluster finds the owning node; /metrics carries the node label.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Cluster, ownerOf } from '../support/cluster.js';
+import { Netns } from '../support/netns.js';
+import { TestUa } from '../support/sip-ua.js';
+import { pidf, publish, subscribe, parseSubState, bodyOf, cseqOf, rules, type Dialog } from '../support/presence.js';
+import { CT } from '../support/xcap-http.js';
+import type { SipRequest, SipResponse } from '../../transport/message.js';
+import { execFileSync } from 'node:child_process';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'core', 'main.js');
+const NODES = 3;
+const cluster = new Cluster({ name: 'pct', nodes: NODES, subnet: '198.51.100', pingInterval: 1, nodeJson: { log_level: 'info' } });
+
+let ns: Netns | undefined;
+let publisher: TestUa;
+let watcher: TestUa;
+/** One presentity per shard, and the watcher's dialog with it. */
+const shard: Array<{ node: number; presentity: string; dialog?: Dialog; target?: string; route?: string; etag?: string }> = [];
+
+/** pres-rules letting the test's watcher see everything (no transformations: the whole document). */
+const allowWatcher = (): string => rules([{ id: 'w', who: `<cr:one id="${watcher.aor}"/>`, handling: 'allow' }]);
+
+const xcapUrl = (presentity: string): string => `http://${cluster.xcap}:8080/xcap-root/pres-rules/users/${presentity}/index`;
+
+/** First presentity sip:PREFIXn@example.com the mapping gives to `node`. */
+function presentityOn(node: number, prefix: string): string {
+  for (let i = 0; ; i++) {
+    const p = `sip:${prefix}${i}@example.com`;
+    if (ownerOf(p, NODES) === node) return p;
+  }
+}
+
+/**
+ * Ask until the answer satisfies `done`: each attempt waits for its own answer, with a 100 ms pace
+ * between attempts (not a margin: the loop ends on the observed state, bounded by timeoutMs).
+ */
+async function until<T extends { status: number }>(what: string, ask: () => Promise<T>, done: (r: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < end) {
+    last = await ask();
+    if (done(last)) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: still ${last?.status} after ${timeoutMs} ms`);
+}
+
+/** presence.presentity_show on node n, straight to its RPC port. */
+async function showOn(n: number, presentity: string): Promise<unknown[]> {
+  const r = await ns!.request('POST', `http://${cluster.nodeIp(n)}:8081/RPC`, {
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'presence.presentity_show', params: [presentity, 'presence'] }),
+    headers: { 'content-type': 'application/json' },
+  });
+  return (JSON.parse(r.text) as { result: unknown[] }).result;
+}
+
+const options = (presentity: string): Promise<SipResponse> => publisher.request({ method: 'OPTIONS', uri: presentity, to: `<${presentity}>` });
+
+/** A refresh of the watcher's dialog as RFC 3261 §12.2.1.1 builds it: R-URI = remote target, Route = the route set. */
+function refresh(s: (typeof shard)[number], expires: number): Promise<SipResponse> {
+  const d = s.dialog!;
+  d.cseq++;
+  return watcher.request({
+    method: 'SUBSCRIBE',
+    uri: s.target!,
+    from: `<${watcher.aor}>;tag=${d.fromTag}`,
+    to: `<${s.presentity}>;tag=${d.toTag}`,
+    callId: d.callId,
+    cseq: d.cseq,
+    headers: [
+      ['route', s.route!],
+      ['event', 'presence'],
+      ['expires', String(expires)],
+    ],
+  });
+}
+
+const nextNotify = (s: (typeof shard)[number], pred: (r: SipRequest) => boolean = () => true): Promise<SipRequest> =>
+  watcher.nextRequest('NOTIFY', (r) => r.callId === s.dialog!.callId && pred(r), 10_000);
+
+before(async () => {
+  await cluster.down(); // a run that died before its after hook
+  await cluster.up();
+  ns = await Netns.open(cluster.namespace('client'));
+  publisher = TestUa.adopt(await ns.udp(cluster.client), cluster.edge, 5060);
+  watcher = TestUa.adopt(await ns.udp(cluster.client), cluster.edge, 5060);
+});
+
+after(async () => {
+  // CLUSTER_DEBUG=1: what the watcher received, first lines of each message (the nodes' and the
+  // edge's logs are in the cluster directory until cluster.sh down removes it).
+  if (process.env.CLUSTER_DEBUG) for (const r of watcher?.received ?? []) console.log(r.raw.toString().split('\r\n').slice(0, 12).join(' | '));
+  await publisher?.close();
+  await watcher?.close();
+  ns?.close();
+  await cluster.down();
+  const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.startsWith(`${cluster.o.name}-`));
+  assert.deepEqual(left, [], 'cluster.sh down leaves no namespace behind');
+});
+
+test('edge, HAProxy and the documented mapping agree on the owner of 45 presentities', async () => {
+  const presentities = Array.from({ length: 45 }, (_, i) => (i % 5 === 4 ? `sip:Map${i}@Example.COM` : `sip:map${i}@example.${i % 3 === 0 ? 'org' : 'com'}`));
+  const counts = new Map<number, number>();
+  for (const p of presentities) {
+    const owner = ownerOf(p, NODES);
+    counts.set(owner, (counts.get(owner) ?? 0) + 1);
+    const res = await publish(publisher, p, { body: pidf(p, 't1', 'open'), expires: 600 });
+    assert.equal(res.status, 200, `PUBLISH ${p} through the edge`);
+    const put = await ns!.request('PUT', xcapUrl(p), { body: allowWatcher(), headers: { 'content-type': CT.presRules } });
+    assert.equal(put.status, 201, `PUT pres-rules of ${p} through HAProxy: ${put.text}`);
+    assert.equal(put.headers['x-presenced-node'], `n${owner}`, `HAProxy sent ${p} to its owner`);
+  }
+  assert.equal(counts.size, NODES, 'the presentities cover every node');
+  // Ask every node what it holds: the publication and the document are on the owner only.
+  for (const p of presentities) {
+    const owner = ownerOf(p, NODES);
+    for (let n = 1; n <= NODES; n++) {
+      const pubs = await showOn(n, p);
+      assert.equal(pubs.length, n === owner ? 1 : 0, `${p}: publications on node ${n} (owner ${owner})`);
+      const doc = await ns!.request('GET', `http://${cluster.nodeIp(n)}:8080/xcap-root/pres-rules/users/${p}/index`);
+      assert.equal(doc.status, n === owner ? 200 : 404, `${p}: pres-rules on node ${n} (owner ${owner})`);
+    }
+  }
+});
+
+test('watchers on every shard: pres-rules PUT through HAProxy take effect, NOTIFYs come through the edge', async () => {
+  for (let node = 1; node <= NODES; node++) shard.push({ node, presentity: presentityOn(node, 'shard') });
+  for (const s of shard) {
+    const { res, dialog } = await subscribe(watcher, s.presentity, { expires: 600 });
+    assert.equal(res.status, 200, `SUBSCRIBE ${s.presentity}`);
+    s.dialog = dialog;
+    s.route = res.headers.get('record-route');
+    assert.match(s.route ?? '', new RegExp(`^<sip:${cluster.edge.replace(/\./g, '\\.')}[;:>]`), 'the edge Record-Routes');
+    s.target = /<([^>]+)>/.exec(res.headers.get('contact') ?? '')?.[1];
+    assert.match(s.target ?? '', new RegExp(`@?${cluster.nodeIp(s.node).replace(/\./g, '\\.')}[:;>]|sip:${cluster.nodeIp(s.node).replace(/\./g, '\\.')}`), 'the owner answered');
+    const first = await nextNotify(s);
+    assert.equal(parseSubState(first).state, 'pending', 'no rules yet: pending');
+    assert.equal(first.topVia.host, cluster.edge, 'NOTIFY relayed by the edge');
+  }
+  for (const s of shard) {
+    const put = await ns!.request('PUT', xcapUrl(s.presentity), { body: allowWatcher(), headers: { 'content-type': CT.presRules } });
+    assert.equal(put.status, 201);
+    const active = await nextNotify(s, (r) => parseSubState(r).state === 'active');
+    assert.equal(active.topVia.host, cluster.edge);
+  }
+  for (const s of shard) {
+    const res = await publish(publisher, s.presentity, { body: pidf(s.presentity, 't1', 'open', `before-${s.node}`), expires: 600 });
+    assert.equal(res.status, 200);
+    s.etag = res.headers.get('sip-etag');
+    const n = await nextNotify(s, (r) => bodyOf(r).includes(`before-${s.node}`));
+    assert.equal(parseSubState(n).state, 'active');
+  }
+});
+
+test('SIGKILL of a node: its presentities get 503 with Retry-After, the other shards are untouched, a restart resumes them', async () => {
+  const victim = shard[1]!;
+  const others = shard.filter((s) => s !== victim);
+  const lastCseq = cseqOf(watcher.requests('NOTIFY').filter((r) => r.callId === victim.dialog!.callId).at(-1)!);
+  await cluster.killNode(victim.node);
+
+  const refused = await until('edge refusing the dead node', () => options(victim.presentity), (r) => r.status === 503);
+  assert.match(refused.headers.get('retry-after') ?? '', /^\d+$/, '503 carries Retry-After');
+  const duringOutage = pidf(victim.presentity, 't1', 'closed', `outage-${victim.node}`);
+  const pub503 = await publish(publisher, victim.presentity, { body: duringOutage, expires: 600 });
+  assert.equal(pub503.status, 503, 'PUBLISH to the dead shard: 503, not re-hashed');
+  assert.match(pub503.headers.get('retry-after') ?? '', /^\d+$/);
+  for (const s of others) assert.equal((await showOn(s.node, victim.presentity)).length, 0, `node ${s.node} holds nothing of the dead shard`);
+  // HAProxy's own health check (same interval) refuses the dead shard's documents the same way.
+  const xcap503 = await until('HAProxy refusing the dead node', () => ns!.request('GET', xcapUrl(victim.presentity)), (r) => r.status === 503);
+  assert.equal(xcap503.headers['retry-after'], '5');
+  for (const s of others) assert.equal((await ns!.request('GET', xcapUrl(s.presentity))).status, 200, `XCAP of node ${s.node} still served`);
+
+  for (const s of others) {
+    const res = await publish(publisher, s.presentity, { body: pidf(s.presentity, 't1', 'open', `during-${s.node}`), etag: s.etag, expires: 600 });
+    assert.equal(res.status, 200, `PUBLISH (modify, SIP-If-Match) on node ${s.node}: same node still owns it`);
+    await nextNotify(s, (r) => bodyOf(r).includes(`during-${s.node}`));
+    const r = await refresh(s, 600);
+    assert.equal(r.status, 200, `in-dialog refresh of ${s.presentity} loose-routed to node ${s.node}`);
+    await nextNotify(s, (n) => cseqOf(n) > 0);
+  }
+
+  await cluster.startNode(victim.node);
+  // The edge sends it traffic again once it answers OPTIONS 200 (after its store is recovered).
+  const retried = await until('publisher retrying on the restarted shard', () => publish(publisher, victim.presentity, { body: duringOutage, expires: 600 }), (r) => r.status !== 503);
+  assert.equal(retried.status, 200);
+  const n = await nextNotify(victim, (r) => bodyOf(r).includes(`outage-${victim.node}`));
+  assert.ok(cseqOf(n) > lastCseq, `NOTIFY CSeq continues the dialog (${cseqOf(n)} > ${lastCseq})`);
+  assert.equal(parseSubState(n).state, 'active');
+  const r = await refresh(victim, 600);
+  assert.equal(r.status, 200, 'the watcher keeps its dialog across the restart');
+  await nextNotify(victim, (x) => cseqOf(x) > cseqOf(n));
+  const pubRefresh = await publish(publisher, victim.presentity, { etag: victim.etag, expires: 600 });
+  assert.equal(pubRefresh.status, 200, 'a PUBLISH refresh of the publication made before the kill reaches the same node, which recovered it');
+});
+
+test('presenced rpc --cluster finds the owner; /metrics carries the node label', async () => {
+  for (const s of shard) {
+    const out = await ns!.exec(process.execPath, [MAIN, 'rpc', '--cluster', `${cluster.dir}/cluster.rpc`, 'presence.presentity_show', s.presentity, 'presence']);
+    assert.equal(out.code, 0, out.stderr);
+    const answers = JSON.parse(out.stdout) as Array<{ node: string; result: unknown[] }>;
+    assert.deepEqual(answers.map((a) => a.node), [`n${s.node}`]);
+    const watchers = await ns!.exec(process.execPath, [MAIN, 'rpc', '--cluster', `${cluster.dir}/cluster.rpc`, 'presence.watcher_list', s.presentity, 'presence']);
+    const w = JSON.parse(watchers.stdout) as Array<{ node: string; result: Array<{ watcher_uri: string }> }>;
+    assert.deepEqual(w.map((a) => a.node), [`n${s.node}`]);
+    assert.equal(w[0]!.result[0]!.watcher_uri, watcher.aor);
+  }
+  for (let i = 1; i <= NODES; i++) {
+    const m = await ns!.request('GET', `http://${cluster.nodeIp(i)}:8081/metrics`);
+    assert.match(m.text, new RegExp(`^presenced_subscriptions\\{node="n${i}"\\} \\d+$`, 'm'));
+  }
+});
