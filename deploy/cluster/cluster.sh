@@ -7,6 +7,7 @@
 #   cluster.sh down [--name P] [--dir DIR]           everything of cluster P: processes (by PID), namespaces, links
 #   cluster.sh kill-node I [--name P] [--dir DIR]    SIGKILL node I (its namespace and store stay)
 #   cluster.sh start-node I [--name P] [--dir DIR]   start node I again on its own store
+#   cluster.sh add-node [--name P] [--dir DIR]       node N+1, edge and HAProxy restarted over N+1 nodes
 #   cluster.sh status [--name P] [--dir DIR]
 #
 # Addresses (A.B.C.x/24, default 198.51.100.0/24, TEST-NET-2, used only inside the namespaces):
@@ -109,24 +110,13 @@ start_node() {
   wait_for "node n$i" 30 grep -q '"msg":"presenced ready"' "$DIR/n$i/log" || { tail -20 "$DIR/n$i/log" >&2; return 1; }
 }
 
-up() {
-  [ -d "$DIR" ] && [ -n "$(ls "$DIR"/*/pid 2>/dev/null)" ] && { echo "cluster.sh: $DIR holds a running cluster; run down first" >&2; exit 1; }
-  [ -f "$NODE_MAIN" ] || { echo "cluster.sh: $NODE_MAIN missing (npm run build)" >&2; exit 1; }
-  mkdir -p "$DIR/edge" "$DIR/xcap"
-  echo "$NODES" >"$DIR/nodes"
-  ip netns add "$(ns hub)"
-  ip -n "$(ns hub)" link add br0 type bridge
-  ip -n "$(ns hub)" link set br0 up
-  add_host edge "$EDGE_IP"
-  add_host xcap "$XCAP_IP"
-  add_host client "$CLIENT_IP"
+# The edge's dispatcher list, HAProxy's backends and the RPC list for nodes 1..$1.
+write_routing() {
+  local n=$1 any="" i
   : >"$DIR/edge/dispatcher.list"
   : >"$DIR/xcap/nodes.cfg"
   : >"$DIR/cluster.rpc"
-  local any=""
-  for ((i = 1; i <= NODES; i++)); do
-    add_host "n$i" "$(node_ip "$i")"
-    write_node_config "$i"
+  for ((i = 1; i <= n; i++)); do
     # One dispatcher set per node: set i holds node i only (see edge/kamailio.cfg, route[OWNER]).
     echo "$i sip:$(node_ip "$i"):5060 0 0 name=n$i" >>"$DIR/edge/dispatcher.list"
     printf 'backend node%d\n    option httpchk\n    http-check send meth GET uri /xcap-root/xcap-caps/global/index ver HTTP/1.1 hdr Host presenced\n    server n%d %s:8080 check inter %ds fall 1 rise 1\n\n' \
@@ -135,33 +125,84 @@ up() {
     echo "n$i http://$(node_ip "$i"):8081/RPC" >>"$DIR/cluster.rpc"
   done
   printf 'backend anynode\n    balance roundrobin\n    option httpchk\n    http-check send meth GET uri /xcap-root/xcap-caps/global/index ver HTTP/1.1 hdr Host presenced\n%s' "$any" >>"$DIR/xcap/nodes.cfg"
-  for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
+  echo "$n" >"$DIR/nodes"
+  echo "$PING" >"$DIR/ping-interval"
+}
+
+start_routers() {
+  local n
+  n=$(cat "$DIR/nodes")
   spawn_in "$(ns edge)" "$DIR/edge/log" "$DIR/edge/pid" \
     kamailio -f "$HERE/edge/kamailio.cfg" -DD -E -n 2 -m 64 -M 8 -Y "$DIR/edge" \
     -l "udp:$EDGE_IP:5060" -l "tcp:$EDGE_IP:5060" \
-    -A "NODES=$NODES" -A "DS_LIST=\"$DIR/edge/dispatcher.list\"" -A "PING_INTERVAL=$PING"
+    -A "NODES=$n" -A "DS_LIST=\"$DIR/edge/dispatcher.list\"" -A "PING_INTERVAL=$PING"
   spawn_in "$(ns xcap)" "$DIR/xcap/log" "$DIR/xcap/pid" \
-    env PRESENCED_NODES="$NODES" XCAP_BIND="$XCAP_IP:8080" PRESENCED_LUA="$HERE/haproxy/presentity-slot.lua" \
+    env PRESENCED_NODES="$n" XCAP_BIND="$XCAP_IP:8080" PRESENCED_LUA="$HERE/haproxy/presentity-slot.lua" \
     haproxy -db -f "$HERE/haproxy/haproxy.cfg" -f "$DIR/xcap/nodes.cfg"
   wait_for "edge" 20 listening "$(ns edge)" -lun 5060 || { cat "$DIR/edge/log" >&2; exit 1; }
   wait_for "haproxy" 20 listening "$(ns xcap)" -ltn 8080 || { cat "$DIR/xcap/log" >&2; exit 1; }
+}
+
+stop_pid() { # pidfile: SIGTERM, wait up to 5 s, SIGKILL
+  local f=$1 pid t
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((t = 0; t < 50; t++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+up() {
+  [ -d "$DIR" ] && [ -n "$(ls "$DIR"/*/pid 2>/dev/null)" ] && { echo "cluster.sh: $DIR holds a running cluster; run down first" >&2; exit 1; }
+  [ -f "$NODE_MAIN" ] || { echo "cluster.sh: $NODE_MAIN missing (npm run build)" >&2; exit 1; }
+  mkdir -p "$DIR/edge" "$DIR/xcap"
+  printf '%s' "$NODE_JSON" >"$DIR/node-json"
+  echo "$SUBNET" >"$DIR/subnet"
+  ip netns add "$(ns hub)"
+  ip -n "$(ns hub)" link add br0 type bridge
+  ip -n "$(ns hub)" link set br0 up
+  add_host edge "$EDGE_IP"
+  add_host xcap "$XCAP_IP"
+  add_host client "$CLIENT_IP"
+  for ((i = 1; i <= NODES; i++)); do
+    add_host "n$i" "$(node_ip "$i")"
+    write_node_config "$i"
+  done
+  write_routing "$NODES"
+  for ((i = 1; i <= NODES; i++)); do start_node "$i"; done
+  start_routers
   echo "cluster $NAME up: edge sip:$EDGE_IP:5060, xcap http://$XCAP_IP:8080/xcap-root, $NODES nodes ($(node_ip 1)..), client namespace $(ns client) ($CLIENT_IP), state in $DIR"
+}
+
+# Node N+1: its namespace, configuration and process, then the edge and HAProxy restarted with the
+# new node count (Kamailio takes NODES at start). The mapping is modulo the node count: most
+# presentities change owner (README "Running a cluster", "Adding a node" says what that means).
+add_node() {
+  local n i
+  [ -f "$DIR/nodes" ] || { echo "cluster.sh: no cluster in $DIR" >&2; exit 1; }
+  n=$(cat "$DIR/nodes")
+  PING=$(cat "$DIR/ping-interval")
+  SUBNET=$(cat "$DIR/subnet") EDGE_IP=$(cat "$DIR/subnet").2 XCAP_IP=$(cat "$DIR/subnet").3
+  i=$((n + 1))
+  add_host "n$i" "$(node_ip "$i")"
+  NODE_JSON=$(cat "$DIR/node-json" 2>/dev/null || echo '{}')
+  write_node_config "$i"
+  start_node "$i"
+  stop_pid "$DIR/edge/pid"
+  stop_pid "$DIR/xcap/pid"
+  write_routing "$i"
+  start_routers
+  echo "cluster $NAME: node n$i added ($(node_ip "$i")), edge and HAProxy now map over $i nodes"
 }
 
 down() {
   local f pid
   for f in "$DIR"/*/pid; do
     [ -f "$f" ] || continue
-    pid=$(cat "$f")
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -TERM "$(cat "$f")" 2>/dev/null || true
   done
-  for f in "$DIR"/*/pid; do
-    [ -f "$f" ] || continue
-    pid=$(cat "$f")
-    for ((t = 0; t < 50; t++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$f"
-  done
+  for f in "$DIR"/*/pid; do stop_pid "$f"; done
   # Anything else still running in our namespaces (children of a process that lost its PID file).
   for n in $(ip netns list | awk '{print $1}' | grep -E "^$NAME-" || true); do
     for pid in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
@@ -192,6 +233,7 @@ status() {
 
 case "$cmd" in
   up) up ;;
+  add-node) add_node ;;
   down) down ;;
   kill-node) kill_node "$arg" ;;
   start-node)
@@ -199,5 +241,5 @@ case "$cmd" in
     : >"$DIR/n$arg/log.new"; cat "$DIR/n$arg/log" >>"$DIR/n$arg/log.old" 2>/dev/null || true; mv "$DIR/n$arg/log.new" "$DIR/n$arg/log"
     start_node "$arg" ;;
   status) status ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

@@ -231,3 +231,50 @@ test('presenced rpc --cluster finds the owner; /metrics carries the node label',
     assert.match(m.text, new RegExp(`^presenced_subscriptions\\{node="n${i}"\\} \\d+$`, 'm'));
   }
 });
+
+test('adding a node (cluster.sh add-node): what keeps its owner keeps its state; what moves starts empty on its new owner', async () => {
+  // Under modulo mapping 3 -> 4 nodes, a presentity keeps its owner when slot mod 3 = slot mod 4.
+  const pick = (prefix: string, moves: boolean): string => {
+    for (let i = 0; ; i++) {
+      const p = `sip:${prefix}${i}@example.com`;
+      if ((ownerOf(p, NODES) !== ownerOf(p, NODES + 1)) === moves) return p;
+    }
+  };
+  const keep = pick('keep', false);
+  const move = pick('move', true);
+  const etags = new Map<string, string>();
+  for (const p of [keep, move]) {
+    const res = await publish(publisher, p, { body: pidf(p, 't1', 'open'), expires: 600 });
+    assert.equal(res.status, 200);
+    etags.set(p, res.headers.get('sip-etag')!);
+    assert.equal((await ns!.request('PUT', xcapUrl(p), { body: allowWatcher(), headers: { 'content-type': CT.presRules } })).status, 201);
+  }
+
+  await cluster.addNode();
+
+  const keepRefresh = await until('edge back after its restart', () => publish(publisher, keep, { etag: etags.get(keep), expires: 600 }), (r) => r.status !== 503);
+  assert.equal(keepRefresh.status, 200, 'an unmoved presentity keeps its publication (same owner)');
+  assert.equal((await ns!.request('GET', xcapUrl(keep))).status, 200, 'and its documents');
+  const moved = await publish(publisher, move, { etag: etags.get(move), expires: 600 });
+  assert.equal(moved.status, 412, 'a moved presentity: its new owner has none of its publications (the publisher publishes anew)');
+  assert.equal((await publish(publisher, move, { body: pidf(move, 't1', 'open'), expires: 600 })).status, 200);
+  assert.equal((await showOn(ownerOf(move, NODES + 1), move)).length, 1, 'the new publication is on the new owner');
+  const doc = await ns!.request('GET', xcapUrl(move));
+  assert.equal(doc.status, 404, 'its documents stayed on the old owner (README: copy them)');
+  assert.equal(doc.headers['x-presenced-node'], `n${ownerOf(move, NODES + 1)}`);
+
+  // Dialogs go on through the restarted edge: their requests name the node, not the presentity.
+  for (const s of shard) assert.equal((await refresh(s, 600)).status, 200, `dialog with ${s.presentity} survives the edge restart`);
+  // The new node takes its share, by the same function at the edge and in HAProxy.
+  let onNew = 0;
+  for (let i = 0; i < 16; i++) {
+    const p = `sip:grow${i}@example.net`;
+    const owner = ownerOf(p, NODES + 1);
+    assert.equal((await publish(publisher, p, { body: pidf(p, 't1', 'open'), expires: 600 })).status, 200);
+    assert.equal((await showOn(owner, p)).length, 1, `${p} on node ${owner}`);
+    const put = await ns!.request('PUT', xcapUrl(p), { body: allowWatcher(), headers: { 'content-type': CT.presRules } });
+    assert.equal(put.headers['x-presenced-node'], `n${owner}`);
+    if (owner === NODES + 1) onNew++;
+  }
+  assert.ok(onNew > 0, 'node 4 owns some of them');
+});

@@ -94,4 +94,7 @@ export class Cluster {
   startNode(i: number): Promise<string> {
     return must(['start-node', String(i), '--name', this.o.name]);
   }
+  addNode(): Promise<string> {
+    return must(['add-node', '--name', this.o.name]);
+  }
 }
