@@ -232,7 +232,7 @@ test('presenced rpc --cluster finds the owner; /metrics carries the node label',
   }
 });
 
-test('adding a node (cluster.sh add-node): what keeps its owner keeps its state; what moves starts empty on its new owner', async () => {
+test('adding a node (cluster.sh add-node): what keeps its owner keeps its state and dialogs; what moves starts empty on its new owner, its old dialogs end with 481', async () => {
   // Under modulo mapping 3 -> 4 nodes, a presentity keeps its owner when slot mod 3 = slot mod 4.
   const pick = (prefix: string, moves: boolean): string => {
     for (let i = 0; ; i++) {
@@ -243,11 +243,17 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state;
   const keep = pick('keep', false);
   const move = pick('move', true);
   const etags = new Map<string, string>();
+  const dialogs = new Map<string, (typeof shard)[number]>();
   for (const p of [keep, move]) {
     const res = await publish(publisher, p, { body: pidf(p, 't1', 'open'), expires: 600 });
     assert.equal(res.status, 200);
     etags.set(p, res.headers.get('sip-etag')!);
     assert.equal((await ns!.request('PUT', xcapUrl(p), { body: allowWatcher(), headers: { 'content-type': CT.presRules } })).status, 201);
+    const sub = await subscribe(watcher, p, { expires: 600 });
+    assert.equal(sub.res.status, 200);
+    const s = { node: ownerOf(p, NODES), presentity: p, dialog: sub.dialog, target: /<([^>]+)>/.exec(sub.res.headers.get('contact')!)![1], route: sub.res.headers.get('record-route') };
+    await nextNotify(s, (r) => parseSubState(r).state === 'active');
+    dialogs.set(p, s);
   }
 
   await cluster.addNode();
@@ -263,8 +269,27 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state;
   assert.equal(doc.status, 404, 'its documents stayed on the old owner (README: copy them)');
   assert.equal(doc.headers['x-presenced-node'], `n${ownerOf(move, NODES + 1)}`);
 
-  // Dialogs go on through the restarted edge: their requests name the node, not the presentity.
-  for (const s of shard) assert.equal((await refresh(s, 600)).status, 200, `dialog with ${s.presentity} survives the edge restart`);
+  // Dialogs go on through the restarted edge while their node still owns the presentity; a dialog
+  // left on the old owner of a moved presentity is ended by the edge (481), both ways.
+  for (const s of [...shard, dialogs.get(keep)!]) {
+    const moves = ownerOf(s.presentity, NODES) !== ownerOf(s.presentity, NODES + 1);
+    assert.equal((await refresh(s, 600)).status, moves ? 481 : 200, `dialog with ${s.presentity} (${moves ? 'moved' : 'same owner'}) after the edge restart`);
+  }
+  const old = dialogs.get(move)!;
+  const refused = await refresh(old, 600);
+  assert.equal(refused.status, 481, 'a refresh of a dialog on the old owner: 481 from the edge');
+  assert.match(refused.headers.get('server') ?? '', /presenced-edge/);
+  const again = await subscribe(watcher, move, { expires: 600 });
+  assert.equal(again.res.status, 200, 'the watcher subscribes anew');
+  assert.match(again.res.headers.get('contact') ?? '', new RegExp(`@${cluster.nodeIp(ownerOf(move, NODES + 1)).replace(/\./g, '\\.')}:`), 'to the new owner');
+  const oldNotifies = watcher.requests('NOTIFY').filter((r) => r.callId === old.dialog!.callId).length;
+  // The old owner still holds the subscription; its next NOTIFY gets 481 from the edge and it lets go.
+  const rpcOld = (method: string, params: unknown[]): Promise<{ status: number; text: string }> =>
+    ns!.request('POST', `http://${cluster.nodeIp(old.node)}:8081/RPC`, { body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }), headers: { 'content-type': 'application/json' } });
+  assert.equal((JSON.parse((await rpcOld('presence.watcher_list', [move, 'presence'])).text) as { result: unknown[] }).result.length, 1, 'still on the old owner');
+  assert.equal((await rpcOld('presence.refreshWatchers', [move, 'presence', 1])).status, 200);
+  await until('the old owner dropping the moved subscription', () => rpcOld('presence.watcher_list', [move, 'presence']), (r) => (JSON.parse(r.text) as { result: unknown[] }).result.length === 0);
+  assert.equal(watcher.requests('NOTIFY').filter((r) => r.callId === old.dialog!.callId).length, oldNotifies, 'the old dialog NOTIFY never reached the watcher');
   // The new node takes its share, by the same function at the edge and in HAProxy.
   let onNew = 0;
   for (let i = 0; i < 16; i++) {
