@@ -16,6 +16,8 @@
 # DIR (default /tmp/presenced-cluster-P) holds every configuration, log, PID file and store, and
 # cluster.rpc (the list for `presenced rpc --cluster`). Needs root, iproute2, kamailio, haproxy, node
 # (NODE_BIN, default node from PATH; PRESENCED_MAIN, default dist/core/main.js of this checkout).
+# The edge runs EDGE_CHILDREN (default 4) UDP workers with EDGE_SHM_MB (default 256) of shared memory:
+# every NOTIFY of a fan-out is a transaction there until its Timer F/wait timer ends.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,11 +72,14 @@ spawn_in() {
   echo $! >"$pidfile"
 }
 
-wait_for() { # what, seconds, command...
-  local what=$1 secs=$2 i
+wait_for() { # what, seconds, command... (the command's status 2 = give up now)
+  local what=$1 secs=$2 i rc
   shift 2
   for ((i = 0; i < secs * 10; i++)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
+    rc=0
+    "$@" >/dev/null 2>&1 || rc=$?
+    [ "$rc" = 0 ] && return 0
+    [ "$rc" = 2 ] && { echo "cluster.sh: $what exited while starting" >&2; return 1; }
     sleep 0.1
   done
   echo "cluster.sh: $what not ready after ${secs}s" >&2
@@ -83,6 +88,11 @@ wait_for() { # what, seconds, command...
 
 listening() { # namespace, ss filter args (e.g. -lun), port
   [ -n "$(ip netns exec "$1" ss -H "$2" "sport = :$3")" ]
+}
+
+node_ready() {
+  alive "$DIR/n$1/pid" || { echo "cluster.sh: node n$1 exited" >&2; return 2; }
+  listening "$(ns "n$1")" -ltn 8081
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -107,7 +117,8 @@ start_node() {
   local i=$1
   alive "$DIR/n$i/pid" && { echo "cluster.sh: node $i is already running" >&2; return 1; }
   spawn_in "$(ns "n$i")" "$DIR/n$i/log" "$DIR/n$i/pid" "${NODE_BIN:-node}" "$NODE_MAIN" --config "$DIR/n$i/config.json"
-  wait_for "node n$i" 30 grep -q '"msg":"presenced ready"' "$DIR/n$i/log" || { tail -20 "$DIR/n$i/log" >&2; return 1; }
+  # The RPC port opens once the store is recovered (whatever log_level says).
+  wait_for "node n$i" 30 node_ready "$i" || { tail -20 "$DIR/n$i/log" >&2; return 1; }
 }
 
 # The edge's dispatcher list, HAProxy's backends and the RPC list for nodes 1..$1.
@@ -133,7 +144,7 @@ start_routers() {
   local n
   n=$(cat "$DIR/nodes")
   spawn_in "$(ns edge)" "$DIR/edge/log" "$DIR/edge/pid" \
-    kamailio -f "$HERE/edge/kamailio.cfg" -DD -E -n 2 -m 64 -M 8 -Y "$DIR/edge" \
+    kamailio -f "$HERE/edge/kamailio.cfg" -DD -E -n "${EDGE_CHILDREN:-4}" -m "${EDGE_SHM_MB:-256}" -M 8 -Y "$DIR/edge" \
     -l "udp:$EDGE_IP:5060" -l "tcp:$EDGE_IP:5060" \
     -A "NODES=$n" -A "DS_LIST=\"$DIR/edge/dispatcher.list\"" -A "PING_INTERVAL=$PING"
   spawn_in "$(ns xcap)" "$DIR/xcap/log" "$DIR/xcap/pid" \
