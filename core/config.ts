@@ -156,9 +156,11 @@ const userdelReason: Check = (v, key) => {
   return s;
 };
 
+const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
 const nodeName: Check = (v, key) => {
   const s = str(v, key) as string;
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(s)) throw new ConfigError(`${key}: must be 1-63 letters, digits, '.', '_' or '-' (got ${JSON.stringify(s)})`);
+  if (!NODE_NAME.test(s)) throw new ConfigError(`${key}: must be 1-63 letters, digits, '.', '_' or '-' (got ${JSON.stringify(s)})`);
   return s;
 };
 
@@ -182,7 +184,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   db_url: ['lmdb:./data', dbUrl],
   xcap_table: ['xcap', str],
   log_level: ['info', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')],
-  node_name: [/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(hostname()) ? hostname() : 'presenced', nodeName],
+  node_name: [NODE_NAME.test(hostname()) ? hostname() : 'presenced', nodeName],
   disable_presence: [0, flag],
   disable_winfo: [0, flag],
   disable_bla: [1, flag],
