@@ -20,7 +20,7 @@ import assert from 'node:assert/strict';
 import { Cluster, ownerOf } from '../support/cluster.js';
 import { Netns } from '../support/netns.js';
 import { TestUa } from '../support/sip-ua.js';
-import { pidf, publish, subscribe, parseSubState, bodyOf, cseqOf, rules, type Dialog } from '../support/presence.js';
+import { pidf, publish, subscribe, subscribeWinfo, parseWinfo, parseSubState, bodyOf, cseqOf, rules, type Dialog } from '../support/presence.js';
 import { CT } from '../support/xcap-http.js';
 import type { SipRequest, SipResponse } from '../../transport/message.js';
 import { execFileSync } from 'node:child_process';
@@ -145,7 +145,7 @@ test('edge, HAProxy and the documented mapping agree on the owner of 45 presenti
   }
 });
 
-test('watchers on every shard: pres-rules PUT through HAProxy take effect, NOTIFYs come through the edge', async () => {
+test('watchers on every shard: pres-rules PUT through HAProxy take effect, winfo lists them, NOTIFYs come through the edge', async () => {
   for (let node = 1; node <= NODES; node++) shard.push({ node, presentity: presentityOn(node, 'shard') });
   for (const s of shard) {
     const { res, dialog } = await subscribe(watcher, s.presentity, { expires: 600 });
@@ -164,6 +164,16 @@ test('watchers on every shard: pres-rules PUT through HAProxy take effect, NOTIF
     assert.equal(put.status, 201);
     const active = await nextNotify(s, (r) => parseSubState(r).state === 'active');
     assert.equal(active.topVia.host, cluster.edge);
+  }
+  // Watcher info from the owner: each presentity sees the watcher (whose own AOR may hash to any node).
+  for (const s of shard) {
+    const w = await subscribeWinfo(publisher, s.presentity, s.presentity);
+    assert.equal(w.res.status, 200, `presence.winfo of ${s.presentity}`);
+    const info = await publisher.nextRequest('NOTIFY', (r) => r.callId === w.dialog.callId, 10_000);
+    assert.deepEqual(
+      parseWinfo(bodyOf(info)).watchers.map((x) => [x.uri, x.status]),
+      [[watcher.aor, 'active']],
+    );
   }
   for (const s of shard) {
     const res = await publish(publisher, s.presentity, { body: pidf(s.presentity, 't1', 'open', `before-${s.node}`), expires: 600 });
