@@ -127,6 +127,7 @@ write_routing() {
   : >"$DIR/edge/dispatcher.list"
   : >"$DIR/xcap/nodes.cfg"
   : >"$DIR/cluster.rpc"
+  : >"$DIR/cluster.xcap"
   for ((i = 1; i <= n; i++)); do
     # One dispatcher set per node: set i holds node i only (see edge/kamailio.cfg, route[OWNER]).
     echo "$i sip:$(node_ip "$i"):5060 0 0 name=n$i" >>"$DIR/edge/dispatcher.list"
@@ -134,6 +135,7 @@ write_routing() {
       "$i" "$i" "$(node_ip "$i")" "$PING" >>"$DIR/xcap/nodes.cfg"
     any+="    server n$i $(node_ip "$i"):8080 check inter ${PING}s fall 1 rise 1"$'\n'
     echo "n$i http://$(node_ip "$i"):8081/RPC" >>"$DIR/cluster.rpc"
+    echo "n$i http://$(node_ip "$i"):8080/xcap-root" >>"$DIR/cluster.xcap"
   done
   printf 'backend anynode\n    balance roundrobin\n    option httpchk\n    http-check send meth GET uri /xcap-root/xcap-caps/global/index ver HTTP/1.1 hdr Host presenced\n%s' "$any" >>"$DIR/xcap/nodes.cfg"
   echo "$n" >"$DIR/nodes"
@@ -187,8 +189,9 @@ up() {
 }
 
 # Node N+1: its namespace, configuration and process, then the edge and HAProxy restarted with the
-# new node count (Kamailio takes NODES at start). The mapping is modulo the node count: most
-# presentities change owner (README "Running a cluster", "Adding a node" says what that means).
+# new node count (Kamailio takes NODES at start), then the XCAP documents moved to their new owners.
+# The mapping is modulo the node count: most presentities change owner (README "Running a cluster",
+# "Adding a node" says what that means for publications and subscriptions).
 add_node() {
   local n i
   [ -f "$DIR/nodes" ] || { echo "cluster.sh: no cluster in $DIR" >&2; exit 1; }
@@ -205,6 +208,8 @@ add_node() {
   write_routing "$i"
   start_routers
   echo "cluster $NAME: node n$i added ($(node_ip "$i")), edge and HAProxy now map over $i nodes"
+  # XCAP documents do not move by themselves: copy each to its new owner (move-documents.mjs).
+  ip netns exec "$(ns client)" "${NODE_BIN:-node}" "$HERE/move-documents.mjs" "$DIR/cluster.rpc" "$DIR/cluster.xcap" "http://$XCAP_IP:8080/xcap-root"
 }
 
 down() {

@@ -24,6 +24,7 @@ import { pidf, publish, subscribe, subscribeWinfo, parseWinfo, parseSubState, bo
 import { CT } from '../support/xcap-http.js';
 import type { SipRequest, SipResponse } from '../../transport/message.js';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -242,7 +243,7 @@ test('presenced rpc --cluster finds the owner; /metrics carries the node label',
   }
 });
 
-test('adding a node (cluster.sh add-node): what keeps its owner keeps its state and dialogs; what moves starts empty on its new owner, its old dialogs end with 481', async () => {
+test('adding a node (cluster.sh add-node): what keeps its owner keeps its state and dialogs; what moves takes its documents along, its publications are published anew, its old dialogs end with 481', async () => {
   // Under modulo mapping 3 -> 4 nodes, a presentity keeps its owner when slot mod 3 = slot mod 4.
   const pick = (prefix: string, moves: boolean): string => {
     for (let i = 0; ; i++) {
@@ -265,6 +266,8 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
     await nextNotify(s, (r) => parseSubState(r).state === 'active');
     dialogs.set(p, s);
   }
+  const notifiesOf = (callId: string): number => watcher.requests('NOTIFY').filter((r) => r.callId === callId).length;
+  const before = notifiesOf(dialogs.get(move)!.dialog!.callId);
 
   await cluster.addNode();
 
@@ -275,9 +278,12 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
   assert.equal(moved.status, 412, 'a moved presentity: its new owner has none of its publications (the publisher publishes anew)');
   assert.equal((await publish(publisher, move, { body: pidf(move, 't1', 'open'), expires: 600 })).status, 200);
   assert.equal((await showOn(ownerOf(move, NODES + 1), move)).length, 1, 'the new publication is on the new owner');
+  // add-node moved its documents (move-documents.mjs): on the new owner through HAProxy, gone from the old one.
   const doc = await ns!.request('GET', xcapUrl(move));
-  assert.equal(doc.status, 404, 'its documents stayed on the old owner (README: copy them)');
+  assert.equal(doc.status, 200, 'its pres-rules moved with it');
   assert.equal(doc.headers['x-presenced-node'], `n${ownerOf(move, NODES + 1)}`);
+  const oldCopy = await ns!.request('GET', `http://${cluster.nodeIp(ownerOf(move, NODES))}:8080/xcap-root/pres-rules/users/${move}/index`);
+  assert.equal(oldCopy.status, 404, 'and left the old owner');
 
   // Dialogs go on through the restarted edge while their node still owns the presentity; a dialog
   // left on the old owner of a moved presentity is ended by the edge (481), both ways.
@@ -292,14 +298,17 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
   const again = await subscribe(watcher, move, { expires: 600 });
   assert.equal(again.res.status, 200, 'the watcher subscribes anew');
   assert.match(again.res.headers.get('contact') ?? '', new RegExp(`@${cluster.nodeIp(ownerOf(move, NODES + 1)).replace(/\./g, '\\.')}:`), 'to the new owner');
-  const oldNotifies = watcher.requests('NOTIFY').filter((r) => r.callId === old.dialog!.callId).length;
-  // The old owner still holds the subscription; its next NOTIFY gets 481 from the edge and it lets go.
-  const rpcOld = (method: string, params: unknown[]): Promise<{ status: number; text: string }> =>
-    ns!.request('POST', `http://${cluster.nodeIp(old.node)}:8081/RPC`, { body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }), headers: { 'content-type': 'application/json' } });
-  assert.equal((JSON.parse((await rpcOld('presence.watcher_list', [move, 'presence'])).text) as { result: unknown[] }).result.length, 1, 'still on the old owner');
-  assert.equal((await rpcOld('presence.refreshWatchers', [move, 'presence', 1])).status, 200);
-  await until('the old owner dropping the moved subscription', () => rpcOld('presence.watcher_list', [move, 'presence']), (r) => (JSON.parse(r.text) as { result: unknown[] }).result.length === 0);
-  assert.equal(watcher.requests('NOTIFY').filter((r) => r.callId === old.dialog!.callId).length, oldNotifies, 'the old dialog NOTIFY never reached the watcher');
+  const fresh = await again.dialog.nextNotify(10_000);
+  assert.equal(parseSubState(fresh).state, 'active', 'the moved pres-rules allow it there');
+  // The old owner lets go without the watcher hearing from it: deleting the moved pres-rules there
+  // ended the subscription, and its terminated NOTIFY got 481 from the edge (a node that no longer
+  // owns the presentity), as the edge's log says.
+  const watchersOnOld = async (): Promise<number> =>
+    (JSON.parse((await ns!.request('POST', `http://${cluster.nodeIp(old.node)}:8081/RPC`, { body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'presence.watcher_list', params: [move, 'presence'] }), headers: { 'content-type': 'application/json' } })).text) as { result: unknown[] }).result.length;
+  await until('the old owner dropping the moved watcher', async () => ({ status: await watchersOnOld() }), (r) => r.status === 0);
+  const edgeLog = readFileSync(`${cluster.dir}/edge/log`, 'utf8');
+  assert.ok(edgeLog.includes(`NOTIFY for ${move.slice(4)} from ${cluster.nodeIp(old.node)}, owner is set ${ownerOf(move, NODES + 1)}: 481`), 'the edge refused the old owner\'s NOTIFY');
+  assert.equal(notifiesOf(old.dialog!.callId), before, 'no NOTIFY of the old dialog reached the watcher');
   // The new node takes its share, by the same function at the edge and in HAProxy.
   let onNew = 0;
   for (let i = 0; i < 16; i++) {
