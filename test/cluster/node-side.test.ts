@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +48,13 @@ test('until the store is recovered the node answers OPTIONS 503 with Retry-After
   const afterReady = options();
   await d.handle(afterReady.incoming);
   assert.equal(afterReady.sent[0]?.status, 200);
+});
+
+test('the shipped node configurations of deploy/cluster/nodes/ are valid and name their node', () => {
+  const dir = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'deploy', 'cluster', 'nodes');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  assert.deepEqual(files.sort(), ['n1.json', 'n2.json', 'n3.json']);
+  for (const f of files) assert.equal(buildConfig(JSON.parse(readFileSync(join(dir, f), 'utf8'))).node_name, f.slice(0, -5));
 });
 
 test('node_name: checked at start; default the host name', () => {
