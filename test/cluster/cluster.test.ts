@@ -13,7 +13,11 @@
  *  - the node restarted on its store: the edge sends it traffic again once it answers OPTIONS, its
  *    watchers keep their dialogs (NOTIFY CSeq continues) and get what the publishers published once
  *    they retry;
- *  - presenced rpc --cluster finds the owning node; /metrics carries the node label.
+ *  - presenced rpc --cluster finds the owning node; /metrics carries the node label;
+ *  - cluster.sh add-node: unmoved presentities keep state and dialogs, moved ones take their XCAP
+ *    documents along and leave their old dialogs (481 from the edge both ways), the new node takes
+ *    its share by the same function at the edge and in HAProxy.
+ * Runs as root (namespaces); about 30 s.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
