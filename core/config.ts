@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import type { ListenSpec, TlsSettings } from '../transport/stack.js';
 import type { Protocol } from '../transport/flows.js';
 
@@ -21,6 +22,8 @@ export interface Config {
   db_path: string;
   xcap_table: string;
   log_level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** This node's name in a cluster: the `node` label of every metric. */
+  node_name: string;
   // presence_xml
   disable_presence: number;
   disable_winfo: number;
@@ -196,6 +199,14 @@ const userdelReason: Check = (v, key) => {
   return s;
 };
 
+const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+const nodeName: Check = (v, key) => {
+  const s = str(v, key) as string;
+  if (!NODE_NAME.test(s)) throw new ConfigError(`${key}: must be 1-63 letters, digits, '.', '_' or '-' (got ${JSON.stringify(s)})`);
+  return s;
+};
+
 const xcapRoot: Check = (v, key) => {
   const s = str(v, key) as string;
   if (!/^\/[A-Za-z0-9\-._~/]*[^/]$/.test(s)) throw new ConfigError(`${key}: must be an absolute path without a trailing slash, e.g. /xcap-root`);
@@ -216,6 +227,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   db_url: ['lmdb:./data', dbUrl],
   xcap_table: ['xcap', str],
   log_level: ['info', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')],
+  node_name: [NODE_NAME.test(hostname()) ? hostname() : 'presenced', nodeName],
   disable_presence: [0, flag],
   disable_winfo: [0, flag],
   disable_bla: [1, flag],

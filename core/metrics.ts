@@ -31,8 +31,10 @@ export interface NodeStats {
   readonly capture?: { readonly sent: number; readonly failed: number };
 }
 
-export function createMetrics(stats: NodeStats): () => Promise<{ contentType: string; body: string }> {
+export function createMetrics(stats: NodeStats, nodeName: string): () => Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
+  // In a cluster every node's series carry its name (config node_name).
+  registry.setDefaultLabels({ node: nodeName });
   collectDefaultMetrics({ register: registry, prefix: 'presenced_' });
   const gauge = (name: string, help: string, read: () => number): void => {
     new Gauge({

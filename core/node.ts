@@ -58,6 +58,8 @@ export class PresenceNode {
   private readonly subscriptions: Subscriptions;
   private readonly watcherInfo: WatcherInfo;
   private readonly subscribeUas: SubscribeUas;
+  /** Answers 503 until the store is recovered (a cluster edge keeps the node out of rotation meanwhile). */
+  private readonly dispatcher: Dispatcher;
   private readonly notifier: Notifier;
   private readonly authorization: Authorization;
   private readonly xcap: XcapServer | undefined;
@@ -152,7 +154,7 @@ export class PresenceNode {
     });
 
     // SIP: the UAS of each method, behind the dispatcher.
-    const dispatcher = new Dispatcher(packages, log);
+    const dispatcher = (this.dispatcher = new Dispatcher(packages, log));
     this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization });
     if (!config.passive_mode) {
       dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications }).handle);
@@ -204,7 +206,7 @@ export class PresenceNode {
         rpcCalls,
         ...(xcap ? { xcapRequests: xcap.stats } : {}),
         ...(capture ? { capture } : {}),
-      }),
+      }, config.node_name),
       log,
     });
     this.authorization = authorization;
@@ -227,6 +229,7 @@ export class PresenceNode {
     const subs = await this.subscriptions.recover(this.authorization.recoveredBodyKey);
     this.watcherInfo.start();
     this.publications.notifyRecovered();
+    this.dispatcher.ready = true;
     this.log.info(
       { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired, waitingWatchers: waiting },
       'store recovered',

@@ -23,6 +23,8 @@ export interface BenchArgs {
   warmup: number;
   /** External target `HOST:PORT` (no node is started). */
   sip: string | undefined;
+  /** The driver's own address (default 127.0.0.1; a network namespace's address to reach a cluster edge). */
+  bind: string;
   xcap: string | undefined;
   rpc: string | undefined;
   /** PID of an external target, for its memory figure. */
@@ -84,6 +86,7 @@ const USAGE = `usage: npm run bench -- [options]
   --no-ceiling            skip the generator-to-generator ceiling (driver ↔ null server)
   --cpu-prof              run presenced under node --cpu-prof; prints the top self-time functions
   --sip HOST:PORT         measure another server instead of starting presenced
+  --bind ADDR             the driver's address (default 127.0.0.1), e.g. in a cluster's client namespace
   --xcap URL              XCAP root of that server: an allow-all pres-rules doc is PUT per presentity
   --rpc URL               its JSON-RPC endpoint (recorded; core.version asked when it answers)
   --pid PID               its PID, for the memory figure (PSS of the process tree)
@@ -124,7 +127,7 @@ export function parseArgs(argv: string[]): BenchArgs {
   const known = new Set([
     'quick', 'only', 'no-micro', 'no-load', 'filter', 'micro-time', 'duration', 'warmup', 'subs', 'settle', 'watchers',
     'fanout-presentities', 'latency-cycles', 'concurrency', 'refreshes', 'sockets', 'timeout', 'workers', 'phases',
-    'no-ceiling', 'cpu-prof', 'sip', 'xcap', 'rpc', 'pid', 'kamailio', 'kamailio-children', 'verbose', 'targets', 'rules',
+    'no-ceiling', 'cpu-prof', 'sip', 'bind', 'xcap', 'rpc', 'pid', 'kamailio', 'kamailio-children', 'verbose', 'targets', 'rules',
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const s = (k: string): string | undefined => {
@@ -160,6 +163,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     duration: flags.has('duration') ? num(s('duration'), '--duration') : quick ? 3 : 15,
     warmup: flags.has('warmup') ? num(s('warmup'), '--warmup') : quick ? 0.5 : 2,
     sip: s('sip'),
+    bind: s('bind') ?? '127.0.0.1',
     xcap: s('xcap'),
     rpc: s('rpc'),
     pid: flags.has('pid') ? num(s('pid'), '--pid') : undefined,

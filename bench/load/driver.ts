@@ -92,15 +92,17 @@ export class SipDriver {
   private constructor(
     readonly target: Endpoint,
     readonly timeoutMs: number,
+    /** Our address: bound, and written in Via and Contact. */
+    readonly localHost: string,
   ) {}
 
-  static async open(target: Endpoint, sockets: number, timeoutMs: number): Promise<SipDriver> {
-    const d = new SipDriver(target, timeoutMs);
+  static async open(target: Endpoint, sockets: number, timeoutMs: number, localHost = '127.0.0.1'): Promise<SipDriver> {
+    const d = new SipDriver(target, timeoutMs, localHost);
     for (let i = 0; i < sockets; i++) {
       const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);
-        s.bind(0, '127.0.0.1', () => {
+        s.bind(0, localHost, () => {
           s.off('error', reject);
           resolve();
         });
@@ -119,10 +121,10 @@ export class SipDriver {
     return this.pending.size;
   }
 
-  /** `SIP/2.0/UDP 127.0.0.1:PORT;branch=…;rport` for socket `sock`, and the branch. */
+  /** `SIP/2.0/UDP LOCALHOST:PORT;branch=…;rport` for socket `sock`, and the branch. */
   newVia(sock: number): { via: string; branch: string } {
     const branch = this.branchPrefix + (this.seq++).toString(36);
-    return { via: `Via: SIP/2.0/UDP 127.0.0.1:${this.ports[sock]};branch=${branch};rport\r\n`, branch };
+    return { via: `Via: SIP/2.0/UDP ${this.localHost}:${this.ports[sock]};branch=${branch};rport\r\n`, branch };
   }
 
   /**

@@ -190,7 +190,7 @@ export class PresenceLoad {
 
   /** Initial SUBSCRIBE (or, with expires 0 on an established dialog, an unsubscribe). */
   subscribeRequest(w: Watcher, expires: number): Promise<Reply> {
-    const contact = `<sip:${w.user}@127.0.0.1:${this.driver.ports[w.sock]}>`;
+    const contact = `<sip:${w.user}@${this.driver.localHost}:${this.driver.ports[w.sock]}>`;
     const to = w.toTag ? `<${w.presentity.uri}>;tag=${w.toTag}` : `<${w.presentity.uri}>`;
     const h =
       `Max-Forwards: 70\r\nFrom: <sip:${w.user}@${DOMAIN}>;tag=${w.fromTag}\r\nTo: ${to}\r\nCall-ID: ${w.callId}\r\n` +

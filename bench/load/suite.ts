@@ -79,7 +79,7 @@ function cpuMeter(pid: number | undefined): () => Cpu {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: string) => void, cleanup: boolean): Promise<LoadFigures> {
-  const driver = await SipDriver.open(target.sip, args.sockets, args.timeoutMs);
+  const driver = await SipDriver.open(target.sip, args.sockets, args.timeoutMs, args.bind);
   const load = new PresenceLoad(driver, { expires: 3600, xcap: target.xcap && target.authorisation.includes('PUT') ? target.xcap : undefined });
   const fig: LoadFigures = {
     target: target.label,

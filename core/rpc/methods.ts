@@ -145,6 +145,14 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
     ]);
   });
 
+  // The users' XCAP documents this node holds (no bodies): what a cluster's add-node has to move.
+  m.set('xcap.document_list', (p) => {
+    arity(p, 0, 0, 'xcap.document_list');
+    const out: Array<{ auid: string; xui: string; name: string; etag: string; content_type: string }> = [];
+    for (const d of node.store.allXcapDocuments()) if (d.xui) out.push({ auid: d.auid, xui: d.xui, name: d.name, etag: d.etag, content_type: d.contentType });
+    return out;
+  });
+
   const basicUsage = 'presence.check_basic presentity_uri status';
   m.set('presence.check_basic', async (p) => {
     arity(p, 2, 2, basicUsage);

@@ -17,6 +17,11 @@ const SIP_METHODS = new Set(['ACK', 'BYE', 'CANCEL', 'INFO', 'INVITE', 'MESSAGE'
 
 export class Dispatcher {
   private readonly handlers = new Map<string, MethodHandler>();
+  /**
+   * False while the node recovers its store: every request (OPTIONS included, so a cluster edge's
+   * probe keeps the node out of rotation) gets 503 with Retry-After until the node sets it.
+   */
+  ready = false;
 
   constructor(
     private readonly packages: PackageRegistry,
@@ -37,6 +42,7 @@ export class Dispatcher {
     const req = incoming.request;
     let response: SipResponse | void;
     try {
+      if (!this.ready) throw new SipError(503, 'Service Unavailable', [['retry-after', '5']]);
       this.precheck(incoming);
       const handler = this.handlers.get(req.method);
       if (!handler) {

@@ -18,6 +18,8 @@ export interface StoreReader {
   allWatchers(): Iterable<WatcherAuth>;
   getXcap(auid: string, xui: string, name: string): XcapDocument | undefined;
   xcapDocumentsOf(auid: string, xui: string): XcapDocument[];
+  /** Every XCAP document, global and users', in key order (what a cluster's add-node moves). */
+  allXcapDocuments(): Iterable<XcapDocument>;
 }
 
 export interface StoreWriter {

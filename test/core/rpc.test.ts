@@ -58,18 +58,19 @@ test('GET on /RPC → 405; GET /metrics → Prometheus text', async () => {
   assert.equal(m.status, 200);
   const text = await m.text();
   assert.match(text, /^# HELP presenced_subscriptions /m);
-  assert.match(text, /^presenced_subscriptions \d+/m);
+  // Every series carries the node label (config node_name; a cluster's nodes are told apart by it).
+  assert.match(text, /^presenced_subscriptions\{node="[^"]+"\} \d+/m);
   // Counts since start are counters named *_total (Prometheus naming), not gauges.
   for (const c of ['presenced_notify_sent_total', 'presenced_notify_failed_total', 'presenced_watchers_removed_total']) {
     assert.match(text, new RegExp(`^# TYPE ${c} counter$`, 'm'));
-    assert.match(text, new RegExp(`^${c} \\d+`, 'm'));
+    assert.match(text, new RegExp(`^${c}\\{node="[^"]+"\\} \\d+`, 'm'));
   }
 });
 
 test('/metrics presenced_presentities follows publications: created, a second one, removed, expired', async () => {
   const scrape = async (): Promise<number> => {
     const text = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
-    return Number(/^presenced_presentities (\d+)/m.exec(text)?.[1]);
+    return Number(/^presenced_presentities\{node="[^"]+"\} (\d+)/m.exec(text)?.[1]);
   };
   const ua = await TestUa.open('udp', node.udpPort);
   try {

@@ -126,6 +126,9 @@ export class MemoryStore implements StateStore {
   xcapDocumentsOf(auid: string, xui: string): XcapDocument[] {
     return [...this.xcap.values()].filter((d) => d.auid === auid && d.xui === xui);
   }
+  allXcapDocuments(): Iterable<XcapDocument> {
+    return this.xcap.values();
+  }
   async putPublication(p: Publication): Promise<boolean> {
     this.publications.set(MemoryStore.pk(p.presentityUri, p.event, publicationId(p)), { ...p });
     return true;

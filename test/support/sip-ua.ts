@@ -62,8 +62,8 @@ export class TestUa {
     public serverPort: number,
     /** Where requests go (a test may point it at a Contact the node gave). */
     public serverHost = '127.0.0.1',
-    /** The address the UA binds and names in Via and Contact. */
-    readonly localHost = '127.0.0.1',
+    /** The address the UA binds and names in Via and Contact (a network namespace's address for a UA on an adopted socket). */
+    public localHost = '127.0.0.1',
   ) {}
 
   /** `hosts`: the node's address and the UA's own, for a UA outside loopback (a network namespace). */
@@ -92,6 +92,20 @@ export class TestUa {
       ua.localPort = (server.address() as net.AddressInfo).port;
       await ua.connect();
     }
+    return ua;
+  }
+
+  /**
+   * A UDP UA on a socket bound elsewhere, e.g. inside a network namespace (test/support/netns.ts),
+   * talking to serverHost:serverPort.
+   */
+  static adopt(socket: dgram.Socket, serverHost: string, serverPort: number): TestUa {
+    const ua = new TestUa('udp', serverPort, serverHost);
+    ua.udp = socket;
+    const a = socket.address();
+    ua.localHost = a.address;
+    ua.localPort = a.port;
+    socket.on('message', (data) => ua.onBytes(data, true, undefined));
     return ua;
   }
 

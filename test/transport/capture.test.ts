@@ -118,8 +118,12 @@ test('refusals are counted by method and status in /metrics and logged with even
   const ua = await TestUa.open('udp', node.udpPort);
   try {
     const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
+    // Every series carries the node's name (node_name); the assertions name the other labels.
     const value = (text: string, series: string): number => {
-      const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+      const line = text
+        .split('\n')
+        .map((l) => l.replace(/,node="[^"]*"/, '').replace(/\{node="[^"]*",?/, '{').replace('{}', ''))
+        .find((l) => l.startsWith(series + ' '));
       return line ? Number(line.slice(series.length + 1)) : 0;
     };
     const before = await scrape();
