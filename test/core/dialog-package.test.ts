@@ -285,8 +285,8 @@ test('OPTIONS Allow-Events names dialog and reg; presence.presentity_show, prese
     assert.equal(ws.length, 1);
     assert.equal(ws[0]!.status, 'active');
     const metrics = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
-    const subs = Number(/^presenced_event_subscriptions\{event="dialog"\} (\d+)$/m.exec(metrics)?.[1]);
-    const presentities = Number(/^presenced_event_presentities\{event="dialog"\} (\d+)$/m.exec(metrics)?.[1]);
+    const subs = Number(/^presenced_event_subscriptions\{event="dialog",node="[^"]*"\} (\d+)$/m.exec(metrics)?.[1]);
+    const presentities = Number(/^presenced_event_presentities\{event="dialog",node="[^"]*"\} (\d+)$/m.exec(metrics)?.[1]);
     assert.ok(subs >= 1, `dialog subscriptions in /metrics:\n${metrics.split('\n').filter((l) => l.includes('event=')).join('\n')}`);
     assert.ok(presentities >= 1);
     assert.equal((await dialog.request(0)).status, 200);
