@@ -5,7 +5,7 @@
  */
 import type { IncomingRequest } from '../transport/stack.js';
 import type { SipResponse } from '../transport/message.js';
-import { SipUri } from '../transport/uri.js';
+import { SipUri, normalizedAor } from '../transport/uri.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import type { Store } from './store/store.js';
@@ -37,7 +37,7 @@ export function presentityOf(uri: string): string {
     throw new SipError(400, 'Malformed Request-URI');
   }
   if (u.user === undefined) throw new SipError(404, 'Not Found'); // no presentity without a user part
-  return `${u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme}:${u.user}@${u.host.toLowerCase()}`;
+  return normalizedAor(u, u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme); // RFC 3261 §19.1.4 (issue 12)
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
