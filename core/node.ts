@@ -123,7 +123,7 @@ export class PresenceNode {
       log,
       onChange: (uri, event) => this.notifier.presentityChanged(uri, event),
     });
-    this.dispatcher = new Dispatcher(this.packages, log);
+    this.dispatcher = new Dispatcher(this.packages, log, config.max_uri_length);
     if (!config.passive_mode) {
       this.dispatcher.register('PUBLISH', this.publications.handle);
       this.dispatcher.register('SUBSCRIBE', this.subscriptions.handle);

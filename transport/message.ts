@@ -405,7 +405,7 @@ export const REASON_PHRASES: Readonly<Record<number, string>> = {
   100: 'Trying', 200: 'OK', 202: 'Accepted', 204: 'No Notification',
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
   405: 'Method Not Allowed', 408: 'Request Timeout', 412: 'Conditional Request Failed',
-  413: 'Request Entity Too Large', 415: 'Unsupported Media Type', 416: 'Unsupported URI Scheme',
+  413: 'Request Entity Too Large', 414: 'Request-URI Too Long', 415: 'Unsupported Media Type', 416: 'Unsupported URI Scheme',
   420: 'Bad Extension', 423: 'Interval Too Brief', 480: 'Temporarily Unavailable',
   481: 'Call/Transaction Does Not Exist', 482: 'Loop Detected', 483: 'Too Many Hops',
   489: 'Bad Event', 500: 'Server Internal Error', 501: 'Not Implemented', 503: 'Service Unavailable',

@@ -4,7 +4,7 @@
  * own (an XUI such as sip%3Aalice%40example.com becomes sip:alice@example.com); the node
  * selector is decoded as a whole (§6.3) and parsed by selectors.ts.
  */
-import { xcapErrors } from './errors.js';
+import { xcapErrors, XcapError } from './errors.js';
 
 export interface XcapUri {
   auid: string;
@@ -30,9 +30,11 @@ function decode(segment: string): string {
 
 /**
  * Parse a raw request path (no query). Undefined when the path is not under the XCAP root;
- * an XcapError 404/400 when it is but names nothing this server could hold.
+ * an XcapError 404/400 when it is but names nothing this server could hold, 414 when its XUI
+ * or document name is longer than `maxUriLength` bytes (the document's store key could not
+ * hold it, issue 12).
  */
-export function parseXcapUri(root: string, rawPath: string): XcapUri | undefined {
+export function parseXcapUri(root: string, rawPath: string, maxUriLength = Infinity): XcapUri | undefined {
   if (!rawPath.startsWith(root + '/')) return undefined;
   let docPart = rawPath.slice(root.length + 1);
   let nodeSelectorRaw: string | undefined;
@@ -56,6 +58,9 @@ export function parseXcapUri(root: string, rawPath: string): XcapUri | undefined
   } else throw xcapErrors.notFound('an XCAP URI continues with /global/ or /users/{XUI}/ after the auid');
   if (nameSegs.length === 0 || nameSegs.some((s) => s === '')) throw xcapErrors.notFound('no document named in the URI');
   const name = nameSegs.map(decode).join('/');
+  if (Buffer.byteLength(xui) > maxUriLength || Buffer.byteLength(name) > maxUriLength || Buffer.byteLength(auid) > maxUriLength) {
+    throw new XcapError(414, `the XUI and the document name are limited to max_uri_length (${maxUriLength} bytes)`);
+  }
   const out: XcapUri = { auid, xui, name, documentPath: root + '/' + docPart };
   if (nodeSelectorRaw !== undefined) {
     out.nodeSelectorRaw = nodeSelectorRaw;
