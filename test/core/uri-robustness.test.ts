@@ -146,3 +146,16 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.equal(last.toTag, undefined);
     }));
 }
+
+test('an Event header with an unterminated quoted parameter is not a 500 (found by the fuzz target)', () =>
+  withUa(node, 'udp', async (ua) => {
+    for (const method of ['SUBSCRIBE', 'PUBLISH'] as const) {
+      const res = await ua.request({
+        method,
+        uri: `sip:q${uniq()}@example.com`,
+        headers: [['event', 'presence;id="abc'], ['expires', '60']],
+        ...(method === 'PUBLISH' ? { body: pidf('sip:q@example.com', 't1', 'open'), contentType: 'application/pidf+xml' } : {}),
+      });
+      assert.ok(res.status < 500, `${method}: ${res.status} ${res.reason}`);
+    }
+  }));

@@ -17,6 +17,8 @@ import { splitList, parseParams } from '../../transport/grammar.js';
 import { parseXcapUri } from '../../core/xcap/uri.js';
 import { parseNodeSelector, parseNamespaceBindings } from '../../core/xcap/selectors.js';
 import { XcapError } from '../../core/xcap/errors.js';
+import fc from 'fast-check';
+import { amplifiedRequest, amplifiedXcap } from './sip-arbitraries.js';
 
 /** prefix + unit repeated + suffix, about `size` characters long. */
 export function fill(prefix: string, unit: string, suffix: string, size: number): string {
@@ -212,6 +214,13 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//,
       exerciseXcap(kind, text);
       console.log(`case ${name}`);
     }
+  } else if (mode === 'fuzz-sip' || mode === 'fuzz-xcap') {
+    // Generated fragments repeated to SIZE characters (sip-arbitraries.ts), seeded, bounded.
+    const [seed, runs] = process.argv.slice(4).map(Number);
+    const params = { seed: seed!, numRuns: runs! };
+    if (mode === 'fuzz-sip') fc.assert(fc.property(amplifiedRequest(size), (text) => exerciseSip(text)), params);
+    else fc.assert(fc.property(amplifiedXcap(size), ([kind, text]) => exerciseXcap(kind, text)), params);
+    console.log(`case ${mode} ${runs}`);
   } else if (mode === 'control') {
     // The Request-Line pattern of before issue 12, cubic in a run of spaces: the guard must see it.
     /^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(.*?)[ \t]+SIP\/(\d+\.\d+)[ \t]*$/.exec('OPTIONS' + ' '.repeat(size));
