@@ -237,7 +237,10 @@ export class Headers {
   }
 
   remove(name: string): this {
-    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i]![0] === name) this.entries.splice(i, 1);
+    // Compacted in place: a splice per match is quadratic in a message of many such headers.
+    let kept = 0;
+    for (const e of this.entries) if (e[0] !== name) this.entries[kept++] = e;
+    this.entries.length = kept;
     return this;
   }
 

@@ -5,6 +5,7 @@
  * selector is decoded as a whole (§6.3) and parsed by selectors.ts.
  */
 import { xcapErrors, XcapError } from './errors.js';
+import { SipUri, normalizedAor } from '../../transport/uri.js';
 
 export interface XcapUri {
   auid: string;
@@ -26,6 +27,24 @@ function decode(segment: string): string {
   } catch {
     throw xcapErrors.badRequest(`"${segment}" is not properly percent-encoded`);
   }
+}
+
+/**
+ * A XUI that is a plain SIP address of record, in the spelling presentities are keyed by
+ * (normalizedAor, RFC 3261 §19.1.4: host lower-cased, unreserved characters unescaped), so
+ * that rules PUT for sip:Alice@Example.COM are found for the presentity sip:Alice@example.com.
+ * Anything else (parameters, a port, another scheme) is kept as written.
+ */
+function normalizedXui(xui: string): string {
+  if (!/^sips?:/i.test(xui)) return xui;
+  let uri: SipUri;
+  try {
+    uri = SipUri.parse(xui);
+  } catch {
+    return xui; // not a SIP URI after all: a XUI is any string (RFC 4825 §4)
+  }
+  if (uri.user === undefined || uri.port !== undefined || uri.password !== undefined || uri.params.size > 0 || uri.headers !== undefined) return xui;
+  return normalizedAor(uri);
 }
 
 /**
@@ -51,7 +70,7 @@ export function parseXcapUri(root: string, rawPath: string, maxUriLength = Infin
   let nameSegs: string[];
   if (segs[1] === 'global') nameSegs = segs.slice(2);
   else if (segs[1] === 'users') {
-    xui = decode(segs[2] ?? '');
+    xui = normalizedXui(decode(segs[2] ?? ''));
     // A "/" inside an XUI would make the document key ambiguous.
     if (xui === '' || xui.includes('/')) throw xcapErrors.notFound('no such user tree');
     nameSegs = segs.slice(3);

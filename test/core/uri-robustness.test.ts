@@ -88,13 +88,14 @@ test('XCAP PUT: an XUI over max_uri_length → 414, at it → 201', async () => 
   assert.equal(await putRules(node.xcapPort, uriOf(LIMIT, uniq()), doc), 201);
 });
 
-test('escaped URIs: PUBLISH to sip:%70res…@Example.COM is the state of sip:pres…@example.com (RFC 3261 §19.1.4)', () =>
+test('escaped URIs: PUBLISH and pres-rules XUI sip:%70res…@Example.COM are those of sip:pres…@example.com, watcher sip:%62ob… is bob (RFC 3261 §19.1.4)', () =>
   withUa(node, 'udp', async (ua) => {
     const id = uniq();
     const published = await publish(ua, `sip:%70res${id}@Example.COM`, { body: pidf(`sip:pres${id}@example.com`, 't1', 'open', 'escaped'), expires: 60 });
     assert.equal(published.status, 200);
-    // Authorise the watcher by a rule written for its plain URI; it subscribes with an escaped one.
-    assert.equal(await putRules(node.xcapPort, `sip:pres${id}@example.com`, rules([{ id: 'r', who: `<cr:one id="sip:bob${id}@example.com"/>`, handling: 'allow' }])), 201);
+    // Authorise the watcher by a rule written for its plain URI, in a document PUT under an
+    // escaped XUI with an upper-case host; the watcher subscribes with an escaped URI.
+    assert.equal(await putRules(node.xcapPort, `sip:%70res${id}@EXAMPLE.com`, rules([{ id: 'r', who: `<cr:one id="sip:bob${id}@example.com"/>`, handling: 'allow' }])), 201);
     const callId = `${uniq()}@test`;
     const res = await ua.request({
       method: 'SUBSCRIBE',

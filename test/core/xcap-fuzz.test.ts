@@ -14,6 +14,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { parseXcapUri, documentPathOf } from '../../core/xcap/uri.js';
 import { parseNodeSelector } from '../../core/xcap/selectors.js';
+import { SipUri, normalizedAor } from '../../transport/uri.js';
 import { check, FUZZ_SEED, xcapJunk, selectorStep, stepText, uriSpec, uriText } from '../support/sip-arbitraries.js';
 import { exerciseXcap, xcapCases } from '../support/linear-cases.js';
 import { runGuarded } from '../support/backtrack-guard.js';
@@ -39,15 +40,19 @@ test('fuzz: documentPathOf → parseXcapUri gives back the auid, the XUI and the
   check(
     fc.property(
       fc.constantFrom('pres-rules', 'resource-lists', 'rls-services', 'pidf-manipulation'),
-      fc.option(uriSpec.map(uriText).filter((x) => !x.includes('/')), { nil: undefined }),
+      fc.option(uriSpec.filter((u) => !uriText(u).includes('/')), { nil: undefined }),
       fc.array(segment, { minLength: 1, maxLength: 3 }),
-      (auid, xui, segs) => {
+      (auid, spec, segs) => {
         const name = segs.join('/');
-        const path = documentPathOf(ROOT, auid, xui ?? '', name);
+        const xui = spec ? uriText(spec) : '';
+        const path = documentPathOf(ROOT, auid, xui, name);
         const parsed = parseXcapUri(ROOT, path, 4096);
         assert.ok(parsed);
         assert.equal(parsed.auid, auid);
-        assert.equal(parsed.xui, xui ?? '');
+        // A plain address of record is keyed as presentities are (RFC 3261 §19.1.4); the rest as written.
+        const plain = spec !== undefined && spec.user !== undefined && spec.port === undefined && spec.params.length === 0;
+        assert.equal(parsed.xui, plain ? normalizedAor(SipUri.parse(xui)) : xui);
+        assert.equal(parseXcapUri(ROOT, documentPathOf(ROOT, auid, parsed.xui, name))!.xui, parsed.xui, 'idempotent');
         assert.equal(parsed.name, name);
         assert.equal(parsed.documentPath, path);
         assert.equal(parsed.nodeSelector, undefined);
