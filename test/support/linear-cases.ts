@@ -17,6 +17,7 @@ import { splitList, parseParams } from '../../transport/grammar.js';
 import { parseXcapUri } from '../../core/xcap/uri.js';
 import { parseNodeSelector, parseNamespaceBindings } from '../../core/xcap/selectors.js';
 import { XcapError } from '../../core/xcap/errors.js';
+import { parseEventHeader } from '../../core/packages/types.js';
 import fc from 'fast-check';
 import { amplifiedRequest, amplifiedXcap } from './sip-arbitraries.js';
 
@@ -87,6 +88,14 @@ export function sipCases(size: number): Array<[string, string]> {
     h('Event: parameters', 'Event: presence', ';id=1', ''),
     h('Accept: q parameters', 'Accept: application/pidf+xml', ';q = 0.', ''),
     h('Subject: folded lines', 'Subject: a', '\r\n b', ''),
+    h('Expires: digits', 'Expires: ', '9', ''),
+    h('Expires: spaces', 'Expires: 1', ' ', 'x'),
+    h('SIP-If-Match: a long entity-tag', 'SIP-If-Match: ', 'a', ''),
+    h('Record-Route: many', 'Record-Route: <sip:p@b;lr>', ',<sip:p@b;lr>', ''),
+    h('Event: spaces and semicolons', 'Event: presence', ' ;', ''),
+    h('Event: rate control digits', 'Event: presence;min-interval=', '1', ''),
+    h('Event: an unterminated quoted parameter', 'Event: presence;id="', 'a', ''),
+    h('Require: a long list', 'Require: a', ',a', ''),
     h('a header name of spaces', 'X', ' ', ': y'),
     h('a long header name', 'X', 'a', ': y'),
     h('many short headers', 'X: y', '\r\nX: y', ''),
@@ -134,6 +143,7 @@ export function exerciseSip(text: string): void {
     parseParams(value, Math.max(0, value.indexOf(';')));
   }
   quiet(() => parseCSeq(msg.headers.get('cseq') ?? ''));
+  parseEventHeader(msg.headers.get('event') ?? '');
   quiet(() => msg.intHeader('max-forwards'));
 }
 

@@ -124,6 +124,32 @@ for (const proto of ['udp', 'tcp'] as UaProto[]) {
   });
 }
 
+test('[udp] the same worst-case headers in a SUBSCRIBE and a PUBLISH reach core/: answered (never 5xx), then an OPTIONS', async () => {
+  const ua = await TestUa.open('udp', node.udpPort);
+  try {
+    // The Via cases replace the Via that routes the answer back here: the OPTIONS test has them.
+    // 30 kB: a 2xx copies Record-Route, and a response cannot grow past a datagram.
+    const cases = sipCases(30_000).filter(([name, text]) => text.startsWith('OPTIONS sip:alice@example.com SIP/2.0\r\n') && !name.startsWith('Via:'));
+    for (const method of ['SUBSCRIBE', 'PUBLISH']) {
+      for (const [name, text] of cases) {
+        const callId = randomBytes(6).toString('hex');
+        const extra = [/\r\nEvent:/i.test(text) ? '' : 'Event: presence\r\n', /\r\nContact:/i.test(text) ? '' : `Contact: <sip:w@127.0.0.1:${ua.localPort}>\r\n`].join('');
+        const asMethod = text
+          .replace('OPTIONS sip:alice@example.com SIP/2.0', `${method} sip:alice@example.com SIP/2.0`)
+          .replace('CSeq: 1 OPTIONS', `CSeq: 1 ${method}`)
+          .replace(/\r\n\r\n$/, `\r\n${extra}\r\n`);
+        const answer = ua.waitFor((r) => r.message instanceof SipResponse && r.message.callId === callId, PATIENT, `the answer to ${method} with ${name}`);
+        ua.sendRaw(routable(asMethod, ua, callId));
+        const res = (await answer).message as SipResponse;
+        assert.ok(res.status < 500, `${method} with ${name}: ${res.status} ${res.reason}`);
+        assert.equal((await ua.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${node.udpPort}` }, PATIENT)).status, 200);
+      }
+    }
+  } finally {
+    await ua.close();
+  }
+});
+
 test('issue 12 as reported: OPTIONS + 8 kB of spaces (bare and folded) in one datagram, then OPTIONS is answered', async () => {
   const ua = await TestUa.open('udp', node.udpPort);
   try {
