@@ -23,16 +23,18 @@ export interface ParsedMessage {
 /** How validateRequest's reason starts for a SIP version other than 2.0 (answered 505). */
 export const UNSUPPORTED_VERSION = 'unsupported SIP version';
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
-const LFLF = Buffer.from('\n\n');
-
-/** Locate the end of the header section; returns [headerEnd, bodyStart] or undefined. */
+/**
+ * Locate the end of the header section (the first CRLFCRLF or LFLF); returns [headerEnd,
+ * bodyStart] or undefined. One scan from LF to LF that stops at the first blank line: two
+ * searches for each pattern to the end of the buffer would each read a framer's whole
+ * buffer of pipelined messages, per message.
+ */
 export function findHeaderEnd(buf: Buffer, from = 0): [number, number] | undefined {
-  const a = buf.indexOf(CRLFCRLF, from);
-  const b = buf.indexOf(LFLF, from);
-  if (a === -1 && b === -1) return undefined;
-  if (a !== -1 && (b === -1 || a < b)) return [a, a + 4];
-  return [b, b + 2];
+  for (let i = buf.indexOf(0x0a, from); i !== -1; i = buf.indexOf(0x0a, i + 1)) {
+    if (buf[i + 1] === 0x0a) return [i, i + 2];
+    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a && i > from && buf[i - 1] === 0x0d) return [i - 1, i + 3];
+  }
+  return undefined;
 }
 
 const STATUS_LINE = /^SIP\/(\d+\.\d+) (\d{3})(?: (.*))?$/;

@@ -53,6 +53,19 @@ test('StreamFramer: work on a message trickled byte by byte grows with its size,
   assert.ok(large.work / small.work < 5, `4x the input, ${(large.work / small.work).toFixed(1)}x the work`);
 });
 
+test('StreamFramer: thousands of pipelined messages in one chunk, CRLF or bare LF, cost work linear in the bytes', () => {
+  for (const eol of ['\r\n', '\n']) {
+    const one = Buffer.from(['OPTIONS sip:a@b SIP/2.0', 'Call-ID: 1', 'l: 2', '', 'ok'].join(eol));
+    for (const count of [500, 2000]) {
+      const stream = Buffer.concat(Array.from({ length: count }, () => one));
+      const f = new StreamFramer({ maxMessageSize: 1024 });
+      const { messages } = f.push(stream);
+      assert.equal(messages.length, count);
+      assert.ok(f.work <= 3 * stream.length, `${JSON.stringify(eol)} x ${count}: work ${f.work} for ${stream.length} bytes`);
+    }
+  }
+});
+
 test('StreamFramer: a message split anywhere, even inside its blank line, comes out whole and once', () => {
   const a = Buffer.from('OPTIONS sip:a@b SIP/2.0\r\nCall-ID: 1\r\nContent-Length: 4\r\n\r\nbody');
   for (let cut = 1; cut < a.length; cut++) {
