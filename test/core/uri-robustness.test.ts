@@ -127,6 +127,8 @@ function subscribe2543(ua: TestUa, presentity: string, callId: string, cseq: num
 for (const proto of ['udp', 'tcp'] as const) {
   test(`[${proto}] RFC 4475 §3.4.1: a SUBSCRIBE without From tag makes a dialog: NOTIFY, refresh, unsubscribe`, () =>
     withUa(node, proto, async (ua) => {
+      const options = await ua.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${ua.serverPort}`, from: `<${ua.aor}>` });
+      assert.equal(options.status, 200, 'any request without From tag is accepted');
       const presentity = `sip:p2543${uniq()}@example.com`;
       const callId = `${uniq()}@rfc2543`;
       const res = await subscribe2543(ua, presentity, callId, 1, 60);
