@@ -2,7 +2,8 @@
  * Property tests of the XCAP URI and node selector parsers (issue 12), fast-check with a fixed
  * seed (FUZZ_SEED to replay another) and bounded runs:
  *
- * - whatever the path, selector or query text, the parsers throw nothing but XcapError;
+ * - whatever the path, selector or query text, the parsers throw nothing but XcapError (the
+ *   Digest Authorization parser nothing at all);
  * - documentPathOf and parseXcapUri round-trip auid, XUI and document name; a node selector
  *   written from steps parses back to those steps;
  * - never superlinear: the worst-case inputs of test/support/linear-cases.ts at 64 kB, and
@@ -30,6 +31,7 @@ test('fuzz: any path, node selector or query component → a result or an XcapEr
       exerciseXcap('selector', a + b);
       exerciseXcap('query', a);
       exerciseXcap('query', `xmlns(${a}=${b})`);
+      exerciseXcap('digest', `Digest ${a}=${b}, ${b}="${a}"`);
     }),
     3000,
   ));

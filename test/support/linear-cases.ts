@@ -17,6 +17,7 @@ import { splitList, parseParams } from '../../transport/grammar.js';
 import { parseXcapUri } from '../../core/xcap/uri.js';
 import { parseNodeSelector, parseNamespaceBindings } from '../../core/xcap/selectors.js';
 import { XcapError } from '../../core/xcap/errors.js';
+import { parseDigestHeader } from '../../core/xcap/auth.js';
 import { parseEventHeader } from '../../core/packages/types.js';
 import fc from 'fast-check';
 import { amplifiedRequest, amplifiedXcap } from './sip-arbitraries.js';
@@ -169,10 +170,11 @@ export function frame(text: string, chunk: number, maxMessageSize: number): { wo
 const ROOT = '/xcap-root';
 
 /** XCAP request paths, node selectors and query components of about `size` characters. */
-export function xcapCases(size: number): Array<[string, 'path' | 'selector' | 'query', string]> {
+export function xcapCases(size: number): Array<[string, XcapKind, string]> {
   const p = (name: string, prefix: string, unit: string, suffix = ''): [string, 'path', string] => [name, 'path', fill(prefix, unit, suffix, size)];
   const s = (name: string, prefix: string, unit: string, suffix = ''): [string, 'selector', string] => [name, 'selector', fill(prefix, unit, suffix, size)];
   const q = (name: string, prefix: string, unit: string, suffix = ''): [string, 'query', string] => [name, 'query', fill(prefix, unit, suffix, size)];
+  const d = (name: string, prefix: string, unit: string, suffix = ''): [string, 'digest', string] => [name, 'digest', fill(prefix, unit, suffix, size)];
   return [
     p('path: many segments', `${ROOT}/pres-rules/users/sip:a@b/`, 'a/', 'index'),
     p('path: empty segments', `${ROOT}/pres-rules/users/sip:a@b/`, '/', 'index'),
@@ -194,10 +196,21 @@ export function xcapCases(size: number): Array<[string, 'path' | 'selector' | 'q
     q('query: plus signs', 'xmlns(a=', '+', ')'),
     q('query: an unclosed binding', 'xmlns(a=', 'b', ''),
     q('query: percent escapes', 'xmlns(a=', '%20', ')'),
+    d('Authorization: spaces after Digest', 'Digest', ' ', 'x'),
+    d('Authorization: many parameters', 'Digest ', 'a=b, ', ''),
+    d('Authorization: escaped quotes, unterminated', 'Digest a="', '\\"', ''),
+    d('Authorization: backslashes', 'Digest a="', '\\', ''),
+    d('Authorization: spaces around =', 'Digest a', ' ', '= x'),
   ];
 }
 
-export function exerciseXcap(kind: 'path' | 'selector' | 'query', text: string): void {
+export type XcapKind = 'path' | 'selector' | 'query' | 'digest';
+
+export function exerciseXcap(kind: XcapKind, text: string): void {
+  if (kind === 'digest') {
+    parseDigestHeader(text);
+    return;
+  }
   try {
     if (kind === 'path') {
       const uri = parseXcapUri(ROOT, text);
