@@ -45,7 +45,7 @@ const TOKEN_CHARS = new Uint8Array(128);
 for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~") TOKEN_CHARS[c.charCodeAt(0)] = 1;
 
 /** c is an RFC 3261 token character. */
-export function isTokenChar(c: number): boolean {
+function isTokenChar(c: number): boolean {
   return c < 128 && TOKEN_CHARS[c] === 1;
 }
 
