@@ -60,6 +60,7 @@ export interface Config {
   notify_min_interval: number;
   notify_cseq_reserve: number;
   max_message_size: number;
+  max_uri_length: number;
   udp_mtu: number;
   udp_mtu_try_proto: 'udp' | 'tcp' | 'tls';
   tcp_connection_lifetime: number;
@@ -257,6 +258,8 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   notify_min_interval: [1, int(1, 86400)],
   notify_cseq_reserve: [64, int(1, 1_000_000)],
   max_message_size: [65535, int(1024, 1 << 20)],
+  // A store key holds up to two URIs (watcher: [presentity, event, watcher]) and LMDB keys end at 1978 bytes.
+  max_uri_length: [512, int(64, 900)],
   udp_mtu: [0, int(0, 65535)],
   udp_mtu_try_proto: ['udp', (v, key) => oneOf('udp', 'tcp', 'tls')(typeof v === 'string' ? v.toLowerCase() : v, key)],
   tcp_connection_lifetime: [120, int(1, 86400 * 7)],

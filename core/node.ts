@@ -154,7 +154,7 @@ export class PresenceNode {
     });
 
     // SIP: the UAS of each method, behind the dispatcher.
-    const dispatcher = (this.dispatcher = new Dispatcher(packages, log));
+    const dispatcher = (this.dispatcher = new Dispatcher(packages, log, config.max_uri_length));
     this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization });
     if (!config.passive_mode) {
       dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications }).handle);

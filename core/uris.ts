@@ -3,7 +3,7 @@
  * presentity + event (one composed body, one set of watchers), a dialog (Call-ID and both tags,
  * RFC 3261 §12), and a watcher's address of record.
  */
-import { SipUri, NameAddr } from '../transport/uri.js';
+import { SipUri, NameAddr, normalizedAor } from '../transport/uri.js';
 import { SipError } from './errors.js';
 
 /** `sip:alice@example.com` from a Request-URI: no port, no parameters, host lower-cased. */
@@ -15,7 +15,7 @@ export function presentityOf(uri: string): string {
     throw new SipError(400, 'Malformed Request-URI');
   }
   if (u.user === undefined) throw new SipError(404, 'Not Found'); // no presentity without a user part
-  return `${u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme}:${u.user}@${u.host.toLowerCase()}`;
+  return normalizedAor(u, u.scheme === 'pres' || u.scheme === 'sips' ? 'sip' : u.scheme); // RFC 3261 §19.1.4 (issue 12)
 }
 
 export function presentityKey(presentityUri: string, event: string): string {

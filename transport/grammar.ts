@@ -49,9 +49,9 @@ export function parseParams(text: string, from = 0): Map<string, string> {
       j++;
       while (j < n && ((c = text.charCodeAt(j)) === 0x20 || c === 0x09)) j++;
       if (c === 0x22 /* " */ && j < n) {
-        const [val, end] = readQuoted(text, j);
-        params.set(name, val);
-        j = end;
+        const quoted = readQuotedOrRest(text, j);
+        params.set(name, quoted[0]);
+        j = quoted[1];
         while (j < n && text.charCodeAt(j) !== 0x3b) j++;
       } else {
         let k = j;
@@ -75,6 +75,18 @@ function lowerTrimmed(text: string, from: number, end: number): string {
     if (c < 0x21 || c > 0x7e || (c >= 0x41 && c <= 0x5a)) return text.slice(from, end).trim().toLowerCase();
   }
   return text.slice(from, end);
+}
+
+/**
+ * readQuoted, except that an unterminated quoted-string is the rest of the text: a parameter
+ * parser that throws turned an Event header `presence;id="abc` into a 500. Still one pass.
+ */
+function readQuotedOrRest(text: string, start: number): [string, number] {
+  try {
+    return readQuoted(text, start);
+  } catch {
+    return [text.slice(start + 1), text.length];
+  }
 }
 
 /** Read a quoted-string starting at the opening quote; returns [unquoted, indexAfterClosingQuote]. */

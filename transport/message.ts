@@ -54,54 +54,79 @@ export interface Via {
   port: number | undefined;
   params: Map<string, string>;
   branch: string | undefined;
+  /**
+   * protocol-name/protocol-version when it is not SIP/2.0 (RFC 3261 §25.1 sent-protocol): such a
+   * Via still routes a response (a 505 to a SIP/7.0 request, RFC 4475 §3.1.2.16).
+   */
+  sentProtocol?: string;
 }
 
-const VIA = /^\s*SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z0-9\-]+)\s+([^;\s]+?)\s*(;.*)?$/i;
+/** JavaScript's \s (what the regular expression used before allowed around the Via's parts). */
+function isSpace(c: number): boolean {
+  if (c === 0x20 || (c >= 0x09 && c <= 0x0d)) return true;
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+}
 
-/** The usual spelling, `SIP/2.0/UDP sent-by;params`, split without the regular expression; undefined otherwise. */
-function splitViaFast(value: string): [string, string, string | undefined] | undefined {
-  if (!value.startsWith('SIP/2.0/')) return undefined;
-  let i = 8;
+const isLineTerminator = (c: number): boolean => c === 0x0a || c === 0x0d || c === 0x2028 || c === 0x2029;
+
+function isViaTokenChar(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x21 || c === 0x25 || c === 0x2a || c === 0x5f || c === 0x2b || c === 0x60 || c === 0x27 || c === 0x7e;
+}
+
+/**
+ * via-parm = sent-protocol LWS sent-by *( SEMI via-params ), sent-protocol = protocol-name
+ * SLASH protocol-version SLASH transport, with LWS allowed around each slash (RFC 3261
+ * §25.1). Scanned once, left to right: linear in the value whatever its spaces. Returns
+ * [protocol-name/version, transport, sent-by, ";params" or undefined].
+ */
+function splitVia(value: string): [string, string, string, string | undefined] | undefined {
   const n = value.length;
+  let i = 0;
+  const skip = (): void => {
+    while (i < n && isSpace(value.charCodeAt(i))) i++;
+  };
+  const token = (): string | undefined => {
+    const from = i;
+    while (i < n && isViaTokenChar(value.charCodeAt(i))) i++;
+    return i > from ? value.slice(from, i) : undefined;
+  };
+  const slash = (): boolean => {
+    skip();
+    if (value.charCodeAt(i) !== 0x2f) return false;
+    i++;
+    skip();
+    return true;
+  };
+  skip();
+  const name = token();
+  if (name === undefined || !slash()) return undefined;
+  const version = token();
+  if (version === undefined || !slash()) return undefined;
+  const transport = token();
+  if (transport === undefined) return undefined;
+  const gap = i;
+  skip();
+  if (i === gap) return undefined;
+  const hostAt = i;
   while (i < n) {
     const c = value.charCodeAt(i);
-    if ((c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d) i++;
-    else break;
-  }
-  if (i === 8 || value.charCodeAt(i) !== 0x20) return undefined;
-  const protocol = value.slice(8, i);
-  const hostAt = ++i;
-  while (i < n) {
-    const c = value.charCodeAt(i);
-    if (c === 0x3b || c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a) break;
+    if (c === 0x3b || isSpace(c)) break;
     i++;
   }
   if (i === hostAt) return undefined;
-  if (!printable(value, hostAt, i)) return undefined;
   const sentBy = value.slice(hostAt, i);
-  if (i === n) return [protocol, sentBy, undefined];
-  // Parameters with anything but visible ASCII and spaces (a bare CR, NBSP, U+2028) take the regular expression's verdict.
-  return value.charCodeAt(i) === 0x3b && printable(value, i, n, true) ? [protocol, sentBy, value.slice(i)] : undefined;
-}
-
-/** s[from, to) is visible ASCII (and SP/HTAB where `spaces`). */
-function printable(s: string, from: number, to: number, spaces = false): boolean {
-  for (let k = from; k < to; k++) {
-    const c = s.charCodeAt(k);
-    if ((c < 0x21 || c > 0x7e) && !(spaces && (c === 0x20 || c === 0x09))) return false;
-  }
-  return true;
+  skip();
+  if (i === n) return [`${name}/${version}`, transport, sentBy, undefined];
+  if (value.charCodeAt(i) !== 0x3b) return undefined;
+  for (let k = i; k < n; k++) if (isLineTerminator(value.charCodeAt(k))) return undefined;
+  return [`${name}/${version}`, transport, sentBy, value.slice(i)];
 }
 
 export function parseVia(value: string): Via {
-  // SIP / 2.0 / UDP host:port;params — LWS is allowed around the slashes (RFC 3261 §25.1).
-  let m: [string, string, string | undefined] | undefined = splitViaFast(value);
-  if (m === undefined) {
-    const r = VIA.exec(value);
-    if (!r) throw new SyntaxError(`malformed Via: ${value}`);
-    m = [r[1]!, r[2]!, r[3]];
-  }
-  const sentBy = m[1];
+  const m = splitVia(value);
+  if (m === undefined) throw new SyntaxError(`malformed Via: ${value.slice(0, 100)}`);
+  const sentBy = m[2];
   let host: string;
   let port: number | undefined;
   if (sentBy.startsWith('[')) {
@@ -116,8 +141,11 @@ export function parseVia(value: string): Via {
   }
   if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new SyntaxError('malformed Via port');
   if (host.length === 0) throw new SyntaxError('malformed Via host');
-  const params = m[2] ? parseParams(m[2]) : new Map<string, string>();
-  return { protocol: m[0].toUpperCase(), host, port, params, branch: params.get('branch') };
+  const params = m[3] ? parseParams(m[3]) : new Map<string, string>();
+  const via: Via = { protocol: m[1].toUpperCase(), host, port, params, branch: params.get('branch') };
+  const sent = m[0].toUpperCase();
+  if (sent !== 'SIP/2.0') via.sentProtocol = sent;
+  return via;
 }
 
 function firstVia(value: string): Via {
@@ -136,7 +164,7 @@ function parsedOnce<T>(memo: Parsed<T> | undefined, raw: string, parse: (raw: st
 }
 
 export function formatVia(v: Via): string {
-  let s = `SIP/2.0/${v.protocol} ${v.host}${v.port !== undefined ? ':' + v.port : ''}`;
+  let s = `${v.sentProtocol ?? 'SIP/2.0'}/${v.protocol} ${v.host}${v.port !== undefined ? ':' + v.port : ''}`;
   for (const [k, val] of v.params) s += val === '' ? `;${k}` : `;${k}=${val}`;
   return s;
 }
@@ -209,7 +237,10 @@ export class Headers {
   }
 
   remove(name: string): this {
-    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i]![0] === name) this.entries.splice(i, 1);
+    // Compacted in place: a splice per match is quadratic in a message of many such headers.
+    let kept = 0;
+    for (const e of this.entries) if (e[0] !== name) this.entries[kept++] = e;
+    this.entries.length = kept;
     return this;
   }
 
@@ -377,7 +408,7 @@ export const REASON_PHRASES: Readonly<Record<number, string>> = {
   100: 'Trying', 200: 'OK', 202: 'Accepted', 204: 'No Notification',
   400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
   405: 'Method Not Allowed', 408: 'Request Timeout', 412: 'Conditional Request Failed',
-  413: 'Request Entity Too Large', 415: 'Unsupported Media Type', 416: 'Unsupported URI Scheme',
+  413: 'Request Entity Too Large', 414: 'Request-URI Too Long', 415: 'Unsupported Media Type', 416: 'Unsupported URI Scheme',
   420: 'Bad Extension', 423: 'Interval Too Brief', 480: 'Temporarily Unavailable',
   481: 'Call/Transaction Does Not Exist', 482: 'Loop Detected', 483: 'Too Many Hops',
   489: 'Bad Event', 500: 'Server Internal Error', 501: 'Not Implemented', 503: 'Service Unavailable',

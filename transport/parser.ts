@@ -23,22 +23,75 @@ export interface ParsedMessage {
 /** How validateRequest's reason starts for a SIP version other than 2.0 (answered 505). */
 export const UNSUPPORTED_VERSION = 'unsupported SIP version';
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
-const LFLF = Buffer.from('\n\n');
-
-/** Locate the end of the header section; returns [headerEnd, bodyStart] or undefined. */
+/**
+ * Locate the end of the header section (the first CRLFCRLF or LFLF); returns [headerEnd,
+ * bodyStart] or undefined. One scan from LF to LF that stops at the first blank line: two
+ * searches for each pattern to the end of the buffer would each read a framer's whole
+ * buffer of pipelined messages, per message.
+ */
 export function findHeaderEnd(buf: Buffer, from = 0): [number, number] | undefined {
-  const a = buf.indexOf(CRLFCRLF, from);
-  const b = buf.indexOf(LFLF, from);
-  if (a === -1 && b === -1) return undefined;
-  if (a !== -1 && (b === -1 || a < b)) return [a, a + 4];
-  return [b, b + 2];
+  for (let i = buf.indexOf(0x0a, from); i !== -1; i = buf.indexOf(0x0a, i + 1)) {
+    if (buf[i + 1] === 0x0a) return [i, i + 2];
+    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a && i > from && buf[i - 1] === 0x0d) return [i - 1, i + 3];
+  }
+  return undefined;
 }
 
-const REQUEST_LINE = /^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP\/(\d+\.\d+)$/;
 const STATUS_LINE = /^SIP\/(\d+\.\d+) (\d{3})(?: (.*))?$/;
-/** A request line with extra or misplaced SP (RFC 4475 §3.1.2.8-10): answerable, but a 400. */
-const LOOSE_REQUEST_LINE = /^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+(.*?)[ \t]+SIP\/(\d+\.\d+)[ \t]*$/;
+const WHITESPACE = /\s/;
+
+/** RFC 3261 §25.1 token characters by code point (ASCII only). */
+const TOKEN_CHARS = new Uint8Array(128);
+for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~") TOKEN_CHARS[c.charCodeAt(0)] = 1;
+
+/** c is an RFC 3261 token character. */
+function isTokenChar(c: number): boolean {
+  return c < 128 && TOKEN_CHARS[c] === 1;
+}
+
+const isSpTab = (c: number): boolean => c === 0x20 || c === 0x09;
+const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
+
+export interface RequestLine {
+  method: string;
+  uri: string;
+  /** "2.0" for SIP/2.0. */
+  version: string;
+  /** Written as RFC 3261 §25.1 has it: single SP separators, no whitespace in the URI. */
+  strict: boolean;
+}
+
+/**
+ * Split a Request-Line: method, Request-URI, "SIP/" version, with one SP between them when
+ * strict and any run of SP/HTAB when loose (RFC 4475 §3.1.2.8-10: answerable, but a 400).
+ * One pass from each end, no backtracking: linear in the line (a regular expression did this
+ * in time cubic in a run of spaces, issue 12).
+ */
+export function parseRequestLine(line: string): RequestLine | undefined {
+  const n = line.length;
+  let i = 0;
+  while (i < n && isTokenChar(line.charCodeAt(i))) i++;
+  if (i === 0) return undefined;
+  let uriStart = i;
+  while (uriStart < n && isSpTab(line.charCodeAt(uriStart))) uriStart++;
+  if (uriStart === i) return undefined;
+  let end = n;
+  while (end > uriStart && isSpTab(line.charCodeAt(end - 1))) end--;
+  // "SIP/" 1*DIGIT "." 1*DIGIT at the end, read backwards.
+  let k = end;
+  while (k > uriStart && isDigit(line.charCodeAt(k - 1))) k--;
+  if (k === end || k === uriStart || line.charCodeAt(k - 1) !== 0x2e) return undefined;
+  const dot = --k;
+  while (k > uriStart && isDigit(line.charCodeAt(k - 1))) k--;
+  if (k === dot || k - 4 < uriStart || !line.startsWith('SIP/', k - 4)) return undefined;
+  const sip = k - 4;
+  let uriEnd = sip;
+  while (uriEnd > uriStart && isSpTab(line.charCodeAt(uriEnd - 1))) uriEnd--;
+  if (uriEnd === sip || uriEnd === uriStart) return undefined;
+  const uri = line.slice(uriStart, uriEnd);
+  const strict = uriStart === i + 1 && line.charCodeAt(i) === 0x20 && uriEnd === sip - 1 && line.charCodeAt(uriEnd) === 0x20 && end === n && !WHITESPACE.test(uri);
+  return { method: line.slice(0, i), uri, version: line.slice(k, end), strict };
+}
 
 /**
  * Parse one complete message. `datagram` marks UDP framing (body = rest of the datagram,
@@ -60,14 +113,11 @@ export function parseMessage(buf: Buffer, datagram: boolean): ParsedMessage {
   const problems: string[] = [];
 
   let message: SipRequest | SipResponse;
-  const rm = REQUEST_LINE.exec(first);
-  const loose = rm ? undefined : LOOSE_REQUEST_LINE.exec(first);
-  if (rm) {
-    if (rm[3] !== '2.0') problems.push(`${UNSUPPORTED_VERSION} SIP/${rm[3]}`);
-    message = new SipRequest(rm[1]!, rm[2]!);
-  } else if (loose && loose[2]!.length > 0) {
-    problems.push('malformed Request-Line');
-    message = new SipRequest(loose[1]!, loose[2]!);
+  const rl = parseRequestLine(first);
+  if (rl) {
+    if (!rl.strict) problems.push('malformed Request-Line');
+    if (rl.version !== '2.0') problems.unshift(`${UNSUPPORTED_VERSION} SIP/${rl.version}`);
+    message = new SipRequest(rl.method, rl.uri);
   } else {
     const sm = STATUS_LINE.exec(first);
     if (!sm) throw new SipParseError(`not a SIP start line: ${JSON.stringify(first.slice(0, 80))}`);
@@ -175,9 +225,10 @@ export function validateRequest(req: SipRequest, problems: string[]): string | u
   if (problems.length > 0) return problems[0]!.replace(/[\r\n]/g, ' ').slice(0, 100);
   try {
     // Every Via, not just the top one (RFC 4475 §3.1.2.1 badinv01); the top one is parsed once.
-    req.topVia;
+    // A sent-protocol other than SIP/2.0 only routes the 505 of a request of that version.
+    if (req.topVia.sentProtocol !== undefined) return 'Malformed Via header';
     const vias = req.headers.getAll('via');
-    for (let i = 1; i < vias.length; i++) parseVia(vias[i]!);
+    for (let i = 1; i < vias.length; i++) if (parseVia(vias[i]!).sentProtocol !== undefined) return 'Malformed Via header';
   } catch {
     return 'Malformed Via header';
   }
@@ -219,20 +270,64 @@ export interface FramerLimits {
   maxMessageSize: number;
 }
 
+const CONTENT_LENGTH_LINE = /(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*(\d+)/i;
+
 /**
  * Cuts a TCP byte stream into messages using Content-Length (RFC 3261 §18.3). Keep-alive
  * CRLFs between messages (RFC 5626 §4.4.1) are reported so the caller can answer a ping.
+ *
+ * Linear in the bytes received however they are chunked (issue 12: a message trickled in byte
+ * by byte was copied and searched again from its start on every chunk): received bytes go into
+ * a buffer that doubles when full, the search for the blank line resumes where the last one
+ * stopped, and a message's length is read from its header once.
  */
 export class StreamFramer {
-  private buffer: Buffer = EMPTY;
+  /** Unread bytes are buf[start, end); bytes before `end` are never written again (messages handed out are views of them). */
+  private buf: Buffer = EMPTY;
+  private start = 0;
+  private end = 0;
+  /** buf was allocated here and may be appended to in place. */
+  private owned = false;
+  /** Bytes of the current message's head (from `start`) already searched for the blank line. */
+  private searched = 0;
+  /** Total length of the current message once its header section has been read. */
+  private total = -1;
   /** CR/LF octets seen between messages since the last message or ping, across chunks. */
   private crlfRun = 0;
+  /** Bytes searched or copied so far: a work counter the tests hold against the bytes received. */
+  work = 0;
 
   constructor(private readonly limits: FramerLimits) {}
 
   /** Bytes received but not yet forming a complete message. */
   get pending(): number {
-    return this.buffer.length;
+    return this.end - this.start;
+  }
+
+  private append(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    if (this.end === this.start) {
+      this.buf = chunk;
+      this.start = 0;
+      this.end = chunk.length;
+      this.owned = false;
+      return;
+    }
+    if (this.owned && this.end + chunk.length <= this.buf.length) {
+      chunk.copy(this.buf, this.end);
+      this.end += chunk.length;
+      this.work += chunk.length;
+      return;
+    }
+    const pending = this.end - this.start;
+    const next = Buffer.allocUnsafe(Math.max(4096, 2 * (pending + chunk.length)));
+    this.buf.copy(next, 0, this.start, this.end);
+    chunk.copy(next, pending);
+    this.work += pending + chunk.length;
+    this.buf = next;
+    this.start = 0;
+    this.end = pending + chunk.length;
+    this.owned = true;
   }
 
   /**
@@ -240,38 +335,55 @@ export class StreamFramer {
    * Throws SipParseError when the stream cannot be framed (the connection must be closed).
    */
   push(chunk: Buffer): { messages: Buffer[]; ping: boolean } {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    this.append(chunk);
     const messages: Buffer[] = [];
     let ping = false;
     for (;;) {
-      let s = 0;
-      while (s < this.buffer.length && (this.buffer[s] === 0x0d || this.buffer[s] === 0x0a)) s++;
-      if (s > 0) {
-        this.crlfRun += s;
-        if (this.crlfRun >= 4) {
-          ping = true;
-          this.crlfRun = 0;
+      if (this.total < 0 && this.searched === 0) {
+        let s = this.start;
+        while (s < this.end && (this.buf[s] === 0x0d || this.buf[s] === 0x0a)) s++;
+        if (s > this.start) {
+          this.work += s - this.start;
+          this.crlfRun += s - this.start;
+          if (this.crlfRun >= 4) {
+            ping = true;
+            this.crlfRun = 0;
+          }
+          this.start = s;
         }
-        this.buffer = this.buffer.subarray(s);
+        if (this.start === this.end) break;
+        this.crlfRun = 0;
       }
-      if (this.buffer.length === 0) break;
-      this.crlfRun = 0;
-      const ends = findHeaderEnd(this.buffer);
-      if (!ends) {
-        if (this.buffer.length > this.limits.maxMessageSize) throw new SipParseError('header section over the message size limit');
-        break;
+      const view = this.buf.subarray(this.start, this.end);
+      if (this.total < 0) {
+        // Resume 3 bytes back: the blank line may straddle the previous chunk's end.
+        const from = Math.max(0, this.searched - 3);
+        const ends = findHeaderEnd(view, from);
+        this.work += (ends ? ends[1] : view.length) - from;
+        if (!ends) {
+          this.searched = view.length;
+          if (view.length > this.limits.maxMessageSize) throw new SipParseError('header section over the message size limit');
+          break;
+        }
+        const head = view.toString('latin1', 0, ends[0]);
+        this.work += head.length;
+        const m = CONTENT_LENGTH_LINE.exec(head);
+        if (!m) throw new SipParseError('Content-Length missing on a stream transport');
+        const total = ends[1] + Number(m[1]);
+        if (total > this.limits.maxMessageSize) throw new SipParseError('message over the size limit');
+        this.total = total;
       }
-      const head = this.buffer.toString('latin1', 0, ends[0]);
-      const m = /(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*(\d+)/i.exec(head);
-      if (!m) throw new SipParseError('Content-Length missing on a stream transport');
-      const len = Number(m[1]);
-      const total = ends[1] + len;
-      if (total > this.limits.maxMessageSize) throw new SipParseError('message over the size limit');
-      if (this.buffer.length < total) break;
-      messages.push(this.buffer.subarray(0, total));
-      this.buffer = this.buffer.subarray(total);
+      if (view.length < this.total) break;
+      messages.push(view.subarray(0, this.total));
+      this.start += this.total;
+      this.total = -1;
+      this.searched = 0;
     }
-    if (this.buffer.length === 0) this.buffer = EMPTY;
+    if (this.start === this.end) {
+      this.buf = EMPTY;
+      this.start = this.end = 0;
+      this.owned = false;
+    }
     return { messages, ping };
   }
 }

@@ -21,9 +21,9 @@ export class SipUri {
     return this.scheme === 'sips' ? 'tls' : 'udp';
   }
 
-  /** user@host without parameters: the address-of-record form used as a presentity key. */
+  /** user@host without parameters, normalised (see normalizedAor): the form a presentity or watcher is keyed by. */
   get aor(): string {
-    return `${this.scheme}:${this.user !== undefined ? this.user + '@' : ''}${this.host.toLowerCase()}`;
+    return normalizedAor(this);
   }
 
   toString(): string {
@@ -93,9 +93,54 @@ export class SipUri {
         port = parsePort(hostport.slice(pc + 1));
       }
     }
-    if (!/^[A-Za-z0-9.\-\[\]:]+$/.test(host)) throw new SyntaxError(`invalid host: ${host}`);
+    if (!HOST.test(host) && !(host.includes('%') && HOST.test(unescapeUnreserved(host)))) throw new SyntaxError(`invalid host: ${host}`);
     return new SipUri(scheme, user, host, port, params, headers, password);
   }
+}
+
+const HOST = /^[A-Za-z0-9.\-\[\]:]+$/;
+
+/** RFC 2396 §2.3 unreserved = alphanum / mark, by code point. */
+const UNRESERVED = new Uint8Array(128);
+for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()") UNRESERVED[c.charCodeAt(0)] = 1;
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  c |= 0x20;
+  return c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+}
+
+/**
+ * `%HH` escapes of unreserved characters replaced by the characters, the other escapes with
+ * upper-case hex digits (RFC 3261 §19.1.4: a character outside the reserved set and its
+ * escape are equivalent; RFC 3986 §6.2.2.1: hex digits compare case-insensitively). One pass.
+ */
+export function unescapeUnreserved(s: string): string {
+  if (s.indexOf('%') === -1) return s;
+  let out = '';
+  let from = 0;
+  for (let i = s.indexOf('%'); i !== -1 && i + 2 < s.length; i = s.indexOf('%', i + 1)) {
+    const hi = hexValue(s.charCodeAt(i + 1));
+    const lo = hexValue(s.charCodeAt(i + 2));
+    if (hi < 0 || lo < 0) continue;
+    const code = hi * 16 + lo;
+    out += s.slice(from, i) + (code < 128 && UNRESERVED[code] === 1 ? String.fromCharCode(code) : s.slice(i, i + 3).toUpperCase());
+    from = i + 3;
+    i += 2;
+  }
+  return from === 0 ? s : out + s.slice(from);
+}
+
+/**
+ * The address of record a presentity or a watcher is keyed by: scheme:user@host, without
+ * password, port, parameters or headers, in one spelling per RFC 3261 §19.1.4 equivalence
+ * class: scheme and host lower-cased, unreserved characters unescaped in user and host, the
+ * user otherwise kept as it is (its comparison is case-sensitive). `scheme` overrides the
+ * URI's own (a presentity is one whether addressed by sip:, sips: or pres:).
+ */
+export function normalizedAor(uri: SipUri, scheme: string = uri.scheme): string {
+  const host = unescapeUnreserved(uri.host).toLowerCase();
+  return uri.user !== undefined ? `${scheme}:${unescapeUnreserved(uri.user)}@${host}` : `${scheme}:${host}`;
 }
 
 function parsePort(s: string): number {

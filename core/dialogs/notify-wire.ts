@@ -64,7 +64,7 @@ export class NotifyWire {
     this.target = notifyTarget(rec);
     const { requestUri, routes } = dialogRouting(rec.routeSet, rec.remoteTarget);
     this.startLine = ownString(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
-    let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>;tag=${rec.remoteTag}\r\nCall-ID: ${rec.callId}\r\n`;
+    let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>${rec.remoteTag ? ';tag=' + rec.remoteTag : ''}\r\nCall-ID: ${rec.callId}\r\n`;
     for (const r of routes) h += `Route: ${r}\r\n`;
     h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
     this.dialogHeaders = ownString(h);

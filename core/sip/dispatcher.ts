@@ -26,6 +26,8 @@ export class Dispatcher {
   constructor(
     private readonly packages: PackageRegistry,
     private readonly log: Logger,
+    /** Longest URI accepted, in bytes (max_uri_length): longer ones could not be store keys (issue 12). */
+    private readonly maxUriLength = 512,
   ) {
     this.handlers.set('OPTIONS', (incoming) => this.options(incoming));
   }
@@ -62,6 +64,10 @@ export class Dispatcher {
 
   private precheck(incoming: IncomingRequest): void {
     const req = incoming.request;
+    if (Buffer.byteLength(req.uri) > this.maxUriLength) throw new SipError(414, 'Request-URI Too Long');
+    for (const h of ['from', 'to'] as const) {
+      if (Buffer.byteLength(req[h].uri.toString()) > this.maxUriLength) throw new SipError(400, `${h === 'from' ? 'From' : 'To'} URI too long`);
+    }
     const scheme = req.uri.slice(0, req.uri.indexOf(':')).toLowerCase();
     if (scheme !== 'sip' && scheme !== 'sips' && scheme !== 'pres') throw new SipError(416, 'Unsupported URI Scheme');
     const require = req.headers.getAll('require');

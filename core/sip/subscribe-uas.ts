@@ -96,8 +96,8 @@ export class SubscribeUas {
       throw new SipError(400, 'Malformed Contact header');
     }
     const from = req.from;
-    const fromTag = from.tag;
-    if (!fromTag) throw new SipError(400, 'Missing From tag');
+    // RFC 4475 §3.4.1: an RFC 2543 peer sends no From tag; its dialog is keyed with an empty one.
+    const fromTag = from.tag ?? '';
     const expires = grantedExpires(req, config);
     const event = parseEventHeader(req.headers.get('event') ?? '');
     const rate = requestedIntervals(event?.params, config.notify_min_interval);

@@ -334,7 +334,7 @@ export class XcapServer {
   private async serve(ex: Exchange, request: Request): Promise<Reply> {
     const { config } = this.deps;
     if (hasDotSegment(request.path)) throw xcapErrors.badRequest('"." and ".." path segments are not allowed in an XCAP URI (RFC 3986 §3.3): name the document itself');
-    const uri = parseXcapUri(config.xcap_root, request.path);
+    const uri = parseXcapUri(config.xcap_root, request.path, config.max_uri_length);
     if (!uri) throw xcapErrors.notFound(`not under the XCAP root ${config.xcap_root}`);
     const usage = USAGE_BY_AUID.get(uri.auid);
     if (!usage) throw xcapErrors.notFound(`no application usage "${uri.auid}"`);

@@ -4,7 +4,8 @@
  * own (an XUI such as sip%3Aalice%40example.com becomes sip:alice@example.com); the node
  * selector is decoded as a whole (§6.3) and parsed by selectors.ts.
  */
-import { xcapErrors } from './errors.js';
+import { xcapErrors, XcapError } from './errors.js';
+import { SipUri, normalizedAor } from '../../transport/uri.js';
 
 export interface XcapUri {
   auid: string;
@@ -29,10 +30,30 @@ function decode(segment: string): string {
 }
 
 /**
- * Parse a raw request path (no query). Undefined when the path is not under the XCAP root;
- * an XcapError 404/400 when it is but names nothing this server could hold.
+ * A XUI that is a plain SIP address of record, in the spelling presentities are keyed by
+ * (normalizedAor, RFC 3261 §19.1.4: host lower-cased, unreserved characters unescaped), so
+ * that rules PUT for sip:Alice@Example.COM are found for the presentity sip:Alice@example.com.
+ * Anything else (parameters, a port, another scheme) is kept as written.
  */
-export function parseXcapUri(root: string, rawPath: string): XcapUri | undefined {
+function normalizedXui(xui: string): string {
+  if (!/^sips?:/i.test(xui)) return xui;
+  let uri: SipUri;
+  try {
+    uri = SipUri.parse(xui);
+  } catch {
+    return xui; // not a SIP URI after all: a XUI is any string (RFC 4825 §4)
+  }
+  if (uri.user === undefined || uri.port !== undefined || uri.password !== undefined || uri.params.size > 0 || uri.headers !== undefined) return xui;
+  return normalizedAor(uri);
+}
+
+/**
+ * Parse a raw request path (no query). Undefined when the path is not under the XCAP root;
+ * an XcapError 404/400 when it is but names nothing this server could hold, 414 when its XUI
+ * or document name is longer than `maxUriLength` bytes (the document's store key could not
+ * hold it, issue 12).
+ */
+export function parseXcapUri(root: string, rawPath: string, maxUriLength = Infinity): XcapUri | undefined {
   if (!rawPath.startsWith(root + '/')) return undefined;
   let docPart = rawPath.slice(root.length + 1);
   let nodeSelectorRaw: string | undefined;
@@ -49,13 +70,16 @@ export function parseXcapUri(root: string, rawPath: string): XcapUri | undefined
   let nameSegs: string[];
   if (segs[1] === 'global') nameSegs = segs.slice(2);
   else if (segs[1] === 'users') {
-    xui = decode(segs[2] ?? '');
+    xui = normalizedXui(decode(segs[2] ?? ''));
     // A "/" inside an XUI would make the document key ambiguous.
     if (xui === '' || xui.includes('/')) throw xcapErrors.notFound('no such user tree');
     nameSegs = segs.slice(3);
   } else throw xcapErrors.notFound('an XCAP URI continues with /global/ or /users/{XUI}/ after the auid');
   if (nameSegs.length === 0 || nameSegs.some((s) => s === '')) throw xcapErrors.notFound('no document named in the URI');
   const name = nameSegs.map(decode).join('/');
+  if (Buffer.byteLength(xui) > maxUriLength || Buffer.byteLength(name) > maxUriLength || Buffer.byteLength(auid) > maxUriLength) {
+    throw new XcapError(414, `the XUI and the document name are limited to max_uri_length (${maxUriLength} bytes)`);
+  }
   const out: XcapUri = { auid, xui, name, documentPath: root + '/' + docPart };
   if (nodeSelectorRaw !== undefined) {
     out.nodeSelectorRaw = nodeSelectorRaw;

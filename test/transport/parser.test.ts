@@ -342,7 +342,12 @@ test('parseVia accepts LWS around the slashes and rejects what is not a Via', ()
   assert.equal(v.params.get('rport'), '');
   assert.equal(v.params.get('received'), '192.0.2.9');
   assert.equal(formatVia(v), 'SIP/2.0/TCP spindle.example.com:5080;branch=z9hG4bK9ikj8;rport;received=192.0.2.9');
-  for (const bad of ['', ';', 'SIP/2.0/UDP', 'SIP/7.0/UDP c.example.com;branch=z9hG4bKx', 'SIP/2.0/UDP host:0', 'SIP/2.0/UDP host:70000', 'HTTP/1.1 host']) {
+  // Another sent-protocol parses (it routes a 505, RFC 4475 §3.1.2.16) and says which it is.
+  const other = parseVia('SIP/7.0/UDP c.example.com;branch=z9hG4bKx');
+  assert.equal(other.sentProtocol, 'SIP/7.0');
+  assert.equal(formatVia(other), 'SIP/7.0/UDP c.example.com;branch=z9hG4bKx');
+  assert.equal(v.sentProtocol, undefined);
+  for (const bad of ['', ';', 'SIP/2.0/UDP', 'SIP/2.0/UDP host:0', 'SIP/2.0/UDP host:70000', 'HTTP/1.1 host', 'SIP/2.0/UDP host x', 'SIP/2.0/UDP host;a=\u2028']) {
     assert.throws(() => parseVia(bad), SyntaxError, JSON.stringify(bad));
   }
 });
@@ -442,8 +447,12 @@ test('hasRoutableVia is false without a Via or with an unparseable one', () => {
   assert.ok(hasRoutableVia(req));
   req.headers.remove('via');
   assert.ok(!hasRoutableVia(req));
-  req.headers.append('via', 'SIP/7.0/UDP 192.0.2.1;branch=z9hG4bKx');
+  req.headers.append('via', 'SIP/2.0/UDP');
   assert.ok(!hasRoutableVia(req));
+  // Another SIP version's Via routes (its 505), but the request is not valid as SIP/2.0.
+  req.headers.set('via', 'SIP/7.0/UDP 192.0.2.1;branch=z9hG4bKx');
+  assert.ok(hasRoutableVia(req));
+  assert.equal(validateRequest(req, []), 'Malformed Via header');
 });
 
 // ───────────────────────────── serialisation ─────────────────────────────

@@ -12,6 +12,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import { parseMessage, validateRequest } from '../../transport/parser.js';
 import { SipRequest, SipResponse, parseVia } from '../../transport/message.js';
 import { NameAddr, SipUri } from '../../transport/uri.js';
@@ -1011,17 +1012,65 @@ for (const [name, buf] of EITHER) {
   });
 }
 
-test('e2e: badvers sent verbatim (its only Via is SIP/7.0) cannot be answered and is dropped', async () => {
-  const buf = sip(`
+/** RFC 4475 §3.1.2.16 badvers exactly as the RFC prints it: its only Via is SIP/7.0/UDP c.example.com. */
+const badversVerbatim = (callId: string): Buffer =>
+  sip(`
 OPTIONS sip:t.watson@example.org SIP/7.0
-Via: SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw
-Max-Forwards: 70
-From: A. Bell <sip:a.g.bell@example.com>;tag=qweoiqpe
-To: T. Watson <sip:t.watson@example.org>
-Call-ID: badvers.verbatim@c.example.com
-CSeq: 1 OPTIONS
+Via:     SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw
+Max-Forwards:     70
+From:    A. Bell <sip:a.g.bell@example.com>;tag=qweoiqpe
+To:      T. Watson <sip:t.watson@example.org>
+Call-ID: ${callId}
+CSeq:    1 OPTIONS
 l: 0`);
-  await sendExpectingSilence(buf, (r) => r.message.callId === 'badvers.verbatim@c.example.com');
+
+test('e2e: badvers sent verbatim over TCP (its only Via is SIP/7.0) gets 505 on the connection', async () => {
+  const tcp = await TestUa.open('tcp', node.tcpPort);
+  try {
+    const callId = `badvers.tcp.${randomBytes(4).toString('hex')}@c.example.com`;
+    const p = tcp.waitFor((r) => r.message instanceof SipResponse && r.message.callId === callId, 3000, 'the 505');
+    tcp.sendRaw(badversVerbatim(callId));
+    const res = (await p).message as SipResponse;
+    assert.equal(res.status, 505);
+    assert.equal(res.headers.get('via'), 'SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw;received=127.0.0.1', 'the Via is echoed, received added');
+  } finally {
+    await tcp.close();
+  }
+});
+
+test('e2e: badvers sent verbatim over UDP from port 5060 gets 505 at received:5060 (RFC 3261 §18.2.2)', async () => {
+  // The Via names c.example.com without a port or rport: the answer goes to the source address
+  // (received) at port 5060. A loopback address of our own keeps clear of any node on 127.0.0.1:5060.
+  const sock = dgram.createSocket('udp4');
+  let bound = '';
+  for (let attempt = 0; attempt < 20 && !bound; attempt++) {
+    const addr = `127.${1 + randomBytes(1)[0]! % 250}.${randomBytes(1)[0]}.${2 + (randomBytes(1)[0]! % 250)}`;
+    bound = await new Promise<string>((resolve) => {
+      const onError = (): void => resolve('');
+      sock.once('error', onError);
+      sock.bind(5060, addr, () => {
+        sock.off('error', onError);
+        resolve(addr);
+      });
+    });
+  }
+  assert.ok(bound, 'no free loopback address with port 5060');
+  try {
+    const callId = `badvers.udp.${randomBytes(4).toString('hex')}@c.example.com`;
+    const answer = new Promise<SipResponse>((resolve) =>
+      sock.on('message', (data) => {
+        const { message } = parseMessage(data, true);
+        if (message instanceof SipResponse && message.callId === callId) resolve(message);
+      }),
+    );
+    sock.send(badversVerbatim(callId), node.udpPort, '127.0.0.1');
+    const res = await answer;
+    assert.equal(res.status, 505);
+    assert.equal(res.topVia.sentProtocol, 'SIP/7.0');
+    await stillAnswers();
+  } finally {
+    sock.close();
+  }
 });
 
 test('e2e: bigcode (§3.1.2.19), a response with an overlarge status code, is dropped', async () => {
