@@ -40,6 +40,23 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => node.stack.pendingClientTransactions);
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => node.stack.tcpConnections);
+  gauge('presenced_sip_server_transactions', 'Server transactions held (awaiting the answer, or completed and kept for Timer J).', () => node.stack.serverTransactions);
+  gauge('presenced_sip_requests_in_flight', 'Server transactions awaiting their final response (overload_max_inflight).', () => node.stack.overload.inFlight);
+  gauge('presenced_event_loop_lag_seconds', 'Event-loop lag of the last sample (overload_max_loop_lag).', () => node.stack.overload.loopLagMs / 1000);
+  const reported = new Map<string, number>();
+  new Counter({
+    name: 'presenced_limit_refusals_total',
+    help: 'Requests or connections refused by a limit (label: its configuration key), load shedding (overload_*) included.',
+    labelNames: ['limit'],
+    registers: [registry],
+    collect() {
+      for (const [limit, n] of node.stack.refusals.counts) {
+        const before = reported.get(limit) ?? 0;
+        if (n > before) this.inc({ limit }, n - before);
+        reported.set(limit, n);
+      }
+    },
+  });
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => node.pool.threads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

@@ -27,6 +27,7 @@ import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
 import { createMetrics } from './metrics.js';
 import type { Transformations } from '../workers/pres-rules.js';
+import { overloadSettings, StateLimits } from './limits.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
 export function enabledPackages(config: Config): EventPackage[] {
@@ -53,6 +54,7 @@ export class PresenceNode {
   readonly watcherInfo: WatcherInfo;
   readonly authorizer: PresenceAuthorizer;
   readonly rpc: RpcServer;
+  readonly limits: StateLimits;
   private sweeper: NodeJS.Timeout | undefined;
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
   readonly xcapClient: XcapClient | undefined;
@@ -80,9 +82,13 @@ export class PresenceNode {
       udpMtuTryProto: config.udp_mtu_try_proto,
       tls: config.tls,
       timers: { t1: config.sip_t1, t2: config.sip_t2, t4: config.sip_t4 },
+      overload: overloadSettings(config),
+      maxConnections: config.max_connections,
+      refusalLogIntervalMs: config.limit_log_interval * 1000,
       userAgent: SERVER_HEADER,
       log,
     });
+    this.limits = new StateLimits(config, this.stack.refusals);
     this.authorizer = new PresenceAuthorizer(config, (presentityUri, watcherUri) => this.evaluateRules(presentityUri, watcherUri));
     this.subscriptions = new Subscriptions({
       config,
@@ -90,6 +96,7 @@ export class PresenceNode {
       packages: this.packages,
       log,
       authorizer: this.authorizer,
+      limits: this.limits,
     });
     this.watcherInfo = new WatcherInfo({
       config,
@@ -122,6 +129,7 @@ export class PresenceNode {
       ctx: this.ctx,
       log,
       onChange: (uri, event) => this.notifier.presentityChanged(uri, event),
+      limits: this.limits,
     });
     this.dispatcher = new Dispatcher(this.packages, log);
     if (!config.passive_mode) {

@@ -17,6 +17,7 @@ import { grantedExpires } from './expires.js';
 import { ExpiryTimers } from './timers.js';
 import { newEntityTag } from './ids.js';
 import { presentityKey } from './subscription.js';
+import type { StateLimits } from './limits.js';
 
 export interface PublicationDeps {
   config: Config;
@@ -26,6 +27,7 @@ export interface PublicationDeps {
   log: Logger;
   /** The presentity's state for this event changed (committed). */
   onChange: (presentityUri: string, event: string) => void;
+  limits?: StateLimits;
 }
 
 /** `sip:alice@example.com` from a Request-URI: no port, no parameters, host lower-cased. */
@@ -155,6 +157,7 @@ export class Publications {
 
     // §6 step 4: Expires — too brief (423), too long (shortened), absent (default), 0 (removal).
     const expires = grantedExpires(req, config);
+    if (!existing && expires !== 0) this.deps.limits?.checkPublication(presentityUri, this.perPresentity.get(presentityKey(presentityUri, pkg.name)) ?? 0, this.live.size, req.callId);
 
     // §6 step 5: an initial PUBLISH carries a body, of a type the package understands, and valid.
     const hasBody = req.body.length > 0;

@@ -22,6 +22,7 @@ import { presentityOf } from './publications.js';
 import type { Notifier } from './notifier.js';
 import { LiveSubscription, dialogKey, presentityKey, ownStrings, sharePresentity, type SubHandling } from './subscription.js';
 import { ownString } from '../transport/message.js';
+import type { StateLimits } from './limits.js';
 
 export interface AuthorizationOutcome {
   handling: SubHandling;
@@ -42,6 +43,7 @@ export interface SubscriptionDeps {
   packages: PackageRegistry;
   log: Logger;
   authorizer: Authorizer;
+  limits?: StateLimits;
 }
 
 /**
@@ -131,6 +133,7 @@ export class Subscriptions {
     const expires = grantedExpires(req, config);
     const event = parseEventHeader(req.headers.get('event') ?? '');
     const rate = requestedIntervals(event?.params, config.notify_min_interval);
+    if (expires !== 0) this.deps.limits?.checkSubscription(from.uri.aor, this.byId.size, req.callId);
 
     // RFC 3261 §8.2.2.2: the same initial request arriving over two paths (a fork upstream) is merged.
     const cseq = req.cseq;
@@ -283,6 +286,7 @@ export class Subscriptions {
 
   private add(sub: LiveSubscription): void {
     this.byId.set(sub.id, sub);
+    this.deps.limits?.subscriptionAdded(uriAor(sub.record.watcherUri));
     this.byDialog.set(ownString(sub.dialogKey), sub);
     let set = this.byPresentity.get(sub.presentityKey);
     if (!set) {
@@ -311,6 +315,7 @@ export class Subscriptions {
   forget = async (sub: LiveSubscription, why: string): Promise<void> => {
     if (this.byId.get(sub.id) !== sub) return;
     this.byId.delete(sub.id);
+    this.deps.limits?.subscriptionRemoved(uriAor(sub.record.watcherUri));
     this.byDialog.delete(sub.dialogKey);
     const set = this.byPresentity.get(sub.presentityKey);
     if (set) {

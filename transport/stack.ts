@@ -17,6 +17,7 @@ import { NonInviteServerTransaction } from './transactions/non-invite-server-tra
 import { InviteServerTransaction } from './transactions/invite-server-transaction.js';
 import { NonInviteClientTransaction, type ClientOutcome } from './transactions/non-invite-client-transaction.js';
 import { DEFAULT_TIMERS, timer64T1, type TimerSettings, type Send } from './transactions/timers.js';
+import { OverloadGuard, Refusals, OVERLOAD_OFF, type OverloadSettings } from './overload.js';
 
 export type { TlsSettings };
 
@@ -40,6 +41,12 @@ export interface StackOptions {
   /** Certificates for tls/wss listeners and outgoing TLS connections. */
   tls?: TlsSettings;
   timers?: TimerSettings;
+  /** Load shedding and the server-transaction limit (overload.ts); none when absent. */
+  overload?: OverloadSettings;
+  /** Most TCP/TLS/WebSocket connections open at once; a new one beyond is refused. 0 = no limit. */
+  maxConnections?: number;
+  /** Refusals by a limit are logged at most once per this many ms per limit (default 10 s). */
+  refusalLogIntervalMs?: number;
   /** Server / User-Agent header value. */
   userAgent: string;
   log: Logger;
@@ -80,10 +87,15 @@ export class SipStack {
   private readonly branchPrefix = BRANCH_COOKIE + randomBytes(6).toString('hex');
   private branchCounter = 0;
   private readonly log: Logger;
+  /** Refusals by every limit of the node, by configuration key (the TU counts its own here too). */
+  readonly refusals: Refusals;
+  readonly overload: OverloadGuard;
 
   constructor(private readonly options: StackOptions) {
     this.timers = options.timers ?? DEFAULT_TIMERS;
     this.log = options.log;
+    this.refusals = new Refusals(options.log, options.refusalLogIntervalMs ?? 10_000);
+    this.overload = new OverloadGuard(options.overload ?? OVERLOAD_OFF, this.refusals);
   }
 
   onRequest(handler: RequestHandler): void {
@@ -92,6 +104,7 @@ export class SipStack {
 
   async start(): Promise<void> {
     this.sentByCache.clear();
+    this.overload.start();
     for (const spec of this.options.listen) {
       if (spec.proto === 'udp') {
         const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
@@ -106,6 +119,7 @@ export class SipStack {
             maxMessageSize: this.options.maxMessageSize,
             idleTimeout: this.options.tcpIdleTimeout,
             partialTimeout: this.options.tcpPartialTimeout,
+            admit: this.admitConnection,
           },
           (d, s) => this.receive(d, s, false),
           this.log,
@@ -124,6 +138,7 @@ export class SipStack {
             onMessage: (d, s) => this.receive(d, s, true),
             onOpen: (f) => this.attachFlow(f),
             onClose: (f) => this.detachFlow(f),
+            admit: this.admitConnection,
           },
           this.log,
           this.options.tls,
@@ -147,6 +162,18 @@ export class SipStack {
   get pendingClientTransactions(): number {
     return this.clientTx.size;
   }
+
+  get serverTransactions(): number {
+    return this.serverTx.size;
+  }
+
+  /** May a listener accept one more connection (max_connections)? Counts the refusal when not. */
+  private readonly admitConnection = (remote: string): boolean => {
+    const max = this.options.maxConnections ?? 0;
+    if (max === 0 || this.tcpConnections < max) return true;
+    this.refusals.refuse('max_connections', { connections: this.tcpConnections, max, remote });
+    return false;
+  };
 
   get tcpConnections(): number {
     let n = 0;
@@ -198,6 +225,7 @@ export class SipStack {
   };
 
   async stop(): Promise<void> {
+    this.overload.stop();
     if (this.timerJ) clearTimeout(this.timerJ);
     this.timerJ = undefined;
     for (const tx of this.serverTx.values()) tx.terminate();
@@ -310,6 +338,11 @@ export class SipStack {
       this.sendStateless(req, source, 481);
       return;
     }
+    // Overload (RFC 3261 §21.5.4): a new request is refused statelessly, before it costs a transaction.
+    if (this.overload.refuse(req.method, this.serverTx.size, req.callId) !== undefined) {
+      this.sendStateless(req, source, 503, 'Service Unavailable', this.overload.retryAfter);
+      return;
+    }
     const send = this.responseSender(req, source);
     const reliable = isReliable(source.proto);
     const tx: ServerTx =
@@ -317,6 +350,7 @@ export class SipStack {
         ? new InviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated)
         : new NonInviteServerTransaction(key, send, reliable, this.serverTerminated, this.serverCompleted);
     this.serverTx.set(key, tx);
+    this.overload.inFlight++;
     const incoming: IncomingRequest = {
       request: req,
       source,
@@ -338,11 +372,13 @@ export class SipStack {
 
   private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest): void {
     if (!res.headers.has('server')) res.headers.append('server', this.options.userAgent);
+    const awaited = tx.state === 'trying' || tx.state === 'proceeding';
     try {
       tx.respond(res);
     } catch (err) {
       this.log.error({ err, callId: req.callId }, 'response could not be sent');
     }
+    if (awaited && tx.state !== 'trying' && tx.state !== 'proceeding') this.overload.inFlight--;
   }
 
   private failRequest(tx: ServerTx, req: SipRequest, err: unknown): void {
@@ -375,8 +411,9 @@ export class SipStack {
     if (changed) req.setTopVia(via);
   }
 
-  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string): void {
+  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string, retryAfter?: string): void {
     const res = createResponse(req, status, reason);
+    if (retryAfter !== undefined) res.headers.append('retry-after', retryAfter);
     res.headers.append('server', this.options.userAgent);
     this.responseSender(req, source)(res.toBuffer());
   }

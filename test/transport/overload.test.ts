@@ -1,0 +1,173 @@
+/**
+ * Overload control of the stack (issue 12, RFC 3261 §21.5.4), over real sockets: new requests
+ * beyond overload_max_inflight or max_server_transactions get a stateless 503 with Retry-After
+ * while what was accepted still gets its 2xx; a retransmission of an accepted request is
+ * absorbed by its transaction, never shed; the node takes requests again as soon as the load is
+ * gone; connections beyond max_connections are closed; each refusal is counted in /metrics by
+ * limit and logged once per limit_log_interval. The event-loop lag detector is driven directly.
+ *
+ * Determinism: requests written to one TCP connection in one write are framed and handed to the
+ * stack in one turn of the event loop, before the first PUBLISH can have its store commit; so
+ * exactly the first of them is in flight when the others arrive.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { SipResponse, type SipRequest } from '../../transport/message.js';
+import { OverloadGuard, Refusals } from '../../transport/overload.js';
+import { startNode, type RunningNode } from '../support/node.js';
+import { TestUa } from '../support/sip-ua.js';
+import { pidf, publish, uniqueUri } from '../support/presence.js';
+
+const nodes: RunningNode[] = [];
+const uas: TestUa[] = [];
+after(async () => {
+  for (const ua of uas) await ua.close();
+  for (const n of nodes) await n.stop();
+});
+
+async function node(config: Record<string, unknown>): Promise<RunningNode> {
+  const n = await startNode({ limit_log_interval: 86400, ...config });
+  nodes.push(n);
+  return n;
+}
+
+async function ua(n: RunningNode, proto: 'udp' | 'tcp'): Promise<TestUa> {
+  const u = await TestUa.open(proto, proto === 'udp' ? n.udpPort : n.tcpPort);
+  uas.push(u);
+  return u;
+}
+
+function buildPublish(u: TestUa): SipRequest {
+  const p = uniqueUri('ov');
+  return u.build({
+    method: 'PUBLISH',
+    uri: p,
+    to: `<${p}>`,
+    headers: [['event', 'presence'], ['expires', '60']],
+    body: pidf(p, 't1', 'open'),
+    contentType: 'application/pidf+xml',
+  });
+}
+
+function finalTo(u: TestUa, req: SipRequest): Promise<SipResponse> {
+  const branch = req.topVia.branch;
+  return u
+    .waitFor((r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch, 10_000, `response to ${req.method}`)
+    .then((r) => r.message as SipResponse);
+}
+
+async function metric(n: RunningNode, name: string, label: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${n.rpcPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{limit="${label}"}`));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+const limitLogs = (n: RunningNode, limit: string): number => n.logs.filter((l) => l.limit === limit && l.msg === `limit reached: ${limit}; refusing`).length;
+
+test('beyond overload_max_inflight new requests get 503 + Retry-After, the accepted one its 200, and the node recovers at once', async () => {
+  const n = await node({ overload_max_inflight: 1, overload_max_loop_lag: 0, overload_retry_after: 7 });
+  const u = await ua(n, 'tcp');
+  const reqs = [0, 1, 2, 3].map(() => buildPublish(u));
+  const answers = reqs.map((r) => finalTo(u, r));
+  u.sendRaw(Buffer.concat(reqs.map((r) => r.toBuffer())));
+  const res = await Promise.all(answers);
+  assert.equal(res[0]!.status, 200, 'the request taken is answered');
+  assert.ok(res[0]!.headers.get('sip-etag'));
+  for (const r of res.slice(1)) {
+    assert.equal(r.status, 503);
+    assert.equal(r.headers.get('retry-after'), '7');
+  }
+  // The burst is over: a new request is taken at once.
+  assert.equal((await publish(u, uniqueUri('ov'), { body: pidf('sip:x@example.com', 't', 'open') })).status, 200);
+  assert.equal(await metric(n, 'presenced_limit_refusals_total', 'overload_max_inflight'), 3);
+  assert.equal(limitLogs(n, 'overload_max_inflight'), 1, 'one log line for three refusals within limit_log_interval');
+});
+
+test('a retransmission of a request in progress is absorbed by its transaction, not shed', async () => {
+  const n = await node({ overload_max_inflight: 1, overload_max_loop_lag: 0 });
+  const u = await ua(n, 'tcp');
+  const first = buildPublish(u);
+  const other = buildPublish(u);
+  const branch = first.topVia.branch;
+  const answers = [finalTo(u, first), finalTo(u, other)];
+  // first, first again (same branch: the same transaction), then a new request.
+  u.sendRaw(Buffer.concat([first.toBuffer(), first.toBuffer(), other.toBuffer()]));
+  const [a, b] = await Promise.all(answers);
+  assert.equal(a!.status, 200);
+  assert.equal(b!.status, 503);
+  // A 503 to the retransmission would have been written before the 503 to `other` on this connection.
+  const forFirst = u.received.filter((r) => r.message instanceof SipResponse && r.message.topVia.branch === branch);
+  assert.deepEqual(
+    forFirst.map((r) => (r.message as SipResponse).status),
+    [200],
+  );
+});
+
+test('ACK and CANCEL are never shed', async () => {
+  const n = await node({ overload_max_inflight: 1, overload_max_loop_lag: 0 });
+  const u = await ua(n, 'tcp');
+  const busy = buildPublish(u);
+  const cancel = u.build({ method: 'CANCEL', uri: 'sip:nobody@example.com' });
+  const shed = buildPublish(u);
+  const answers = [finalTo(u, busy), finalTo(u, cancel), finalTo(u, shed)];
+  u.sendRaw(Buffer.concat([busy.toBuffer(), cancel.toBuffer(), shed.toBuffer()]));
+  const [a, c, s] = await Promise.all(answers);
+  assert.equal(a!.status, 200);
+  assert.equal(c!.status, 481, 'CANCEL gets its usual answer while the node sheds');
+  assert.equal(s!.status, 503);
+});
+
+test('max_server_transactions: completed transactions kept for Timer J count; beyond, 503 + Retry-After over UDP', async () => {
+  // T1 = 10 s: Timer J (64*T1) keeps every completed UDP transaction for the whole test.
+  const n = await node({ max_server_transactions: 2, overload_max_loop_lag: 0, sip_t1: 10_000, sip_t2: 10_000 });
+  const u = await ua(n, 'udp');
+  const opt = (): Promise<SipResponse> => u.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${n.udpPort}` });
+  assert.equal((await opt()).status, 200);
+  assert.equal((await opt()).status, 200);
+  const refused = await opt();
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get('retry-after'), '2', 'overload_retry_after default');
+  assert.equal(await metric(n, 'presenced_limit_refusals_total', 'max_server_transactions'), 1);
+  assert.equal(limitLogs(n, 'max_server_transactions'), 1);
+});
+
+test('max_connections: a connection beyond the limit is closed at once, the open one keeps working', async () => {
+  const n = await node({ max_connections: 1 });
+  const u = await ua(n, 'tcp');
+  assert.equal((await u.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${n.tcpPort}` })).status, 200);
+  const extra = net.connect({ host: '127.0.0.1', port: n.tcpPort });
+  extra.on('error', () => undefined);
+  await new Promise<void>((resolve) => extra.once('close', () => resolve()));
+  assert.equal((await u.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${n.tcpPort}` })).status, 200);
+  assert.equal(await metric(n, 'presenced_limit_refusals_total', 'max_connections'), 1);
+  assert.equal(limitLogs(n, 'max_connections'), 1);
+});
+
+test('the event-loop lag detector refuses while the loop lags and takes requests again with the next sample', async () => {
+  const warnings: Array<Record<string, unknown>> = [];
+  const log = { debug: () => undefined, info: () => undefined, warn: (o: object) => warnings.push(o as Record<string, unknown>), error: () => undefined };
+  const refusals = new Refusals(log, 60_000);
+  const guard = new OverloadGuard(
+    { maxInFlight: 0, maxLoopLagMs: 100, maxServerTransactions: 0, retryAfter: 1, names: { maxInFlight: 'a', maxLoopLagMs: 'lag', maxServerTransactions: 'b' } },
+    refusals,
+  );
+  guard.start();
+  try {
+    // Block the loop for 400 ms: the next sample comes at least 380 ms late.
+    const until = performance.now() + 400;
+    while (performance.now() < until);
+    // The late sample is held for five samples (or the loop is late again): the check below sees it.
+    while (guard.loopLagMs < 100) await new Promise<void>((resolve) => setTimeout(resolve, 5));
+    assert.equal(guard.refuse('PUBLISH', 0, 'c1'), 'lag');
+    assert.equal(guard.refuse('ACK', 0, 'c2'), undefined, 'ACK is never refused');
+    assert.equal(guard.refuse('CANCEL', 0, 'c3'), undefined, 'CANCEL is never refused');
+    // The loop is free again: the next samples show it (waited for, not timed).
+    while (guard.refuse('OPTIONS', 0, 'c4') !== undefined) await new Promise<void>((resolve) => setTimeout(resolve, 20));
+    assert.ok(refusals.count('lag') >= 1);
+    assert.equal(warnings.length, 1, 'logged once per interval');
+    assert.equal(warnings[0]!.limit, 'lag');
+  } finally {
+    guard.stop();
+  }
+});
