@@ -17,7 +17,7 @@ import { grantedExpires } from './expires.js';
 import { ExpiryTimers } from './timers.js';
 import { newEntityTag } from './ids.js';
 import { presentityKey } from './subscription.js';
-import type { StateLimits } from './limits.js';
+import { ownPublication, type StateLimits } from './limits.js';
 
 export interface PublicationDeps {
   config: Config;
@@ -206,7 +206,7 @@ export class Publications {
 
     // §6 step 6: a fresh entity-tag for every successful PUBLISH, committed before the 2xx.
     const now = Date.now();
-    const publication: Publication = {
+    const publication: Publication = ownPublication({
       presentityUri,
       event: pkg.name,
       entityTag: newEntityTag(),
@@ -216,7 +216,7 @@ export class Publications {
       body,
       sender: safeFromUri(incoming),
       callId: req.callId,
-    };
+    });
     if (existing) this.disarm(existing);
     await this.rearmOnFailure(
       existing,
