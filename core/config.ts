@@ -67,6 +67,8 @@ export interface Config {
   overload_max_inflight: number;
   overload_max_loop_lag: number;
   overload_retry_after: number;
+  overload_max_udp_queue: number;
+  overload_min_inflight: number;
   max_server_transactions: number;
   max_connections: number;
   max_subscriptions: number;
@@ -229,6 +231,8 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   overload_max_inflight: [1000, int(0, 1_000_000)],
   overload_max_loop_lag: [250, int(0, 60_000)],
   overload_retry_after: [2, int(1, 3600)],
+  overload_max_udp_queue: [1 << 20, int(0, 1 << 30)],
+  overload_min_inflight: [8, int(0, 1_000_000)],
   max_server_transactions: [1_000_000, int(0, 100_000_000)],
   max_connections: [10_000, int(0, 10_000_000)],
   max_subscriptions: [200_000, int(0, 100_000_000)],

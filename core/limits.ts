@@ -18,8 +18,10 @@ export function overloadSettings(config: Config): OverloadSettings {
     maxInFlight: config.overload_max_inflight,
     maxLoopLagMs: config.overload_max_loop_lag,
     maxServerTransactions: config.max_server_transactions,
+    maxUdpQueueBytes: config.overload_max_udp_queue,
+    minInFlight: config.overload_min_inflight,
     retryAfter: config.overload_retry_after,
-    names: { maxInFlight: 'overload_max_inflight', maxLoopLagMs: 'overload_max_loop_lag', maxServerTransactions: 'max_server_transactions' },
+    names: { maxInFlight: 'overload_max_inflight', maxLoopLagMs: 'overload_max_loop_lag', maxServerTransactions: 'max_server_transactions', maxUdpQueueBytes: 'overload_max_udp_queue' },
   };
 }
 

@@ -42,6 +42,7 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => node.stack.tcpConnections);
   gauge('presenced_sip_server_transactions', 'Server transactions held (awaiting the answer, or completed and kept for Timer J).', () => node.stack.serverTransactions);
   gauge('presenced_sip_requests_in_flight', 'Server transactions awaiting their final response (overload_max_inflight).', () => node.stack.overload.inFlight);
+  gauge('presenced_sip_udp_receive_queue_bytes', 'Bytes in the receive queues of the SIP UDP sockets at the last sample (overload_max_udp_queue).', () => node.stack.overload.udpQueueBytes);
   gauge('presenced_event_loop_lag_seconds', 'Event-loop lag of the last sample (overload_max_loop_lag).', () => node.stack.overload.loopLagMs / 1000);
   const reported = new Map<string, number>();
   new Counter({

@@ -9,6 +9,7 @@
  * Also here: the bookkeeping of refusals by any limit of the node (`Refusals`), so that each
  * refusal is counted by limit name for /metrics and logged at most once per interval per limit.
  */
+import { readFile } from 'node:fs/promises';
 import type { Logger } from './flows.js';
 
 /** A load signal of the transaction user: refuse new requests while `read()` >= `limit`. */
@@ -26,10 +27,24 @@ export interface OverloadSettings {
   maxLoopLagMs: number;
   /** New requests get 503 while this many server transactions exist (completed ones kept for Timer J included); 0 = no limit. */
   maxServerTransactions: number;
+  /**
+   * New requests get 503 while the receive queues of our UDP sockets hold this many bytes (as
+   * the kernel counts them, buffer overhead included; Linux /proc/net/udp); 0 = not watched.
+   * Requests that wait there are invisible to the other signals: a 4 MB queue at 6,000
+   * PUBLISH/s is seconds of latency before the stack reads them.
+   */
+  maxUdpQueueBytes?: number;
+  /**
+   * While the loop lags or the UDP queue is over its limit, new requests are still taken as long
+   * as fewer than this many are in flight: shedding everything would leave the node idle behind
+   * a full queue (the requests read now have waited there already; what shedding buys is a
+   * shorter wait for the next ones). 0 = shed all.
+   */
+  minInFlight?: number;
   /** Seconds in the Retry-After of a 503 (RFC 3261 §20.33). */
   retryAfter: number;
   /** Configuration key names of the three limits above, for logs and metrics. */
-  names?: { maxInFlight: string; maxLoopLagMs: string; maxServerTransactions: string };
+  names?: { maxInFlight: string; maxLoopLagMs: string; maxServerTransactions: string; maxUdpQueueBytes?: string };
   probes?: OverloadProbe[];
 }
 
@@ -78,6 +93,10 @@ export class OverloadGuard {
   loopLagMs = 0;
   private readonly lagSamples = new Float64Array(LAG_WINDOW);
   private lagIndex = 0;
+  /** Bytes in our UDP sockets' receive queues at the last sample. */
+  udpQueueBytes = 0;
+  private udpPorts: ReadonlySet<number> = new Set();
+  private reading = false;
   private sampler: NodeJS.Timeout | undefined;
   private expected = 0;
   readonly retryAfter: string;
@@ -91,9 +110,14 @@ export class OverloadGuard {
     this.names = settings.names ?? { maxInFlight: 'maxInFlight', maxLoopLagMs: 'maxLoopLagMs', maxServerTransactions: 'maxServerTransactions' };
   }
 
-  /** Start watching the event loop (a timer every 20 ms whose lateness is the lag). */
-  start(): void {
-    if (this.settings.maxLoopLagMs <= 0 || this.sampler) return;
+  /**
+   * Start watching the event loop (a timer every 20 ms whose lateness is the lag) and the
+   * receive queues of the UDP sockets bound to `udpPorts`.
+   */
+  start(udpPorts: ReadonlySet<number> = new Set()): void {
+    this.udpPorts = udpPorts;
+    if (udpPorts.size === 0 || !this.settings.maxUdpQueueBytes) this.udpPorts = new Set();
+    if ((this.settings.maxLoopLagMs <= 0 && this.udpPorts.size === 0) || this.sampler) return;
     this.expected = performance.now() + LAG_SAMPLE_MS;
     this.sampler = setInterval(this.sample, LAG_SAMPLE_MS);
     this.sampler.unref();
@@ -113,6 +137,12 @@ export class OverloadGuard {
     let max = 0;
     for (const v of this.lagSamples) if (v > max) max = v;
     this.loopLagMs = max;
+    if (this.udpPorts.size > 0 && !this.reading) {
+      this.reading = true;
+      udpReceiveQueue(this.udpPorts)
+        .then((bytes) => (this.udpQueueBytes = bytes))
+        .finally(() => (this.reading = false));
+    }
   };
 
   /**
@@ -131,9 +161,14 @@ export class OverloadGuard {
     } else if (s.maxInFlight > 0 && this.inFlight >= s.maxInFlight) {
       limit = this.names.maxInFlight;
       detail = { inFlight: this.inFlight, max: s.maxInFlight };
+    } else if (this.inFlight < (s.minInFlight ?? 0)) {
+      return undefined;
     } else if (s.maxLoopLagMs > 0 && this.loopLagMs >= s.maxLoopLagMs) {
       limit = this.names.maxLoopLagMs;
       detail = { loopLagMs: Math.round(this.loopLagMs), max: s.maxLoopLagMs };
+    } else if (s.maxUdpQueueBytes && this.udpQueueBytes >= s.maxUdpQueueBytes) {
+      limit = this.names.maxUdpQueueBytes ?? 'maxUdpQueueBytes';
+      detail = { udpQueueBytes: this.udpQueueBytes, max: s.maxUdpQueueBytes };
     } else if (s.probes) {
       for (const p of s.probes) {
         if (p.limit <= 0) continue;
@@ -149,4 +184,37 @@ export class OverloadGuard {
     this.refusals.refuse(limit, { ...detail, method, callId });
     return limit;
   }
+}
+
+/**
+ * Bytes waiting in the receive queues of the UDP sockets bound to `ports` (the rx_queue column of
+ * Linux's /proc/net/udp and udp6, hexadecimal). 0 where those files do not exist.
+ */
+export async function udpReceiveQueue(ports: ReadonlySet<number>): Promise<number> {
+  let total = 0;
+  for (const file of ['/proc/net/udp', '/proc/net/udp6']) {
+    let text: string;
+    try {
+      text = await readFile(file, 'latin1');
+    } catch {
+      continue;
+    }
+    total += udpQueueOf(text, ports);
+  }
+  return total;
+}
+
+/** The rx_queue bytes of the sockets of a /proc/net/udp table whose local port is in `ports`. */
+export function udpQueueOf(table: string, ports: ReadonlySet<number>): number {
+  let total = 0;
+  for (const line of table.split('\n')) {
+    // "  sl  local_address rem_address   st tx_queue:rx_queue ..." → [sl:, local, remote, st, queues, ...]
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5 || !f[0]!.endsWith(':')) continue;
+    const port = parseInt(f[1]!.slice(f[1]!.lastIndexOf(':') + 1), 16);
+    if (!ports.has(port)) continue;
+    const rx = parseInt(f[4]!.slice(f[4]!.indexOf(':') + 1), 16);
+    if (Number.isFinite(rx)) total += rx;
+  }
+  return total;
 }

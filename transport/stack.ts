@@ -104,7 +104,6 @@ export class SipStack {
 
   async start(): Promise<void> {
     this.sentByCache.clear();
-    this.overload.start();
     for (const spec of this.options.listen) {
       if (spec.proto === 'udp') {
         const l = new UdpListener(spec.address, spec.port, (d, s) => this.receive(d, s, true), this.log);
@@ -147,6 +146,7 @@ export class SipStack {
         this.ws.push(w);
       }
     }
+    this.overload.start(new Set(this.udp.map((u) => u.boundPort)));
   }
 
   /** Bound listeners, with the actual port when 0 was asked for. */

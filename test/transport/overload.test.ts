@@ -14,7 +14,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { SipResponse, type SipRequest } from '../../transport/message.js';
-import { OverloadGuard, Refusals } from '../../transport/overload.js';
+import { OverloadGuard, Refusals, udpQueueOf, udpReceiveQueue } from '../../transport/overload.js';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
 import { pidf, publish, uniqueUri } from '../support/presence.js';
@@ -170,4 +170,17 @@ test('the event-loop lag detector refuses while the loop lags and takes requests
   } finally {
     guard.stop();
   }
+});
+
+test('the UDP receive queue is read from the rx_queue column of /proc/net/udp for our ports only', async () => {
+  const table = [
+    '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops',
+    ' 4835: 0100007F:13C4 00000000:0000 07 00000000:00100000 00:00000000 00000000     0        0 175569 2 00000000d3efc99e 0',
+    ' 4836: 0100007F:13C5 00000000:0000 07 00000000:00000400 00:00000000 00000000     0        0 175570 2 00000000d3efc99f 12',
+    ' 5921: 00000000000000000000000001000000:13C4 00000000000000000000000000000000:0000 07 00000000:00000A00 00:00000000 00000000     0        0 176579 2 000000005a55e06d 0',
+  ].join('\n');
+  assert.equal(udpQueueOf(table, new Set([0x13c4])), 0x100000 + 0xa00, 'IPv4 and IPv6 sockets on port 5060');
+  assert.equal(udpQueueOf(table, new Set([0x13c5])), 0x400);
+  assert.equal(udpQueueOf(table, new Set([9])), 0);
+  assert.equal(typeof (await udpReceiveQueue(new Set([9]))), 'number', 'reading the tables of this machine works (or gives 0 off Linux)');
 });
