@@ -36,9 +36,11 @@ export interface OverloadSettings {
   maxUdpQueueBytes?: number;
   /**
    * While the loop lags or the UDP queue is over its limit, new requests are still taken as long
-   * as fewer than this many are in flight: shedding everything would leave the node idle behind
-   * a full queue (the requests read now have waited there already; what shedding buys is a
-   * shorter wait for the next ones). 0 = shed all.
+   * as fewer than `window` are in flight: shedding everything would leave the node idle behind a
+   * full queue (the requests read now have waited there already; what shedding buys is a shorter
+   * wait for the next ones). The window adapts every sample, between this and maxInFlight: down
+   * (×0.7 from what is in flight) while the loop lags or the queue grows, up (×1.25) once both
+   * are under their limits. 0 = it may go down to shedding all.
    */
   minInFlight?: number;
   /** Seconds in the Retry-After of a 503 (RFC 3261 §20.33). */
@@ -95,6 +97,9 @@ export class OverloadGuard {
   private lagIndex = 0;
   /** Bytes in our UDP sockets' receive queues at the last sample. */
   udpQueueBytes = 0;
+  private lastQueueBytes = 0;
+  /** Requests taken in flight while the loop lags or the UDP queue is over its limit (adapts each sample). */
+  window: number;
   private udpPorts: ReadonlySet<number> = new Set();
   private reading = false;
   private sampler: NodeJS.Timeout | undefined;
@@ -108,6 +113,32 @@ export class OverloadGuard {
   ) {
     this.retryAfter = String(settings.retryAfter);
     this.names = settings.names ?? { maxInFlight: 'maxInFlight', maxLoopLagMs: 'maxLoopLagMs', maxServerTransactions: 'maxServerTransactions' };
+    this.window = this.windowCap;
+  }
+
+  private get windowCap(): number {
+    return this.settings.maxInFlight > 0 ? this.settings.maxInFlight : 4096;
+  }
+
+  private get lagging(): boolean {
+    return this.settings.maxLoopLagMs > 0 && this.loopLagMs >= this.settings.maxLoopLagMs;
+  }
+
+  private get queued(): boolean {
+    return !!this.settings.maxUdpQueueBytes && this.udpQueueBytes >= this.settings.maxUdpQueueBytes;
+  }
+
+  /** One sample's say on the window: `lagNow` is this sample's lag alone. */
+  private adapt(lagNow: number): void {
+    const s = this.settings;
+    const floor = s.minInFlight ?? 0;
+    const lagged = s.maxLoopLagMs > 0 && lagNow >= s.maxLoopLagMs;
+    if (lagged || (this.queued && this.udpQueueBytes > this.lastQueueBytes)) {
+      this.window = Math.max(floor, Math.floor(Math.min(this.window, Math.max(this.inFlight, floor)) * 0.7));
+    } else if (!this.queued && !lagged) {
+      this.window = Math.min(this.windowCap, Math.ceil(this.window * 1.25) + 1);
+    }
+    this.lastQueueBytes = this.udpQueueBytes;
   }
 
   /**
@@ -129,14 +160,17 @@ export class OverloadGuard {
     this.inFlight = 0;
   }
 
-  private readonly sample = (): void => {
+  /** One sample of the signals: run by the timer every 20 ms (a test may run one itself). */
+  readonly sample = (): void => {
     const now = performance.now();
-    this.lagSamples[this.lagIndex] = Math.max(0, now - this.expected);
+    const lagNow = Math.max(0, now - this.expected);
+    this.lagSamples[this.lagIndex] = lagNow;
     this.lagIndex = (this.lagIndex + 1) % LAG_WINDOW;
     this.expected = now + LAG_SAMPLE_MS;
     let max = 0;
     for (const v of this.lagSamples) if (v > max) max = v;
     this.loopLagMs = max;
+    this.adapt(lagNow);
     if (this.udpPorts.size > 0 && !this.reading) {
       this.reading = true;
       udpReceiveQueue(this.udpPorts)
@@ -161,14 +195,14 @@ export class OverloadGuard {
     } else if (s.maxInFlight > 0 && this.inFlight >= s.maxInFlight) {
       limit = this.names.maxInFlight;
       detail = { inFlight: this.inFlight, max: s.maxInFlight };
-    } else if (this.inFlight < (s.minInFlight ?? 0)) {
-      return undefined;
-    } else if (s.maxLoopLagMs > 0 && this.loopLagMs >= s.maxLoopLagMs) {
-      limit = this.names.maxLoopLagMs;
-      detail = { loopLagMs: Math.round(this.loopLagMs), max: s.maxLoopLagMs };
-    } else if (s.maxUdpQueueBytes && this.udpQueueBytes >= s.maxUdpQueueBytes) {
-      limit = this.names.maxUdpQueueBytes ?? 'maxUdpQueueBytes';
-      detail = { udpQueueBytes: this.udpQueueBytes, max: s.maxUdpQueueBytes };
+    } else if ((this.lagging || this.queued) && this.inFlight >= this.window) {
+      if (this.lagging) {
+        limit = this.names.maxLoopLagMs;
+        detail = { loopLagMs: Math.round(this.loopLagMs), max: s.maxLoopLagMs, inFlight: this.inFlight, window: this.window };
+      } else {
+        limit = this.names.maxUdpQueueBytes ?? 'maxUdpQueueBytes';
+        detail = { udpQueueBytes: this.udpQueueBytes, max: s.maxUdpQueueBytes, inFlight: this.inFlight, window: this.window };
+      }
     } else if (s.probes) {
       for (const p of s.probes) {
         if (p.limit <= 0) continue;
