@@ -3,22 +3,14 @@
  * overload and answers the excess of new requests with a stateless 503 + Retry-After before
  * they reach the transaction user, so that what it accepts is still answered within its normal
  * latency. It knows nothing of presence: the signals are the stack's own (server transactions
- * awaiting their final response, event-loop lag) plus any the transaction user adds as a probe
- * (e.g. writes waiting for a store commit).
+ * awaiting their final response — a PUBLISH or SUBSCRIBE waiting for its store commit among
+ * them —, event-loop lag, bytes waiting in the UDP receive queues, server transactions held).
  *
  * Also here: the bookkeeping of refusals by any limit of the node (`Refusals`), so that each
  * refusal is counted by limit name for /metrics and logged at most once per interval per limit.
  */
-import { readFile } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { Logger } from './flows.js';
-
-/** A load signal of the transaction user: refuse new requests while `read()` >= `limit`. */
-export interface OverloadProbe {
-  /** The configuration key of the limit, reported in logs and metrics. */
-  name: string;
-  limit: number;
-  read: () => number;
-}
 
 export interface OverloadSettings {
   /** New requests get 503 while this many server transactions await their final response; 0 = no limit. */
@@ -39,15 +31,15 @@ export interface OverloadSettings {
    * as fewer than `window` are in flight: shedding everything would leave the node idle behind a
    * full queue (the requests read now have waited there already; what shedding buys is a shorter
    * wait for the next ones). The window adapts every sample, between this and maxInFlight: down
-   * (×0.7 from what is in flight) while the loop lags or the queue grows, up (×1.25) once both
-   * are under their limits. 0 = it may go down to shedding all.
+   * (×0.7 from what is in flight) while the loop lags, or the queue grows by more than 1/8 of its
+   * limit in a sample or holds more than 4 times it; up (×1.25) once both are under their
+   * limits; otherwise it holds. 0 = it may go down to shedding all.
    */
   minInFlight?: number;
   /** Seconds in the Retry-After of a 503 (RFC 3261 §20.33). */
   retryAfter: number;
   /** Configuration key names of the three limits above, for logs and metrics. */
   names?: { maxInFlight: string; maxLoopLagMs: string; maxServerTransactions: string; maxUdpQueueBytes?: string };
-  probes?: OverloadProbe[];
 }
 
 export const OVERLOAD_OFF: OverloadSettings = { maxInFlight: 0, maxLoopLagMs: 0, maxServerTransactions: 0, retryAfter: 1 };
@@ -59,21 +51,33 @@ export class Refusals {
   private readonly suppressed = new Map<string, number>();
 
   constructor(
-    private readonly log: Logger,
+    readonly log: Logger,
     /** At most one log line per limit in this many ms. */
     private readonly intervalMs: number,
   ) {}
 
   /** Count one refusal by `limit` (its configuration key); `detail` goes into the log line. */
   refuse(limit: string, detail: Record<string, unknown>): void {
+    if (this.counted(limit)) this.logged(limit, detail);
+  }
+
+  /**
+   * Count one refusal; true when it is to be logged (the first of its interval): then the caller
+   * builds its details and calls logged(). A shed request costs no log object otherwise.
+   */
+  counted(limit: string): boolean {
     this.counts.set(limit, (this.counts.get(limit) ?? 0) + 1);
     const now = performance.now();
     const last = this.lastLogged.get(limit);
     if (last !== undefined && now - last < this.intervalMs) {
       this.suppressed.set(limit, (this.suppressed.get(limit) ?? 0) + 1);
-      return;
+      return false;
     }
     this.lastLogged.set(limit, now);
+    return true;
+  }
+
+  logged(limit: string, detail: Record<string, unknown>): void {
     const since = this.suppressed.get(limit) ?? 0;
     this.suppressed.delete(limit);
     this.log.warn({ limit, ...detail, refusedSinceLastLog: since }, `limit reached: ${limit}; refusing`);
@@ -100,7 +104,7 @@ export class OverloadGuard {
   private lastQueueBytes = 0;
   /** Requests taken in flight while the loop lags or the UDP queue is over its limit (adapts each sample). */
   window: number;
-  private udpPorts: ReadonlySet<number> = new Set();
+  private udpQueue: UdpQueueReader | undefined;
   private reading = false;
   private sampler: NodeJS.Timeout | undefined;
   private expected = 0;
@@ -133,7 +137,10 @@ export class OverloadGuard {
     const s = this.settings;
     const floor = s.minInFlight ?? 0;
     const lagged = s.maxLoopLagMs > 0 && lagNow >= s.maxLoopLagMs;
-    if (lagged || (this.queued && this.udpQueueBytes > this.lastQueueBytes)) {
+    const max = s.maxUdpQueueBytes ?? 0;
+    // The queue grows (by more than noise) or is far over its limit: fewer in flight.
+    const growing = this.queued && (this.udpQueueBytes > this.lastQueueBytes + max / 8 || this.udpQueueBytes >= 4 * max);
+    if (lagged || growing) {
       this.window = Math.max(floor, Math.floor(Math.min(this.window, Math.max(this.inFlight, floor)) * 0.7));
     } else if (!this.queued && !lagged) {
       this.window = Math.min(this.windowCap, Math.ceil(this.window * 1.25) + 1);
@@ -146,9 +153,9 @@ export class OverloadGuard {
    * receive queues of the UDP sockets bound to `udpPorts`.
    */
   start(udpPorts: ReadonlySet<number> = new Set()): void {
-    this.udpPorts = udpPorts;
-    if (udpPorts.size === 0 || !this.settings.maxUdpQueueBytes) this.udpPorts = new Set();
-    if ((this.settings.maxLoopLagMs <= 0 && this.udpPorts.size === 0) || this.sampler) return;
+    if (this.sampler) return;
+    if (udpPorts.size > 0 && this.settings.maxUdpQueueBytes) this.udpQueue = new UdpQueueReader(udpPorts);
+    if (this.settings.maxLoopLagMs <= 0 && !this.udpQueue) return;
     this.expected = performance.now() + LAG_SAMPLE_MS;
     this.sampler = setInterval(this.sample, LAG_SAMPLE_MS);
     this.sampler.unref();
@@ -158,6 +165,9 @@ export class OverloadGuard {
     if (this.sampler) clearInterval(this.sampler);
     this.sampler = undefined;
     this.inFlight = 0;
+    const reader = this.udpQueue;
+    this.udpQueue = undefined;
+    reader?.close().catch((err: Error) => this.refusals.log.debug({ err }, 'closing /proc/net/udp failed'));
   }
 
   /** One sample of the signals: run by the timer every 20 ms (a test may run one itself). */
@@ -171,10 +181,17 @@ export class OverloadGuard {
     for (const v of this.lagSamples) if (v > max) max = v;
     this.loopLagMs = max;
     this.adapt(lagNow);
-    if (this.udpPorts.size > 0 && !this.reading) {
+    if (this.udpQueue && !this.reading) {
       this.reading = true;
-      udpReceiveQueue(this.udpPorts)
+      this.udpQueue
+        .read()
         .then((bytes) => (this.udpQueueBytes = bytes))
+        .catch((err: Error) => {
+          // A table that cannot be read: the signal is off from now on.
+          this.refusals.log.warn({ err }, 'cannot read /proc/net/udp: overload_max_udp_queue is not watched');
+          this.udpQueue = undefined;
+          this.udpQueueBytes = 0;
+        })
         .finally(() => (this.reading = false));
     }
   };
@@ -187,55 +204,78 @@ export class OverloadGuard {
   refuse(method: string, serverTransactions: number, callId: string | undefined): string | undefined {
     if (method === 'ACK' || method === 'CANCEL') return undefined;
     const s = this.settings;
-    let limit: string | undefined;
-    let detail: Record<string, unknown> | undefined;
-    if (s.maxServerTransactions > 0 && serverTransactions >= s.maxServerTransactions) {
-      limit = this.names.maxServerTransactions;
-      detail = { serverTransactions, max: s.maxServerTransactions };
-    } else if (s.maxInFlight > 0 && this.inFlight >= s.maxInFlight) {
-      limit = this.names.maxInFlight;
-      detail = { inFlight: this.inFlight, max: s.maxInFlight };
-    } else if ((this.lagging || this.queued) && this.inFlight >= this.window) {
-      if (this.lagging) {
-        limit = this.names.maxLoopLagMs;
-        detail = { loopLagMs: Math.round(this.loopLagMs), max: s.maxLoopLagMs, inFlight: this.inFlight, window: this.window };
-      } else {
-        limit = this.names.maxUdpQueueBytes ?? 'maxUdpQueueBytes';
-        detail = { udpQueueBytes: this.udpQueueBytes, max: s.maxUdpQueueBytes, inFlight: this.inFlight, window: this.window };
-      }
-    } else if (s.probes) {
-      for (const p of s.probes) {
-        if (p.limit <= 0) continue;
-        const v = p.read();
-        if (v >= p.limit) {
-          limit = p.name;
-          detail = { value: v, max: p.limit };
-          break;
-        }
-      }
+    const n = this.names;
+    let limit: string;
+    if (s.maxServerTransactions > 0 && serverTransactions >= s.maxServerTransactions) limit = n.maxServerTransactions;
+    else if (s.maxInFlight > 0 && this.inFlight >= s.maxInFlight) limit = n.maxInFlight;
+    else if (this.inFlight >= this.window && this.lagging) limit = n.maxLoopLagMs;
+    else if (this.inFlight >= this.window && this.queued) limit = n.maxUdpQueueBytes ?? 'maxUdpQueueBytes';
+    else return undefined;
+    if (this.refusals.counted(limit)) {
+      this.refusals.logged(limit, {
+        method,
+        callId,
+        serverTransactions,
+        inFlight: this.inFlight,
+        window: this.window,
+        loopLagMs: Math.round(this.loopLagMs),
+        udpQueueBytes: this.udpQueueBytes,
+        max: limit === n.maxServerTransactions ? s.maxServerTransactions : limit === n.maxInFlight ? s.maxInFlight : limit === n.maxLoopLagMs ? s.maxLoopLagMs : s.maxUdpQueueBytes,
+      });
     }
-    if (limit === undefined) return undefined;
-    this.refusals.refuse(limit, { ...detail, method, callId });
     return limit;
   }
 }
 
+const UDP_TABLES = ['/proc/net/udp', '/proc/net/udp6'];
+
 /**
  * Bytes waiting in the receive queues of the UDP sockets bound to `ports` (the rx_queue column of
- * Linux's /proc/net/udp and udp6, hexadecimal). 0 where those files do not exist.
+ * Linux's /proc/net/udp and udp6, hexadecimal); 0 where those files do not exist. The files stay
+ * open and are read again from offset 0 (50 times a second: no open and close each time).
  */
-export async function udpReceiveQueue(ports: ReadonlySet<number>): Promise<number> {
-  let total = 0;
-  for (const file of ['/proc/net/udp', '/proc/net/udp6']) {
-    let text: string;
-    try {
-      text = await readFile(file, 'latin1');
-    } catch {
-      continue;
+export class UdpQueueReader {
+  private handles: Promise<Array<FileHandle | undefined>> | undefined;
+  private buf = Buffer.allocUnsafeSlow(16 * 1024);
+
+  constructor(private readonly ports: ReadonlySet<number>) {}
+
+  async read(): Promise<number> {
+    this.handles ??= Promise.all(UDP_TABLES.map((f) => open(f, 'r').catch(() => undefined)));
+    let total = 0;
+    for (const fh of await this.handles) {
+      if (!fh) continue;
+      let length = 0;
+      for (;;) {
+        if (length === this.buf.length) {
+          const bigger = Buffer.allocUnsafeSlow(this.buf.length * 2);
+          this.buf.copy(bigger);
+          this.buf = bigger;
+        }
+        const { bytesRead } = await fh.read(this.buf, length, this.buf.length - length, length);
+        if (bytesRead === 0) break;
+        length += bytesRead;
+      }
+      total += udpQueueOf(this.buf.toString('latin1', 0, length), this.ports);
     }
-    total += udpQueueOf(text, ports);
+    return total;
   }
-  return total;
+
+  async close(): Promise<void> {
+    const handles = this.handles;
+    this.handles = undefined;
+    if (handles) for (const fh of await handles) await fh?.close();
+  }
+}
+
+/** One reading of the UDP receive queues of `ports` (see UdpQueueReader). */
+export async function udpReceiveQueue(ports: ReadonlySet<number>): Promise<number> {
+  const reader = new UdpQueueReader(ports);
+  try {
+    return await reader.read();
+  } finally {
+    await reader.close();
+  }
 }
 
 /** The rx_queue bytes of the sockets of a /proc/net/udp table whose local port is in `ports`. */

@@ -193,22 +193,24 @@ test('a full UDP queue: the requests taken in flight shrink while it grows, hold
   );
   guard.inFlight = 50;
   assert.equal(guard.refuse('PUBLISH', 0, undefined), undefined, 'no signal: taken');
-  guard.udpQueueBytes = 5000; // growing, over the limit
+  guard.udpQueueBytes = 1500; // growing, over the limit
   guard.sample();
   assert.equal(guard.window, 35, '0.7 of what is in flight');
   assert.equal(guard.refuse('PUBLISH', 0, undefined), 'queue');
   guard.inFlight = 10;
   assert.equal(guard.refuse('PUBLISH', 0, undefined), undefined, 'fewer in flight than the window: taken');
-  guard.udpQueueBytes = 6000;
+  guard.udpQueueBytes = 1550; // grew by less than 1/8 of the limit: noise, the window holds
+  guard.sample();
+  assert.equal(guard.window, 35);
+  guard.udpQueueBytes = 1900;
   guard.sample();
   assert.equal(guard.window, 7);
   assert.equal(guard.refuse('SUBSCRIBE', 0, undefined), 'queue');
-  guard.udpQueueBytes = 5500; // draining, still over: the window holds
+  guard.udpQueueBytes = 1700; // draining, still over: the window holds
   guard.sample();
   assert.equal(guard.window, 7);
   for (let i = 0; i < 10; i++) {
-    guard.udpQueueBytes = 100000; // growing for long: never below minInFlight
-    guard.udpQueueBytes += i;
+    guard.udpQueueBytes = 4000; // far over the limit (4x), growing or not: never below minInFlight
     guard.sample();
   }
   assert.equal(guard.window, 2);
