@@ -118,6 +118,7 @@ export class OverloadGuard {
     this.retryAfter = String(settings.retryAfter);
     this.names = settings.names ?? { maxInFlight: 'maxInFlight', maxLoopLagMs: 'maxLoopLagMs', maxServerTransactions: 'maxServerTransactions' };
     this.window = this.windowCap;
+    this.maxUdpQueueBytes = settings.maxUdpQueueBytes ?? 0;
   }
 
   private get windowCap(): number {
@@ -128,8 +129,11 @@ export class OverloadGuard {
     return this.settings.maxLoopLagMs > 0 && this.loopLagMs >= this.settings.maxLoopLagMs;
   }
 
+  /** overload_max_udp_queue, or half the receive buffer the kernel granted when that is less. */
+  maxUdpQueueBytes: number;
+
   private get queued(): boolean {
-    return !!this.settings.maxUdpQueueBytes && this.udpQueueBytes >= this.settings.maxUdpQueueBytes;
+    return this.maxUdpQueueBytes > 0 && this.udpQueueBytes >= this.maxUdpQueueBytes;
   }
 
   /** One sample's say on the window: `lagNow` is this sample's lag alone. */
@@ -137,7 +141,7 @@ export class OverloadGuard {
     const s = this.settings;
     const floor = s.minInFlight ?? 0;
     const lagged = s.maxLoopLagMs > 0 && lagNow >= s.maxLoopLagMs;
-    const max = s.maxUdpQueueBytes ?? 0;
+    const max = this.maxUdpQueueBytes;
     // The queue grows (by more than noise) or is far over its limit: fewer in flight.
     const growing = this.queued && (this.udpQueueBytes > this.lastQueueBytes + max / 8 || this.udpQueueBytes >= 4 * max);
     if (lagged || growing) {
@@ -152,8 +156,10 @@ export class OverloadGuard {
    * Start watching the event loop (a timer every 20 ms whose lateness is the lag) and the
    * receive queues of the UDP sockets bound to `udpPorts`.
    */
-  start(udpPorts: ReadonlySet<number> = new Set()): void {
+  start(udpPorts: ReadonlySet<number> = new Set(), udpBufferBytes = Infinity): void {
     if (this.sampler) return;
+    // A queue limit the buffer cannot reach would never be seen (net.core.rmem_max is 208 KB by default).
+    if (this.settings.maxUdpQueueBytes) this.maxUdpQueueBytes = Math.min(this.settings.maxUdpQueueBytes, Math.floor(udpBufferBytes / 2));
     if (udpPorts.size > 0 && this.settings.maxUdpQueueBytes) this.udpQueue = new UdpQueueReader(udpPorts);
     if (this.settings.maxLoopLagMs <= 0 && !this.udpQueue) return;
     this.expected = performance.now() + LAG_SAMPLE_MS;
@@ -220,7 +226,7 @@ export class OverloadGuard {
         window: this.window,
         loopLagMs: Math.round(this.loopLagMs),
         udpQueueBytes: this.udpQueueBytes,
-        max: limit === n.maxServerTransactions ? s.maxServerTransactions : limit === n.maxInFlight ? s.maxInFlight : limit === n.maxLoopLagMs ? s.maxLoopLagMs : s.maxUdpQueueBytes,
+        max: limit === n.maxServerTransactions ? s.maxServerTransactions : limit === n.maxInFlight ? s.maxInFlight : limit === n.maxLoopLagMs ? s.maxLoopLagMs : this.maxUdpQueueBytes,
       });
     }
     return limit;

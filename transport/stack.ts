@@ -146,7 +146,7 @@ export class SipStack {
         this.ws.push(w);
       }
     }
-    this.overload.start(new Set(this.udp.map((u) => u.boundPort)));
+    this.overload.start(new Set(this.udp.map((u) => u.boundPort)), Math.min(...this.udp.map((u) => u.recvBufferSize)));
   }
 
   /** Bound listeners, with the actual port when 0 was asked for. */
