@@ -119,14 +119,23 @@ export class OverloadGuard {
     this.names = settings.names ?? { maxInFlight: 'maxInFlight', maxLoopLagMs: 'maxLoopLagMs', maxServerTransactions: 'maxServerTransactions' };
     this.window = this.windowCap;
     this.maxUdpQueueBytes = settings.maxUdpQueueBytes ?? 0;
+    this.expected = performance.now() + LAG_SAMPLE_MS;
   }
 
   private get windowCap(): number {
     return this.settings.maxInFlight > 0 ? this.settings.maxInFlight : 4096;
   }
 
+  /**
+   * The loop lags when two of the last five samples were late by the limit or more: one stall
+   * (a compile, a major GC) is not overload, and is over by the time it is seen.
+   */
   private get lagging(): boolean {
-    return this.settings.maxLoopLagMs > 0 && this.loopLagMs >= this.settings.maxLoopLagMs;
+    const max = this.settings.maxLoopLagMs;
+    if (max <= 0 || this.loopLagMs < max) return false;
+    let late = 0;
+    for (const v of this.lagSamples) if (v >= max) late++;
+    return late >= 2;
   }
 
   /** overload_max_udp_queue, or half the receive buffer the kernel granted when that is less. */
@@ -140,7 +149,7 @@ export class OverloadGuard {
   private adapt(lagNow: number): void {
     const s = this.settings;
     const floor = s.minInFlight ?? 0;
-    const lagged = s.maxLoopLagMs > 0 && lagNow >= s.maxLoopLagMs;
+    const lagged = s.maxLoopLagMs > 0 && lagNow >= s.maxLoopLagMs && this.lagging;
     const max = this.maxUdpQueueBytes;
     // The queue grows (by more than noise) or is far over its limit: fewer in flight.
     const growing = this.queued && (this.udpQueueBytes > this.lastQueueBytes + max / 8 || this.udpQueueBytes >= 4 * max);
