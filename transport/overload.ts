@@ -9,7 +9,7 @@
  * Also here: the bookkeeping of refusals by any limit of the node (`Refusals`), so that each
  * refusal is counted by limit name for /metrics and logged at most once per interval per limit.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { openSync, readSync, closeSync } from 'node:fs';
 import type { Logger } from './flows.js';
 
 export interface OverloadSettings {
@@ -105,7 +105,6 @@ export class OverloadGuard {
   /** Requests taken in flight while the loop lags or the UDP queue is over its limit (adapts each sample). */
   window: number;
   private udpQueue: UdpQueueReader | undefined;
-  private reading = false;
   private sampler: NodeJS.Timeout | undefined;
   private expected = 0;
   readonly retryAfter: string;
@@ -180,9 +179,8 @@ export class OverloadGuard {
     if (this.sampler) clearInterval(this.sampler);
     this.sampler = undefined;
     this.inFlight = 0;
-    const reader = this.udpQueue;
+    this.udpQueue?.close();
     this.udpQueue = undefined;
-    reader?.close().catch((err: Error) => this.refusals.log.debug({ err }, 'closing /proc/net/udp failed'));
   }
 
   /** One sample of the signals: run by the timer every 20 ms (a test may run one itself). */
@@ -196,18 +194,16 @@ export class OverloadGuard {
     for (const v of this.lagSamples) if (v > max) max = v;
     this.loopLagMs = max;
     this.adapt(lagNow);
-    if (this.udpQueue && !this.reading) {
-      this.reading = true;
-      this.udpQueue
-        .read()
-        .then((bytes) => (this.udpQueueBytes = bytes))
-        .catch((err: Error) => {
-          // A table that cannot be read: the signal is off from now on.
-          this.refusals.log.warn({ err }, 'cannot read /proc/net/udp: overload_max_udp_queue is not watched');
-          this.udpQueue = undefined;
-          this.udpQueueBytes = 0;
-        })
-        .finally(() => (this.reading = false));
+    if (this.udpQueue) {
+      try {
+        this.udpQueueBytes = this.udpQueue.read();
+      } catch (err) {
+        // A table that cannot be read: the signal is off from now on.
+        this.refusals.log.warn({ err }, 'cannot read /proc/net/udp: overload_max_udp_queue is not watched');
+        this.udpQueue.close();
+        this.udpQueue = undefined;
+        this.udpQueueBytes = 0;
+      }
     }
   };
 
@@ -247,19 +243,27 @@ const UDP_TABLES = ['/proc/net/udp', '/proc/net/udp6'];
 /**
  * Bytes waiting in the receive queues of the UDP sockets bound to `ports` (the rx_queue column of
  * Linux's /proc/net/udp and udp6, hexadecimal); 0 where those files do not exist. The files stay
- * open and are read again from offset 0 (50 times a second: no open and close each time).
+ * open and are read again from offset 0, synchronously: a /proc table is made in memory by the
+ * kernel (tens of µs), while an asynchronous read would queue in libuv's thread pool behind
+ * getaddrinfo calls (host names in Contacts are the peers' choice) and the signal would go stale.
  */
 export class UdpQueueReader {
-  private handles: Promise<Array<FileHandle | undefined>> | undefined;
+  private fds: Array<number | undefined> | undefined;
   private buf = Buffer.allocUnsafeSlow(16 * 1024);
 
   constructor(private readonly ports: ReadonlySet<number>) {}
 
-  async read(): Promise<number> {
-    this.handles ??= Promise.all(UDP_TABLES.map((f) => open(f, 'r').catch(() => undefined)));
+  read(): number {
+    this.fds ??= UDP_TABLES.map((f) => {
+      try {
+        return openSync(f, 'r');
+      } catch {
+        return undefined; // no such table (not Linux, or no IPv6): nothing queued there
+      }
+    });
     let total = 0;
-    for (const fh of await this.handles) {
-      if (!fh) continue;
+    for (const fd of this.fds) {
+      if (fd === undefined) continue;
       let length = 0;
       for (;;) {
         if (length === this.buf.length) {
@@ -267,29 +271,29 @@ export class UdpQueueReader {
           this.buf.copy(bigger);
           this.buf = bigger;
         }
-        const { bytesRead } = await fh.read(this.buf, length, this.buf.length - length, length);
-        if (bytesRead === 0) break;
-        length += bytesRead;
+        const n = readSync(fd, this.buf, length, this.buf.length - length, length);
+        if (n === 0) break;
+        length += n;
       }
       total += udpQueueOf(this.buf.toString('latin1', 0, length), this.ports);
     }
     return total;
   }
 
-  async close(): Promise<void> {
-    const handles = this.handles;
-    this.handles = undefined;
-    if (handles) for (const fh of await handles) await fh?.close();
+  close(): void {
+    const fds = this.fds;
+    this.fds = undefined;
+    if (fds) for (const fd of fds) if (fd !== undefined) closeSync(fd);
   }
 }
 
 /** One reading of the UDP receive queues of `ports` (see UdpQueueReader). */
-export async function udpReceiveQueue(ports: ReadonlySet<number>): Promise<number> {
+export function udpReceiveQueue(ports: ReadonlySet<number>): number {
   const reader = new UdpQueueReader(ports);
   try {
-    return await reader.read();
+    return reader.read();
   } finally {
-    await reader.close();
+    reader.close();
   }
 }
 
