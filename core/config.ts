@@ -71,6 +71,7 @@ export interface Config {
   overload_min_inflight: number;
   max_server_transactions: number;
   max_connections: number;
+  max_dns_lookups: number;
   max_subscriptions: number;
   max_subscriptions_per_watcher: number;
   max_publications: number;
@@ -235,6 +236,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls'>, [unknown, Check]> = 
   overload_min_inflight: [8, int(0, 1_000_000)],
   max_server_transactions: [1_000_000, int(0, 100_000_000)],
   max_connections: [10_000, int(0, 10_000_000)],
+  max_dns_lookups: [256, int(0, 1_000_000)],
   max_subscriptions: [200_000, int(0, 100_000_000)],
   max_subscriptions_per_watcher: [1_000, int(0, 100_000_000)],
   max_publications: [200_000, int(0, 100_000_000)],

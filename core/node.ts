@@ -84,6 +84,7 @@ export class PresenceNode {
       timers: { t1: config.sip_t1, t2: config.sip_t2, t4: config.sip_t4 },
       overload: overloadSettings(config),
       maxConnections: config.max_connections,
+      maxDnsLookups: config.max_dns_lookups,
       refusalLogIntervalMs: config.limit_log_interval * 1000,
       userAgent: SERVER_HEADER,
       log,

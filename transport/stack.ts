@@ -45,6 +45,8 @@ export interface StackOptions {
   overload?: OverloadSettings;
   /** Most TCP/TLS/WebSocket connections open at once; a new one beyond is refused. 0 = no limit. */
   maxConnections?: number;
+  /** Host-name lookups in progress at once for requests we send; beyond, the request fails at once. 0 = no limit. */
+  maxDnsLookups?: number;
   /** Refusals by a limit are logged at most once per this many ms per limit (default 10 s). */
   refusalLogIntervalMs?: number;
   /** Server / User-Agent header value. */
@@ -90,6 +92,7 @@ export class SipStack {
   /** Refusals by every limit of the node, by configuration key (the TU counts its own here too). */
   readonly refusals: Refusals;
   readonly overload: OverloadGuard;
+  private dnsLookups = 0;
 
   constructor(private readonly options: StackOptions) {
     this.timers = options.timers ?? DEFAULT_TIMERS;
@@ -508,9 +511,23 @@ export class SipStack {
     }
     // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
     if (net.isIP(host) !== 0) return this.sendTo(req, key, data, proto, host, target.port, undefined);
+    // Host names come from peers (Contact, Record-Route): lookups in progress are bounded, so
+    // that unresolvable names cannot queue without end in libuv's four-thread pool.
+    const maxLookups = this.options.maxDnsLookups ?? 0;
+    if (maxLookups > 0 && this.dnsLookups >= maxLookups) {
+      this.refusals.refuse('max_dns_lookups', { host, lookups: this.dnsLookups, max: maxLookups });
+      return Promise.resolve({ kind: 'transport-error', error: new Error(`${maxLookups} DNS lookups in progress (max_dns_lookups): ${host} not looked up`) });
+    }
+    this.dnsLookups++;
     return lookup(host).then(
-      (a) => this.sendTo(req, key, data, proto, a.address, target.port, host),
-      (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
+      (a) => {
+        this.dnsLookups--;
+        return this.sendTo(req, key, data, proto, a.address, target.port, host);
+      },
+      (err: Error): ClientOutcome => {
+        this.dnsLookups--;
+        return { kind: 'transport-error', error: err };
+      },
     );
   }
 

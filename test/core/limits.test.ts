@@ -114,3 +114,31 @@ test('a limit value out of range stops the start with exit 2 naming the key', as
     assert.match(stderr, new RegExp(`${key}: must be an integer from`));
   }
 });
+
+test('max_dns_lookups: NOTIFYs to host names beyond the lookups in progress fail at once (the subscription ends), counted and logged', async () => {
+  const n = await node({ max_dns_lookups: 1, timeout_rm_subs: 1 });
+  const publisher = await ua(n);
+  const watchers = [await ua(n), await ua(n)];
+  const p = uniqueUri('dns');
+  // Contacts with a host name: every NOTIFY needs a lookup (localhost: loopback, no network).
+  for (const w of watchers) {
+    const res = await w.request({
+      method: 'SUBSCRIBE',
+      uri: p,
+      bare: true,
+      headers: [['max-forwards', '70'], ['contact', `<sip:${w.user}@localhost:${w.localPort}>`], ['event', 'presence'], ['expires', '600']],
+    });
+    assert.equal(res.status, 200);
+    await w.nextRequest('NOTIFY'); // one at a time: one lookup in progress
+  }
+  assert.equal(await refusals(n, 'max_dns_lookups'), 0);
+  // One PUBLISH: both NOTIFYs are started in the same turn, so one lookup is already in progress for the second.
+  assert.equal((await publish(publisher, p, { body: doc(p, 't') })).status, 200);
+  const ended = await n.waitForLog((l) => l.msg === 'subscription ended');
+  assert.match(String(ended.why), /NOTIFY failed/);
+  assert.equal(await refusals(n, 'max_dns_lookups'), 1);
+  assert.equal(logged(n, 'max_dns_lookups').length, 1);
+  // The other watcher got its NOTIFY with the published state.
+  const got = await Promise.any(watchers.map((w) => w.nextRequest('NOTIFY', (r) => r.body.toString().includes('<basic>open</basic>'))));
+  assert.ok(got);
+});
