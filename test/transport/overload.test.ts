@@ -13,6 +13,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import { SipResponse, type SipRequest } from '../../transport/message.js';
 import { OverloadGuard, Refusals, udpQueueOf, udpReceiveQueue } from '../../transport/overload.js';
 import { startNode, type RunningNode } from '../support/node.js';
@@ -227,4 +228,47 @@ test('a full UDP queue: the requests taken in flight shrink while it grows, hold
   assert.equal(guard.window, 4);
   for (let i = 0; i < 30; i++) guard.sample();
   assert.equal(guard.window, 100, 'up to overload_max_inflight');
+});
+
+test('requests that waited in a full UDP receive queue: the excess gets 503 + Retry-After as soon as the node sees the queue, every request is answered, and the node recovers', async (t) => {
+  if (process.platform !== 'linux') return t.diagnostic('needs /proc/net/udp (Linux)');
+  const n = await node({ overload_max_udp_queue: 16384, overload_min_inflight: 0, overload_max_loop_lag: 0, overload_max_inflight: 0 });
+  const u = await ua(n, 'udp');
+  const state = (): string => {
+    const stat = readFileSync(`/proc/${n.pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  };
+  const until = async (cond: () => boolean): Promise<void> => {
+    while (!cond()) await new Promise((resolve) => setTimeout(resolve, 2));
+  };
+  const reqs = Array.from({ length: 300 }, () => u.build({ method: 'OPTIONS', uri: `sip:127.0.0.1:${n.udpPort}` }));
+  const answers = reqs.map((r) => finalTo(u, r));
+  // The node stops reading: everything sent now waits in its socket's receive queue.
+  process.kill(n.pid, 'SIGSTOP');
+  try {
+    await until(() => state() === 'T');
+    const stoppedAt = performance.now();
+    for (const r of reqs) u.sendRaw(r.toBuffer());
+    await until(() => udpReceiveQueue(new Set([n.udpPort])) >= 300 * 400);
+    // Stopped longer than one 20 ms sampling period: its sampler is due when it runs again.
+    await until(() => performance.now() - stoppedAt > 25);
+  } finally {
+    process.kill(n.pid, 'SIGCONT');
+  }
+  const res = await Promise.all(answers);
+  const statuses = res.map((r) => r.status);
+  assert.ok(statuses.every((s) => s === 200 || s === 503), `only 200 and 503: ${[...new Set(statuses)].join(', ')}`);
+  const refused = res.filter((r) => r.status === 503);
+  assert.ok(refused.length > 0, 'the excess is refused');
+  assert.ok(refused.length < 300, 'what the node read before it saw the queue was served');
+  for (const r of refused) assert.equal(r.headers.get('retry-after'), '2');
+  assert.equal(await metric(n, 'presenced_limit_refusals_total', 'overload_max_udp_queue'), refused.length);
+  t.diagnostic(`${300 - refused.length} served, ${refused.length} refused`);
+  // Once the node has seen its queue empty again, the next request is taken.
+  const queueGauge = async (): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${n.rpcPort}/metrics`)).text();
+    return Number(/^presenced_sip_udp_receive_queue_bytes (\d+)/m.exec(text)?.[1] ?? NaN);
+  };
+  while ((await queueGauge()) !== 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal((await u.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${n.udpPort}` })).status, 200);
 });
