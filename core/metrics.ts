@@ -47,7 +47,7 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   const reported = new Map<string, number>();
   new Counter({
     name: 'presenced_limit_refusals_total',
-    help: 'Requests or connections refused by a limit (label: its configuration key), load shedding (overload_*) included.',
+    help: 'Requests, connections and DNS lookups refused by a limit (label: its configuration key), load shedding (overload_*) included.',
     labelNames: ['limit'],
     registers: [registry],
     collect() {
