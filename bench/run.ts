@@ -48,7 +48,7 @@ async function start(kind: string, args: BenchArgs, workers: number): Promise<St
   if (kind === 'ceiling') return { target: await startNullServer() };
   if (kind === 'kamailio') return { target: await startKamailio({ children: args.kamailioChildren, label: 'kamailio' }) };
   if (kind === 'external') return { target: externalTarget({ sip: args.sip!, xcap: args.xcap, rpc: args.rpc, pid: args.pid }) };
-  const t = await startPresenced({ workerThreads: workers, cpuProf: args.cpuProf, rules: args.rules, label: `presenced-w${workers}` });
+  const t = await startPresenced({ workerThreads: workers, cpuProf: args.cpuProf, rules: args.rules, label: `presenced-w${workers}`, extra: args.nodeConfig });
   return { target: t, profile: () => t.profileDir };
 }
 
@@ -78,6 +78,23 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   rows.push(row('  latency p99', 'ms', (f) => f.publish?.latencyMs.p99));
   rows.push(row('  target CPU', '% of a core', (f) => f.publish?.cpu.targetPct));
   rows.push(row('  driver CPU', '% of a core', (f) => f.publish?.cpu.driverPct));
+  if (figs.some((f) => f.overload)) {
+    rows.push(row('Overload: PUBLISH offered (open loop)', 'req/s', (f) => f.overload?.offeredPerSecond));
+    rows.push(row('  accepted (2xx)', 'req/s', (f) => f.overload?.acceptedPerSecond));
+    rows.push(row('  accepted latency p50', 'ms', (f) => f.overload?.acceptedLatencyMs.p50));
+    rows.push(row('  accepted latency p99', 'ms', (f) => f.overload?.acceptedLatencyMs.p99));
+    rows.push(row('  refused 503', 'req/s', (f) => f.overload?.refusedPerSecond));
+    rows.push(row('  503 latency p99', 'ms', (f) => f.overload?.refusedLatencyMs.p99));
+    rows.push(row('  other non-2xx', 'count', (f) => f.overload?.otherFailures));
+    rows.push(row('  unanswered', 'count', (f) => f.overload?.unanswered));
+    rows.push(row('  unanswered', '% of sent', (f) => (f.overload ? (100 * f.overload.unanswered) / Math.max(1, f.overload.sent) : undefined)));
+    rows.push(row('  next PUBLISH after the burst', 'status', (f) => f.overload?.after.status));
+    rows.push(row('  its latency', 'ms', (f) => f.overload?.after.latencyMs));
+    rows.push(row('  RSS before', 'MiB', (f) => (f.overload?.rssBefore !== undefined ? f.overload.rssBefore / 2 ** 20 : undefined)));
+    rows.push(row('  RSS after', 'MiB', (f) => (f.overload?.rssAfter !== undefined ? f.overload.rssAfter / 2 ** 20 : undefined)));
+    rows.push(row('  target CPU', '% of a core', (f) => f.overload?.cpu.targetPct));
+    rows.push(row('  driver CPU', '% of a core', (f) => f.overload?.cpu.driverPct));
+  }
   rows.push(row('SUBSCRIBE, initial NOTIFY answered', 'subs/s', (f) => f.subscribe?.perSecond));
   rows.push(row('  over the first 10 % of them', 'subs/s', (f) => f.subscribe?.firstTenthPerSecond));
   rows.push(row('  over the last 10 % of them', 'subs/s', (f) => f.subscribe?.lastTenthPerSecond));

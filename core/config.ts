@@ -86,6 +86,20 @@ export interface Config {
   xcap_auth: 'none' | 'digest';
   xcap_auth_users: Record<string, string>;
   xcap_auth_realm: string;
+  // overload control and state limits (issue 12; 0 = no limit)
+  overload_max_inflight: number;
+  overload_max_loop_lag: number;
+  overload_retry_after: number;
+  overload_max_udp_queue: number;
+  overload_min_inflight: number;
+  max_server_transactions: number;
+  max_connections: number;
+  max_dns_lookups: number;
+  max_subscriptions: number;
+  max_subscriptions_per_watcher: number;
+  max_publications: number;
+  max_publications_per_presentity: number;
+  limit_log_interval: number;
   // tls (Kamailio tls module parameter names)
   tls_certificate: string;
   tls_private_key: string;
@@ -285,6 +299,19 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   xcap_auth: ['none', oneOf('none', 'digest')],
   xcap_auth_users: [{}, userMap],
   xcap_auth_realm: ['presenced', str],
+  overload_max_inflight: [1000, int(0, 1_000_000)],
+  overload_max_loop_lag: [250, int(0, 60_000)],
+  overload_retry_after: [2, int(1, 3600)],
+  overload_max_udp_queue: [1 << 20, int(0, 1 << 30)],
+  overload_min_inflight: [8, int(0, 1_000_000)],
+  max_server_transactions: [1_000_000, int(0, 100_000_000)],
+  max_connections: [10_000, int(0, 10_000_000)],
+  max_dns_lookups: [256, int(0, 1_000_000)],
+  max_subscriptions: [200_000, int(0, 100_000_000)],
+  max_subscriptions_per_watcher: [1_000, int(0, 100_000_000)],
+  max_publications: [200_000, int(0, 100_000_000)],
+  max_publications_per_presentity: [64, int(0, 100_000_000)],
+  limit_log_interval: [10, int(1, 86400)],
 };
 
 export const CONFIG_KEYS = Object.keys(SCHEMA);

@@ -21,6 +21,13 @@ export interface NodeStats {
   readonly events: readonly string[];
   subscriptionsOf(event: string): number;
   presentitiesOf(event: string): number;
+  /** Server transactions held, requests in flight, UDP receive queue and loop lag (overload detection). */
+  readonly serverTransactions: number;
+  readonly requestsInFlight: number;
+  readonly udpQueueBytes: number;
+  readonly loopLagMs: number;
+  /** Refusals by every limit, by its configuration key. */
+  readonly limitRefusals: ReadonlyMap<string, number>;
   /** The SIP stack's counters by method, status and event. */
   readonly sip: SipCounters;
   /** RPC calls by `method outcome`. */
@@ -164,6 +171,16 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
     counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);
     counter('presenced_capture_failed_total', 'SIP capture (HEP) copies that could not be sent.', () => cap.failed);
   }
+  gauge('presenced_sip_server_transactions', 'Server transactions held (awaiting the answer, or completed and kept for Timer J).', () => stats.serverTransactions);
+  gauge('presenced_sip_requests_in_flight', 'Server transactions awaiting their final response (overload_max_inflight).', () => stats.requestsInFlight);
+  gauge('presenced_sip_udp_receive_queue_bytes', 'Bytes in the receive queues of the SIP UDP sockets at the last sample (overload_max_udp_queue).', () => stats.udpQueueBytes);
+  gauge('presenced_event_loop_lag_seconds', 'Event-loop lag of the last sample (overload_max_loop_lag).', () => stats.loopLagMs / 1000);
+  labelled(
+    'presenced_limit_refusals_total',
+    'Requests, connections and DNS lookups refused by a limit (label: its configuration key), load shedding (overload_*) included.',
+    ['limit'],
+    () => [...stats.limitRefusals].map(([k, n]): [string[], number] => [[k], n]),
+  );
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => stats.workerThreads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

@@ -36,6 +36,7 @@ import { createMethods } from './rpc/methods.js';
 import type { Transformations } from '../workers/pres-rules.js';
 import { HepSender, callIdOf } from '../transport/hep.js';
 import { loadConsoleAssets } from './console/assets.js';
+import { overloadSettings, StateLimits } from './limits.js';
 
 /** The packages the configuration enables (presence_xml disable_* flags; presence_mwi always). */
 export function enabledPackages(config: Config): EventPackage[] {
@@ -101,13 +102,19 @@ export class PresenceNode {
       udpMtuTryProto: config.udp_mtu_try_proto,
       tls: config.tls,
       timers: { t1: config.sip_t1, t2: config.sip_t2, t4: config.sip_t4 },
+      overload: overloadSettings(config),
+      maxConnections: config.max_connections,
+      maxDnsLookups: config.max_dns_lookups,
+      refusalLogIntervalMs: config.limit_log_interval * 1000,
       userAgent: SERVER_HEADER,
       log,
     }));
 
     // State.
     const publications = (this.publications = new Publications({ config, store, log, hub }));
-    const subscriptions = (this.subscriptions = new Subscriptions({ config, store, log, hub }));
+    // Limits on what strangers can make the node hold (issue 12), counted with the stack's refusals.
+    const limits = new StateLimits(config, stack.refusals);
+    const subscriptions = (this.subscriptions = new Subscriptions({ config, store, log, hub, limits }));
     const watcherInfo = (this.watcherInfo = new WatcherInfo({ config, store, hub, subscriptions, log }));
 
     // Event packages, and what they compose from.
@@ -155,9 +162,9 @@ export class PresenceNode {
 
     // SIP: the UAS of each method, behind the dispatcher.
     const dispatcher = (this.dispatcher = new Dispatcher(packages, log, config.max_uri_length));
-    this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization });
+    this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization, limits });
     if (!config.passive_mode) {
-      dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications }).handle);
+      dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications, limits }).handle);
       dispatcher.register('SUBSCRIBE', this.subscribeUas.handle);
     }
     stack.onRequest(dispatcher.handle);
@@ -202,6 +209,19 @@ export class PresenceNode {
         events: packages.names(),
         subscriptionsOf: (event) => subscriptions.countOf(event),
         presentitiesOf: (event) => publications.presentityCountOf(event),
+        get serverTransactions() {
+          return stack.serverTransactions;
+        },
+        get requestsInFlight() {
+          return stack.overload.inFlight;
+        },
+        get udpQueueBytes() {
+          return stack.overload.udpQueueBytes;
+        },
+        get loopLagMs() {
+          return stack.overload.loopLagMs;
+        },
+        limitRefusals: stack.refusals.counts,
         sip: stack.stats,
         rpcCalls,
         ...(xcap ? { xcapRequests: xcap.stats } : {}),

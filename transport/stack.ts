@@ -21,6 +21,7 @@ import { NonInviteClientTransaction, type ClientOutcome } from './transactions/n
 import { DEFAULT_TIMERS, timer64T1, type TimerSettings, type Send } from './transactions/timers.js';
 import type { MessageTap } from './hep.js';
 import { SipCounters, RefusalLog } from './sip-stats.js';
+import { OverloadGuard, Refusals, OVERLOAD_OFF, type OverloadSettings } from './overload.js';
 
 export type { TlsSettings };
 
@@ -50,6 +51,14 @@ export interface StackOptions {
   /** Certificates for tls/wss listeners and outgoing TLS connections. */
   tls?: TlsSettings;
   timers?: TimerSettings;
+  /** Load shedding and the server-transaction limit (overload.ts); none when absent. */
+  overload?: OverloadSettings;
+  /** Most TCP/TLS/WebSocket connections open at once; a new one beyond is refused. 0 = no limit. */
+  maxConnections?: number;
+  /** Host-name lookups in progress at once for requests we send; beyond, the request fails at once. 0 = no limit. */
+  maxDnsLookups?: number;
+  /** Refusals by a limit are logged at most once per this many ms per limit (default 10 s). */
+  refusalLogIntervalMs?: number;
   /** Server / User-Agent header value. */
   userAgent: string;
   /** Sees a copy of every message received and sent (SIP capture, HEP). */
@@ -97,7 +106,11 @@ export class SipStack {
   private readonly tap: MessageTap | undefined;
   /** Requests and responses by method and status, for /metrics. */
   readonly stats: SipCounters;
-  private readonly refusals: RefusalLog;
+  private readonly refusalLog: RefusalLog;
+  /** Refusals by every limit of the node, by configuration key (the TU counts its own here too). */
+  readonly refusals: Refusals;
+  readonly overload: OverloadGuard;
+  private dnsLookups = 0;
   /** Our address toward each peer, for wildcard listeners without `advertise`. */
   private readonly localAddresses = new LocalAddresses();
 
@@ -106,7 +119,9 @@ export class SipStack {
     this.log = options.log;
     this.tap = options.tap;
     this.stats = new SipCounters(new Set(options.eventLabels));
-    this.refusals = new RefusalLog(options.log);
+    this.refusalLog = new RefusalLog(options.log);
+    this.refusals = new Refusals(options.log, options.refusalLogIntervalMs ?? 10_000);
+    this.overload = new OverloadGuard(options.overload ?? OVERLOAD_OFF, this.refusals);
   }
 
   onRequest(handler: RequestHandler): void {
@@ -125,6 +140,7 @@ export class SipStack {
         throw new ListenError('listen', `${spec.proto}:${hostPort(spec.address, spec.port)}`, e.code, e.message);
       }
     }
+    this.overload.start(new Set(this.udp.map((u) => u.boundPort)), Math.min(...this.udp.map((u) => u.recvBufferSize)));
   }
 
   private async startListener(spec: ListenSpec): Promise<void> {
@@ -143,6 +159,7 @@ export class SipStack {
           maxMessageSize: this.options.maxMessageSize,
           idleTimeout: this.options.tcpIdleTimeout,
           partialTimeout: this.options.tcpPartialTimeout,
+          admit: this.admitConnection,
         },
         learn
           ? (d, s) => {
@@ -170,6 +187,7 @@ export class SipStack {
             if (learn) void this.localAddresses.resolve(f.remoteAddress);
           },
           onClose: (f) => this.detachFlow(f),
+          admit: this.admitConnection,
         },
         this.log,
         this.options.tls,
@@ -188,6 +206,18 @@ export class SipStack {
       ...this.ws.map((w) => ({ proto: w.proto, address: w.address, port: w.boundPort })),
     ];
   }
+
+  get serverTransactions(): number {
+    return this.serverTx.size;
+  }
+
+  /** May a listener accept one more connection (max_connections)? Counts the refusal when not. */
+  private readonly admitConnection = (remote: string): boolean => {
+    const max = this.options.maxConnections ?? 0;
+    if (max === 0 || this.tcpConnections < max) return true;
+    this.refusals.refuse('max_connections', { connections: this.tcpConnections, max, remote });
+    return false;
+  };
 
   get pendingClientTransactions(): number {
     return this.clientTx.size;
@@ -243,6 +273,7 @@ export class SipStack {
   };
 
   async stop(): Promise<void> {
+    this.overload.stop();
     if (this.timerJ) clearTimeout(this.timerJ);
     this.timerJ = undefined;
     for (const tx of this.serverTx.values()) tx.terminate();
@@ -280,7 +311,7 @@ export class SipStack {
       parsed = parseMessage(data, datagram);
     } catch (err) {
       this.stats.drop('unparseable');
-      this.refusals.dropped(
+      this.refusalLog.dropped(
         { remote: `${source.proto}:${source.address}:${source.port}`, bytes: data.length, reason: (err as Error).message },
         'dropped unparseable message',
       );
@@ -344,7 +375,7 @@ export class SipStack {
     this.stats.request(req.method, () => req.headers.get('event') ?? undefined);
     if (!hasRoutableVia(req)) {
       this.stats.drop('no-via');
-      this.refusals.dropped({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
+      this.refusalLog.dropped({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');
       return;
     }
     this.stampVia(req, source);
@@ -377,6 +408,11 @@ export class SipStack {
       this.sendStateless(req, source, 481);
       return;
     }
+    // Overload (RFC 3261 §21.5.4): a new request is refused statelessly, before it costs a transaction.
+    if (this.overload.refuse(req.method, this.serverTx.size, req.callId) !== undefined) {
+      this.sendStateless(req, source, 503, 'Service Unavailable', undefined, this.overload.retryAfter);
+      return;
+    }
     const send = this.responseSender(req, source);
     const reliable = isReliable(source.proto);
     const arrived = performance.now();
@@ -385,6 +421,7 @@ export class SipStack {
         ? new InviteServerTransaction(key, send, reliable, this.timers, this.serverTerminated)
         : new NonInviteServerTransaction(key, send, reliable, this.serverTerminated, this.serverCompleted);
     this.serverTx.set(key, tx);
+    this.overload.inFlight++;
     const incoming: IncomingRequest = {
       request: req,
       source,
@@ -406,11 +443,14 @@ export class SipStack {
 
   private respondVia(tx: ServerTx, res: SipResponse, req: SipRequest, arrived?: number): void {
     if (!res.headers.has('server')) res.headers.append('server', this.options.userAgent);
+    const awaited = tx.state === 'trying' || tx.state === 'proceeding';
     try {
       tx.respond(res);
     } catch (err) {
       this.log.error({ err, callId: req.callId }, 'response could not be sent');
       return;
+    } finally {
+      if (awaited && tx.state !== 'trying' && tx.state !== 'proceeding') this.overload.inFlight--;
     }
     if (arrived !== undefined && res.status >= 200) this.stats.answered(req.method, performance.now() - arrived);
     this.counted(req, res);
@@ -427,7 +467,7 @@ export class SipStack {
       event = undefined;
     }
     const via = req.topVia;
-    this.refusals.refused({
+    this.refusalLog.refused({
       callId: req.callId,
       method: req.method,
       event,
@@ -467,8 +507,9 @@ export class SipStack {
     if (changed) req.setTopVia(via);
   }
 
-  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string, detail?: string): void {
+  private sendStateless(req: SipRequest, source: Source, status: number, reason?: string, detail?: string, retryAfter?: string): void {
     const res = createResponse(req, status, reason);
+    if (retryAfter !== undefined) res.headers.append('retry-after', retryAfter);
     res.headers.append('server', this.options.userAgent);
     this.responseSender(req, source)(res.toBuffer());
     this.counted(req, res, detail);
@@ -623,9 +664,23 @@ export class SipStack {
     }
     // (Not an async function: the usual NOTIFY, to an IP literal, costs one promise, not two.)
     if (net.isIP(host) !== 0) return this.sendTo(req, branch, proto, host, target.port, undefined);
+    // Host names come from peers (Contact, Record-Route): lookups in progress are bounded, so
+    // that unresolvable names cannot queue without end in libuv's four-thread pool.
+    const maxLookups = this.options.maxDnsLookups ?? 0;
+    if (maxLookups > 0 && this.dnsLookups >= maxLookups) {
+      this.refusals.refuse('max_dns_lookups', { host, lookups: this.dnsLookups, max: maxLookups });
+      return Promise.resolve({ kind: 'transport-error', error: new Error(`${maxLookups} DNS lookups in progress (max_dns_lookups): ${host} not looked up`) });
+    }
+    this.dnsLookups++;
     return lookup(host).then(
-      (a) => this.sendTo(req, branch, proto, a.address, target.port, host),
-      (err: Error): ClientOutcome => ({ kind: 'transport-error', error: err }),
+      (a) => {
+        this.dnsLookups--;
+        return this.sendTo(req, branch, proto, a.address, target.port, host);
+      },
+      (err: Error): ClientOutcome => {
+        this.dnsLookups--;
+        return { kind: 'transport-error', error: err };
+      },
     );
   }
 

@@ -33,6 +33,8 @@ export interface TcpLimits {
   idleTimeout: number;
   /** Close a connection that has held an incomplete message for this long (ms). */
   partialTimeout: number;
+  /** May a peer's new connection (remote ip:port) be kept? Refused ones are closed at once (max_connections). */
+  admit?: (remote: string) => boolean;
 }
 
 let nextConnectionId = 1;
@@ -112,8 +114,8 @@ export class TcpTransport {
     const server =
       this.proto === 'tls' && t
         ? // Adopted once the handshake is done; a failed handshake is only logged (tlsClientError).
-          tls.createServer({ cert: t.cert, key: t.key, noDelay: true, handshakeTimeout: this.limits.partialTimeout }, (socket) => this.adopt(socket))
-        : net.createServer({ noDelay: true }, (socket) => this.adopt(socket));
+          tls.createServer({ cert: t.cert, key: t.key, noDelay: true, handshakeTimeout: this.limits.partialTimeout }, (socket) => this.inbound(socket))
+        : net.createServer({ noDelay: true }, (socket) => this.inbound(socket));
     if (server instanceof tls.Server) {
       server.on('tlsClientError', (err, socket) =>
         this.log.debug({ err, remote: `${normaliseAddress(socket.remoteAddress ?? '')}:${socket.remotePort}` }, 'TLS handshake failed'),
@@ -135,6 +137,11 @@ export class TcpTransport {
 
   get connectionCount(): number {
     return this.byId.size;
+  }
+
+  private inbound(socket: net.Socket): void {
+    if (this.limits.admit?.(`${normaliseAddress(socket.remoteAddress ?? '')}:${socket.remotePort}`) === false) socket.destroy();
+    else this.adopt(socket);
   }
 
   private adopt(socket: net.Socket): TcpConnection {

@@ -61,6 +61,11 @@ export class UdpListener {
     socket.send(data, port, host);
   }
 
+  /** The receive buffer the kernel granted (Linux doubles what was asked, up to net.core.rmem_max). */
+  get recvBufferSize(): number {
+    return this.socket?.getRecvBufferSize() ?? 0;
+  }
+
   async close(): Promise<void> {
     const socket = this.socket;
     this.socket = undefined;

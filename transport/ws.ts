@@ -58,6 +58,8 @@ export class WsListener {
       onMessage: (data: Buffer, source: Source) => void;
       onOpen: (flow: Flow) => void;
       onClose: (flow: Flow) => void;
+      /** May a new connection be accepted (max_connections)? A refused upgrade gets HTTP 503. */
+      admit?: (remote: string) => boolean;
     },
     private readonly log: Logger,
     private readonly tls?: TlsSettings,
@@ -79,6 +81,10 @@ export class WsListener {
         const protocols = req.getHeader('sec-websocket-protocol').split(',').map((p) => p.trim());
         if (!protocols.includes('sip')) {
           res.writeStatus('400 Bad Request').end('WebSocket subprotocol "sip" required (RFC 7118)\n');
+          return;
+        }
+        if (this.hooks.admit?.(Buffer.from(res.getRemoteAddressAsText()).toString()) === false) {
+          res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '5').end('too many connections\n');
           return;
         }
         res.upgrade<WsData>(

@@ -6,8 +6,10 @@
 export type Target = 'ceiling' | 'presenced' | 'kamailio' | 'external';
 const TARGETS: readonly Target[] = ['ceiling', 'presenced', 'kamailio', 'external'];
 
-export type Phase = 'publish' | 'subscribe' | 'fanout' | 'memory' | 'blf';
-export const PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf'];
+export type Phase = 'publish' | 'subscribe' | 'fanout' | 'memory' | 'blf' | 'overload';
+export const PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf', 'overload'];
+/** The phases run without --phases (overload only when asked for: it leaves the server loaded). */
+const DEFAULT_PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf'];
 
 export interface BenchArgs {
   quick: boolean;
@@ -53,6 +55,10 @@ export interface BenchArgs {
   refreshes: number;
   /** Transaction timeout of the driver, ms (no retransmission on loopback: a loss is a failure). */
   timeoutMs: number;
+  /** PUBLISH/s offered in the overload phase (0 = twice the PUBLISH phase's sustained rate). */
+  overloadRate: number;
+  /** Configuration keys added to the presenced target's (JSON object), e.g. to turn load shedding off. */
+  nodeConfig: Record<string, unknown> | undefined;
   /** Run the node under `node --cpu-prof` and summarise the profile. */
   cpuProf: boolean;
   phases: Set<Phase>;
@@ -81,8 +87,11 @@ const USAGE = `usage: npm run bench -- [options]
   --sockets N             driver UDP sockets (default 16: their receive buffers absorb a 10,000-NOTIFY burst)
   --timeout MS            driver transaction timeout (default 8000)
   --workers LIST          presenced worker_threads values to run (default 0,-1)
-  --phases LIST           publish,subscribe,fanout,memory,blf (default all; fanout needs subscribe;
-                          blf: dialog PUBLISH/s and a call's change → last of 1,000 dialog watchers' NOTIFYs)
+  --phases LIST           publish,subscribe,fanout,memory,blf,overload (default all but overload; fanout needs subscribe;
+                          blf: dialog PUBLISH/s and a call's change → last of 1,000 dialog watchers' NOTIFYs;
+                          overload offers PUBLISH open loop at 2x the publish phase's rate, or --overload-rate N)
+  --overload-rate N       PUBLISH/s offered in the overload phase (default 2x the publish phase's sustained rate)
+  --node-config JSON      more configuration keys for presenced, e.g. '{"overload_max_inflight":0,"overload_max_loop_lag":0}'
   --no-ceiling            skip the generator-to-generator ceiling (driver ↔ null server)
   --cpu-prof              run presenced under node --cpu-prof; prints the top self-time functions
   --sip HOST:PORT         measure another server instead of starting presenced
@@ -126,7 +135,7 @@ export function parseArgs(argv: string[]): BenchArgs {
   }
   const known = new Set([
     'quick', 'only', 'no-micro', 'no-load', 'filter', 'micro-time', 'duration', 'warmup', 'subs', 'settle', 'watchers',
-    'fanout-presentities', 'latency-cycles', 'concurrency', 'refreshes', 'sockets', 'timeout', 'workers', 'phases',
+    'fanout-presentities', 'latency-cycles', 'concurrency', 'refreshes', 'sockets', 'timeout', 'workers', 'phases', 'overload-rate', 'node-config',
     'no-ceiling', 'cpu-prof', 'sip', 'bind', 'xcap', 'rpc', 'pid', 'kamailio', 'kamailio-children', 'verbose', 'targets', 'rules',
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
@@ -138,7 +147,7 @@ export function parseArgs(argv: string[]): BenchArgs {
   const only = s('only');
   if (only !== undefined && only !== 'micro' && only !== 'load') throw new Error('--only: micro or load');
   const phases = new Set<Phase>();
-  for (const p of (s('phases') ?? PHASES.join(',')).split(',')) {
+  for (const p of (s('phases') ?? DEFAULT_PHASES.join(',')).split(',')) {
     if (!PHASES.includes(p as Phase)) throw new Error(`--phases: unknown phase ${p} (${PHASES.join(', ')})`);
     phases.add(p as Phase);
   }
@@ -179,6 +188,8 @@ export function parseArgs(argv: string[]): BenchArgs {
     sockets: flags.has('sockets') ? num(s('sockets'), '--sockets') : 16,
     refreshes: flags.has('refreshes') ? num(s('refreshes'), '--refreshes') : 3,
     timeoutMs: flags.has('timeout') ? num(s('timeout'), '--timeout') : 8000,
+    overloadRate: flags.has('overload-rate') ? num(s('overload-rate'), '--overload-rate') : 0,
+    nodeConfig: s('node-config') !== undefined ? (JSON.parse(s('node-config')!) as Record<string, unknown>) : undefined,
     cpuProf: flags.has('cpu-prof'),
     phases,
     kamailioChildren: flags.has('kamailio-children') ? num(s('kamailio-children'), '--kamailio-children') : 4,

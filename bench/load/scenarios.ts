@@ -509,3 +509,106 @@ export async function unsubscribeAll(load: PresenceLoad, watchers: Watcher[], co
   await Promise.all(Array.from({ length: concurrency }, () => worker()));
   return ok;
 }
+
+// ───────────────────────────── overload (issue 12) ─────────────────────────────
+
+export interface OverloadResult {
+  offeredPerSecond: number;
+  durationS: number;
+  sent: number;
+  /** 2xx per second of the window, and their latency. */
+  acceptedPerSecond: number;
+  acceptedLatencyMs: { p50: number; p99: number };
+  /** 503 per second (the node shedding), and how fast they came back. */
+  refusedPerSecond: number;
+  refusedLatencyMs: { p50: number; p99: number };
+  /** Other non-2xx answers. */
+  otherFailures: number;
+  /** No answer within the driver's timeout (the driver never retransmits). */
+  unanswered: number;
+  counts: Counts;
+  /** After the burst: the first new PUBLISH's status and latency (the node recovered?). */
+  after: { status: number; latencyMs: number };
+}
+
+/**
+ * Open loop: PUBLISH offered at `rate` requests/s for `durationS`, whatever the server answers,
+ * in the mix of the PUBLISH phase (an initial with body; each 2xx lets its publication be
+ * refreshed `refreshes` times, then removed). Requests are sent every 5 ms in the number the
+ * rate calls for; none is retransmitted. Then, once every request is answered or timed out,
+ * one new PUBLISH shows whether the server recovered.
+ */
+export async function overloadBurst(
+  load: PresenceLoad,
+  o: { rate: number; durationS: number; refreshes: number },
+): Promise<OverloadResult> {
+  const counts = newCounts();
+  const accepted: number[] = [];
+  const refused: number[] = [];
+  let otherFailures = 0;
+  /** Publications granted and not yet removed: [uri, etag, refreshes done]. */
+  const ready: Array<[string, string, number]> = [];
+  let readyHead = 0;
+  let sent = 0;
+  let n = 0;
+  const pending: Array<Promise<void>> = [];
+  const one = (): Promise<void> => {
+    const sock = n % load.driver.sockets.length;
+    const next = readyHead < ready.length ? ready[readyHead++]! : undefined;
+    if (readyHead > 4096 && readyHead * 2 > ready.length) {
+      ready.splice(0, readyHead);
+      readyHead = 0;
+    }
+    let p: Promise<Reply>;
+    let uri: string;
+    let done = 0;
+    if (next) {
+      [uri, , done] = next;
+      p = load.publish(sock, uri, { etag: next[1], expires: done >= o.refreshes ? 0 : 600 });
+    } else {
+      uri = `sip:ovl${n}-${load.run}@${DOMAIN}`;
+      p = load.publish(sock, uri, { body: pidfDocument(uri, 1, `bench-v${n}`), expires: 600 });
+    }
+    n++;
+    return p.then((r) => {
+      count(counts, r);
+      if (r.status >= 200 && r.status < 300) {
+        accepted.push(r.latencyMs);
+        const etag = headerValue(r.head, 'sip-etag');
+        const removal = next !== undefined && done >= o.refreshes;
+        if (etag !== undefined && !removal) ready.push([uri, etag, next ? done + 1 : 0]);
+      } else if (r.status === 503) refused.push(r.latencyMs);
+      else if (r.status !== 0) otherFailures++;
+    });
+  };
+  const start = performance.now();
+  const end = start + o.durationS * 1000;
+  await new Promise<void>((resolve) => {
+    const tick = setInterval(() => {
+      const now = performance.now();
+      const due = Math.floor(((Math.min(now, end) - start) / 1000) * o.rate);
+      for (; sent < due; sent++) pending.push(one());
+      if (now >= end) {
+        clearInterval(tick);
+        resolve();
+      }
+    }, 5);
+  });
+  await Promise.all(pending);
+  const after = await load.publish(0, `sip:ovl-after-${load.run}@${DOMAIN}`, { body: pidfDocument(`sip:ovl-after-${load.run}@${DOMAIN}`, 1, 'bench-v1'), expires: 60 });
+  accepted.sort((a, b) => a - b);
+  refused.sort((a, b) => a - b);
+  return {
+    offeredPerSecond: sent / o.durationS,
+    durationS: o.durationS,
+    sent,
+    acceptedPerSecond: accepted.length / o.durationS,
+    acceptedLatencyMs: { p50: percentile(accepted, 50), p99: percentile(accepted, 99) },
+    refusedPerSecond: refused.length / o.durationS,
+    refusedLatencyMs: { p50: percentile(refused, 50), p99: percentile(refused, 99) },
+    otherFailures,
+    unanswered: counts.timeouts,
+    counts,
+    after: { status: after.status, latencyMs: after.latencyMs },
+  };
+}

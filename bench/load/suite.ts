@@ -14,6 +14,8 @@ import {
   fanoutLatency,
   unsubscribeAll,
   DIALOG_EVENT,
+  overloadBurst,
+  type OverloadResult,
   type PublishResult,
   type SubscribeResult,
   type FanoutResult,
@@ -56,6 +58,8 @@ export interface LoadFigures {
   latency?: LatencyResult & { cpu: Cpu };
   /** Issue 13: `dialog` PUBLISH/s, and a call's state change → last of the dialog watchers' NOTIFYs. */
   blf?: { publish?: DialogPublishResult & { cpu: Cpu }; latency?: LatencyResult & { cpu: Cpu }; subscribe?: SubscribeResult };
+  /** PUBLISH offered open loop beyond what the server sustains; RSS of the main process before and after. */
+  overload?: OverloadResult & { cpu: Cpu; rssBefore: number | undefined; rssAfter: number | undefined };
   unknownNotifies: number;
   repeatedNotifies: number;
   driver: DriverStats;
@@ -186,6 +190,18 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
       const m = cpuMeter(target.pid);
       const r = await publishMix(load, { durationS: args.duration, warmupS: args.warmup, concurrency: args.concurrency, refreshes: args.refreshes });
       fig.publish = { ...r, cpu: m() };
+    }
+
+    if (phases.has('overload')) {
+      const rate = args.overloadRate > 0 ? args.overloadRate : fig.publish ? Math.round(2 * fig.publish.perSecond) : 0;
+      if (rate === 0) fig.notes.push('overload: no rate to offer (run the publish phase first, or give --overload-rate N)');
+      else {
+        log(`  overload: PUBLISH offered at ${rate}/s open loop for ${args.duration} s (no retransmission), then one more PUBLISH`);
+        const rssBefore = target.pid !== undefined ? memoryOf(target.pid)?.rss : undefined;
+        const m = cpuMeter(target.pid);
+        const r = await overloadBurst(load, { rate, durationS: args.duration, refreshes: args.refreshes });
+        fig.overload = { ...r, cpu: m(), rssBefore, rssAfter: target.pid !== undefined ? memoryOf(target.pid)?.rss : undefined };
+      }
     }
 
     if (cleanup && all.length > 0) {

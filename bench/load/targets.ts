@@ -176,6 +176,8 @@ export interface PresencedOptions {
   /** force_active = 0 and the embedded XCAP server: the driver PUTs allow-all rules. */
   rules: boolean;
   label: string;
+  /** More configuration keys for the node (--node-config), over the bench's own. */
+  extra?: Record<string, unknown>;
 }
 
 export async function startPresenced(o: PresencedOptions): Promise<RunningTarget & { profileDir: string | undefined }> {
@@ -192,6 +194,7 @@ export async function startPresenced(o: PresencedOptions): Promise<RunningTarget
     worker_threads: o.workerThreads,
     log_level: 'warn',
     max_expires: 3600,
+    ...o.extra,
   };
   const cfgPath = join(dir, 'config.json');
   writeFileSync(cfgPath, JSON.stringify(config, null, 2));
@@ -217,7 +220,7 @@ export async function startPresenced(o: PresencedOptions): Promise<RunningTarget
     pid: child.pid,
     xcap: `http://127.0.0.1:${xcapPort}/xcap-root`,
     rpc: `http://127.0.0.1:${rpcPort}/RPC`,
-    description: `presenced (${main}), worker_threads ${o.workerThreads}, force_active ${config.force_active}, LMDB in ${tmpdir()}`,
+    description: `presenced (${main}), worker_threads ${o.workerThreads}, force_active ${config.force_active}, LMDB in ${tmpdir()}${o.extra ? `, ${JSON.stringify(o.extra)}` : ''}`,
     authorisation: o.rules ? 'force_active 0: allow-all pres-rules PUT over XCAP per presentity' : 'force_active 1 (no pres-rules)',
     get profileDir() {
       return keptProfile;

@@ -15,6 +15,7 @@ import { SipError } from '../errors.js';
 import { newEntityTag } from '../ids.js';
 import { presentityOf, presentityKey } from '../uris.js';
 import { grantedExpires } from './expires.js';
+import { ownPublication, type StateLimits } from '../limits.js';
 
 export interface PublishUasDeps {
   config: Config;
@@ -22,6 +23,8 @@ export interface PublishUasDeps {
   ctx: PackageContext;
   log: Logger;
   publications: Publications;
+  /** Publication limits per presentity and in total (core/limits.ts). */
+  limits?: StateLimits;
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
@@ -78,6 +81,7 @@ export class PublishUas {
 
     // §6 step 4: Expires — too brief (423), too long (shortened), absent (default), 0 (removal).
     const expires = grantedExpires(req, config);
+    if (!existing && expires !== 0) this.deps.limits?.checkPublication(presentityUri, publications.of(presentityUri, pkg.name).length, publications.liveCount, req.callId);
 
     // §6 step 5: an initial PUBLISH carries a body, of a type the package understands, and valid.
     const hasBody = req.body.length > 0;
@@ -129,7 +133,7 @@ export class PublishUas {
 
     // §6 step 6: a fresh entity-tag for every successful PUBLISH, committed before the 2xx.
     const now = Date.now();
-    const publication: Publication = {
+    const publication: Publication = ownPublication({
       presentityUri,
       event: pkg.name,
       entityTag: newEntityTag(),
@@ -139,7 +143,7 @@ export class PublishUas {
       body,
       sender: safeFromUri(incoming),
       callId: req.callId,
-    };
+    });
     await publications.put(publication, existing);
     const res = incoming.reply(200, 'OK');
     res.headers.append('sip-etag', publication.entityTag);

@@ -19,6 +19,7 @@ import type { PackageRegistry } from '../packages/registry.js';
 import { parseEventHeader, type EventPackage } from '../packages/types.js';
 import type { Notifier } from '../notify/notifier.js';
 import type { Authorization } from '../authorization/index.js';
+import type { StateLimits } from '../limits.js';
 import { SipError } from '../errors.js';
 import { ExpiryTimers } from '../timers.js';
 import { newTag } from '../ids.js';
@@ -34,6 +35,8 @@ export interface SubscribeUasDeps {
   watcherInfo: WatcherInfo;
   notifier: Notifier;
   authorization: Authorization;
+  /** Subscription limits per watcher and in total (core/limits.ts). */
+  limits?: StateLimits;
 }
 
 /**
@@ -101,6 +104,7 @@ export class SubscribeUas {
     const expires = grantedExpires(req, config);
     const event = parseEventHeader(req.headers.get('event') ?? '');
     const rate = requestedIntervals(event?.params, config.notify_min_interval);
+    if (expires !== 0) this.deps.limits?.checkSubscription(from.uri.aor, this.deps.subscriptions.count, req.callId);
 
     // RFC 3261 §8.2.2.2: the same initial request arriving over two paths (a fork upstream) is merged.
     const cseq = req.cseq;

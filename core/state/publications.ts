@@ -43,6 +43,11 @@ export class Publications {
     return n;
   }
 
+  /** Live publications of every presentity and event (publication limits). */
+  get liveCount(): number {
+    return this.live.size;
+  }
+
   get presentityCount(): number {
     return this.perPresentity.size;
   }

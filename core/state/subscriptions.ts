@@ -13,7 +13,8 @@ import type { StateStore } from '../store/interfaces.js';
 import type { Subscription } from '../store/records.js';
 import { NotifierDialog } from '../dialogs/subscription-dialog.js';
 import { ExpiryTimers } from '../timers.js';
-import { presentityKey } from '../uris.js';
+import { presentityKey, uriAor } from '../uris.js';
+import type { StateLimits } from '../limits.js';
 
 /** A watcher's status and the event that led there (RFC 3857 §4.7.1, RFC 3858 §4.4). */
 export type WinfoStatus = 'pending' | 'active' | 'waiting' | 'terminated';
@@ -59,6 +60,8 @@ export interface SubscriptionDeps {
   store: StateStore;
   log: Logger;
   hub: EventHub<SubscriptionEvents>;
+  /** Per-watcher and total subscription limits (core/limits.ts): counted as subscriptions come and go. */
+  limits?: StateLimits;
 }
 
 /** Record fields with few distinct values across a node (a proxy's address, "presence", "udp"): one copy each. */
@@ -145,6 +148,7 @@ export class Subscriptions {
   /** A new subscription, committed to the store: indexed, its expiry armed, reported. */
   add(sub: LiveSubscription, what: 'created' | 'resumed' = 'created'): void {
     this.byId.set(sub.id, sub);
+    this.deps.limits?.subscriptionAdded(uriAor(sub.record.watcherUri));
     this.byDialog.set(ownString(sub.dialogKey), sub);
     let set = this.byPresentity.get(sub.presentityKey);
     if (!set) {
@@ -189,6 +193,7 @@ export class Subscriptions {
   forget = async (sub: LiveSubscription, why: string, final?: string): Promise<void> => {
     if (this.byId.get(sub.id) !== sub) return;
     this.byId.delete(sub.id);
+    this.deps.limits?.subscriptionRemoved(uriAor(sub.record.watcherUri));
     this.byDialog.delete(sub.dialogKey);
     const set = this.byPresentity.get(sub.presentityKey);
     if (set) {

@@ -8,6 +8,7 @@
  */
 import type { SipResponse } from '../message.js';
 import { timer64T1, type TimerSettings, type Send } from './timers.js';
+import { retained } from './non-invite-server-transaction.js';
 
 export type InviteServerState = 'proceeding' | 'completed' | 'confirmed' | 'terminated';
 
@@ -32,7 +33,7 @@ export class InviteServerTransaction {
   respond(response: SipResponse): void {
     if (this.state !== 'proceeding') return;
     if (response.status < 300) throw new Error('this INVITE server transaction only sends rejections');
-    this.lastResponse = response.toBuffer();
+    this.lastResponse = retained(response.toBuffer());
     this.send(this.lastResponse);
     this.state = 'completed';
     if (!this.reliable) this.scheduleG();
