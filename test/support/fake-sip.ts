@@ -17,6 +17,7 @@ import { buildConfig, type Config } from '../../core/config.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { createEventHub, type EventHub } from '../../core/events.js';
 import type { StateEvents } from '../../core/state/watcher-info.js';
+import { sampleSubscription } from '../../bench/lib/notify-mirror.js';
 
 export interface Sent {
   request: SipRequest;
@@ -172,35 +173,15 @@ export function recordingHub(): { hub: EventHub<StateEvents>; events: Array<[str
 
 let n = 0;
 
-/** A subscription record of a watcher to a presentity (dialog over UDP), as the SUBSCRIBE handler makes them. */
+/** A subscription record of a watcher to a presentity (dialog over UDP from 198.51.100.7), as the SUBSCRIBE handler makes them. */
 export function subscriptionRecord(presentityUri: string, overrides: Partial<Subscription> = {}): Subscription {
   const i = ++n;
   return {
-    id: `sub${i}`,
-    presentityUri,
-    event: 'presence',
-    eventId: '',
-    watcherUri: `sip:watcher${i}@example.org`,
-    watcherDisplay: '',
-    callId: `call${i}@example.org`,
-    localTag: `to${i}`,
-    remoteTag: `from${i}`,
-    remoteCseq: 1,
+    ...sampleSubscription(i, presentityUri, 5070),
     localCseq: 0,
-    routeSet: [],
-    remoteTarget: `sip:watcher${i}@198.51.100.7:5070`,
-    transport: 'udp',
-    flowId: '',
+    remoteTarget: `sip:w${i}@198.51.100.7:5070`,
     sourceAddress: '198.51.100.7',
-    sourcePort: 5070,
     expiresAt: Date.now() + 600_000,
-    state: 'active',
-    reason: '',
-    localUri: presentityUri,
-    accept: '',
-    winfoVersion: 0,
-    createdAt: Date.now(),
-    subHandling: 'allow',
     minInterval: 0,
     maxInterval: 0,
     ...overrides,
