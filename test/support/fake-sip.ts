@@ -6,10 +6,10 @@
  * end-to-end tests cover the real stack.
  */
 import type { OutgoingRequest, SipRequest } from '../../transport/message.js';
-import { SipResponse } from '../../transport/message.js';
+import { SipResponse, createResponse } from '../../transport/message.js';
 import { parseMessage } from '../../transport/parser.js';
 import type { Target, Protocol } from '../../transport/flows.js';
-import type { ClientOutcome } from '../../transport/stack.js';
+import type { ClientOutcome, IncomingRequest } from '../../transport/stack.js';
 import type { SipSender } from '../../core/dialogs/subscription-dialog.js';
 import type { StateStore } from '../../core/store/interfaces.js';
 import { publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from '../../core/store/records.js';
@@ -186,4 +186,17 @@ export function subscriptionRecord(presentityUri: string, overrides: Partial<Sub
     maxInterval: 0,
     ...overrides,
   };
+}
+
+/** A request as the stack hands it to a handler, from text lines; what the handler answers lands in `responses`. */
+export function incomingRequest(lines: string[], body = ''): { incoming: IncomingRequest; responses: SipResponse[] } {
+  const request = sipMessage(lines, body) as SipRequest;
+  const responses: SipResponse[] = [];
+  const incoming: IncomingRequest = {
+    request,
+    source: { proto: 'udp', address: '198.51.100.7', port: 5070, localAddress: '192.0.2.1', localPort: 5060 },
+    respond: (res) => void responses.push(res),
+    reply: (status, reason, toTag) => createResponse(request, status, reason, toTag),
+  };
+  return { incoming, responses };
 }
