@@ -22,7 +22,7 @@ import type { Authorization } from '../authorization/index.js';
 import { SipError } from '../errors.js';
 import { ExpiryTimers } from '../timers.js';
 import { newTag } from '../ids.js';
-import { presentityOf, dialogKey } from '../uris.js';
+import { presentityOf } from '../uris.js';
 import { grantedExpires } from './expires.js';
 
 export interface SubscribeUasDeps {
@@ -210,7 +210,7 @@ export class SubscribeUas {
 
   private async inDialog(incoming: IncomingRequest, toTag: string): Promise<SipResponse | void> {
     const req = incoming.request;
-    const sub = this.deps.subscriptions.inDialog(dialogKey(req.callId, toTag, req.fromTag ?? ''));
+    const sub = this.deps.subscriptions.inDialog(req.callId, toTag, req.fromTag ?? '');
     if (!sub || sub.ended) throw new SipError(481, 'Subscription Does Not Exist');
     const pkg = this.packageOf(req);
     const event = parseEventHeader(req.headers.get('event') ?? '');
