@@ -1,5 +1,5 @@
 /**
- * One NOTIFY for one watcher: the notifier's own per-dialog template (core/notifier.ts
+ * One NOTIFY for one watcher: the notifier's own per-dialog template (core/dialogs/notify-wire.ts
  * NotifyWire), next to the generic path every other request takes (SipRequest + toBuffer),
  * which is how NOTIFYs were built before the template.
  */

@@ -1,6 +1,6 @@
 /**
  * NOTIFY serialisation for one watcher: the per-watcher work of a fan-out once the body is
- * composed. "template" is what the notifier does (core/notifier.ts NotifyWire, built once per
+ * composed. "template" is what the notifier does (core/dialogs/notify-wire.ts NotifyWire, built once per
  * dialog); "generic" is a SipRequest with every header appended and toBuffer(), the path the
  * notifier took before the template (bench/lib/notify-mirror.ts).
  */

@@ -102,7 +102,11 @@ function sharePresentity(sub: LiveSubscription, peer: LiveSubscription): void {
 
 export class Subscriptions {
   private readonly byId = new Map<string, LiveSubscription>();
-  private readonly byDialog = new Map<string, LiveSubscription>();
+  /**
+   * By Call-ID, keyed by the record's own string (a key per dialog would be one more string per
+   * subscription); the tags tell the dialogs apart. Several only when dialogs share a Call-ID.
+   */
+  private readonly byCallId = new Map<string, LiveSubscription | LiveSubscription[]>();
   private readonly byPresentity = new Map<string, Set<LiveSubscription>>();
   private readonly timers = new ExpiryTimers<LiveSubscription>((sub) => {
     this.terminate(sub, 'timeout').catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'expiry failed'));
@@ -122,9 +126,13 @@ export class Subscriptions {
     return this.byId.get(id);
   }
 
-  /** The subscription of a dialog (key from dialogKey()). */
-  inDialog(key: string): LiveSubscription | undefined {
-    return this.byDialog.get(key);
+  /** The subscription of a dialog (RFC 3261 §12: Call-ID, our tag, the subscriber's tag). */
+  inDialog(callId: string, localTag: string, remoteTag: string): LiveSubscription | undefined {
+    const there = this.byCallId.get(callId);
+    const mine = (s: LiveSubscription): boolean => s.record.localTag === localTag && s.record.remoteTag === remoteTag;
+    if (there === undefined) return undefined;
+    if (!Array.isArray(there)) return mine(there) ? there : undefined;
+    return there.find(mine);
   }
 
   all(): Iterable<LiveSubscription> {
@@ -149,7 +157,11 @@ export class Subscriptions {
   add(sub: LiveSubscription, what: 'created' | 'resumed' = 'created'): void {
     this.byId.set(sub.id, sub);
     this.deps.limits?.subscriptionAdded(uriAor(sub.record.watcherUri));
-    this.byDialog.set(ownString(sub.dialogKey), sub);
+    const callId = sub.record.callId;
+    const there = this.byCallId.get(callId);
+    if (there === undefined) this.byCallId.set(callId, sub);
+    else if (Array.isArray(there)) there.push(sub);
+    else this.byCallId.set(callId, [there, sub]);
     let set = this.byPresentity.get(sub.presentityKey);
     if (!set) {
       set = new Set();
@@ -194,7 +206,13 @@ export class Subscriptions {
     if (this.byId.get(sub.id) !== sub) return;
     this.byId.delete(sub.id);
     this.deps.limits?.subscriptionRemoved(uriAor(sub.record.watcherUri));
-    this.byDialog.delete(sub.dialogKey);
+    const there = this.byCallId.get(sub.record.callId);
+    if (there === sub) this.byCallId.delete(sub.record.callId);
+    else if (Array.isArray(there)) {
+      const rest = there.filter((s) => s !== sub);
+      if (rest.length === 1) this.byCallId.set(sub.record.callId, rest[0]!);
+      else this.byCallId.set(sub.record.callId, rest);
+    }
     const set = this.byPresentity.get(sub.presentityKey);
     if (set) {
       set.delete(sub);

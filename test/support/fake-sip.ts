@@ -6,10 +6,10 @@
  * end-to-end tests cover the real stack.
  */
 import type { OutgoingRequest, SipRequest } from '../../transport/message.js';
-import { SipResponse } from '../../transport/message.js';
+import { SipResponse, createResponse } from '../../transport/message.js';
 import { parseMessage } from '../../transport/parser.js';
 import type { Target, Protocol } from '../../transport/flows.js';
-import type { ClientOutcome } from '../../transport/stack.js';
+import type { ClientOutcome, IncomingRequest } from '../../transport/stack.js';
 import type { SipSender } from '../../core/dialogs/subscription-dialog.js';
 import type { StateStore } from '../../core/store/interfaces.js';
 import { publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from '../../core/store/records.js';
@@ -17,6 +17,7 @@ import { buildConfig, type Config } from '../../core/config.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { createEventHub, type EventHub } from '../../core/events.js';
 import type { StateEvents } from '../../core/state/watcher-info.js';
+import { sampleSubscription } from '../../bench/lib/notify-mirror.js';
 
 export interface Sent {
   request: SipRequest;
@@ -180,37 +181,30 @@ export function recordingHub(): { hub: EventHub<StateEvents>; events: Array<[str
 
 let n = 0;
 
-/** A subscription record of a watcher to a presentity (dialog over UDP), as the SUBSCRIBE handler makes them. */
+/** A subscription record of a watcher to a presentity (dialog over UDP from 198.51.100.7), as the SUBSCRIBE handler makes them. */
 export function subscriptionRecord(presentityUri: string, overrides: Partial<Subscription> = {}): Subscription {
   const i = ++n;
   return {
-    id: `sub${i}`,
-    presentityUri,
-    event: 'presence',
-    eventId: '',
-    watcherUri: `sip:watcher${i}@example.org`,
-    watcherDisplay: '',
-    callId: `call${i}@example.org`,
-    localTag: `to${i}`,
-    remoteTag: `from${i}`,
-    remoteCseq: 1,
+    ...sampleSubscription(i, presentityUri, 5070),
     localCseq: 0,
-    routeSet: [],
-    remoteTarget: `sip:watcher${i}@198.51.100.7:5070`,
-    transport: 'udp',
-    flowId: '',
+    remoteTarget: `sip:w${i}@198.51.100.7:5070`,
     sourceAddress: '198.51.100.7',
-    sourcePort: 5070,
     expiresAt: Date.now() + 600_000,
-    state: 'active',
-    reason: '',
-    localUri: presentityUri,
-    accept: '',
-    winfoVersion: 0,
-    createdAt: Date.now(),
-    subHandling: 'allow',
     minInterval: 0,
     maxInterval: 0,
     ...overrides,
   };
+}
+
+/** A request as the stack hands it to a handler, from text lines; what the handler answers lands in `responses`. */
+export function incomingRequest(lines: string[], body = ''): { incoming: IncomingRequest; responses: SipResponse[] } {
+  const request = sipMessage(lines, body) as SipRequest;
+  const responses: SipResponse[] = [];
+  const incoming: IncomingRequest = {
+    request,
+    source: { proto: 'udp', address: '198.51.100.7', port: 5070, localAddress: '192.0.2.1', localPort: 5060 },
+    respond: (res) => void responses.push(res),
+    reply: (status, reason, toTag) => createResponse(request, status, reason, toTag),
+  };
+  return { incoming, responses };
 }

@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Subscriptions, LiveSubscription, type SubscriptionEvents } from '../../../core/state/subscriptions.js';
-import { dialogKey } from '../../../core/uris.js';
 import { MemoryStore, recordingHub, quietLog, testConfig, subscriptionRecord } from '../../support/fake-sip.js';
 
 function setup(): { store: MemoryStore; subs: Subscriptions; events: Array<[string, unknown]>; hub: ReturnType<typeof recordingHub>['hub'] } {
@@ -28,7 +27,8 @@ test('add: indexed by id, dialog and presentity, reported as created', () => {
   assert.deepEqual([...subs.watchersOf('sip:alice@example.com', 'presence')], [a, b]);
   assert.equal(subs.watcherCount('sip:carol@example.com', 'presence'), 0);
   assert.equal(subs.watcherCount('sip:carol@example.com', 'message-summary'), 1);
-  assert.equal(subs.inDialog(dialogKey(b.record.callId, b.record.localTag, b.record.remoteTag)), b);
+  assert.equal(subs.inDialog(b.record.callId, b.record.localTag, b.record.remoteTag), b);
+  assert.equal(subs.inDialog(b.record.callId, b.record.localTag, 'other'), undefined);
   assert.equal(subs.get(c.id), c);
   assert.deepEqual(
     events.map(([n, p]) => [n, (p as { what: string }).what]),
@@ -38,6 +38,14 @@ test('add: indexed by id, dialog and presentity, reported as created', () => {
       ['subscription.changed', 'created'],
     ],
   );
+  // Two dialogs of one Call-ID (RFC 3261 §12: the tags tell them apart).
+  const twin = new LiveSubscription(subscriptionRecord('sip:alice@example.com', { callId: b.record.callId, remoteTag: 'twin' }));
+  subs.add(twin);
+  assert.equal(subs.inDialog(b.record.callId, twin.record.localTag, 'twin'), twin);
+  assert.equal(subs.inDialog(b.record.callId, b.record.localTag, b.record.remoteTag), b);
+  void subs.forget(b, 'test');
+  assert.equal(subs.inDialog(b.record.callId, b.record.localTag, b.record.remoteTag), undefined);
+  assert.equal(subs.inDialog(b.record.callId, twin.record.localTag, 'twin'), twin);
   subs.stop();
 });
 
