@@ -4,6 +4,7 @@
  */
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
 import type { PresenceNode } from './node.js';
+import type { StoreUsage } from './store/store.js';
 
 export function createMetrics(node: PresenceNode): () => Promise<{ contentType: string; body: string }> {
   const registry = new Registry();
@@ -40,6 +41,21 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => node.notifier.stats.removedByFailure);
   gauge('presenced_sip_client_transactions', 'Client transactions (NOTIFY) in progress.', () => node.stack.pendingClientTransactions);
   gauge('presenced_sip_connections', 'Open SIP connections (TCP, TLS, WebSocket).', () => node.stack.tcpConnections);
+  // The store: its file against the pages in use (LMDB reuses freed pages, never shrinks the file), and writes refused.
+  const storeGauge = (name: string, help: string, read: (u: StoreUsage) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        this.set(read(await node.store.usage()));
+      },
+    });
+  };
+  storeGauge('presenced_store_file_bytes', 'Size of the LMDB data file (data.mdb).', (u) => u.fileBytes);
+  storeGauge('presenced_store_used_bytes', 'Bytes of the LMDB pages that hold records (all databases and the free-page list).', (u) => u.usedBytes);
+  gauge('presenced_store_writable', 'Whether the last store commit succeeded (0 = disk full or I/O error: writes get 503).', () => (node.store.writeHealth.writable ? 1 : 0));
+  counter('presenced_store_write_failures_total', 'Store writes that failed to commit (answered 503).', () => node.store.writeHealth.failures);
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => node.pool.threads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

@@ -62,7 +62,7 @@ export class PresenceNode {
     readonly config: Config,
     readonly log: Logger,
   ) {
-    this.store = Store.open(config.db_path, config.xcap_table);
+    this.store = Store.open(config.db_path, config.xcap_table, { mapSize: config.db_map_size, log });
     this.pool = new WorkerPool(
       { dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
       config.worker_threads,

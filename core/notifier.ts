@@ -11,7 +11,7 @@ import type { SipStack, ClientOutcome } from '../transport/stack.js';
 import type { Target, Protocol } from '../transport/flows.js';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
-import type { Store } from './store/store.js';
+import { StoreWriteError, type Store } from './store/store.js';
 import type { Subscription } from './store/records.js';
 import type { PackageRegistry } from './packages/registry.js';
 import { VERSION_SLOT, type PackageContext } from './packages/types.js';
@@ -219,8 +219,13 @@ export class Notifier {
       // above it (see reserveCseq); where the body's version must survive too, the whole record.
       // (A final NOTIFY writes nothing: its subscription is already gone from the store.)
       if (pending.kind !== 'terminate') {
-        if (pkg?.versioned) await this.deps.store.putSubscription(rec);
-        else if (rec.localCseq > sub.cseqReserved) await this.reserveCseq(sub);
+        try {
+          if (pkg?.versioned) await this.deps.store.putSubscription(rec);
+          else if (rec.localCseq > sub.cseqReserved) await this.reserveCseq(sub);
+        } catch (err) {
+          // A store that cannot write (disk full) holds no NOTIFY back: the CSeq is right in memory, only not durable yet.
+          if (!(err instanceof StoreWriteError)) throw err;
+        }
         state += `;expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
         // RFC 6446: the rate parameters in use, as Subscription-State parameters.
         if (sub.rate !== undefined) state += sub.rate.stateParams;

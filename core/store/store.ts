@@ -12,14 +12,69 @@
  */
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { mkdirSync } from 'node:fs';
+import { stat, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { SipError } from '../errors.js';
 import { codecs, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from './records.js';
 
 type Key = string | Array<string>;
+
+/** The map size when the configuration names none (db_map_size): lmdb-js grows the map past it as the data needs. */
+export const DEFAULT_MAP_SIZE = 2 * 1024 * 1024 * 1024;
+/** Seconds a client is asked to wait (Retry-After) when a write was refused. */
+export const STORE_RETRY_AFTER = 5;
+/** A store that cannot write is logged at most once per this many ms (the first failure at once). */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
+/** After a failed commit, writes are accepted again once the filesystem has this much free. */
+const MIN_FREE_BYTES = 4 * 1024 * 1024;
+const PROBE_INTERVAL_MS = 1000;
+
+/**
+ * A write that did not commit (disk full, map that could not grow, I/O error): nothing of it is
+ * stored. It is a SipError (503 + Retry-After) so a SIP handler that awaits the write answers
+ * that by itself (RFC 3261 §21.5.4: the server is temporarily unable); XCAP answers 503 too.
+ */
+export class StoreWriteError extends SipError {
+  constructor(readonly detail: string) {
+    super(503, 'Service Unavailable', [['retry-after', String(STORE_RETRY_AFTER)]]);
+    this.name = 'StoreWriteError';
+    this.message = `store write failed: ${detail}`;
+  }
+}
+
+export interface StoreOptions {
+  readOnly?: boolean;
+  /** LMDB map size in bytes (db_map_size); the map still grows when the data needs more. */
+  mapSize?: number;
+  /** Where write failures are reported (the writer only). */
+  log?: Logger;
+}
+
+/** How the store's writes are doing, for /metrics and the logs. */
+export interface WriteHealth {
+  /** false from a failed commit until the filesystem has room again (writes are refused meanwhile). */
+  writable: boolean;
+  /** Writes that failed or were refused since start. */
+  failures: number;
+}
+
+/** Pages and bytes of the data file, for /metrics (presenced_store_*_bytes). */
+export interface StoreUsage {
+  pageSize: number;
+  /** Size of data.mdb on disk. */
+  fileBytes: number;
+  /** Pages that hold records (every database's branch, leaf and overflow pages, the free-page list's own). */
+  usedBytes: number;
+  /** Pages up to the highest one ever written (the part of the file LMDB has used). */
+  highWaterBytes: number;
+}
 
 export class Store {
   private constructor(
     readonly path: string,
     readonly env: RootDatabase,
+    private readonly log: Logger | undefined,
     private readonly pubs: Database<Buffer, Key>,
     private readonly subs: Database<Buffer, Key>,
     private readonly cseqs: Database<number, Key>,
@@ -27,14 +82,19 @@ export class Store {
     private readonly xcap: Database<Buffer, Key>,
   ) {}
 
-  static open(path: string, xcapTable: string, readOnly = false): Store {
+  static open(path: string, xcapTable: string, o: StoreOptions = {}): Store {
+    const readOnly = o.readOnly ?? false;
     if (!readOnly) mkdirSync(path, { recursive: true });
-    const env = open<Buffer, Key>({ path, maxDbs: 16, readOnly, mapSize: 2 * 1024 * 1024 * 1024 });
+    // eventTurnBatching off: with it, lmdb-js starts each batch with a write of its own whose
+    // promise nobody holds, and a failed commit rejects it (an unhandled rejection, which ends the
+    // process). Writes still share a transaction: those queued while one commits go in the next.
+    const env = open<Buffer, Key>({ path, maxDbs: 16, readOnly, mapSize: o.mapSize ?? DEFAULT_MAP_SIZE, eventTurnBatching: false } as never);
     const db = <V>(name: string, encoding: 'binary' | 'msgpack') =>
       env.openDB<V, Key>({ name, encoding, readOnly } as never) as unknown as Database<V, Key>;
     return new Store(
       path,
       env,
+      o.log,
       db<Buffer>('publication', 'binary'),
       db<Buffer>('subscription', 'binary'),
       db<number>('cseq', 'msgpack'),
@@ -43,7 +103,105 @@ export class Store {
     );
   }
 
+  private readonly health: WriteHealth = { writable: true, failures: 0 };
+  private lastFailureLog = 0;
+  /** While unwritable: the free space of the filesystem is looked at every PROBE_INTERVAL_MS. */
+  private probeTimer: NodeJS.Timeout | undefined;
+
+  get writeHealth(): Readonly<WriteHealth> {
+    return this.health;
+  }
+
+  /**
+   * Every write goes through here. A commit that fails becomes a StoreWriteError for the caller
+   * to answer with, and from then on writes are refused at once (a write that happened to fit in
+   * pages LMDB already has would succeed and the next not: clients would see 503 and 200 at
+   * random) until the filesystem has MIN_FREE_BYTES free again.
+   */
+  private committed<T>(write: () => Promise<T>): Promise<T> {
+    if (!this.health.writable) {
+      this.health.failures++;
+      return Promise.reject(new StoreWriteError('refused: the store is full'));
+    }
+    let pending: Promise<T>;
+    try {
+      pending = write();
+    } catch (err) {
+      return Promise.reject(this.failed(err));
+    }
+    return pending.then(undefined, (err: unknown) => {
+      throw this.failed(err);
+    });
+  }
+
+  private failed(err: unknown): StoreWriteError {
+    if (err instanceof StoreWriteError) return err;
+    this.health.failures++;
+    const first = this.health.writable;
+    this.health.writable = false;
+    if (first) {
+      this.lastFailureLog = Date.now();
+      this.probeTimer = setInterval(() => void this.probe(), PROBE_INTERVAL_MS);
+      this.probeTimer.unref();
+    }
+    // lmdb-js rejects every write of a failed commit with one generic error, and the cause
+    // (ENOSPC, EIO, MDB_MAP_FULL) a moment later in a promise of its own: that promise must be
+    // handled here, or its rejection ends the process.
+    const commitError = (err as { commitError?: Promise<unknown> }).commitError;
+    if (commitError) commitError.then(undefined, (cause: unknown) => first && this.logFailure(cause));
+    else if (first) this.logFailure(err);
+    return new StoreWriteError(describe(err));
+  }
+
+  private logFailure(cause: unknown): void {
+    this.log?.error(
+      { path: this.path, cause: describe(cause), failures: this.health.failures },
+      'store write failed: the filesystem of db_url is full (or LMDB could not grow its map there); PUBLISH, SUBSCRIBE and XCAP writes get 503 ' +
+        `with Retry-After until it has ${MIN_FREE_BYTES >> 20} MiB free again. Free space there or move db_url to a larger filesystem; nothing acknowledged was lost`,
+    );
+  }
+
+  /** While unwritable: writes are accepted again once the filesystem has room; until then a reminder once per interval. */
+  private async probe(): Promise<void> {
+    let free: number;
+    try {
+      const fs = await statfs(this.path);
+      free = fs.bavail * fs.bsize;
+    } catch (err) {
+      this.log?.error({ err, path: this.path }, 'cannot read the free space of the store filesystem');
+      return;
+    }
+    if (this.health.writable || !this.probeTimer) return;
+    if (free >= MIN_FREE_BYTES) {
+      clearInterval(this.probeTimer);
+      this.probeTimer = undefined;
+      this.health.writable = true;
+      this.log?.warn({ path: this.path, freeBytes: free, failures: this.health.failures }, 'store writable again');
+    } else if (Date.now() - this.lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
+      this.lastFailureLog = Date.now();
+      this.log?.error(
+        { path: this.path, freeBytes: free, failures: this.health.failures },
+        `store still full: writes get 503 until the filesystem of db_url has ${MIN_FREE_BYTES >> 20} MiB free`,
+      );
+    }
+  }
+
+  /** Pages in use against the file's size (lmdb-js reuses freed pages; a reader holding an old snapshot keeps it from doing so). */
+  async usage(): Promise<StoreUsage> {
+    const root = this.env.getStats() as { pageSize: number; lastPageNumber: number; free: PageStats } & PageStats;
+    let pages = pagesOf(root) + pagesOf(root.free) + 2; // + the two meta pages
+    for (const db of [this.pubs, this.subs, this.cseqs, this.watchers, this.xcap]) pages += pagesOf(db.getStats() as PageStats);
+    let fileBytes = 0;
+    try {
+      fileBytes = (await stat(join(this.path, 'data.mdb'))).size;
+    } catch {
+      // not there yet: nothing written
+    }
+    return { pageSize: root.pageSize, fileBytes, usedBytes: pages * root.pageSize, highWaterBytes: (root.lastPageNumber + 1) * root.pageSize };
+  }
+
   async close(): Promise<void> {
+    if (this.probeTimer) clearInterval(this.probeTimer);
     await this.env.flushed;
     await this.env.close();
   }
@@ -51,7 +209,7 @@ export class Store {
   // ───── publications ─────
 
   putPublication(p: Publication): Promise<boolean> {
-    return this.pubs.put([p.presentityUri, p.event, p.entityTag], codecs.publication.encode(p));
+    return this.committed(() => this.pubs.put([p.presentityUri, p.event, p.entityTag], codecs.publication.encode(p)));
   }
 
   getPublication(presentityUri: string, event: string, entityTag: string): Publication | undefined {
@@ -60,7 +218,7 @@ export class Store {
   }
 
   removePublication(presentityUri: string, event: string, entityTag: string): Promise<boolean> {
-    return this.pubs.remove([presentityUri, event, entityTag]);
+    return this.committed(() => this.pubs.remove([presentityUri, event, entityTag]));
   }
 
   /** Every publication of one presentity and event, in key order. */
@@ -91,16 +249,15 @@ export class Store {
   // ───── subscriptions ─────
 
   putSubscription(s: Subscription): Promise<boolean> {
-    return this.subs.put(s.id, codecs.subscription.encode(s));
+    return this.committed(() => this.subs.put(s.id, codecs.subscription.encode(s)));
   }
 
   removeSubscription(id: string): Promise<boolean> {
-    this.cseqs.remove(id);
-    return this.subs.remove(id);
+    return this.committed(() => Promise.all([this.cseqs.remove(id), this.subs.remove(id)]).then(([, removed]) => removed));
   }
 
   putCseq(id: string, cseq: number): Promise<boolean> {
-    return this.cseqs.put(id, cseq);
+    return this.committed(() => this.cseqs.put(id, cseq));
   }
 
   *allSubscriptions(): Iterable<Subscription> {
@@ -115,7 +272,7 @@ export class Store {
   // ───── watcher authorisation states ─────
 
   putWatcher(w: WatcherAuth): Promise<boolean> {
-    return this.watchers.put([w.presentityUri, w.event, w.watcherUri], codecs.watcher.encode(w));
+    return this.committed(() => this.watchers.put([w.presentityUri, w.event, w.watcherUri], codecs.watcher.encode(w)));
   }
 
   getWatcher(presentityUri: string, event: string, watcherUri: string): WatcherAuth | undefined {
@@ -124,7 +281,7 @@ export class Store {
   }
 
   removeWatcher(presentityUri: string, event: string, watcherUri: string): Promise<boolean> {
-    return this.watchers.remove([presentityUri, event, watcherUri]);
+    return this.committed(() => this.watchers.remove([presentityUri, event, watcherUri]));
   }
 
   watchersOf(presentityUri: string, event: string): WatcherAuth[] {
@@ -151,23 +308,25 @@ export class Store {
   }
 
   putXcap(doc: XcapDocument): Promise<boolean> {
-    return this.xcap.put(Store.xcapKey(doc.auid, doc.xui, doc.name), codecs.xcap.encode(doc));
+    return this.committed(() => this.xcap.put(Store.xcapKey(doc.auid, doc.xui, doc.name), codecs.xcap.encode(doc)));
   }
 
   /** Conditional write: only when the stored ETag is still `ifEtag` (undefined = must not exist). */
   putXcapIf(doc: XcapDocument, ifEtag: string | null | undefined): Promise<boolean> {
     const key = Store.xcapKey(doc.auid, doc.xui, doc.name);
-    return this.xcap.transaction(() => {
-      const cur = this.xcap.get(key);
-      const curTag = cur ? codecs.xcap.decode(cur).etag : undefined;
-      if (ifEtag !== null && curTag !== (ifEtag ?? undefined)) return false;
-      this.xcap.putSync(key, codecs.xcap.encode(doc));
-      return true;
-    });
+    return this.committed(() =>
+      this.xcap.transaction(() => {
+        const cur = this.xcap.get(key);
+        const curTag = cur ? codecs.xcap.decode(cur).etag : undefined;
+        if (ifEtag !== null && curTag !== (ifEtag ?? undefined)) return false;
+        this.xcap.putSync(key, codecs.xcap.encode(doc));
+        return true;
+      }),
+    );
   }
 
   removeXcap(auid: string, xui: string, name: string): Promise<boolean> {
-    return this.xcap.remove(Store.xcapKey(auid, xui, name));
+    return this.committed(() => this.xcap.remove(Store.xcapKey(auid, xui, name)));
   }
 
   *allXcapDocuments(): Iterable<XcapDocument> {
@@ -191,4 +350,23 @@ export class Store {
     }
     return out;
   }
+}
+
+interface PageStats {
+  treeBranchPageCount: number;
+  treeLeafPageCount: number;
+  overflowPages: number;
+}
+
+function pagesOf(s: PageStats): number {
+  return s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+}
+
+/** One line for a log or a reason: the error's message and its errno or LMDB code. */
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return code === undefined ? err.message : `${err.message} (${String(code)})`;
+  }
+  return String(err);
 }
