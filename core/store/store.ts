@@ -3,6 +3,12 @@
  * Reads are synchronous (memory-mapped); writes are batched by lmdb-js and their promises
  * resolve after the transaction commits — callers await them before acknowledging anything.
  *
+ * The generators (all*(), xcapUsersDocuments) scan without a snapshot (lmdb-js `snapshot: false`):
+ * their callers may await between records (presence.cleanup expiring them, the restart recovery
+ * evaluating rules), and a snapshot held across those awaits would keep LMDB from reusing any
+ * page freed meanwhile: the file then grows with the write traffic, not with the data (issue
+ * 12: 45 MB for 4 MB live). A scan may so see records written after it began.
+ *
  * Keys:
  *   publication   [presentityUri, event, entityTag]
  *   subscription  id
@@ -231,7 +237,7 @@ export class Store {
   }
 
   *allPublications(): Iterable<Publication> {
-    for (const { value } of this.pubs.getRange({})) yield codecs.publication.decode(value);
+    for (const { value } of this.pubs.getRange({ snapshot: false })) yield codecs.publication.decode(value);
   }
 
   /** Distinct presentity URIs with at least one publication (for presence.presentity_list). */
@@ -261,7 +267,7 @@ export class Store {
   }
 
   *allSubscriptions(): Iterable<Subscription> {
-    for (const { value } of this.subs.getRange({})) {
+    for (const { value } of this.subs.getRange({ snapshot: false })) {
       const s = codecs.subscription.decode(value);
       const c = this.cseqs.get(s.id);
       if (c !== undefined && c > s.localCseq) s.localCseq = c;
@@ -293,7 +299,7 @@ export class Store {
   }
 
   *allWatchers(): Iterable<WatcherAuth> {
-    for (const { value } of this.watchers.getRange({})) yield codecs.watcher.decode(value);
+    for (const { value } of this.watchers.getRange({ snapshot: false })) yield codecs.watcher.decode(value);
   }
 
   // ───── XCAP documents ─────
@@ -330,13 +336,13 @@ export class Store {
   }
 
   *allXcapDocuments(): Iterable<XcapDocument> {
-    for (const { value } of this.xcap.getRange({})) yield codecs.xcap.decode(value);
+    for (const { value } of this.xcap.getRange({ snapshot: false })) yield codecs.xcap.decode(value);
   }
 
   /** Every document in every user's tree of an auid (not the global tree), in key order. */
   *xcapUsersDocuments(auid: string): Iterable<XcapDocument> {
     const prefix = `${auid}/users/`;
-    for (const { key, value } of this.xcap.getRange({ start: prefix, end: prefix + '\uffff' })) {
+    for (const { key, value } of this.xcap.getRange({ start: prefix, end: prefix + '\uffff', snapshot: false })) {
       if (typeof key === 'string' && key.startsWith(prefix)) yield codecs.xcap.decode(value);
     }
   }
