@@ -19,9 +19,10 @@ function rejected(err: unknown): Checked {
 }
 
 /**
- * RFC 3863 §4.4's schema (workers/schemas/pidf.xsd): root <presence> in the PIDF namespace with
- * an entity, tuples with a unique id and a <status>, <basic> open or closed, the order of a
- * tuple's children, contact priorities, timestamps. Elements of other namespaces (RFC 4479 data
+ * RFC 3863 §4.4's schema (workers/schemas/pidf-publish.xsd): root <presence> in the PIDF
+ * namespace with an entity, tuples with a unique id and a <status>, <basic> open or closed, the
+ * order of a tuple's children, contact priorities, timestamps (the order of <presence>'s own
+ * children is free: phones put <dm:person> first, see the schema). Elements of other namespaces (RFC 4479 data
  * model, RFC 4480 RPID, RFC 4482 CIPID, ...) are processContents="lax": checked by no schema
  * here, accepted as they are (a watcher ignores what it does not know). The schema decides; the
  * checks after it only word the commonest faults the way a client author reads them best.
@@ -29,7 +30,7 @@ function rejected(err: unknown): Checked {
 export function validatePidf(xml: string, limits: XmlLimits): Checked {
   try {
     return withDocument(xml, limits, (doc) => {
-      const invalid = schemaErrors(doc, 'pidf', false);
+      const invalid = schemaErrors(doc, 'pidf-publish', false);
       if (invalid === undefined) return { ok: true } as Checked;
       const root = doc.root;
       if (root.name !== 'presence' || root.namespaceUri !== PIDF_NS) {
