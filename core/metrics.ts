@@ -54,8 +54,8 @@ export function createMetrics(node: PresenceNode): () => Promise<{ contentType: 
   };
   storeGauge('presenced_store_file_bytes', 'Size of the LMDB data file (data.mdb).', (u) => u.fileBytes);
   storeGauge('presenced_store_used_bytes', 'Bytes of the LMDB pages that hold records (all databases and the free-page list).', (u) => u.usedBytes);
-  gauge('presenced_store_writable', 'Whether the last store commit succeeded (0 = disk full or I/O error: writes get 503).', () => (node.store.writeHealth.writable ? 1 : 0));
-  counter('presenced_store_write_failures_total', 'Store writes that failed to commit (answered 503).', () => node.store.writeHealth.failures);
+  gauge('presenced_store_writable', 'Whether the store accepts writes (0 = a commit failed, disk full: writes get 503 until the filesystem has room).', () => (node.store.writeHealth.writable ? 1 : 0));
+  counter('presenced_store_write_failures_total', 'Store writes that failed to commit or were refused while the store was full.', () => node.store.writeHealth.failures);
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => node.pool.threads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }
