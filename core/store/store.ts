@@ -30,11 +30,12 @@ type Key = string | Array<string>;
 export const DEFAULT_MAP_SIZE = 2 * 1024 * 1024 * 1024;
 /** Seconds a client is asked to wait (Retry-After) when a write was refused. */
 export const STORE_RETRY_AFTER = 5;
-/** A store that cannot write is logged at most once per this many ms (the first failure at once). */
-const FAILURE_LOG_INTERVAL_MS = 60_000;
-/** After a failed commit, writes are accepted again once the filesystem has this much free. */
-const MIN_FREE_BYTES = 4 * 1024 * 1024;
-const PROBE_INTERVAL_MS = 1000;
+/** A full store is logged at most once per this many ms. */
+const FULL_LOG_INTERVAL_MS = 60_000;
+/** Free space below the reserve refuses writes; twice the reserve accepts them again (see watchSpace). */
+const MIN_RESERVE_BYTES = 1024 * 1024;
+const MAX_RESERVE_BYTES = 64 * 1024 * 1024;
+const SPACE_POLL_MS = 250;
 
 /**
  * A write that did not commit (disk full, map that could not grow, I/O error): nothing of it is
@@ -59,7 +60,7 @@ export interface StoreOptions {
 
 /** How the store's writes are doing, for /metrics and the logs. */
 export interface WriteHealth {
-  /** false from a failed commit until the filesystem has room again (writes are refused meanwhile). */
+  /** false while the filesystem is below its reserve or after a failed commit, until it has room again (writes are refused meanwhile). */
   writable: boolean;
   /** Writes that failed or were refused since start. */
   failures: number;
@@ -97,7 +98,7 @@ export class Store {
     const env = open<Buffer, Key>({ path, maxDbs: 16, readOnly, mapSize: o.mapSize ?? DEFAULT_MAP_SIZE, eventTurnBatching: false } as never);
     const db = <V>(name: string, encoding: 'binary' | 'msgpack') =>
       env.openDB<V, Key>({ name, encoding, readOnly } as never) as unknown as Database<V, Key>;
-    return new Store(
+    const store = new Store(
       path,
       env,
       o.log,
@@ -107,22 +108,72 @@ export class Store {
       db<Buffer>('watcher', 'binary'),
       db<Buffer>(xcapTable, 'binary'),
     );
+    if (!readOnly) store.watchSpace();
+    return store;
   }
 
   private readonly health: WriteHealth = { writable: true, failures: 0 };
-  private lastFailureLog = 0;
-  /** While unwritable: the free space of the filesystem is looked at every PROBE_INTERVAL_MS. */
-  private probeTimer: NodeJS.Timeout | undefined;
+  private lastFullLog = 0;
+  private spaceTimer: NodeJS.Timeout | undefined;
 
   get writeHealth(): Readonly<WriteHealth> {
     return this.health;
   }
 
   /**
-   * Every write goes through here. A commit that fails becomes a StoreWriteError for the caller
-   * to answer with, and from then on writes are refused at once (a write that happened to fit in
-   * pages LMDB already has would succeed and the next not: clients would see 503 and 200 at
-   * random) until the filesystem has MIN_FREE_BYTES free again.
+   * The writer watches the free space of its filesystem and refuses writes below a reserve,
+   * before LMDB meets ENOSPC: lmdb-js 3.5 does not come out of a page write that failed for
+   * space reliably (measured here: a glibc heap assertion killed the node on a later write,
+   * after the space was back). The reserve is 5% of the filesystem, from 1 to 64 MiB: far more
+   * than a poll interval of writes.
+   */
+  private watchSpace(): void {
+    this.spaceTimer = setInterval(() => void this.checkSpace(), SPACE_POLL_MS);
+    this.spaceTimer.unref();
+    void this.checkSpace();
+  }
+
+  private async checkSpace(): Promise<void> {
+    let free: number;
+    let reserve: number;
+    try {
+      const fs = await statfs(this.path);
+      free = fs.bavail * fs.bsize;
+      reserve = Math.min(MAX_RESERVE_BYTES, Math.max(MIN_RESERVE_BYTES, Math.floor(fs.blocks * fs.bsize * 0.05)));
+    } catch (err) {
+      this.log?.error({ err, path: this.path }, 'cannot read the free space of the store filesystem');
+      return;
+    }
+    if (!this.spaceTimer) return; // closed meanwhile
+    if (this.health.writable) {
+      if (free < reserve) this.full(`the filesystem of db_url has ${free} bytes free, below the reserve of ${reserve}`, reserve);
+    } else if (free >= 2 * reserve) {
+      this.health.writable = true;
+      this.log?.warn({ path: this.path, freeBytes: free, failures: this.health.failures }, 'store writable again');
+    } else if (Date.now() - this.lastFullLog >= FULL_LOG_INTERVAL_MS) {
+      this.full(`still: the filesystem of db_url has ${free} bytes free`, reserve);
+    }
+  }
+
+  /** Writes are refused from now on, until checkSpace() finds room; logged at most once per interval. */
+  private full(detail: string, reserve?: number): void {
+    const first = this.health.writable;
+    this.health.writable = false;
+    if (!first && Date.now() - this.lastFullLog < FULL_LOG_INTERVAL_MS) return;
+    this.lastFullLog = Date.now();
+    const until = reserve === undefined ? 'the filesystem has room again' : `it has ${2 * reserve} bytes free`;
+    this.log?.error(
+      { path: this.path, failures: this.health.failures },
+      `store full: ${detail}. PUBLISH, SUBSCRIBE and XCAP writes get 503 with Retry-After until ${until}; ` +
+        'reads, NOTIFYs and OPTIONS are served. Free space there or move db_url to a larger filesystem; nothing acknowledged was lost',
+    );
+  }
+
+  /**
+   * Every write goes through here: refused at once while the store is full (a write that
+   * happened to fit in pages LMDB already has would succeed and the next not: clients would see
+   * 503 and 200 at random), and a commit that fails becomes a StoreWriteError for the caller to
+   * answer with.
    */
   private committed<T>(write: () => Promise<T>): Promise<T> {
     if (!this.health.writable) {
@@ -143,53 +194,14 @@ export class Store {
   private failed(err: unknown): StoreWriteError {
     if (err instanceof StoreWriteError) return err;
     this.health.failures++;
-    const first = this.health.writable;
-    this.health.writable = false;
-    if (first) {
-      this.lastFailureLog = Date.now();
-      this.probeTimer = setInterval(() => void this.probe(), PROBE_INTERVAL_MS);
-      this.probeTimer.unref();
-    }
     // lmdb-js rejects every write of a failed commit with one generic error, and the cause
     // (ENOSPC, EIO, MDB_MAP_FULL) a moment later in a promise of its own: that promise must be
     // handled here, or its rejection ends the process.
     const commitError = (err as { commitError?: Promise<unknown> }).commitError;
-    if (commitError) commitError.then(undefined, (cause: unknown) => first && this.logFailure(cause));
-    else if (first) this.logFailure(err);
+    if (commitError) commitError.then(undefined, (cause: unknown) => this.full(`a commit failed: ${describe(cause)}`));
+    else this.full(`a write failed: ${describe(err)}`);
+    this.health.writable = false;
     return new StoreWriteError(describe(err));
-  }
-
-  private logFailure(cause: unknown): void {
-    this.log?.error(
-      { path: this.path, cause: describe(cause), failures: this.health.failures },
-      'store write failed: the filesystem of db_url is full (or LMDB could not grow its map there); PUBLISH, SUBSCRIBE and XCAP writes get 503 ' +
-        `with Retry-After until it has ${MIN_FREE_BYTES >> 20} MiB free again. Free space there or move db_url to a larger filesystem; nothing acknowledged was lost`,
-    );
-  }
-
-  /** While unwritable: writes are accepted again once the filesystem has room; until then a reminder once per interval. */
-  private async probe(): Promise<void> {
-    let free: number;
-    try {
-      const fs = await statfs(this.path);
-      free = fs.bavail * fs.bsize;
-    } catch (err) {
-      this.log?.error({ err, path: this.path }, 'cannot read the free space of the store filesystem');
-      return;
-    }
-    if (this.health.writable || !this.probeTimer) return;
-    if (free >= MIN_FREE_BYTES) {
-      clearInterval(this.probeTimer);
-      this.probeTimer = undefined;
-      this.health.writable = true;
-      this.log?.warn({ path: this.path, freeBytes: free, failures: this.health.failures }, 'store writable again');
-    } else if (Date.now() - this.lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
-      this.lastFailureLog = Date.now();
-      this.log?.error(
-        { path: this.path, freeBytes: free, failures: this.health.failures },
-        `store still full: writes get 503 until the filesystem of db_url has ${MIN_FREE_BYTES >> 20} MiB free`,
-      );
-    }
   }
 
   /** Pages in use against the file's size (lmdb-js reuses freed pages; a reader holding an old snapshot keeps it from doing so). */
@@ -207,7 +219,8 @@ export class Store {
   }
 
   async close(): Promise<void> {
-    if (this.probeTimer) clearInterval(this.probeTimer);
+    if (this.spaceTimer) clearInterval(this.spaceTimer);
+    this.spaceTimer = undefined;
     await this.env.flushed;
     await this.env.close();
   }
