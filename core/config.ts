@@ -20,6 +20,8 @@ export interface Config {
   db_url: string;
   /** Filesystem path from db_url. */
   db_path: string;
+  /** LMDB map size in bytes to start with; lmdb-js grows the map when the data needs more (only the disk limits it). */
+  db_map_size: number;
   xcap_table: string;
   log_level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** This node's name in a cluster: the `node` label of every metric. */
@@ -240,6 +242,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   xcap_root: ['/xcap-root', xcapRoot],
   rpc_listen: ['127.0.0.1:8081', hostPort],
   db_url: ['lmdb:./data', dbUrl],
+  db_map_size: [2 * 1024 * 1024 * 1024, int(1 << 20, Number.MAX_SAFE_INTEGER)],
   xcap_table: ['xcap', str],
   log_level: ['info', oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent')],
   node_name: [NODE_NAME.test(hostname()) ? hostname() : 'presenced', nodeName],

@@ -28,6 +28,10 @@ export interface NodeStats {
   readonly loopLagMs: number;
   /** Refusals by every limit, by its configuration key. */
   readonly limitRefusals: ReadonlyMap<string, number>;
+  /** The store's file and used pages (read at scrape time), whether it takes writes, and writes failed. */
+  storeUsage(): Promise<{ fileBytes: number; usedBytes: number }>;
+  readonly storeWritable: boolean;
+  readonly storeWriteFailures: number;
   /** The SIP stack's counters by method, status and event. */
   readonly sip: SipCounters;
   /** RPC calls by `method outcome`. */
@@ -181,6 +185,21 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
     ['limit'],
     () => [...stats.limitRefusals].map(([k, n]): [string[], number] => [[k], n]),
   );
+  // The store: its file against the pages in use (LMDB reuses freed pages, never shrinks the file), and writes refused.
+  const storeGauge = (name: string, help: string, read: (u: { fileBytes: number; usedBytes: number }) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        this.set(read(await stats.storeUsage()));
+      },
+    });
+  };
+  storeGauge('presenced_store_file_bytes', 'Size of the LMDB data file (data.mdb).', (u) => u.fileBytes);
+  storeGauge('presenced_store_used_bytes', 'Bytes of the LMDB pages that hold records (all databases and the free-page list).', (u) => u.usedBytes);
+  gauge('presenced_store_writable', 'Whether the store accepts writes (0 = a commit failed, disk full: writes get 503 until the filesystem has room).', () => (stats.storeWritable ? 1 : 0));
+  counter('presenced_store_write_failures_total', 'Store writes that failed to commit or were refused while the store was full.', () => stats.storeWriteFailures);
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => stats.workerThreads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

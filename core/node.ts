@@ -76,7 +76,7 @@ export class PresenceNode {
     readonly log: Logger,
   ) {
     // Base: store, XML pool, the event hub state reports through.
-    const store = (this.store = Store.open(config.db_path, config.xcap_table));
+    const store = (this.store = Store.open(config.db_path, config.xcap_table, { mapSize: config.db_map_size, log }));
     const pool = (this.pool = new WorkerPool(
       { dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
       config.worker_threads,
@@ -222,6 +222,13 @@ export class PresenceNode {
           return stack.overload.loopLagMs;
         },
         limitRefusals: stack.refusals.counts,
+        storeUsage: () => store.usage(),
+        get storeWritable() {
+          return store.writeHealth.writable;
+        },
+        get storeWriteFailures() {
+          return store.writeHealth.failures;
+        },
         sip: stack.stats,
         rpcCalls,
         ...(xcap ? { xcapRequests: xcap.stats } : {}),

@@ -33,7 +33,7 @@ let ownStore = false;
 export function readStore(): Store {
   if (!store) {
     if (!settings) throw new Error('worker not configured');
-    store = Store.open(settings.dbPath, settings.xcapTable, true);
+    store = Store.open(settings.dbPath, settings.xcapTable, { readOnly: true });
     ownStore = true;
   } else if (ownStore) store.env.resetReadTxn();
   return store;

@@ -17,8 +17,8 @@ import { readFile, readdir, access } from 'node:fs/promises';
 import { NS } from './namespaces.js';
 import { XmlDocument, XsdValidator, XmlValidateError, xmlRegisterInputProvider, XmlBufferInputProvider, type ErrorDetail } from 'libxml2-wasm';
 
-/** The schema sets, by the file that roots each one. */
-export type SchemaName = 'pres-rules' | 'resource-lists' | 'rls-services' | 'pidf' | 'xcap-caps';
+/** The schema sets, by the file that roots each one (pidf-publish: PIDF as PUBLISHed, see that file). */
+export type SchemaName = 'pres-rules' | 'resource-lists' | 'rls-services' | 'pidf' | 'pidf-publish' | 'xcap-caps';
 
 const SCHEME = 'presenced-xsd:/';
 

@@ -12,6 +12,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { EventHub } from '../events.js';
 import type { StoreWriter } from '../store/interfaces.js';
+import { StoreWriteError } from '../store/store.js';
 import type { SipSender, Pending } from '../dialogs/subscription-dialog.js';
 import type { LiveSubscription, Subscriptions } from '../state/subscriptions.js';
 import type { StateEvents } from '../state/watcher-info.js';
@@ -231,8 +232,13 @@ export class Notifier {
       // above it (see reserveCseq); where the body's version must survive too, the whole record.
       // (A final NOTIFY writes nothing: its subscription is already gone from the store.)
       if (pending.kind !== 'terminate') {
-        if (pkg?.versioned) await this.deps.store.putSubscription(rec);
-        else if (!sub.cseqCovered) await this.reserveCseq(sub);
+        try {
+          if (pkg?.versioned) await this.deps.store.putSubscription(rec);
+          else if (!sub.cseqCovered) await this.reserveCseq(sub);
+        } catch (err) {
+          // A store that cannot write (disk full) holds no NOTIFY back: the CSeq is right in memory, only not durable yet.
+          if (!(err instanceof StoreWriteError)) throw err;
+        }
         // The expires it shows is computed last, just before sending.
         state = sub.activeState();
       }

@@ -115,7 +115,10 @@ export class Publications {
         this.arm(p);
       }
     }
-    await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p))));
+    // A store that cannot write (disk full) does not stop the start: the clean_period sweep removes them later.
+    await Promise.all(expired.map((p) => this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p)))).catch((err) =>
+      this.deps.log.error({ err }, 'removing expired publications failed'),
+    );
     // Watchers are told once subscriptions are back (node.start calls notifyRecovered()).
     for (const p of expired) this.recoveredChanges.add(presentityKey(p.presentityUri, p.event));
     return { live, expired: expired.length };

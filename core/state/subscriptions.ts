@@ -243,7 +243,8 @@ export class Subscriptions {
       const sub = new LiveSubscription(rec);
       if (rec.expiresAt <= now) {
         expired.push(sub);
-        await this.deps.store.removeSubscription(rec.id);
+        // A store that cannot write (disk full) does not stop the start: the record goes at the next one.
+        await this.deps.store.removeSubscription(rec.id).catch((err) => this.deps.log.error({ err, callId: rec.callId }, 'removing an expired subscription failed'));
         continue;
       }
       sub.bodyKey = await outcomeOf(rec);

@@ -3,6 +3,12 @@
  * Reads are synchronous (memory-mapped); writes are batched by lmdb-js and their promises
  * resolve after the transaction commits — callers await them before acknowledging anything.
  *
+ * The generators (all*(), xcapUsersDocuments) scan without a snapshot (lmdb-js `snapshot: false`):
+ * their callers may await between records (presence.cleanup expiring them, the restart recovery
+ * evaluating rules), and a snapshot held across those awaits would keep LMDB from reusing any
+ * page freed meanwhile: the file then grows with the write traffic, not with the data (issue
+ * 12: 45 MB for 4 MB live). A scan may so see records written after it began.
+ *
  * Keys:
  *   publication   [presentityUri, event, entityTag]
  *   subscription  id
@@ -12,14 +18,70 @@
  */
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { mkdirSync } from 'node:fs';
+import { stat, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { SipError } from '../errors.js';
 import { codecs, publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from './records.js';
 
 type Key = string | Array<string>;
+
+/** The map size when the configuration names none (db_map_size): lmdb-js grows the map past it as the data needs. */
+export const DEFAULT_MAP_SIZE = 2 * 1024 * 1024 * 1024;
+/** Seconds a client is asked to wait (Retry-After) when a write was refused. */
+export const STORE_RETRY_AFTER = 5;
+/** A full store is logged at most once per this many ms. */
+const FULL_LOG_INTERVAL_MS = 60_000;
+/** Free space below the reserve refuses writes; twice the reserve accepts them again (see watchSpace). */
+const MIN_RESERVE_BYTES = 1024 * 1024;
+const MAX_RESERVE_BYTES = 64 * 1024 * 1024;
+const SPACE_POLL_MS = 250;
+
+/**
+ * A write that did not commit (disk full, map that could not grow, I/O error): nothing of it is
+ * stored. It is a SipError (503 + Retry-After) so a SIP handler that awaits the write answers
+ * that by itself (RFC 3261 §21.5.4: the server is temporarily unable); XCAP answers 503 too.
+ */
+export class StoreWriteError extends SipError {
+  constructor(readonly detail: string) {
+    super(503, 'Service Unavailable', [['retry-after', String(STORE_RETRY_AFTER)]]);
+    this.name = 'StoreWriteError';
+    this.message = `store write failed: ${detail}`;
+  }
+}
+
+export interface StoreOptions {
+  readOnly?: boolean;
+  /** LMDB map size in bytes (db_map_size); the map still grows when the data needs more. */
+  mapSize?: number;
+  /** Where write failures are reported (the writer only). */
+  log?: Logger;
+}
+
+/** How the store's writes are doing, for /metrics and the logs. */
+export interface WriteHealth {
+  /** false while the filesystem is below its reserve or after a failed commit, until it has room again (writes are refused meanwhile). */
+  writable: boolean;
+  /** Writes that failed or were refused since start. */
+  failures: number;
+}
+
+/** Pages and bytes of the data file, for /metrics (presenced_store_*_bytes). */
+export interface StoreUsage {
+  pageSize: number;
+  /** Size of data.mdb on disk. */
+  fileBytes: number;
+  /** Pages that hold records (every database's branch, leaf and overflow pages, the free-page list's own). */
+  usedBytes: number;
+  /** Pages up to the highest one ever written (the part of the file LMDB has used). */
+  highWaterBytes: number;
+}
 
 export class Store {
   private constructor(
     readonly path: string,
     readonly env: RootDatabase,
+    private readonly log: Logger | undefined,
     private readonly pubs: Database<Buffer, Key>,
     private readonly subs: Database<Buffer, Key>,
     private readonly cseqs: Database<number, Key>,
@@ -27,23 +89,138 @@ export class Store {
     private readonly xcap: Database<Buffer, Key>,
   ) {}
 
-  static open(path: string, xcapTable: string, readOnly = false): Store {
+  static open(path: string, xcapTable: string, o: StoreOptions = {}): Store {
+    const readOnly = o.readOnly ?? false;
     if (!readOnly) mkdirSync(path, { recursive: true });
-    const env = open<Buffer, Key>({ path, maxDbs: 16, readOnly, mapSize: 2 * 1024 * 1024 * 1024 });
+    // eventTurnBatching off: with it, lmdb-js starts each batch with a write of its own whose
+    // promise nobody holds, and a failed commit rejects it (an unhandled rejection, which ends the
+    // process). Writes still share a transaction: those queued while one commits go in the next.
+    const env = open<Buffer, Key>({ path, maxDbs: 16, readOnly, mapSize: o.mapSize ?? DEFAULT_MAP_SIZE, eventTurnBatching: false } as never);
     const db = <V>(name: string, encoding: 'binary' | 'msgpack') =>
       env.openDB<V, Key>({ name, encoding, readOnly } as never) as unknown as Database<V, Key>;
-    return new Store(
+    const store = new Store(
       path,
       env,
+      o.log,
       db<Buffer>('publication', 'binary'),
       db<Buffer>('subscription', 'binary'),
       db<number>('cseq', 'msgpack'),
       db<Buffer>('watcher', 'binary'),
       db<Buffer>(xcapTable, 'binary'),
     );
+    if (!readOnly) store.watchSpace();
+    return store;
+  }
+
+  private readonly health: WriteHealth = { writable: true, failures: 0 };
+  private lastFullLog = 0;
+  private spaceTimer: NodeJS.Timeout | undefined;
+
+  get writeHealth(): Readonly<WriteHealth> {
+    return this.health;
+  }
+
+  /**
+   * The writer watches the free space of its filesystem and refuses writes below a reserve,
+   * before LMDB meets ENOSPC: lmdb-js 3.5 does not come out of a page write that failed for
+   * space reliably (measured here: a glibc heap assertion killed the node on a later write,
+   * after the space was back). The reserve is 5% of the filesystem, from 1 to 64 MiB: far more
+   * than a poll interval of writes.
+   */
+  private watchSpace(): void {
+    this.spaceTimer = setInterval(() => void this.checkSpace(), SPACE_POLL_MS);
+    this.spaceTimer.unref();
+    void this.checkSpace();
+  }
+
+  private async checkSpace(): Promise<void> {
+    let free: number;
+    let reserve: number;
+    try {
+      const fs = await statfs(this.path);
+      free = fs.bavail * fs.bsize;
+      reserve = Math.min(MAX_RESERVE_BYTES, Math.max(MIN_RESERVE_BYTES, Math.floor(fs.blocks * fs.bsize * 0.05)));
+    } catch (err) {
+      this.log?.error({ err, path: this.path }, 'cannot read the free space of the store filesystem');
+      return;
+    }
+    if (!this.spaceTimer) return; // closed meanwhile
+    if (this.health.writable) {
+      if (free < reserve) this.full(`the filesystem of db_url has ${free} bytes free, below the reserve of ${reserve}`, reserve);
+    } else if (free >= 2 * reserve) {
+      this.health.writable = true;
+      this.log?.warn({ path: this.path, freeBytes: free, failures: this.health.failures }, 'store writable again');
+    } else if (Date.now() - this.lastFullLog >= FULL_LOG_INTERVAL_MS) {
+      this.full(`still: the filesystem of db_url has ${free} bytes free`, reserve);
+    }
+  }
+
+  /** Writes are refused from now on, until checkSpace() finds room; logged at most once per interval. */
+  private full(detail: string, reserve?: number): void {
+    const first = this.health.writable;
+    this.health.writable = false;
+    if (!first && Date.now() - this.lastFullLog < FULL_LOG_INTERVAL_MS) return;
+    this.lastFullLog = Date.now();
+    const until = reserve === undefined ? 'the filesystem has room again' : `it has ${2 * reserve} bytes free`;
+    this.log?.error(
+      { path: this.path, failures: this.health.failures },
+      `store full: ${detail}. PUBLISH, SUBSCRIBE and XCAP writes get 503 with Retry-After until ${until}; ` +
+        'reads, NOTIFYs and OPTIONS are served. Free space there or move db_url to a larger filesystem; nothing acknowledged was lost',
+    );
+  }
+
+  /**
+   * Every write goes through here: refused at once while the store is full (a write that
+   * happened to fit in pages LMDB already has would succeed and the next not: clients would see
+   * 503 and 200 at random), and a commit that fails becomes a StoreWriteError for the caller to
+   * answer with.
+   */
+  private committed<T>(write: () => Promise<T>): Promise<T> {
+    if (!this.health.writable) {
+      this.health.failures++;
+      return Promise.reject(new StoreWriteError('refused: the store is full'));
+    }
+    let pending: Promise<T>;
+    try {
+      pending = write();
+    } catch (err) {
+      return Promise.reject(this.failed(err));
+    }
+    return pending.then(undefined, (err: unknown) => {
+      throw this.failed(err);
+    });
+  }
+
+  private failed(err: unknown): StoreWriteError {
+    if (err instanceof StoreWriteError) return err;
+    this.health.failures++;
+    // lmdb-js rejects every write of a failed commit with one generic error, and the cause
+    // (ENOSPC, EIO, MDB_MAP_FULL) a moment later in a promise of its own: that promise must be
+    // handled here, or its rejection ends the process.
+    const commitError = (err as { commitError?: Promise<unknown> }).commitError;
+    if (commitError) commitError.then(undefined, (cause: unknown) => this.full(`a commit failed: ${describe(cause)}`));
+    else this.full(`a write failed: ${describe(err)}`);
+    this.health.writable = false;
+    return new StoreWriteError(describe(err));
+  }
+
+  /** Pages in use against the file's size (lmdb-js reuses freed pages; a reader holding an old snapshot keeps it from doing so). */
+  async usage(): Promise<StoreUsage> {
+    const root = this.env.getStats() as { pageSize: number; lastPageNumber: number; free: PageStats } & PageStats;
+    let pages = pagesOf(root) + pagesOf(root.free) + 2; // + the two meta pages
+    for (const db of [this.pubs, this.subs, this.cseqs, this.watchers, this.xcap]) pages += pagesOf(db.getStats() as PageStats);
+    let fileBytes = 0;
+    try {
+      fileBytes = (await stat(join(this.path, 'data.mdb'))).size;
+    } catch {
+      // not there yet: nothing written
+    }
+    return { pageSize: root.pageSize, fileBytes, usedBytes: pages * root.pageSize, highWaterBytes: (root.lastPageNumber + 1) * root.pageSize };
   }
 
   async close(): Promise<void> {
+    if (this.spaceTimer) clearInterval(this.spaceTimer);
+    this.spaceTimer = undefined;
     await this.env.flushed;
     await this.env.close();
   }
@@ -52,7 +229,7 @@ export class Store {
 
   /** Written under its stable id: a refresh or modification overwrites its own record. */
   putPublication(p: Publication): Promise<boolean> {
-    return this.pubs.put([p.presentityUri, p.event, publicationId(p)], codecs.publication.encode(p));
+    return this.committed(() => this.pubs.put([p.presentityUri, p.event, publicationId(p)], codecs.publication.encode(p)));
   }
 
   /** `id`: the publication's publicationId() (its first entity-tag). */
@@ -62,7 +239,7 @@ export class Store {
   }
 
   removePublication(presentityUri: string, event: string, id: string): Promise<boolean> {
-    return this.pubs.remove([presentityUri, event, id]);
+    return this.committed(() => this.pubs.remove([presentityUri, event, id]));
   }
 
   /** Every publication of one presentity and event, in key order. */
@@ -75,7 +252,7 @@ export class Store {
   }
 
   *allPublications(): Iterable<Publication> {
-    for (const { value } of this.pubs.getRange({})) yield codecs.publication.decode(value);
+    for (const { value } of this.pubs.getRange({ snapshot: false })) yield codecs.publication.decode(value);
   }
 
   /** Distinct presentity URIs with at least one publication (for presence.presentity_list). */
@@ -93,20 +270,19 @@ export class Store {
   // ───── subscriptions ─────
 
   putSubscription(s: Subscription): Promise<boolean> {
-    return this.subs.put(s.id, codecs.subscription.encode(s));
+    return this.committed(() => this.subs.put(s.id, codecs.subscription.encode(s)));
   }
 
   removeSubscription(id: string): Promise<boolean> {
-    this.cseqs.remove(id);
-    return this.subs.remove(id);
+    return this.committed(() => Promise.all([this.cseqs.remove(id), this.subs.remove(id)]).then(([, removed]) => removed));
   }
 
   putCseq(id: string, cseq: number): Promise<boolean> {
-    return this.cseqs.put(id, cseq);
+    return this.committed(() => this.cseqs.put(id, cseq));
   }
 
   *allSubscriptions(): Iterable<Subscription> {
-    for (const { value } of this.subs.getRange({})) {
+    for (const { value } of this.subs.getRange({ snapshot: false })) {
       const s = codecs.subscription.decode(value);
       const c = this.cseqs.get(s.id);
       if (c !== undefined && c > s.localCseq) s.localCseq = c;
@@ -117,7 +293,7 @@ export class Store {
   // ───── watcher authorisation states ─────
 
   putWatcher(w: WatcherAuth): Promise<boolean> {
-    return this.watchers.put([w.presentityUri, w.event, w.watcherUri], codecs.watcher.encode(w));
+    return this.committed(() => this.watchers.put([w.presentityUri, w.event, w.watcherUri], codecs.watcher.encode(w)));
   }
 
   getWatcher(presentityUri: string, event: string, watcherUri: string): WatcherAuth | undefined {
@@ -126,7 +302,7 @@ export class Store {
   }
 
   removeWatcher(presentityUri: string, event: string, watcherUri: string): Promise<boolean> {
-    return this.watchers.remove([presentityUri, event, watcherUri]);
+    return this.committed(() => this.watchers.remove([presentityUri, event, watcherUri]));
   }
 
   watchersOf(presentityUri: string, event: string): WatcherAuth[] {
@@ -138,7 +314,7 @@ export class Store {
   }
 
   *allWatchers(): Iterable<WatcherAuth> {
-    for (const { value } of this.watchers.getRange({})) yield codecs.watcher.decode(value);
+    for (const { value } of this.watchers.getRange({ snapshot: false })) yield codecs.watcher.decode(value);
   }
 
   // ───── XCAP documents ─────
@@ -153,33 +329,35 @@ export class Store {
   }
 
   putXcap(doc: XcapDocument): Promise<boolean> {
-    return this.xcap.put(Store.xcapKey(doc.auid, doc.xui, doc.name), codecs.xcap.encode(doc));
+    return this.committed(() => this.xcap.put(Store.xcapKey(doc.auid, doc.xui, doc.name), codecs.xcap.encode(doc)));
   }
 
   /** Conditional write: only when the stored ETag is still `ifEtag` (undefined = must not exist). */
   putXcapIf(doc: XcapDocument, ifEtag: string | null | undefined): Promise<boolean> {
     const key = Store.xcapKey(doc.auid, doc.xui, doc.name);
-    return this.xcap.transaction(() => {
-      const cur = this.xcap.get(key);
-      const curTag = cur ? codecs.xcap.decode(cur).etag : undefined;
-      if (ifEtag !== null && curTag !== (ifEtag ?? undefined)) return false;
-      this.xcap.putSync(key, codecs.xcap.encode(doc));
-      return true;
-    });
+    return this.committed(() =>
+      this.xcap.transaction(() => {
+        const cur = this.xcap.get(key);
+        const curTag = cur ? codecs.xcap.decode(cur).etag : undefined;
+        if (ifEtag !== null && curTag !== (ifEtag ?? undefined)) return false;
+        this.xcap.putSync(key, codecs.xcap.encode(doc));
+        return true;
+      }),
+    );
   }
 
   removeXcap(auid: string, xui: string, name: string): Promise<boolean> {
-    return this.xcap.remove(Store.xcapKey(auid, xui, name));
+    return this.committed(() => this.xcap.remove(Store.xcapKey(auid, xui, name)));
   }
 
   *allXcapDocuments(): Iterable<XcapDocument> {
-    for (const { value } of this.xcap.getRange({})) yield codecs.xcap.decode(value);
+    for (const { value } of this.xcap.getRange({ snapshot: false })) yield codecs.xcap.decode(value);
   }
 
   /** Every document in every user's tree of an auid (not the global tree), in key order. */
   *xcapUsersDocuments(auid: string): Iterable<XcapDocument> {
     const prefix = `${auid}/users/`;
-    for (const { key, value } of this.xcap.getRange({ start: prefix, end: prefix + '\uffff' })) {
+    for (const { key, value } of this.xcap.getRange({ start: prefix, end: prefix + '\uffff', snapshot: false })) {
       if (typeof key === 'string' && key.startsWith(prefix)) yield codecs.xcap.decode(value);
     }
   }
@@ -193,4 +371,23 @@ export class Store {
     }
     return out;
   }
+}
+
+interface PageStats {
+  treeBranchPageCount: number;
+  treeLeafPageCount: number;
+  overflowPages: number;
+}
+
+function pagesOf(s: PageStats): number {
+  return s.treeBranchPageCount + s.treeLeafPageCount + s.overflowPages;
+}
+
+/** One line for a log or a reason: the error's message and its errno or LMDB code. */
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return code === undefined ? err.message : `${err.message} (${String(code)})`;
+  }
+  return String(err);
 }

@@ -21,7 +21,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
-import { Store } from '../store/store.js';
+import { Store, StoreWriteError, STORE_RETRY_AFTER } from '../store/store.js';
 import type { WorkerPool } from '../pool.js';
 import type { Logger } from '../log.js';
 import type { XcapDocument } from '../store/records.js';
@@ -251,6 +251,8 @@ export class XcapServer {
       if (err.contentType) headers.push(['Content-Type', err.contentType]);
       return { status: err.status, headers, body: err.body, close: err.closeConnection };
     }
+    // The store could not commit (disk full): nothing was written, try again later (RFC 7231 §6.6.4).
+    if (err instanceof StoreWriteError) return { status: 503, headers: [['Retry-After', String(STORE_RETRY_AFTER)]], body: '' };
     this.deps.log.error({ err, method: request.method, url: request.path }, 'XCAP request failed');
     return { status: 500, headers: [], body: '' };
   }
