@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { SipRequest, SipResponse, createResponse } from '../../transport/message.js';
 import { parseMessage, StreamFramer } from '../../transport/parser.js';
+import { backstop } from './wait.js';
 
 export type UaProto = 'udp' | 'tcp' | 'tls';
 
@@ -205,6 +206,7 @@ export class TestUa {
   }
 
   waitFor(pred: (r: Received) => boolean, timeoutMs = 5000, what = 'a message'): Promise<Received> {
+    timeoutMs = backstop(timeoutMs);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         const i = this.waiters.findIndex((w) => w.resolve === done);
