@@ -42,6 +42,11 @@ export interface Received {
 
 const rand = (n = 6): string => randomBytes(n).toString('hex');
 
+/** What a retransmission of a request repeats: method, Call-ID, CSeq and the branch of its top Via. */
+function transactionKey(req: SipRequest): string {
+  return `${req.method} ${req.callId} ${req.cseq.seq} ${req.topVia.branch}`;
+}
+
 export class TestUa {
   readonly received: Received[] = [];
   /** Status to answer incoming requests with (per method); undefined = do not answer. */
@@ -221,27 +226,29 @@ export class TestUa {
     });
   }
 
-  /** Wait for the next request (e.g. NOTIFY) received after `since` matching pred. */
+  /**
+   * Wait for the next request (e.g. NOTIFY) received after `since` matching pred. Each request is
+   * handed out once, and so is each transaction: a UDP retransmission of a request handed out
+   * already (the node resends a NOTIFY until our 200 reaches it, sooner on a loaded machine) is not
+   * a new request.
+   */
   nextRequest(method: string, pred: (r: SipRequest) => boolean = () => true, timeoutMs = 5000, since = 0): Promise<SipRequest> {
-    const seen = this.received.find(
-      (r) => r.at >= since && r.message instanceof SipRequest && r.message.method === method && pred(r.message) && !this.consumed.has(r),
-    );
-    if (seen) {
-      this.consumed.add(seen);
-      return Promise.resolve(seen.message as SipRequest);
-    }
-    return this.waitFor(
-      (r) => r.message instanceof SipRequest && r.message.method === method && pred(r.message) && !this.consumed.has(r),
-      timeoutMs,
-      method,
-    ).then((r) => {
+    const fresh = (r: Received): boolean =>
+      r.message instanceof SipRequest && r.message.method === method && !this.consumed.has(r) && !this.consumedTransactions.has(transactionKey(r.message)) && pred(r.message);
+    const take = (r: Received): SipRequest => {
       this.consumed.add(r);
+      this.consumedTransactions.add(transactionKey(r.message as SipRequest));
       return r.message as SipRequest;
-    });
+    };
+    const seen = this.received.find((r) => r.at >= since && fresh(r));
+    if (seen) return Promise.resolve(take(seen));
+    return this.waitFor(fresh, timeoutMs, method).then(take);
   }
 
   /** Requests handed out by nextRequest(), so each is returned once. */
   private readonly consumed = new Set<Received>();
+  /** Their transactions (transactionKey), so a retransmission is not handed out as a new request. */
+  private readonly consumedTransactions = new Set<string>();
 
   requests(method: string): SipRequest[] {
     return this.received.filter((r) => r.message instanceof SipRequest && r.message.method === method).map((r) => r.message as SipRequest);
