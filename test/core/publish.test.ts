@@ -17,7 +17,7 @@ import {
   tuplesOf,
   showsOpen,
   bodyOf,
-  xpathTexts, withUa, sleep } from '../support/presence.js';
+  xpathTexts, withUa, sleep, fetchBarrier } from '../support/presence.js';
 
 const CONFIG = {
   force_active: 1,
@@ -210,7 +210,7 @@ for (const proto of ['udp', 'tcp'] as const) {
       const again = await publish(ua, p, { etag: first.headers.get('sip-etag')!, body: doc, expires: 600 });
       assert.equal(again.status, 200);
       assert.notEqual(again.headers.get('sip-etag'), first.headers.get('sip-etag'));
-      await sleep(300);
+      await fetchBarrier(ua, p); // a NOTIFY the modify caused would be in before the fetch's
       const stray = ua.received.filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && r.message.callId === dialog.callId);
       assert.equal(stray.length, 1, 'only the NOTIFY of the SUBSCRIBE');
       const changed = await publish(ua, p, { etag: again.headers.get('sip-etag')!, body: pidf(p, 't1', 'closed', 'same'), expires: 600 });
