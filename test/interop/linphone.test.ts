@@ -246,8 +246,9 @@ test('alice\'s linphonec refreshes her publication before it expires by sending 
   // that NOTIFY leaves after anything the modify caused, from the same socket, so it is the only one.
   await call('presence.refreshWatchers', [ALICE, 'presence', 1]);
   const resent = await nextNotify(bob, bobMark, 'the NOTIFY presence.refreshWatchers asked for');
-  const notifies = bob.messages().slice(bobMark).filter((m) => !m.sent && m.method === 'NOTIFY');
-  assert.deepEqual(notifies.map((m) => m.text), [resent.req.text], 'no NOTIFY for a modify with the same document');
+  // By CSeq: over UDP a NOTIFY may come twice (a retransmission), it is still one.
+  const notifies = new Set(bob.messages().slice(bobMark).filter((m) => !m.sent && m.method === 'NOTIFY').map((m) => header(m, 'cseq')));
+  assert.deepEqual([...notifies], [header(resent.req, 'cseq')], 'no NOTIFY for a modify with the same document');
   assert.equal(await bob.nthStatus(ALICE, statuses + 1), 'Online', 'bob\'s linphonec saw the re-sent state only');
   assert.equal(bob.statuses(ALICE).length, statuses + 1, 'bob\'s linphonec saw no other change');
   aliceEtag = etag;
