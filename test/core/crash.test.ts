@@ -26,12 +26,24 @@ import {
   cseqOf,
   showsOpen,
   sleep,
-  collectFor,
 } from '../support/presence.js';
+import { watcherList } from '../support/rpc.js';
 
 const CONFIG = { force_active: 1, min_expires: 0, sip_t1: 50 };
 /** The shipped notify_cseq_reserve: after SIGKILL a dialog continues at most this far above its last NOTIFY. */
 const RESERVE = 64;
+
+/**
+ * The expiry a publication or subscription is refreshed to just before a SIGKILL, so that it
+ * runs out while the node is down: the only room this file needs is for the 200 to that refresh
+ * to reach us and the kill to follow, not for a whole PUBLISH/SUBSCRIBE/NOTIFY exchange.
+ */
+const SHORT_S = 4;
+
+/** Wait until the instant `at` (ms since the epoch, this machine's clock: the node's too) has passed. */
+async function pastInstant(at: number): Promise<void> {
+  while (Date.now() <= at) await sleep(at - Date.now() + 1);
+}
 
 /** The first NOTIFY after a SIGKILL restart: above the last one sent, within the reservation. */
 function assertResumedCseq(after: number, before: number): void {
@@ -65,7 +77,8 @@ function sameDialog(via: TestUa, d: Dialog): Dialog {
   return copy;
 }
 
-describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
+// One test at a time: each starts two nodes, and two of them wait for expiries on the wall clock.
+describe('SIGKILL and restart on the same store', { concurrency: 1 }, () => {
   for (const proto of ['udp', 'tcp'] as const) {
     test(`[${proto}] the next PUBLISH after a restart reaches the old watcher in its old dialog with CSeq + 1`, () =>
       withStore(async (dataDir, nodes, uas) => {
@@ -97,7 +110,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
 
         const mod = await publish(publisher2, p, { etag, body: pidf(p, 't1', 'closed', 'after'), expires: 600 });
         assert.equal(mod.status, 200, `the entity-tag acknowledged before the crash still works: ${mod.status} ${mod.reason}`);
-        const n = await w.dialog.nextNotify(5000, (r) => bodyOf(r).includes('after'));
+        const n = await w.dialog.nextNotify(undefined, (r) => bodyOf(r).includes('after'));
         assert.equal(n.callId, w.dialog.callId, 'same Call-ID');
         assert.equal(n.fromTag, w.dialog.toTag, 'same local tag');
         assert.equal(n.toTag, w.dialog.fromTag, 'same remote tag');
@@ -113,7 +126,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         const r = await sameDialog(probe, lateSub).request(600);
         assert.equal(r.status, 200, 'a subscription acknowledged just before the kill survived');
         assert.equal(r.toTag, lateSub.toTag);
-        const latest = await probe.nextRequest('NOTIFY', (x) => x.callId === lateSub.callId, 5000);
+        const latest = await probe.nextRequest('NOTIFY', (x) => x.callId === lateSub.callId);
         assert.equal(showsOpen(bodyOf(latest)), true);
       }));
 
@@ -135,7 +148,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
           for (let v = 1; v <= 3; v++) {
             const mod = await publish(ua, p, { etag, body: pidf(p, 't1', 'open', `v${v}`), expires: 600 });
             etag = mod.headers.get('sip-etag')!;
-            last = await w.dialog.nextNotify(3000, (r) => bodyOf(r).includes(`v${v}`));
+            last = await w.dialog.nextNotify(undefined, (r) => bodyOf(r).includes(`v${v}`));
           }
           if (cfg === CONFIG) assert.equal(await first.stop(), 0, 'clean exit');
           else await first.kill();
@@ -144,7 +157,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
           nodes.push(second);
           const ua2 = await open(second, proto, uas);
           assert.equal((await publish(ua2, p, { etag, body: pidf(p, 't1', 'closed', 'after'), expires: 600 })).status, 200);
-          const n = await w.dialog.nextNotify(5000, (r) => bodyOf(r).includes('after'));
+          const n = await w.dialog.nextNotify(undefined, (r) => bodyOf(r).includes('after'));
           assert.equal(cseqOf(n), cseqOf(last) + 1, 'the next CSeq of the dialog');
         }));
     }
@@ -157,16 +170,21 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         const watcher = await open(first, proto, uas);
 
         const p = uniqueUri('down');
-        const pub = await publish(publisher, p, { body: pidf(p, 'brief', 'open'), expires: 2 });
+        const pub = await publish(publisher, p, { body: pidf(p, 'brief', 'open'), expires: 600 });
         assert.equal(pub.status, 200);
-        const short = await watch(watcher, p, { expires: 2 });
+        const short = await watch(watcher, p, { expires: 600 });
         assert.equal(showsOpen(bodyOf(short.first)), true);
+        // Both refreshed to SHORT_S, then the node is killed; it is restarted only once both ran out.
+        const pubRefresh = await publish(publisher, p, { etag: pub.headers.get('sip-etag')!, expires: SHORT_S });
+        assert.equal(pubRefresh.status, 200);
+        assert.equal((await short.dialog.request(SHORT_S)).status, 200);
+        const runsOut = Date.now() + SHORT_S * 1000;
         await first.kill();
-        await sleep(2600);
+        await pastInstant(runsOut);
 
         const second = await startNode(CONFIG, { dataDir });
         nodes.push(second);
-        const last = await short.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated');
+        const last = await short.dialog.nextNotify(undefined, (r) => parseSubState(r).state === 'terminated');
         assert.equal(parseSubState(last).reason, 'timeout', `Subscription-State: ${last.headers.get('subscription-state')}`);
         assert.equal(last.callId, short.dialog.callId);
         assert.equal(last.fromTag, short.dialog.toTag);
@@ -174,7 +192,7 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         assert.equal(showsOpen(bodyOf(last)), false, 'the final NOTIFY does not show the expired publication open');
 
         const publisher2 = await open(second, proto, uas);
-        const stale = await publish(publisher2, p, { etag: pub.headers.get('sip-etag')!, expires: 60 });
+        const stale = await publish(publisher2, p, { etag: pubRefresh.headers.get('sip-etag')!, expires: 60 });
         assert.equal(stale.status, 412, 'the publication that expired while down is gone');
         const fresh = await watch(publisher2, p, { expires: 60 });
         assert.equal(showsOpen(bodyOf(fresh.first)), false, 'a new watcher sees nothing open');
@@ -195,13 +213,16 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         assert.equal(pub.status, 200);
         const w = await watch(ua, line, { event: 'dialog;sla', expires: 600 });
         assert.equal((await w.dialog.request(0)).status, 200);
-        const last = await w.dialog.nextNotify(3000, (r) => parseSubState(r).state === 'terminated');
-        await sleep(100);
+        // The 200 to the unsubscribe follows the store's commit of the removal: kill right away.
+        const last = await w.dialog.nextNotify(undefined, (r) => parseSubState(r).state === 'terminated');
         await first.kill();
 
         const second = await startNode(cfg, { dataDir });
         nodes.push(second);
         const ua2 = await open(second, proto, uas);
+        // A watcher of the line subscribed after the restart: its NOTIFY for the change below is
+        // sent in the same fan-out a resurrected old dialog would get one from.
+        const control = await watch(ua2, line, { event: 'dialog;sla', expires: 600 });
         const mod = await publish(ua2, line, {
           event: 'dialog;sla',
           etag: pub.headers.get('sip-etag')!,
@@ -210,11 +231,18 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
           expires: 600,
         });
         assert.equal(mod.status, 200);
-        const after = await collectFor(ua, 'NOTIFY', (r) => r.callId === w.dialog.callId && cseqOf(r) > cseqOf(last), 1000);
+        await control.dialog.nextNotify(undefined, (r) => bodyOf(r).includes('terminated'));
+        const after = ua.requests('NOTIFY').filter((r) => r.callId === w.dialog.callId && cseqOf(r) > cseqOf(last));
         assert.deepEqual(
           after.map((r) => `${cseqOf(r)} ${r.headers.get('subscription-state')}`),
           [],
           'no NOTIFY in a dialog the watcher ended before the crash',
+        );
+        const listed = await watcherList(second.rpcPort, line, 'dialog;sla');
+        assert.deepEqual(
+          listed.map((x) => x.call_id).filter((id) => id === w.dialog.callId),
+          [],
+          'the ended subscription is not among the line\'s watchers',
         );
         assert.equal((await sameDialog(ua2, w.dialog).request(600)).status, 481, 'the ended subscription was not resurrected');
       }));
@@ -226,14 +254,18 @@ describe('SIGKILL and restart on the same store', { concurrency: true }, () => {
         const publisher = await open(first, proto, uas);
         const watcher = await open(first, proto, uas);
         const p = uniqueUri('stale');
-        assert.equal((await publish(publisher, p, { body: pidf(p, 'brief', 'open'), expires: 2 })).status, 200);
+        const pub = await publish(publisher, p, { body: pidf(p, 'brief', 'open'), expires: 600 });
+        assert.equal(pub.status, 200);
         const live = await watch(watcher, p, { expires: 600 });
         assert.equal(showsOpen(bodyOf(live.first)), true);
+        // A refresh to SHORT_S (no state change, no NOTIFY), the kill, a restart once it ran out.
+        assert.equal((await publish(publisher, p, { etag: pub.headers.get('sip-etag')!, expires: SHORT_S })).status, 200);
+        const runsOut = Date.now() + SHORT_S * 1000;
         await first.kill();
-        await sleep(2600);
+        await pastInstant(runsOut);
         nodes.push(await startNode(CONFIG, { dataDir }));
         // RFC 6665 §4.2.2 / RFC 3903 §6: the state changed (the soft state is gone), so the watcher is told.
-        const n = await live.dialog.nextNotify(4000, (r) => !showsOpen(bodyOf(r)));
+        const n = await live.dialog.nextNotify(undefined, (r) => !showsOpen(bodyOf(r)));
         assertResumedCseq(cseqOf(n), cseqOf(live.first));
         assert.equal(parseSubState(n).state, 'active');
       }));

@@ -53,7 +53,9 @@ for (const mix of ['udp', 'tcp', 'udp+tcp'] as const) {
 
       const second = await publishAndCollect(publisher, p, 'round-2', dialogs, first.etag);
       second.notifies.forEach((n, i) => assert.ok(cseqOf(n) > cseqOf(first.notifies[i]!), 'CSeq grows per dialog'));
-      assert.ok(second.ms < 2000, `fan-out to ${WATCHERS} took ${second.ms} ms`);
+      // Milliseconds when nothing holds it up; a fan-out that waited on a timer or a retransmission
+      // per watcher would take seconds each. The bound leaves room for a loaded machine.
+      assert.ok(second.ms < 10_000, `fan-out to ${WATCHERS} took ${second.ms} ms`);
     } finally {
       await Promise.all([...uas, publisher].map((u) => u.close()));
     }

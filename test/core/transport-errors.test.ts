@@ -43,7 +43,7 @@ test('a NOTIFY too large for UDP ends the subscription at once (transport error)
     assert.equal((await watchers(p)).length, 1);
     const res = await publish(publisher, p, { body: pidf(p, 't1', 'open', 'x'.repeat(70_000)), expires: 600 });
     assert.equal(res.status, 200, `${res.status} ${res.reason}`);
-    await untilNoWatchers(p, 3000);
+    await untilNoWatchers(p, 16_000); // "at once" next to 32 s (64 × T1) of retransmissions
     const got = await collectFor(watcher, 'NOTIFY', (r) => bodyOf(r).includes('xxxx'), 300);
     assert.deepEqual(got, [], 'nothing of the oversized NOTIFY arrived');
   } finally {
@@ -67,7 +67,7 @@ test('a Contact with port 0 cannot be reached: the subscription ends with its fi
       bare: true,
     });
     assert.equal(res.status, 200);
-    await untilNoWatchers(p, 3000);
+    await untilNoWatchers(p, 16_000); // "at once" next to 32 s (64 × T1) of retransmissions
   }));
 
 test('in-dialog CSeq: the same CSeq again is a refresh (200), a lower one is out of order (500)', () =>

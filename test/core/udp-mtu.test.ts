@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { pidf, publish, watch, uniqueUri, bodyOf } from '../support/presence.js';
+import { pidf, publish, watch, uniqueUri, bodyOf, fetchBarrier } from '../support/presence.js';
+import { EVENT_WAIT_MS } from '../support/wait.js';
 import { StreamFramer } from '../../transport/parser.js';
 import { parseMessage } from '../../transport/parser.js';
 import { SipRequest, createResponse } from '../../transport/message.js';
@@ -74,7 +75,7 @@ test('a NOTIFY larger than udp_mtu to a UDP watcher goes over TCP with a TCP Via
 
     const big = await publish(publisher, p, { body: bigPidf(p, 'large'), expires: 600 });
     assert.equal(big.status, 200);
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + EVENT_WAIT_MS;
     while (tcp.requests.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal(tcp.requests.length, 1, 'the large NOTIFY arrived over TCP');
     const { req, size } = tcp.requests[0]!;
@@ -83,7 +84,9 @@ test('a NOTIFY larger than udp_mtu to a UDP watcher goes over TCP with a TCP Via
     assert.equal(req.callId, w.dialog.callId, 'in the UDP dialog');
     assert.match(req.headers.get('via') ?? '', /^SIP\/2\.0\/TCP 127\.0\.0\.1:\d+;branch=z9hG4bK/, 'RFC 3261 §18.1.1: the top Via names the transport used');
     assert.match(bodyOf(req), /large/);
-    await new Promise((r) => setTimeout(r, 200));
+    // A NOTIFY of another presentity to the same UDP watcher, sent after the large one: its arrival
+    // is the barrier (a fetch of p itself would bring a second large NOTIFY).
+    await fetchBarrier(watcher, uniqueUri('barrier'));
     const udpLarge = watcher.received.filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && bodyOf(r.message as SipRequest).includes('large'));
     assert.equal(udpLarge.length, 0, 'not also over UDP');
   } finally {

@@ -1,6 +1,7 @@
 /**
  * The embedded XCAP server (RFC 4825) end to end: a real node, plain HTTP.
  */
+import { EVENT_WAIT_MS } from '../support/wait.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -146,7 +147,7 @@ test('a 304 carries no Content-Length (RFC 9110 §8.6) and the keep-alive connec
     });
     sock.on('error', reject);
     sock.on('close', () => resolve(got));
-    setTimeout(() => sock.destroy(), 3000);
+    setTimeout(() => sock.destroy(), EVENT_WAIT_MS).unref();
   });
   const [notModified, rest] = raw.split(/\r\n\r\n/, 2);
   assert.match(notModified!, /^HTTP\/1\.1 304 /);
@@ -326,11 +327,18 @@ test('hostile XML gets a 4xx and the node stays up', async () => {
     const sock = connect(node.xcapPort, '127.0.0.1');
     let got = '';
     sock.setEncoding('utf8');
-    sock.on('data', (d: string) => (got += d));
+    sock.on('data', (d: string) => {
+      got += d;
+      // The whole response head is enough: what the node does with the connection afterwards is not the point.
+      if (/^HTTP\/1\.1 \d{3} [\s\S]*?\r\n\r\n/.test(got)) {
+        sock.destroy();
+        resolve(got);
+      }
+    });
     sock.on('error', reject);
     sock.on('close', () => resolve(got));
     sock.write(`PUT /xcap-root${path} HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: 100000000\r\n\r\n<ruleset`);
-    setTimeout(() => sock.destroy(), 3000).unref();
+    setTimeout(() => sock.destroy(), EVENT_WAIT_MS).unref();
   });
   assert.match(raw, /^HTTP\/1\.1 413 /);
   await assertAlive();

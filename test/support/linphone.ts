@@ -20,8 +20,20 @@
  * process the test started, by its PID), which passes it on and arms the same SIGKILL; the
  * wrapper gets SIGKILL itself only if it is still there 5 s later.
  * PRESENCED_TEST_LOGS=1 copies its output to the test's stderr.
+ *
+ * Network: liblinphone 5.1 decides by itself whether "the network" is up, at start and every
+ * 5 s (GenericPlatformHelpers::monitorTimerExpired): it connects a UDP socket to 87.98.157.38
+ * (bctoolbox's stand-in public address) and calls the network down when the source address
+ * it gets is 127.0.0.1. Down, it drops its transports, registration, publication and
+ * subscriptions ("SIP network reachability state is now [DOWN]"), whatever it talks to.
+ * `auto_net_state_mon=0` does not help: the core then waits for the application to call
+ * linphone_core_set_network_reachable(), and linphonec never does (no REGISTER at all).
+ * So a host with only lo and no route out cannot run linphonec as a SIP client; start()
+ * says so at once instead of letting the test time out. test/run-isolated.sh gives its
+ * namespace such a route (over lo, to a second address on lo: nothing leaves the namespace).
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +80,7 @@ export class Linphonec extends TracedClient {
     quitAfterS: number;
     timeoutMs?: number;
   }): Promise<Linphonec> {
+    await requireRouteOut();
     // `timeout` would turn a missing linphonec into exit status 127; ask linphonec itself first.
     const probe = spawnSync(LINPHONEC, ['-v'], { encoding: 'utf8', timeout: 10_000 });
     if ((probe.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') throw new Error(`${LINPHONEC} not found: ${INSTALL_HINT}`);
@@ -161,4 +174,32 @@ export class Linphonec extends TracedClient {
     return `--- linphonec ${this.name} output (tail) ---\n${this.log.slice(-chars)}`;
   }
 
+}
+
+/** The address liblinphone 5.1 (bctoolbox) probes to decide whether the network is up. */
+const PROBE = '87.98.157.38';
+
+/**
+ * Fails unless a UDP socket connected to PROBE gets a source address other than loopback,
+ * the condition liblinphone needs to consider the network up (see the top of this file).
+ * Nothing is sent.
+ */
+async function requireRouteOut(): Promise<void> {
+  const sock = dgram.createSocket('udp4');
+  try {
+    const source = await new Promise<string>((resolve) => {
+      sock.once('error', (err) => resolve(`none (${err.message})`));
+      // The callback gets the error of a connect that failed (ENETUNREACH without a route).
+      sock.connect(5060, PROBE, (err?: Error) => resolve(err ? `none (${err.message})` : sock.address().address));
+    });
+    if (source.startsWith('127.') || source.startsWith('none') || source === '0.0.0.0') {
+      throw new Error(
+        `liblinphone 5.1 would see this host as offline: a UDP socket towards ${PROBE} gets source address ${source}, ` +
+          'and liblinphone then drops its SIP transports within 5 s (linphonec cannot be told otherwise). ' +
+          'Run the suite with test/run-isolated.sh (a namespace with only lo and a route over it), or give the host a route out.',
+      );
+    }
+  } finally {
+    sock.close();
+  }
 }

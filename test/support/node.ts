@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { backstop } from './wait.js';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'core', 'main.js');
 
@@ -91,7 +92,8 @@ export async function startNode(config: Record<string, unknown> = {}, opts: Star
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
 
-  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> => {
+  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>> => {
+    timeoutMs = backstop(timeoutMs);
     const found = logs.find(pred);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {
@@ -110,7 +112,7 @@ export async function startNode(config: Record<string, unknown> = {}, opts: Star
     });
   };
 
-  await waitForLog((l) => l.msg === 'presenced ready', opts.timeoutMs ?? 20_000);
+  await waitForLog((l) => l.msg === 'presenced ready', opts.timeoutMs);
   const port = (msg: string, proto?: string): number => {
     const l = logs.find((x) => x.msg === msg && (proto === undefined || x.proto === proto));
     return l ? Number(l.port) : 0;
@@ -156,7 +158,7 @@ export async function runExpectingFailure(config: unknown): Promise<{ code: numb
   child.stderr.setEncoding('utf8');
   child.stderr.on('data', (c: string) => (stderr += c));
   const code = await new Promise<number | null>((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    const t = setTimeout(() => child.kill('SIGKILL'), backstop());
     child.once('exit', (c) => {
       clearTimeout(t);
       resolve(c);

@@ -217,6 +217,39 @@ export async function collectFor(ua: TestUa, method: string, pred: (r: SipReques
     .filter((m) => m.method === method && pred(m));
 }
 
+/**
+ * A fetch (SUBSCRIBE with Expires: 0, RFC 6665 §4.4.3) of `presentity` from `ua`, waited for
+ * until its terminated NOTIFY arrived: NOTIFYs the node owed `ua` for earlier requests about
+ * that presentity were queued before it. A barrier for "nothing was sent": better than a fixed
+ * window, which is too short on a loaded machine and misses what came before it started.
+ */
+export async function fetchBarrier(ua: TestUa, presentity: string, event = 'presence'): Promise<void> {
+  const { res, dialog } = await subscribe(ua, presentity, { event, expires: 0 });
+  if (res.status < 200 || res.status > 299) throw new Error(`fetch of ${presentity} (${event}) answered ${res.status} ${res.reason}`);
+  await dialog.nextNotify(undefined, (r) => subState(r).startsWith('terminated'));
+}
+
+/**
+ * The requests of `method` matching pred that `ua` received from index `mark` (a
+ * `ua.received.length` taken before the action) on, once fetchBarrier(ua, presentity) is
+ * through: a test asserts the list is empty to show that nothing was sent.
+ */
+export async function receivedSince(
+  ua: TestUa,
+  mark: number,
+  method: string,
+  pred: (r: SipRequest) => boolean,
+  presentity: string,
+  event = 'presence',
+): Promise<SipRequest[]> {
+  await fetchBarrier(ua, presentity, event);
+  return ua.received
+    .slice(mark)
+    .filter((x) => x.message instanceof SipRequest)
+    .map((x) => x.message as SipRequest)
+    .filter((m) => m.method === method && pred(m));
+}
+
 /** A NOTIFY's CSeq number. */
 export function cseqOf(r: SipRequest): number {
   return r.cseq.seq;

@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { SipRequest, SipResponse, createResponse } from '../../transport/message.js';
 import { parseMessage, StreamFramer } from '../../transport/parser.js';
+import { backstop } from './wait.js';
 
 export type UaProto = 'udp' | 'tcp' | 'tls';
 
@@ -40,6 +41,11 @@ export interface Received {
 }
 
 const rand = (n = 6): string => randomBytes(n).toString('hex');
+
+/** What a retransmission of a request repeats: method, Call-ID, CSeq and the branch of its top Via. */
+function transactionKey(req: SipRequest): string {
+  return `${req.method} ${req.callId} ${req.cseq.seq} ${req.topVia.branch}`;
+}
 
 export class TestUa {
   readonly received: Received[] = [];
@@ -223,6 +229,7 @@ export class TestUa {
   }
 
   waitFor(pred: (r: Received) => boolean, timeoutMs = 5000, what = 'a message'): Promise<Received> {
+    timeoutMs = backstop(timeoutMs);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         const i = this.waiters.findIndex((w) => w.resolve === done);
@@ -237,27 +244,29 @@ export class TestUa {
     });
   }
 
-  /** Wait for the next request (e.g. NOTIFY) received after `since` matching pred. */
+  /**
+   * Wait for the next request (e.g. NOTIFY) received after `since` matching pred. Each request is
+   * handed out once, and so is each transaction: a UDP retransmission of a request handed out
+   * already (the node resends a NOTIFY until our 200 reaches it, sooner on a loaded machine) is not
+   * a new request.
+   */
   nextRequest(method: string, pred: (r: SipRequest) => boolean = () => true, timeoutMs = 5000, since = 0): Promise<SipRequest> {
-    const seen = this.received.find(
-      (r) => r.at >= since && r.message instanceof SipRequest && r.message.method === method && pred(r.message) && !this.consumed.has(r),
-    );
-    if (seen) {
-      this.consumed.add(seen);
-      return Promise.resolve(seen.message as SipRequest);
-    }
-    return this.waitFor(
-      (r) => r.message instanceof SipRequest && r.message.method === method && pred(r.message) && !this.consumed.has(r),
-      timeoutMs,
-      method,
-    ).then((r) => {
+    const fresh = (r: Received): boolean =>
+      r.message instanceof SipRequest && r.message.method === method && !this.consumed.has(r) && !this.consumedTransactions.has(transactionKey(r.message)) && pred(r.message);
+    const take = (r: Received): SipRequest => {
       this.consumed.add(r);
+      this.consumedTransactions.add(transactionKey(r.message as SipRequest));
       return r.message as SipRequest;
-    });
+    };
+    const seen = this.received.find((r) => r.at >= since && fresh(r));
+    if (seen) return Promise.resolve(take(seen));
+    return this.waitFor(fresh, timeoutMs, method).then(take);
   }
 
   /** Requests handed out by nextRequest(), so each is returned once. */
   private readonly consumed = new Set<Received>();
+  /** Their transactions (transactionKey), so a retransmission is not handed out as a new request. */
+  private readonly consumedTransactions = new Set<string>();
 
   requests(method: string): SipRequest[] {
     return this.received.filter((r) => r.message instanceof SipRequest && r.message.method === method).map((r) => r.message as SipRequest);

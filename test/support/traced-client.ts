@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { backstop } from './wait.js';
 
 /** One SIP message of a client's trace. */
 export interface TraceMessage {
@@ -45,6 +46,7 @@ export function basicOf(body: string): string | undefined {
 
 /** Poll an asynchronous `probe` every 50 ms until it returns a value. */
 export async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
+  timeoutMs = backstop(timeoutMs);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
@@ -181,6 +183,7 @@ export abstract class TracedClient {
 
   /** Wait until `probe` returns a value, re-checked whenever the client prints or exits. */
   waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 5000): Promise<T> {
+    timeoutMs = backstop(timeoutMs);
     const now = probe();
     if (now !== undefined) return Promise.resolve(now);
     const who = `${this.program} ${this.name}`;
@@ -229,7 +232,7 @@ export abstract class TracedClient {
   /** How it exited, or 'still running' after `ms`. */
   async exitWithin(ms = 5000): Promise<{ code: number | null; signal: NodeJS.Signals | null } | 'still running'> {
     let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'still running'>((r) => (timer = setTimeout(() => r('still running'), ms)));
+    const late = new Promise<'still running'>((r) => (timer = setTimeout(() => r('still running'), backstop(ms))));
     try {
       return await Promise.race([this.exited, late]);
     } finally {

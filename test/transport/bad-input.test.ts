@@ -5,6 +5,7 @@
  * closed over TCP, and a TCP connection holding half a message is closed after
  * tcp_partial_timeout. After each, the node still answers OPTIONS on UDP and TCP.
  */
+import { EVENT_WAIT_MS } from '../support/wait.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -234,13 +235,14 @@ test('TCP: a half-sent message is closed after tcp_partial_timeout (1 s), and do
   );
   // While they hang, the node serves everyone else.
   await stillAnswers();
-  const closedAt = await within(Promise.all([head.closed, body.closed]), 5000, 'close of the half-sent connections');
+  // Closed by the node, whenever it gets to it (a loaded machine may take seconds), not before
+  // the 1 s partial timeout, and for that reason: its log says so for each of the two.
+  const closedAt = await within(Promise.all([head.closed, body.closed]), EVENT_WAIT_MS, 'close of the half-sent connections');
   for (const at of closedAt) {
     const held = at - t0;
     assert.ok(held >= 900, `closed after ${held} ms, before the 1 s partial timeout`);
-    assert.ok(held <= 3500, `closed after ${held} ms`);
   }
-  await node.waitForLog((l) => l.msg === 'closing TCP connection: incomplete message timed out', 1000);
+  await node.waitForLog((l) => l.msg === 'closing TCP connection: incomplete message timed out' && node.logs.filter((x) => x.msg === l.msg).length >= 2);
   await stillAnswers();
 });
 

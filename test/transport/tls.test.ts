@@ -5,13 +5,14 @@
  * is gone, the next NOTIFY opens a new TLS connection to its Contact, verifying the certificate
  * (tls_ca_list), and a node that cannot verify it does not deliver.
  */
+import { backstop } from '../support/wait.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
 import { makeTestCertificate, type TestCertificate } from '../support/tls-cert.js';
 import { pidf, publish, showsOpen, watch, bodyOf, uniqueUri, sleep } from '../support/presence.js';
-import { rpc } from '../support/rpc.js';
+import { rpc, metric, untilMetric } from '../support/rpc.js';
 
 let cert: TestCertificate;
 let node: RunningNode;
@@ -46,6 +47,7 @@ async function tlsUa(port = node.tlsPort): Promise<TestUa> {
 const viaOf = (m: { headers: { get(n: string): string | undefined } }): string => m.headers.get('via') ?? '';
 
 async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  timeoutMs = backstop(timeoutMs);
   const end = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
@@ -89,9 +91,10 @@ test("when the watcher's TLS connection is closed, the next NOTIFY opens a new T
   assert.equal(p.status, 200);
   const { first } = await watch(watcher, presentity);
 
+  // The node forgets the connection when it sees it close: wait until it has.
+  const open = await metric(node.rpcPort, 'presenced_sip_connections');
   await watcher.disconnect();
-  // The node forgets the connection when it sees it close.
-  await sleep(100);
+  await untilMetric(node.rpcPort, 'presenced_sip_connections', (n) => n < open, 'the node to see the connection close');
 
   const p2 = await publish(publisher, presentity, { etag: p.headers.get('sip-etag')!, body: pidf(presentity, 't1', 'closed', 'away') });
   assert.equal(p2.status, 200);
@@ -122,8 +125,9 @@ test('a node that cannot verify the watcher certificate delivers no NOTIFY over 
     const p = await publish(publisher, presentity, { body: pidf(presentity, 't1', 'open') });
     assert.equal(p.status, 200);
     const { first } = await watch(watcher, presentity);
+    const open = await metric(strict.rpcPort, 'presenced_sip_connections');
     await watcher.disconnect();
-    await sleep(100);
+    await untilMetric(strict.rpcPort, 'presenced_sip_connections', (n) => n < open, 'the node to see the connection close');
     const p2 = await publish(publisher, presentity, { etag: p.headers.get('sip-etag')!, body: pidf(presentity, 't1', 'closed') });
     assert.equal(p2.status, 200);
     const failed = await strict.waitForLog((l) => l.msg === 'NOTIFY not accepted' && l.callId === first.callId, 5000);

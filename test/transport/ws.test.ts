@@ -6,12 +6,13 @@
  * connection towards a WebSocket client). Then: the "sip" subprotocol is required, and a
  * watcher whose WebSocket died is dropped at the next NOTIFY without harming the node.
  */
+import { EVENT_WAIT_MS } from '../support/wait.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Subscriber } from 'jssip/lib/Subscriber.js';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { rpc } from '../support/rpc.js';
+import { rpc, metric, untilMetric } from '../support/rpc.js';
 import { pidf, publish, showsOpen, tuplesOf, xpathTexts, sleep } from '../support/presence.js';
 import { JsSipClient, SubscriberEvents, WebSocket, WS_OPEN, type WsSocket } from '../support/ws-client.js';
 import { SipResponse, type SipRequest } from '../../transport/message.js';
@@ -174,14 +175,15 @@ test('watchers whose WebSocket closed or died are dropped at the next NOTIFY; th
 
     // One connection is destroyed with no close frame (a crashed tab), the other closed cleanly;
     // neither watcher unsubscribed.
+    const open = await metric(node.rpcPort, 'presenced_sip_connections');
     await killed.kill();
     await closed.stop();
-    await sleep(100);
+    await untilMetric(node.rpcPort, 'presenced_sip_connections', (n) => n <= open - 2, 'the node to see both connections go');
 
     // A PUBLISH now has NOTIFYs for two watchers with no way to reach them.
     const res = await publish(udp, ALICE, { body: pidf(ALICE, 'udp-b', 'open'), expires: 60 });
     assert.equal(res.status, 200, `PUBLISH over UDP → ${res.status} ${res.reason}`);
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + EVENT_WAIT_MS;
     let left = await watchers();
     while (left.length > 0 && Date.now() < deadline) {
       await sleep(100);
