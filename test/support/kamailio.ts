@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { TestUa } from './sip-ua.js';
+import { SipResponse } from '../../transport/message.js';
 
 export const KAMAILIO = process.env.KAMAILIO ?? 'kamailio';
 /** dist/test/support/kamailio.js → <repo>/deploy/kamailio/kamailio.cfg */
@@ -78,26 +79,25 @@ export async function startKamailio(o: KamailioOptions): Promise<RunningKamailio
     rmSync(dir, { recursive: true, force: true });
   };
 
-  // Ready when it answers OPTIONS (probing until it does, or it exits).
+  // Ready when it answers OPTIONS: one probe, resent every 250 ms (as a UDP client retransmits)
+  // until Kamailio answers it, or exits. Nothing here waits for a timeout to pass.
   const ua = await TestUa.open('udp', port);
+  let resend: NodeJS.Timeout | undefined;
   try {
-    const deadline = Date.now() + (o.timeoutMs ?? 15_000);
-    let gone = false;
-    void exited.then(() => (gone = true));
-    for (;;) {
-      if (gone) throw new Error(`kamailio exited before it was ready:\n${log.join('').slice(-3000)}`);
-      if (Date.now() > deadline) throw new Error(`kamailio did not answer OPTIONS on ${port}:\n${log.join('').slice(-3000)}`);
-      try {
-        const res = await ua.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${port}` }, 300);
-        if (res.status === 200) break;
-      } catch {
-        // no answer yet: probe again
-      }
-    }
+    const probe = ua.build({ method: 'OPTIONS', uri: `sip:127.0.0.1:${port}`, callId: `kamailio-ready-${port}-${Date.now()}` });
+    const branch = probe.topVia.branch;
+    const answered = ua.waitFor((r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch, o.timeoutMs ?? 60_000, 'Kamailio answering OPTIONS');
+    const raw = probe.toBuffer();
+    ua.sendRaw(raw);
+    resend = setInterval(() => ua.sendRaw(raw), 250);
+    const outcome = await Promise.race([answered.then(() => 'ready' as const), exited.then(() => 'exited' as const)]).catch((err: Error) => err);
+    if (outcome === 'exited') throw new Error(`kamailio exited before it was ready:\n${log.join('').slice(-3000)}`);
+    if (outcome instanceof Error) throw new Error(`kamailio did not answer OPTIONS on ${port} (${outcome.message}):\n${log.join('').slice(-3000)}`);
   } catch (err) {
     await stop();
     throw err;
   } finally {
+    if (resend) clearInterval(resend);
     await ua.close();
   }
   return { pid: child.pid!, port, domain, log, stop };
