@@ -25,7 +25,23 @@ export interface SipSender {
   addressReady(proto: Protocol, peer: string): Promise<unknown> | undefined;
 }
 
+/** The dialog's last NOTIFY, for presence.explain: what left, when, and how it was answered. */
+export interface LastNotify {
+  /** When it left (ms since epoch). */
+  at: number;
+  cseq: number;
+  subscriptionState: string;
+  /** The body as sent (the string shared by every watcher of that change, not a copy). */
+  body: string | undefined;
+  /** The final response's status (408 timeout, 503 transport error), 0 while unanswered. */
+  status: number;
+  /** Why it failed, when it did. */
+  why: string;
+}
+
 export class NotifierDialog {
+  /** The last NOTIFY sent in this dialog (one object per dialog, overwritten by each NOTIFY). */
+  lastNotify: LastNotify | undefined;
   /** A NOTIFY of this subscription is awaiting its final response (or a node-wide slot). */
   inFlight = false;
   /** Sent once the in-flight NOTIFY is answered (RFC 6665 §4.2.2: one NOTIFY at a time, newest state). */

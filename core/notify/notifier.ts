@@ -249,6 +249,13 @@ export class Notifier {
       const wire = sub.template(this.contact);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') sub.rate.sent();
+      const last = (sub.lastNotify ??= { at: 0, cseq: 0, subscriptionState: '', body: undefined, status: 0, why: '' });
+      last.at = Date.now();
+      last.cseq = cseq;
+      last.subscriptionState = state;
+      last.body = body;
+      last.status = 0;
+      last.why = '';
       const outcome = await this.deps.sender.sendRequest(wire.request(cseq, state, this.encode(body), pkg?.notifyType), wire.target);
       const forgetting = this.afterOutcome(sub, pending, outcome);
       if (forgetting) await forgetting;
@@ -303,10 +310,12 @@ export class Notifier {
   private afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> | undefined {
     const rec = sub.record;
     const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
+    if (sub.lastNotify) sub.lastNotify.status = status;
     if (status >= 200 && status < 300) this.stats.sent++;
     else {
       this.stats.failed++;
       const why = outcome.kind === 'transport-error' ? outcome.error.message : outcome.kind === 'timeout' ? 'timeout (Timer F)' : `${status}`;
+      if (sub.lastNotify) sub.lastNotify.why = why;
       this.deps.log.info({ callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why }, 'NOTIFY not accepted');
     }
     if (pending.kind === 'terminate') {

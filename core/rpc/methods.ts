@@ -4,7 +4,7 @@
  */
 import { RpcError, INVALID_PARAMS } from './errors.js';
 import { VERSION } from '../version.js';
-import { presentityOf } from '../uris.js';
+import { presentityOf, uriAor } from '../uris.js';
 import { SipError } from '../errors.js';
 import type { WorkerPool } from '../pool.js';
 import type { StoreReader } from '../store/interfaces.js';
@@ -151,6 +151,87 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
     const out: Array<{ auid: string; xui: string; name: string; etag: string; content_type: string }> = [];
     for (const d of node.store.allXcapDocuments()) if (d.xui) out.push({ auid: d.auid, xui: d.xui, name: d.name, etag: d.etag, content_type: d.contentType });
     return out;
+  });
+
+  // presenced's own: why a watcher sees what it sees (issue 16). Everything the node knows about
+  // one watcher of one presentity and event, in the order an operator asks about it.
+  const explainUsage = 'presence.explain presentity_uri event watcher_uri';
+  m.set('presence.explain', async (p) => {
+    arity(p, 3, 3, explainUsage);
+    const uri = presentity(str(p, 0, 'presentity_uri', explainUsage));
+    const event = eventOf(str(p, 1, 'event', explainUsage));
+    const watcherArg = str(p, 2, 'watcher_uri', explainUsage);
+    let watcher: string;
+    try {
+      watcher = uriAor(watcherArg);
+    } catch {
+      throw new RpcError(INVALID_PARAMS, `"${watcherArg}" is not a watcher URI (sip:user@domain)`);
+    }
+    const pkg = node.packages.get(event)!;
+    const now = Date.now();
+    const secs = (ms: number): number => Math.max(0, Math.round((ms - now) / 1000));
+    const subscriptions = [...node.subscriptions.watchersOf(uri, event)]
+      .filter((s) => uriAor(s.record.watcherUri) === watcher)
+      .map((s) => {
+        const r = s.record;
+        const last = s.lastNotify;
+        return {
+          state: r.state,
+          sub_handling: r.subHandling,
+          expires: secs(r.expiresAt),
+          dialog: { call_id: r.callId, local_tag: r.localTag, remote_tag: r.remoteTag },
+          contact: r.remoteTarget,
+          route_set: r.routeSet,
+          transport: r.transport,
+          source: `${r.sourceAddress}:${r.sourcePort}`,
+          notify_cseq: r.localCseq,
+          rate: r.minInterval || r.maxInterval ? { min_interval: r.minInterval, max_interval: r.maxInterval } : undefined,
+          last_notify: last
+            ? {
+                sent: new Date(last.at).toISOString(),
+                seconds_ago: Math.round((now - last.at) / 1000),
+                cseq: last.cseq,
+                subscription_state: last.subscriptionState,
+                outcome: last.status === 0 ? 'no final response yet' : last.status >= 200 && last.status < 300 ? `${last.status} accepted` : `${last.status} ${last.why}`,
+                body: last.body ?? null,
+              }
+            : 'no NOTIFY sent in this dialog yet',
+        };
+      });
+    const waiting = event === 'presence' ? node.watcherInfo.waitingOf(uri).filter((w) => uriAor(w.watcherUri) === watcher) : [];
+    // The package's policy for this watcher now, and the pres-rules behind it (RFC 4745/5025).
+    const policy = await node.authorization.evaluate(uri, watcher, pkg);
+    const rulesDoc = node.store.getXcap('pres-rules', uri, 'index') ?? node.store.xcapDocumentsOf('pres-rules', uri)[0];
+    let rules: unknown;
+    if (!rulesDoc) rules = { document: null, verdict: 'no pres-rules document: no rule matches, so the watcher is confirm (pending), as presence_xml says' };
+    else {
+      const o = await node.pool.run('rules.evaluate', { presentityUri: uri, watcherUri: watcher });
+      rules = {
+        document: `pres-rules/users/${rulesDoc.xui}/${rulesDoc.name}`,
+        etag: rulesDoc.etag,
+        matched_rules: o.matchedRules,
+        sub_handling: o.handling,
+        transformations: o.transformations ?? null,
+        winfo_handling: o.winfoHandling,
+        verdict: o.matchedRules.length === 0 ? 'no rule matches this watcher: confirm (pending), as presence_xml says' : `rules ${o.matchedRules.join(', ')} match: the highest sub-handling wins (RFC 5025 §3.2.1)`,
+      };
+    }
+    return {
+      presentity_uri: uri,
+      event,
+      watcher_uri: watcher,
+      subscriptions: subscriptions.length > 0 ? subscriptions : 'no live subscription of this watcher',
+      waiting: waiting.map((w) => ({ status: 'waiting', expires: secs(w.waitingUntil ?? now) })),
+      authorization: { package_policy: policy.handling, transformed_body: policy.bodyKey !== '', rules },
+      publications: node.publications.of(uri, event).map((x) => ({
+        etag: x.entityTag,
+        expires: secs(x.expiresAt),
+        received_time: new Date(x.receivedAt).toISOString(),
+        sender: x.sender,
+        content_type: x.contentType,
+        bytes: x.body.byteLength,
+      })),
+    };
   });
 
   const basicUsage = 'presence.check_basic presentity_uri status';

@@ -61,6 +61,11 @@ test('the console shows a presentity published and watched over SIP: publication
     const row = section.locator(`tr[data-watcher="${watcherUri}"]`);
     assert.equal(await row.count(), 1, 'the watcher');
     assert.equal(await row.locator('.state').innerText(), 'pending', 'no pres-rules: pending, as presence_xml says');
+    // The watcher's explain (presence.explain): no pres-rules document, so pending, and why.
+    await row.locator('button.explain').click();
+    const explained = await row.locator('pre.explained').innerText();
+    assert.match(explained, /no pres-rules document/);
+    assert.match(explained, /"last_notify"/);
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: join(ARTIFACTS, 'console.png'), fullPage: true });
     // An unknown presentity says so, an invalid URI shows the RPC's error.
