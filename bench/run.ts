@@ -48,7 +48,13 @@ async function start(kind: string, args: BenchArgs, workers: number): Promise<St
   if (kind === 'ceiling') return { target: await startNullServer() };
   if (kind === 'kamailio') return { target: await startKamailio({ children: args.kamailioChildren, label: 'kamailio' }) };
   if (kind === 'external') return { target: externalTarget({ sip: args.sip!, xcap: args.xcap, rpc: args.rpc, pid: args.pid }) };
-  const t = await startPresenced({ workerThreads: workers, cpuProf: args.cpuProf, rules: args.rules, label: `presenced-w${workers}`, extra: args.nodeConfig });
+  const t = await startPresenced({
+    workerThreads: workers,
+    cpuProf: args.cpuProf,
+    rules: args.rules,
+    label: `presenced-w${workers}`,
+    extra: args.nodeConfig,
+  });
   return { target: t, profile: () => t.profileDir };
 }
 
@@ -70,7 +76,11 @@ async function rpcVersion(url: string | undefined): Promise<string | undefined> 
 
 function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   const cols = figs.map((f) => f.target);
-  const row = (figure: string, unit: string, get: (f: LoadFigures) => number | undefined): Cell[] => [figure, unit, ...figs.map((f) => get(f))];
+  const row = (figure: string, unit: string, get: (f: LoadFigures) => number | undefined): Cell[] => [
+    figure,
+    unit,
+    ...figs.map((f) => get(f)),
+  ];
   const rows: Cell[][] = [['figure', 'unit', ...cols]];
   rows.push(row('PUBLISH mix sustained (2xx)', 'req/s', (f) => f.publish?.perSecond));
   rows.push(row('  failures (non-2xx + timeouts)', '%', (f) => f.publish?.failurePct));
@@ -87,7 +97,9 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
     rows.push(row('  503 latency p99', 'ms', (f) => f.overload?.refusedLatencyMs.p99));
     rows.push(row('  other non-2xx', 'count', (f) => f.overload?.otherFailures));
     rows.push(row('  unanswered', 'count', (f) => f.overload?.unanswered));
-    rows.push(row('  unanswered', '% of sent', (f) => (f.overload ? (100 * f.overload.unanswered) / Math.max(1, f.overload.sent) : undefined)));
+    rows.push(
+      row('  unanswered', '% of sent', (f) => (f.overload ? (100 * f.overload.unanswered) / Math.max(1, f.overload.sent) : undefined)),
+    );
     rows.push(row('  next PUBLISH after the burst', 'status', (f) => f.overload?.after.status));
     rows.push(row('  its latency', 'ms', (f) => f.overload?.after.latencyMs));
     rows.push(row('  RSS before', 'MiB', (f) => (f.overload?.rssBefore !== undefined ? f.overload.rssBefore / 2 ** 20 : undefined)));
@@ -105,14 +117,22 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   rows.push(row('  driver CPU', '% of a core', (f) => f.subscribe?.cpu.driverPct));
   for (let i = 0; i < args.watchers.length; i++) {
     const w = args.watchers[i]!;
-    rows.push(row(`NOTIFY fan-out, ${w.toLocaleString('en-US')} watchers × ${args.fanoutPresentities}`, 'NOTIFY/s', (f) => f.fanout[i]?.notifiesPerSecond));
+    rows.push(
+      row(
+        `NOTIFY fan-out, ${w.toLocaleString('en-US')} watchers × ${args.fanoutPresentities}`,
+        'NOTIFY/s',
+        (f) => f.fanout[i]?.notifiesPerSecond,
+      ),
+    );
     rows.push(row('  changes published', 'count', (f) => f.fanout[i]?.cycles));
     rows.push(row('  changes not fully delivered', 'count', (f) => f.fanout[i]?.incompleteCycles));
     rows.push(row('  change → last NOTIFY p50 (under load)', 'ms', (f) => f.fanout[i]?.cycleMs.p50));
     rows.push(row('  target CPU', '% of a core', (f) => f.fanout[i]?.cpu.targetPct));
     rows.push(row('  driver CPU', '% of a core', (f) => f.fanout[i]?.cpu.driverPct));
   }
-  rows.push(row(`PUBLISH→last NOTIFY, ${figs.find((f) => f.latency)?.latency?.watchers ?? 1000} watchers, p50`, 'ms', (f) => f.latency?.p50Ms));
+  rows.push(
+    row(`PUBLISH→last NOTIFY, ${figs.find((f) => f.latency)?.latency?.watchers ?? 1000} watchers, p50`, 'ms', (f) => f.latency?.p50Ms),
+  );
   rows.push(row('  p99 (nearest rank of the samples)', 'ms', (f) => f.latency?.p99Ms));
   rows.push(row('  samples', 'count', (f) => f.latency?.samples));
   rows.push(row('BLF: dialog PUBLISH sustained (2xx; early, confirmed, terminated, removal)', 'req/s', (f) => f.blf?.publish?.perSecond));
@@ -120,7 +140,9 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   rows.push(row('  latency p50', 'ms', (f) => f.blf?.publish?.latencyMs.p50));
   rows.push(row('  latency p99', 'ms', (f) => f.blf?.publish?.latencyMs.p99));
   rows.push(row('  target CPU', '% of a core', (f) => f.blf?.publish?.cpu.targetPct));
-  rows.push(row(`BLF: call state change → last of ${BLF_WATCHERS.toLocaleString('en-US')} dialog NOTIFYs, p50`, 'ms', (f) => f.blf?.latency?.p50Ms));
+  rows.push(
+    row(`BLF: call state change → last of ${BLF_WATCHERS.toLocaleString('en-US')} dialog NOTIFYs, p50`, 'ms', (f) => f.blf?.latency?.p50Ms),
+  );
   rows.push(row('  p99 (nearest rank of the samples)', 'ms', (f) => f.blf?.latency?.p99Ms));
   rows.push(row('  samples', 'count', (f) => f.blf?.latency?.samples));
   rows.push(row('  changes not fully delivered', 'count', (f) => f.blf?.latency?.incomplete));
@@ -137,7 +159,12 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   const kam = figs.find((f) => f.target === 'kamailio');
   let ratio = '';
   if (kam) {
-    const lines: Cell[][] = [['figure (higher is better for presenced)', ...figs.filter((f) => f.target.startsWith('presenced')).map((f) => `${f.target} ÷ kamailio`)]];
+    const lines: Cell[][] = [
+      [
+        'figure (higher is better for presenced)',
+        ...figs.filter((f) => f.target.startsWith('presenced')).map((f) => `${f.target} ÷ kamailio`),
+      ],
+    ];
     const r = (name: string, get: (f: LoadFigures) => number | undefined, invert = false): void => {
       lines.push([
         name,
@@ -157,7 +184,8 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
     r('BLF dialog PUBLISH/s', (f) => f.blf?.publish?.perSecond);
     r('BLF change → last of 1,000 NOTIFYs p50 (kamailio ÷ presenced)', (f) => f.blf?.latency?.p50Ms, true);
     r('memory/subscription (kamailio ÷ presenced)', (f) => f.memory?.pssBytesPerSubscription, true);
-    if (settle !== undefined) r('memory/subscription settled (kamailio ÷ presenced)', (f) => f.memory?.settled?.pssBytesPerSubscription, true);
+    if (settle !== undefined)
+      r('memory/subscription settled (kamailio ÷ presenced)', (f) => f.memory?.settled?.pssBytesPerSubscription, true);
     ratio = '\n\n' + table(lines);
   }
   return table(rows) + ratio;
@@ -173,7 +201,14 @@ async function main(): Promise<void> {
   out(`machine: ${machineLine(m)}`);
   out(`command: ${command}`);
   out('Figures from a shared or busy machine are noisy: compare runs made on the same quiet machine only.');
-  const results: Record<string, unknown> = { startedAt, machine: m, command, args: { ...args, phases: [...args.phases], filter: args.filter?.source }, micro: [], load: [] };
+  const results: Record<string, unknown> = {
+    startedAt,
+    machine: m,
+    command,
+    args: { ...args, phases: [...args.phases], filter: args.filter?.source },
+    micro: [],
+    load: [],
+  };
 
   if (args.micro) {
     out(`\n── micro-benchmarks (tinybench, ${args.microTime} ms per task) ──`);
@@ -214,7 +249,9 @@ async function main(): Promise<void> {
       figs.push(fig);
       for (const n of fig.notes) out(`  note: ${n}`);
       if (fig.driver.timeouts || fig.unknownNotifies || fig.repeatedNotifies) {
-        out(`  driver: ${fig.driver.timeouts} request timeouts, ${fig.repeatedNotifies} NOTIFY retransmissions received, ${fig.unknownNotifies} NOTIFYs for unknown dialogs`);
+        out(
+          `  driver: ${fig.driver.timeouts} request timeouts, ${fig.repeatedNotifies} NOTIFY retransmissions received, ${fig.unknownNotifies} NOTIFYs for unknown dialogs`,
+        );
       }
       const prof = s.profile?.();
       if (prof) {

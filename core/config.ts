@@ -166,7 +166,8 @@ function parseAdvertise(text: string, words: string[], key: string): { host: str
   const usage = `${key}: "${text}" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")`;
   if (words.length !== 2 || words[0]!.toLowerCase() !== 'advertise') throw new ConfigError(usage);
   const m = /^(\[[^\]]+\]|[^:\[\]]+)(?::(\d{1,5}))?$/.exec(words[1]!);
-  if (!m || !isHost(m[1]!)) throw new ConfigError(`${key}: advertise "${words[1]}" is not host[:port] with an IP address or a DNS name as host`);
+  if (!m || !isHost(m[1]!))
+    throw new ConfigError(`${key}: advertise "${words[1]}" is not host[:port] with an IP address or a DNS name as host`);
   const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : m[1]!;
   if (m[2] === undefined) return { host };
   const port = Number(m[2]);
@@ -226,7 +227,8 @@ const nodeName: Check = (v, key) => {
 
 const xcapRoot: Check = (v, key) => {
   const s = str(v, key) as string;
-  if (!/^\/[A-Za-z0-9\-._~/]*[^/]$/.test(s)) throw new ConfigError(`${key}: must be an absolute path without a trailing slash, e.g. /xcap-root`);
+  if (!/^\/[A-Za-z0-9\-._~/]*[^/]$/.test(s))
+    throw new ConfigError(`${key}: must be an absolute path without a trailing slash, e.g. /xcap-root`);
   return s;
 };
 
@@ -337,13 +339,16 @@ export function buildConfig(raw: unknown): Config {
   for (const [key, [def, check]] of Object.entries(SCHEMA)) out[key] = check(key in input ? input[key] : def, key);
   const cfg = out as unknown as Config;
   cfg.db_path = cfg.db_url.slice('lmdb:'.length);
-  if (cfg.min_expires > cfg.max_expires) throw new ConfigError(`min_expires (${cfg.min_expires}) must not exceed max_expires (${cfg.max_expires})`);
+  if (cfg.min_expires > cfg.max_expires)
+    throw new ConfigError(`min_expires (${cfg.min_expires}) must not exceed max_expires (${cfg.max_expires})`);
   if (cfg.default_expires > cfg.max_expires) {
     throw new ConfigError(`default_expires (${cfg.default_expires}) must not exceed max_expires (${cfg.max_expires})`);
   }
   if (cfg.sip_t2 < cfg.sip_t1) throw new ConfigError(`sip_t2 (${cfg.sip_t2}) must not be below sip_t1 (${cfg.sip_t1})`);
   if (!cfg.integrated_xcap_server && cfg.xcap_server.length === 0 && !cfg.force_active && !cfg.passive_mode) {
-    throw new ConfigError('xcap_server: at least one XCAP server URL is required when integrated_xcap_server is 0 (or set force_active to 1)');
+    throw new ConfigError(
+      'xcap_server: at least one XCAP server URL is required when integrated_xcap_server is 0 (or set force_active to 1)',
+    );
   }
   for (const [i, u] of cfg.xcap_server.entries()) {
     if (!/^https?:\/\/[^/\s]+(\/\S*)?$/.test(u)) throw new ConfigError(`xcap_server[${i}]: "${u}" is not an http(s) URL of an XCAP root`);
@@ -356,16 +361,22 @@ export function buildConfig(raw: unknown): Config {
     const l = cfg.listen[secure]!;
     for (const key of ['tls_certificate', 'tls_private_key'] as const) {
       if (cfg[key] === '') {
-        throw new ConfigError(`${key}: required by listen[${secure}] (${l.proto}:${l.address}:${l.port}); set it to the path of a PEM file`);
+        throw new ConfigError(
+          `${key}: required by listen[${secure}] (${l.proto}:${l.address}:${l.port}); set it to the path of a PEM file`,
+        );
       }
     }
   }
   if (cfg.udp_mtu > 0 && cfg.udp_mtu_try_proto !== 'udp' && !cfg.listen.some((l) => l.proto === cfg.udp_mtu_try_proto)) {
-    throw new ConfigError(`udp_mtu_try_proto: ${cfg.udp_mtu_try_proto} needs a ${cfg.udp_mtu_try_proto} listener in listen (or set udp_mtu to 0)`);
+    throw new ConfigError(
+      `udp_mtu_try_proto: ${cfg.udp_mtu_try_proto} needs a ${cfg.udp_mtu_try_proto} listener in listen (or set udp_mtu to 0)`,
+    );
   }
   cfg.duplicate_to = cfg.duplicate_uri === '' ? undefined : captureAddress(cfg.duplicate_uri);
   if (cfg.trace_on && !cfg.duplicate_to) {
-    throw new ConfigError('duplicate_uri: required when trace_on is 1; the capture server as sip:HOST:PORT (Homer listens on sip:127.0.0.1:9060 by default)');
+    throw new ConfigError(
+      'duplicate_uri: required when trace_on is 1; the capture server as sip:HOST:PORT (Homer listens on sip:127.0.0.1:9060 by default)',
+    );
   }
   if ((cfg.tls_certificate === '') !== (cfg.tls_private_key === '')) {
     const missing = cfg.tls_certificate === '' ? 'tls_certificate' : 'tls_private_key';
@@ -380,7 +391,9 @@ function captureAddress(uri: string): { host: string; port: number } {
   const host = m?.[1]?.replace(/^\[|\]$/g, '');
   const port = m?.[2] === undefined ? 9060 : Number(m[2]);
   if (!m || !host || isIP(host) === 0 || port < 1 || port > 65535) {
-    throw new ConfigError(`duplicate_uri: "${uri}" is not sip:IP:PORT (the capture server's address and UDP port, e.g. sip:127.0.0.1:9060)`);
+    throw new ConfigError(
+      `duplicate_uri: "${uri}" is not sip:IP:PORT (the capture server's address and UDP port, e.g. sip:127.0.0.1:9060)`,
+    );
   }
   return { host, port };
 }

@@ -57,7 +57,11 @@ export function requestTarget(req: http.IncomingMessage): RequestTarget | undefi
  * with 413 before the client sends it, instead of node:http's automatic 100 Continue; other
  * requests get their 100 and go to `handler`.
  */
-export function refuseLargeBeforeContinue(server: http.Server, maxBody: number, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): void {
+export function refuseLargeBeforeContinue(
+  server: http.Server,
+  maxBody: number,
+  handler: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+): void {
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (Number(req.headers['content-length'] ?? 0) > maxBody) {
       const body = `the body is larger than ${maxBody} bytes\n`;

@@ -21,7 +21,12 @@ export function overloadSettings(config: Config): OverloadSettings {
     maxUdpQueueBytes: config.overload_max_udp_queue,
     minInFlight: config.overload_min_inflight,
     retryAfter: config.overload_retry_after,
-    names: { maxInFlight: 'overload_max_inflight', maxLoopLagMs: 'overload_max_loop_lag', maxServerTransactions: 'max_server_transactions', maxUdpQueueBytes: 'overload_max_udp_queue' },
+    names: {
+      maxInFlight: 'overload_max_inflight',
+      maxLoopLagMs: 'overload_max_loop_lag',
+      maxServerTransactions: 'max_server_transactions',
+      maxUdpQueueBytes: 'overload_max_udp_queue',
+    },
   };
 }
 
@@ -61,16 +66,22 @@ export class StateLimits {
    */
   checkPublication(presentityUri: string, ofPresentity: number, total: number, callId: string | undefined): void {
     const c = this.config;
-    if (c.max_publications > 0 && total >= c.max_publications) this.refuse('max_publications', c.max_publications, { publications: total, callId });
+    if (c.max_publications > 0 && total >= c.max_publications)
+      this.refuse('max_publications', c.max_publications, { publications: total, callId });
     if (c.max_publications_per_presentity > 0 && ofPresentity >= c.max_publications_per_presentity) {
-      this.refuse('max_publications_per_presentity', c.max_publications_per_presentity, { presentityUri, publications: ofPresentity, callId });
+      this.refuse('max_publications_per_presentity', c.max_publications_per_presentity, {
+        presentityUri,
+        publications: ofPresentity,
+        callId,
+      });
     }
   }
 
   /** Before a new subscription is created (a fetch creates none, and is not limited). */
   checkSubscription(watcherAor: string, total: number, callId: string | undefined): void {
     const c = this.config;
-    if (c.max_subscriptions > 0 && total >= c.max_subscriptions) this.refuse('max_subscriptions', c.max_subscriptions, { subscriptions: total, callId });
+    if (c.max_subscriptions > 0 && total >= c.max_subscriptions)
+      this.refuse('max_subscriptions', c.max_subscriptions, { subscriptions: total, callId });
     const mine = this.perWatcher.get(watcherAor) ?? 0;
     if (c.max_subscriptions_per_watcher > 0 && mine >= c.max_subscriptions_per_watcher) {
       this.refuse('max_subscriptions_per_watcher', c.max_subscriptions_per_watcher, { watcher: watcherAor, subscriptions: mine, callId });

@@ -11,7 +11,9 @@ import { rpcCommand } from './cli.js';
 import { ListenError } from '../transport/listen.js';
 
 function usage(): never {
-  process.stderr.write('usage: presenced [--config FILE] [--version]\n       presenced rpc [--url URL | --config FILE | --cluster FILE] METHOD [PARAM ...]\n');
+  process.stderr.write(
+    'usage: presenced [--config FILE] [--version]\n       presenced rpc [--url URL | --config FILE | --cluster FILE] METHOD [PARAM ...]\n',
+  );
   process.exit(2);
 }
 

@@ -73,7 +73,11 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
   };
   gauge('presenced_subscriptions', 'Live subscriptions (all event packages).', () => stats.subscriptions);
   // Counted in memory: a store scan per scrape would stall the SIP thread on a large store.
-  gauge('presenced_presentities', 'Presentity and event package pairs with at least one live publication (a presentity publishing presence and dialog counts twice).', () => stats.presentities);
+  gauge(
+    'presenced_presentities',
+    'Presentity and event package pairs with at least one live publication (a presentity publishing presence and dialog counts twice).',
+    () => stats.presentities,
+  );
   // Per event package (presence, dialog, reg, ...): what a BLF platform watches first.
   new Gauge({
     name: 'presenced_event_subscriptions',
@@ -121,21 +125,30 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
   const byStatus = (m: Map<string, Map<number, number>>): Array<[string[], number]> =>
     [...m].flatMap(([method, statuses]) => [...statuses].map(([status, n]): [string[], number] => [[method, String(status)], n]));
   const sip = stats.sip;
-  labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () => flat(sip.requestsReceived));
+  labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () =>
+    flat(sip.requestsReceived),
+  );
   labelled(
     'presenced_sip_requests_by_event_total',
     'PUBLISH, SUBSCRIBE and NOTIFY received, by method and event package (other = a package this node does not serve, none = no Event header).',
     ['method', 'event'],
     () => [...sip.requestsByEvent].flatMap(([method, events]) => [...events].map(([event, n]): [string[], number] => [[method, event], n])),
   );
-  labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () => byStatus(sip.responsesSent));
+  labelled('presenced_sip_responses_total', 'SIP responses sent, by request method and status code.', ['method', 'status'], () =>
+    byStatus(sip.responsesSent),
+  );
   labelled(
     'presenced_sip_responses_received_total',
     'Responses to the requests the node sends (NOTIFY), by method and status code.',
     ['method', 'status'],
     () => byStatus(sip.responsesReceived),
   );
-  labelled('presenced_sip_dropped_total', 'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).', ['reason'], () => flat(sip.dropped));
+  labelled(
+    'presenced_sip_dropped_total',
+    'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).',
+    ['reason'],
+    () => flat(sip.dropped),
+  );
   // Request arrival → final response, by method (PUBLISH → 200 includes the store commit; RFC 3903 §6).
   // Filled by the stack without allocation; turned into Prometheus' cumulative buckets here.
   const answerName = 'presenced_sip_answer_seconds';
@@ -168,16 +181,39 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
   registry.registerMetric(answerMetric as unknown as Parameters<Registry['registerMetric']>[0]);
   const split = (m: ReadonlyMap<string, number>): Array<[string[], number]> => [...m].map(([k, n]) => [k.split(' '), n]);
   const xcap = stats.xcapRequests;
-  if (xcap) labelled('presenced_xcap_requests_total', 'XCAP requests answered, by auid (other = none of the five), method and status.', ['auid', 'method', 'status'], () => split(xcap));
-  labelled('presenced_rpc_calls_total', 'JSON-RPC calls, by method (unknown = not served) and outcome (ok, error).', ['method', 'outcome'], () => split(stats.rpcCalls));
+  if (xcap)
+    labelled(
+      'presenced_xcap_requests_total',
+      'XCAP requests answered, by auid (other = none of the five), method and status.',
+      ['auid', 'method', 'status'],
+      () => split(xcap),
+    );
+  labelled(
+    'presenced_rpc_calls_total',
+    'JSON-RPC calls, by method (unknown = not served) and outcome (ok, error).',
+    ['method', 'outcome'],
+    () => split(stats.rpcCalls),
+  );
   if (stats.capture) {
     const cap = stats.capture;
     counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);
     counter('presenced_capture_failed_total', 'SIP capture (HEP) copies that could not be sent.', () => cap.failed);
   }
-  gauge('presenced_sip_server_transactions', 'Server transactions held (awaiting the answer, or completed and kept for Timer J).', () => stats.serverTransactions);
-  gauge('presenced_sip_requests_in_flight', 'Server transactions awaiting their final response (overload_max_inflight).', () => stats.requestsInFlight);
-  gauge('presenced_sip_udp_receive_queue_bytes', 'Bytes in the receive queues of the SIP UDP sockets at the last sample (overload_max_udp_queue).', () => stats.udpQueueBytes);
+  gauge(
+    'presenced_sip_server_transactions',
+    'Server transactions held (awaiting the answer, or completed and kept for Timer J).',
+    () => stats.serverTransactions,
+  );
+  gauge(
+    'presenced_sip_requests_in_flight',
+    'Server transactions awaiting their final response (overload_max_inflight).',
+    () => stats.requestsInFlight,
+  );
+  gauge(
+    'presenced_sip_udp_receive_queue_bytes',
+    'Bytes in the receive queues of the SIP UDP sockets at the last sample (overload_max_udp_queue).',
+    () => stats.udpQueueBytes,
+  );
   gauge('presenced_event_loop_lag_seconds', 'Event-loop lag of the last sample (overload_max_loop_lag).', () => stats.loopLagMs / 1000);
   labelled(
     'presenced_limit_refusals_total',
@@ -197,9 +233,21 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
     });
   };
   storeGauge('presenced_store_file_bytes', 'Size of the LMDB data file (data.mdb).', (u) => u.fileBytes);
-  storeGauge('presenced_store_used_bytes', 'Bytes of the LMDB pages that hold records (all databases and the free-page list).', (u) => u.usedBytes);
-  gauge('presenced_store_writable', 'Whether the store accepts writes (0 = a commit failed, disk full: writes get 503 until the filesystem has room).', () => (stats.storeWritable ? 1 : 0));
-  counter('presenced_store_write_failures_total', 'Store writes that failed to commit or were refused while the store was full.', () => stats.storeWriteFailures);
+  storeGauge(
+    'presenced_store_used_bytes',
+    'Bytes of the LMDB pages that hold records (all databases and the free-page list).',
+    (u) => u.usedBytes,
+  );
+  gauge(
+    'presenced_store_writable',
+    'Whether the store accepts writes (0 = a commit failed, disk full: writes get 503 until the filesystem has room).',
+    () => (stats.storeWritable ? 1 : 0),
+  );
+  counter(
+    'presenced_store_write_failures_total',
+    'Store writes that failed to commit or were refused while the store was full.',
+    () => stats.storeWriteFailures,
+  );
   gauge('presenced_worker_threads', 'XML worker threads (0 = all on the main thread).', () => stats.workerThreads);
   return async () => ({ contentType: registry.contentType, body: await registry.metrics() });
 }

@@ -89,7 +89,12 @@ export class PresenceNode {
     const to = config.duplicate_to;
     const capture = (this.capture =
       config.trace_on && to
-        ? new HepSender(to.host, to.port, { hep: config.hep_mode_on === 1, captureId: config.hep_capture_id, authKey: config.auth_key, correlationOf: callIdOf }, log)
+        ? new HepSender(
+            to.host,
+            to.port,
+            { hep: config.hep_mode_on === 1, captureId: config.hep_capture_id, authKey: config.auth_key, correlationOf: callIdOf },
+            log,
+          )
         : undefined);
     const stack = (this.stack = new SipStack({
       tap: capture,
@@ -180,60 +185,73 @@ export class PresenceNode {
       ...(config.web_console ? { console: loadConsoleAssets } : {}),
       address: config.rpc_listen.address,
       port: config.rpc_listen.port,
-      methods: createMethods({ packages, store, pool, publications, subscriptions, watcherInfo, notifier, authorization, startedAt: this.startedAt }),
-      metrics: createMetrics({
-        get subscriptions() {
-          return subscriptions.count;
+      methods: createMethods({
+        packages,
+        store,
+        pool,
+        publications,
+        subscriptions,
+        watcherInfo,
+        notifier,
+        authorization,
+        startedAt: this.startedAt,
+      }),
+      metrics: createMetrics(
+        {
+          get subscriptions() {
+            return subscriptions.count;
+          },
+          get presentities() {
+            return publications.presentityCount;
+          },
+          get notifySent() {
+            return notifier.stats.sent;
+          },
+          get notifyFailed() {
+            return notifier.stats.failed;
+          },
+          get watchersRemovedByFailure() {
+            return notifier.stats.removedByFailure;
+          },
+          get clientTransactions() {
+            return stack.pendingClientTransactions;
+          },
+          get connections() {
+            return stack.tcpConnections;
+          },
+          get workerThreads() {
+            return pool.threads;
+          },
+          events: packages.names(),
+          subscriptionsOf: (event) => subscriptions.countOf(event),
+          presentitiesOf: (event) => publications.presentityCountOf(event),
+          get serverTransactions() {
+            return stack.serverTransactions;
+          },
+          get requestsInFlight() {
+            return stack.overload.inFlight;
+          },
+          get udpQueueBytes() {
+            return stack.overload.udpQueueBytes;
+          },
+          get loopLagMs() {
+            return stack.overload.loopLagMs;
+          },
+          limitRefusals: stack.refusals.counts,
+          storeUsage: () => store.usage(),
+          get storeWritable() {
+            return store.writeHealth.writable;
+          },
+          get storeWriteFailures() {
+            return store.writeHealth.failures;
+          },
+          sip: stack.stats,
+          rpcCalls,
+          ...(xcap ? { xcapRequests: xcap.stats } : {}),
+          ...(capture ? { capture } : {}),
         },
-        get presentities() {
-          return publications.presentityCount;
-        },
-        get notifySent() {
-          return notifier.stats.sent;
-        },
-        get notifyFailed() {
-          return notifier.stats.failed;
-        },
-        get watchersRemovedByFailure() {
-          return notifier.stats.removedByFailure;
-        },
-        get clientTransactions() {
-          return stack.pendingClientTransactions;
-        },
-        get connections() {
-          return stack.tcpConnections;
-        },
-        get workerThreads() {
-          return pool.threads;
-        },
-        events: packages.names(),
-        subscriptionsOf: (event) => subscriptions.countOf(event),
-        presentitiesOf: (event) => publications.presentityCountOf(event),
-        get serverTransactions() {
-          return stack.serverTransactions;
-        },
-        get requestsInFlight() {
-          return stack.overload.inFlight;
-        },
-        get udpQueueBytes() {
-          return stack.overload.udpQueueBytes;
-        },
-        get loopLagMs() {
-          return stack.overload.loopLagMs;
-        },
-        limitRefusals: stack.refusals.counts,
-        storeUsage: () => store.usage(),
-        get storeWritable() {
-          return store.writeHealth.writable;
-        },
-        get storeWriteFailures() {
-          return store.writeHealth.failures;
-        },
-        sip: stack.stats,
-        rpcCalls,
-        ...(xcap ? { xcapRequests: xcap.stats } : {}),
-        ...(capture ? { capture } : {}),
-      }, config.node_name),
+        config.node_name,
+      ),
       log,
     });
     this.authorization = authorization;
@@ -258,7 +276,13 @@ export class PresenceNode {
     this.publications.notifyRecovered();
     this.dispatcher.ready = true;
     this.log.info(
-      { publications: pubs.live, publicationsExpired: pubs.expired, subscriptions: subs.live, subscriptionsExpired: subs.expired, waitingWatchers: waiting },
+      {
+        publications: pubs.live,
+        publicationsExpired: pubs.expired,
+        subscriptions: subs.live,
+        subscriptionsExpired: subs.expired,
+        waitingWatchers: waiting,
+      },
       'store recovered',
     );
     // presence clean_period: a sweep behind the per-record timers (e.g. after a clock jump).
@@ -270,7 +294,10 @@ export class PresenceNode {
     const r = this.config.rpc_listen;
     this.log.info({ listener: `http://${r.address}:${rpcPort}/RPC`, address: r.address, port: rpcPort }, 'RPC listener ready');
     for (const l of this.stack.listeners()) {
-      this.log.info({ listener: `${l.proto}:${l.address}:${l.port}`, proto: l.proto, address: l.address, port: l.port }, 'SIP listener ready');
+      this.log.info(
+        { listener: `${l.proto}:${l.address}:${l.port}`, proto: l.proto, address: l.address, port: l.port },
+        'SIP listener ready',
+      );
     }
   }
 

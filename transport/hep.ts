@@ -129,7 +129,8 @@ export function encodeHep3(data: Buffer, proto: Protocol, src: Endpoint, dst: En
 function addressBytes(address: string, v6: boolean): Buffer {
   const kind = net.isIP(address);
   if (!v6) return kind === 4 ? Buffer.from(address.split('.').map(Number)) : Buffer.alloc(4);
-  if (kind === 4) return Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]), Buffer.from(address.split('.').map(Number))]);
+  if (kind === 4)
+    return Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]), Buffer.from(address.split('.').map(Number))]);
   if (kind !== 6) return Buffer.alloc(16);
   return ipv6Bytes(address);
 }

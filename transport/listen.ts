@@ -54,16 +54,29 @@ function bindError(address: string, port: number): Promise<NodeJS.ErrnoException
  * Listen with uWS on address:port without SO_REUSEPORT; resolves with the listen socket, rejects
  * with a ListenError naming `setting` and the reason.
  */
-export function listenExclusive(app: uWS.TemplatedApp, setting: string, address: string, port: number, label = hostPort(address, port)): Promise<uWS.us_listen_socket> {
+export function listenExclusive(
+  app: uWS.TemplatedApp,
+  setting: string,
+  address: string,
+  port: number,
+  label = hostPort(address, port),
+): Promise<uWS.us_listen_socket> {
   return new Promise((resolve, reject) => {
     // The host, port, options, callback form is in the native binding, not in its typings.
-    const listen = app.listen as unknown as (host: string, port: number, options: number, cb: (s: uWS.us_listen_socket | false) => void) => void;
+    const listen = app.listen as unknown as (
+      host: string,
+      port: number,
+      options: number,
+      cb: (s: uWS.us_listen_socket | false) => void,
+    ) => void;
     listen.call(app, address, port, EXCLUSIVE_PORT, (socket) => {
       if (socket) {
         resolve(socket);
         return;
       }
-      bindError(address, port).then((err) => reject(new ListenError(setting, label, err?.code, err?.message ?? 'refused by uWebSockets.js')));
+      bindError(address, port).then((err) =>
+        reject(new ListenError(setting, label, err?.code, err?.message ?? 'refused by uWebSockets.js')),
+      );
     });
   });
 }

@@ -65,13 +65,37 @@ export interface Via {
 function isSpace(c: number): boolean {
   if (c === 0x20 || (c >= 0x09 && c <= 0x0d)) return true;
   if (c < 0xa0) return false;
-  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
+  return (
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
 }
 
 const isLineTerminator = (c: number): boolean => c === 0x0a || c === 0x0d || c === 0x2028 || c === 0x2029;
 
 function isViaTokenChar(c: number): boolean {
-  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x21 || c === 0x25 || c === 0x2a || c === 0x5f || c === 0x2b || c === 0x60 || c === 0x27 || c === 0x7e;
+  return (
+    (c >= 0x41 && c <= 0x5a) ||
+    (c >= 0x61 && c <= 0x7a) ||
+    (c >= 0x30 && c <= 0x39) ||
+    c === 0x2d ||
+    c === 0x2e ||
+    c === 0x21 ||
+    c === 0x25 ||
+    c === 0x2a ||
+    c === 0x5f ||
+    c === 0x2b ||
+    c === 0x60 ||
+    c === 0x27 ||
+    c === 0x7e
+  );
 }
 
 /**
@@ -184,9 +208,22 @@ export function parseCSeq(value: string): CSeq {
 
 /** Headers whose values are comma-separated lists and may be split (RFC 3261 §7.3.1). */
 const LIST_HEADERS = new Set([
-  'via', 'route', 'record-route', 'contact', 'allow', 'supported', 'require', 'proxy-require',
-  'unsupported', 'allow-events', 'accept', 'accept-encoding', 'accept-language', 'content-encoding',
-  'content-language', 'in-reply-to',
+  'via',
+  'route',
+  'record-route',
+  'contact',
+  'allow',
+  'supported',
+  'require',
+  'proxy-require',
+  'unsupported',
+  'allow-events',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'content-encoding',
+  'content-language',
+  'in-reply-to',
 ]);
 
 export class Headers {
@@ -405,14 +442,33 @@ export class SipResponse extends SipMessage {
 }
 
 export const REASON_PHRASES: Readonly<Record<number, string>> = {
-  100: 'Trying', 200: 'OK', 202: 'Accepted', 204: 'No Notification',
-  400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-  405: 'Method Not Allowed', 408: 'Request Timeout', 412: 'Conditional Request Failed',
-  413: 'Request Entity Too Large', 414: 'Request-URI Too Long', 415: 'Unsupported Media Type', 416: 'Unsupported URI Scheme',
-  420: 'Bad Extension', 423: 'Interval Too Brief', 480: 'Temporarily Unavailable',
-  481: 'Call/Transaction Does Not Exist', 482: 'Loop Detected', 483: 'Too Many Hops',
-  489: 'Bad Event', 500: 'Server Internal Error', 501: 'Not Implemented', 503: 'Service Unavailable',
-  505: 'Version Not Supported', 513: 'Message Too Large',
+  100: 'Trying',
+  200: 'OK',
+  202: 'Accepted',
+  204: 'No Notification',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  412: 'Conditional Request Failed',
+  413: 'Request Entity Too Large',
+  414: 'Request-URI Too Long',
+  415: 'Unsupported Media Type',
+  416: 'Unsupported URI Scheme',
+  420: 'Bad Extension',
+  423: 'Interval Too Brief',
+  480: 'Temporarily Unavailable',
+  481: 'Call/Transaction Does Not Exist',
+  482: 'Loop Detected',
+  483: 'Too Many Hops',
+  489: 'Bad Event',
+  500: 'Server Internal Error',
+  501: 'Not Implemented',
+  503: 'Service Unavailable',
+  505: 'Version Not Supported',
+  513: 'Message Too Large',
 };
 
 /**

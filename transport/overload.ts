@@ -115,7 +115,11 @@ export class OverloadGuard {
     private readonly refusals: Refusals,
   ) {
     this.retryAfter = String(settings.retryAfter);
-    this.names = settings.names ?? { maxInFlight: 'maxInFlight', maxLoopLagMs: 'maxLoopLagMs', maxServerTransactions: 'maxServerTransactions' };
+    this.names = settings.names ?? {
+      maxInFlight: 'maxInFlight',
+      maxLoopLagMs: 'maxLoopLagMs',
+      maxServerTransactions: 'maxServerTransactions',
+    };
     this.window = this.windowCap;
     this.maxUdpQueueBytes = settings.maxUdpQueueBytes ?? 0;
     this.expected = performance.now() + LAG_SAMPLE_MS;
@@ -231,7 +235,14 @@ export class OverloadGuard {
         window: this.window,
         loopLagMs: Math.round(this.loopLagMs),
         udpQueueBytes: this.udpQueueBytes,
-        max: limit === n.maxServerTransactions ? s.maxServerTransactions : limit === n.maxInFlight ? s.maxInFlight : limit === n.maxLoopLagMs ? s.maxLoopLagMs : this.maxUdpQueueBytes,
+        max:
+          limit === n.maxServerTransactions
+            ? s.maxServerTransactions
+            : limit === n.maxInFlight
+              ? s.maxInFlight
+              : limit === n.maxLoopLagMs
+                ? s.maxLoopLagMs
+                : this.maxUdpQueueBytes,
       });
     }
     return limit;

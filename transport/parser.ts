@@ -89,7 +89,13 @@ export function parseRequestLine(line: string): RequestLine | undefined {
   while (uriEnd > uriStart && isSpTab(line.charCodeAt(uriEnd - 1))) uriEnd--;
   if (uriEnd === sip || uriEnd === uriStart) return undefined;
   const uri = line.slice(uriStart, uriEnd);
-  const strict = uriStart === i + 1 && line.charCodeAt(i) === 0x20 && uriEnd === sip - 1 && line.charCodeAt(uriEnd) === 0x20 && end === n && !WHITESPACE.test(uri);
+  const strict =
+    uriStart === i + 1 &&
+    line.charCodeAt(i) === 0x20 &&
+    uriEnd === sip - 1 &&
+    line.charCodeAt(uriEnd) === 0x20 &&
+    end === n &&
+    !WHITESPACE.test(uri);
   return { method: line.slice(0, i), uri, version: line.slice(k, end), strict };
 }
 
@@ -220,7 +226,8 @@ const MANDATORY = ['via', 'call-id', 'cseq', 'from', 'to'] as const;
  */
 export function validateRequest(req: SipRequest, problems: string[]): string | undefined {
   for (const h of MANDATORY) {
-    if (!req.headers.has(h)) return `Missing ${h === 'call-id' ? 'Call-ID' : h === 'cseq' ? 'CSeq' : h[0]!.toUpperCase() + h.slice(1)} header`;
+    if (!req.headers.has(h))
+      return `Missing ${h === 'call-id' ? 'Call-ID' : h === 'cseq' ? 'CSeq' : h[0]!.toUpperCase() + h.slice(1)} header`;
   }
   if (problems.length > 0) return problems[0]!.replace(/[\r\n]/g, ' ').slice(0, 100);
   try {

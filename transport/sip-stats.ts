@@ -158,7 +158,10 @@ export class RefusalLog {
     const now = Date.now();
     if (now - this.windowStart >= 1000) {
       if (this.suppressed > 0) {
-        this.log.warn({ suppressed: this.suppressed }, `${this.suppressed} refusal log lines were held back (over ${this.perSecond} a second)`);
+        this.log.warn(
+          { suppressed: this.suppressed },
+          `${this.suppressed} refusal log lines were held back (over ${this.perSecond} a second)`,
+        );
       }
       this.windowStart = now;
       this.inWindow = 0;

@@ -147,7 +147,12 @@ export class SipStack {
     // A wildcard listener learns which of our addresses each peer reached (for Via and Contact).
     const learn = isWildcard(spec.address) && !spec.advertise;
     if (spec.proto === 'udp') {
-      const l = new UdpListener(spec.address, spec.port, learn ? (d, s) => this.receiveOnWildcard(d, s) : (d, s) => this.receive(d, s, true), this.log);
+      const l = new UdpListener(
+        spec.address,
+        spec.port,
+        learn ? (d, s) => this.receiveOnWildcard(d, s) : (d, s) => this.receive(d, s, true),
+        this.log,
+      );
       await l.listen();
       this.udp.push(l);
     } else if (spec.proto === 'tcp' || spec.proto === 'tls') {
@@ -278,7 +283,12 @@ export class SipStack {
     this.timerJ = undefined;
     for (const tx of this.serverTx.values()) tx.terminate();
     for (const tx of this.clientTx.values()) tx.terminate();
-    await Promise.all([...this.udp.map((u) => u.close()), ...this.tcp.map((t) => t.close()), ...this.tls.map((t) => t.close()), ...this.ws.map((w) => w.close())]);
+    await Promise.all([
+      ...this.udp.map((u) => u.close()),
+      ...this.tcp.map((t) => t.close()),
+      ...this.tls.map((t) => t.close()),
+      ...this.ws.map((w) => w.close()),
+    ]);
     for (const f of this.extraFlows.values()) f.close();
   }
 
@@ -305,7 +315,12 @@ export class SipStack {
 
   /** Entry point for every received message. `datagram` = message-per-packet framing. */
   receive(data: Buffer, source: Source, datagram: boolean): void {
-    this.tap?.message(data, source.proto, { address: source.address, port: source.port }, { address: source.localAddress, port: source.localPort });
+    this.tap?.message(
+      data,
+      source.proto,
+      { address: source.address, port: source.port },
+      { address: source.localAddress, port: source.localPort },
+    );
     let parsed: ParsedMessage;
     try {
       parsed = parseMessage(data, datagram);
@@ -380,7 +395,8 @@ export class SipStack {
     }
     this.stampVia(req, source);
     if (size > this.options.maxMessageSize) {
-      if (req.method !== 'ACK') this.sendStateless(req, source, 513, 'Message Too Large', `${size} bytes, over max_message_size (${this.options.maxMessageSize})`);
+      if (req.method !== 'ACK')
+        this.sendStateless(req, source, 513, 'Message Too Large', `${size} bytes, over max_message_size (${this.options.maxMessageSize})`);
       return;
     }
     const bad = validateRequest(req, problems);
@@ -525,7 +541,12 @@ export class SipStack {
   /** Every message we write on a connection leaves here; false when the flow is closed. */
   private sendFlow(flow: Flow, data: Buffer): boolean {
     if (flow.closed) return false;
-    this.tap?.message(data, flow.proto, { address: flow.localAddress, port: flow.localPort }, { address: flow.remoteAddress, port: flow.remotePort });
+    this.tap?.message(
+      data,
+      flow.proto,
+      { address: flow.localAddress, port: flow.localPort },
+      { address: flow.remoteAddress, port: flow.remotePort },
+    );
     return flow.send(data);
   }
 
@@ -549,7 +570,9 @@ export class SipStack {
     return (data) => {
       if (this.sendFlow(flow, data)) return;
       if (flow.proto !== 'tcp' && flow.proto !== 'tls') return; // a closed WebSocket cannot be reopened by the server
-      this.sendStream(flow.proto, host, port, data).catch((err) => this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'));
+      this.sendStream(flow.proto, host, port, data).catch((err) =>
+        this.log.info({ err, callId }, 'response lost: connection closed and reconnect failed'),
+      );
     };
   }
 
@@ -600,7 +623,9 @@ export class SipStack {
     if (!l) throw new Error('no listener');
     const advertise = this.options.listen.find((x) => x.proto === l.proto)?.advertise;
     if (advertise || !isWildcard(l.address)) {
-      const fixed = advertise ? { host: uriHost(advertise.host), port: advertise.port ?? l.port } : { host: uriHost(l.address), port: l.port };
+      const fixed = advertise
+        ? { host: uriHost(advertise.host), port: advertise.port ?? l.port }
+        : { host: uriHost(l.address), port: l.port };
       if (l.port !== 0) this.sentByCache.set(proto, fixed);
       return fixed;
     }
@@ -654,7 +679,11 @@ export class SipStack {
     if (flow) {
       // A connection we opened has an ephemeral local port: Via names the listener (RFC 3261 §18.1.1).
       // A WebSocket flow names its own listener, unless that has no address of its own or advertises another.
-      const own = flow.proto !== 'tcp' && flow.proto !== 'tls' && !isWildcard(flow.localAddress) && !this.options.listen.some((x) => x.proto === flow!.proto && x.advertise);
+      const own =
+        flow.proto !== 'tcp' &&
+        flow.proto !== 'tls' &&
+        !isWildcard(flow.localAddress) &&
+        !this.options.listen.some((x) => x.proto === flow!.proto && x.advertise);
       const sb = own ? { host: uriHost(flow.localAddress), port: flow.localPort } : this.sentBy(proto, flow.remoteAddress);
       return this.startClient(key, req.serialize(topVia(proto, sb, branch)), flow, proto, host, target.port);
     }
@@ -669,7 +698,10 @@ export class SipStack {
     const maxLookups = this.options.maxDnsLookups ?? 0;
     if (maxLookups > 0 && this.dnsLookups >= maxLookups) {
       this.refusals.refuse('max_dns_lookups', { host, lookups: this.dnsLookups, max: maxLookups });
-      return Promise.resolve({ kind: 'transport-error', error: new Error(`${maxLookups} DNS lookups in progress (max_dns_lookups): ${host} not looked up`) });
+      return Promise.resolve({
+        kind: 'transport-error',
+        error: new Error(`${maxLookups} DNS lookups in progress (max_dns_lookups): ${host} not looked up`),
+      });
     }
     this.dnsLookups++;
     return lookup(host).then(
@@ -690,7 +722,14 @@ export class SipStack {
    * it, and over UDP after all if that connection is refused (a reset: nothing listens there),
    * as the section says it SHOULD.
    */
-  private sendTo(req: OutgoingRequest, branch: string, proto: Protocol, address: string, port: number, serverName: string | undefined): Promise<ClientOutcome> {
+  private sendTo(
+    req: OutgoingRequest,
+    branch: string,
+    proto: Protocol,
+    address: string,
+    port: number,
+    serverName: string | undefined,
+  ): Promise<ClientOutcome> {
     // Via names our address toward the target: on a wildcard listener, looked up first.
     const ready = this.localAddressReady(proto, address);
     if (ready) return ready.then(() => this.sendTo(req, branch, proto, address, port, serverName));
@@ -698,12 +737,16 @@ export class SipStack {
     const data = req.serialize(topVia(proto, this.sentBy(proto, address), branch));
     const mtu = this.options.udpMtu ?? 0;
     const stream = this.options.udpMtuTryProto ?? 'udp';
-    if (proto !== 'udp' || mtu === 0 || data.length <= mtu || stream === 'udp') return this.startClient(key, data, undefined, proto, address, port, serverName);
+    if (proto !== 'udp' || mtu === 0 || data.length <= mtu || stream === 'udp')
+      return this.startClient(key, data, undefined, proto, address, port, serverName);
     const streamBranch = this.newBranch();
     const streamData = req.serialize(topVia(stream, this.sentBy(stream, address), streamBranch));
     return this.startClient(streamBranch + '|' + req.method, streamData, undefined, stream, address, port, serverName).then((o) => {
       if (o.kind !== 'transport-error' || (o.error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') return o;
-      this.log.debug({ address, port, bytes: streamData.length }, `${stream.toUpperCase()} refused for a request too large for UDP: sent over UDP`);
+      this.log.debug(
+        { address, port, bytes: streamData.length },
+        `${stream.toUpperCase()} refused for a request too large for UDP: sent over UDP`,
+      );
       return this.startClient(key, data, undefined, 'udp', address, port);
     });
   }

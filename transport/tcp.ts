@@ -114,7 +114,9 @@ export class TcpTransport {
     const server =
       this.proto === 'tls' && t
         ? // Adopted once the handshake is done; a failed handshake is only logged (tlsClientError).
-          tls.createServer({ cert: t.cert, key: t.key, noDelay: true, handshakeTimeout: this.limits.partialTimeout }, (socket) => this.inbound(socket))
+          tls.createServer({ cert: t.cert, key: t.key, noDelay: true, handshakeTimeout: this.limits.partialTimeout }, (socket) =>
+            this.inbound(socket),
+          )
         : net.createServer({ noDelay: true }, (socket) => this.inbound(socket));
     if (server instanceof tls.Server) {
       server.on('tlsClientError', (err, socket) =>

@@ -64,13 +64,16 @@ export class WsListener {
     private readonly log: Logger,
     private readonly tls?: TlsSettings,
   ) {
-    if (proto === 'wss' && !(tls?.certificateFile && tls.privateKeyFile)) throw new Error('a WSS listener needs a certificate and a private key');
+    if (proto === 'wss' && !(tls?.certificateFile && tls.privateKeyFile))
+      throw new Error('a WSS listener needs a certificate and a private key');
   }
 
   async listen(): Promise<void> {
     // uWebSockets.js reads the PEM files itself (once, here); the configuration checked them at start.
     const app =
-      this.proto === 'wss' ? uWS.SSLApp({ cert_file_name: this.tls!.certificateFile!, key_file_name: this.tls!.privateKeyFile! }) : uWS.App();
+      this.proto === 'wss'
+        ? uWS.SSLApp({ cert_file_name: this.tls!.certificateFile!, key_file_name: this.tls!.privateKeyFile! })
+        : uWS.App();
     app.ws<WsData>('/*', {
       maxPayloadLength: this.maxMessageSize,
       idleTimeout: 120,
@@ -78,7 +81,10 @@ export class WsListener {
       upgrade: (res, req, context) => {
         // RFC 7118 §4.1: the client offers the "sip" subprotocol; refuse anything else.
         // RFC 6455 §4.2.2: the answer must be one of the offered tokens, exactly as offered.
-        const protocols = req.getHeader('sec-websocket-protocol').split(',').map((p) => p.trim());
+        const protocols = req
+          .getHeader('sec-websocket-protocol')
+          .split(',')
+          .map((p) => p.trim());
         if (!protocols.includes('sip')) {
           res.writeStatus('400 Bad Request').end('WebSocket subprotocol "sip" required (RFC 7118)\n');
           return;
@@ -87,13 +93,7 @@ export class WsListener {
           res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '5').end('too many connections\n');
           return;
         }
-        res.upgrade<WsData>(
-          {},
-          req.getHeader('sec-websocket-key'),
-          'sip',
-          req.getHeader('sec-websocket-extensions'),
-          context,
-        );
+        res.upgrade<WsData>({}, req.getHeader('sec-websocket-key'), 'sip', req.getHeader('sec-websocket-extensions'), context);
       },
       open: (ws) => {
         const remote = Buffer.from(ws.getRemoteAddressAsText()).toString();

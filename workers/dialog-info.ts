@@ -39,7 +39,11 @@ export function validateDialogInfo(xml: string, limits: XmlLimits): Checked {
         const id = el.attr('id')?.value;
         if (id === undefined || id === '') throw new XmlRejected('invalid', '<dialog> without an id (RFC 4235 §4.1.1)');
         const state = stateOf(el);
-        if (!STATES.has(state)) throw new XmlRejected('invalid', `<dialog id="${id.slice(0, 40)}"> needs a <state> of trying, proceeding, early, confirmed or terminated (RFC 4235 §4.1.2)`);
+        if (!STATES.has(state))
+          throw new XmlRejected(
+            'invalid',
+            `<dialog id="${id.slice(0, 40)}"> needs a <state> of trying, proceeding, early, confirmed or terminated (RFC 4235 §4.1.2)`,
+          );
       }
       return { ok: true };
     });
@@ -110,7 +114,17 @@ function candidatesOf(pub: DialogPublication, limits: XmlLimits, out: Candidate[
         const localTag = el.attr('local-tag')?.value ?? '';
         const remoteTag = el.attr('remote-tag')?.value ?? '';
         const id = el.attr('id')?.value ?? `${callId};${localTag};${remoteTag}`;
-        out.push({ key: `${id}\u0000${callId}`, id, xml: standalone(el, inherited), state: stateOf(el), version, receivedAt: pub.receivedAt, callId, localTag, remoteTag });
+        out.push({
+          key: `${id}\u0000${callId}`,
+          id,
+          xml: standalone(el, inherited),
+          state: stateOf(el),
+          version,
+          receivedAt: pub.receivedAt,
+          callId,
+          localTag,
+          remoteTag,
+        });
       }
     });
   } catch (err) {

@@ -330,9 +330,16 @@ function selected(el: XmlElement, sel: 'all' | string[] | undefined): boolean {
   if (sel === 'all') return true;
   if (!sel || sel.length === 0) return false;
   const id = el.attr('id')?.value ?? '';
-  const cls = elementChildren(el).find((c) => c.name === 'class' && c.namespaceUri === RPID_NS)?.content.trim();
-  const contact = elementChildren(el).find((c) => c.name === 'contact' && c.namespaceUri === PIDF_NS)?.content.trim() ?? '';
-  const deviceId = elementChildren(el).find((c) => c.name === 'deviceID' && c.namespaceUri === DM_NS)?.content.trim();
+  const cls = elementChildren(el)
+    .find((c) => c.name === 'class' && c.namespaceUri === RPID_NS)
+    ?.content.trim();
+  const contact =
+    elementChildren(el)
+      .find((c) => c.name === 'contact' && c.namespaceUri === PIDF_NS)
+      ?.content.trim() ?? '';
+  const deviceId = elementChildren(el)
+    .find((c) => c.name === 'deviceID' && c.namespaceUri === DM_NS)
+    ?.content.trim();
   for (const s of sel) {
     const colon = s.indexOf(':');
     const kind = s.slice(0, colon);

@@ -50,11 +50,22 @@ const coreTasks = {
     composeDialogInfo(p.presentityUri, bodiesOf(p.presentityUri, p.event), p.versionSlot, limits()),
   'dialoginfo.validate': (p: { xml: string }): Checked => validateDialogInfo(p.xml, limits()),
   /** `dialog` (RFC 4235): every publication's dialogs, terminated ones once (see workers/dialog-info.ts). */
-  'dialoginfo.compose': (p: { presentityUri: string; versionSlot: string; forceSingle: boolean; forceDummy: boolean; gone: string[] }): ComposedDialogInfo =>
-    composeDialogDocument(p.presentityUri, publicationsOf(p.presentityUri, 'dialog'), p.versionSlot, p, limits()),
+  'dialoginfo.compose': (p: {
+    presentityUri: string;
+    versionSlot: string;
+    forceSingle: boolean;
+    forceDummy: boolean;
+    gone: string[];
+  }): ComposedDialogInfo => composeDialogDocument(p.presentityUri, publicationsOf(p.presentityUri, 'dialog'), p.versionSlot, p, limits()),
   /** A composed `dialog` document narrowed to the dialog an RFC 4235 §3.2 subscription names. */
   'dialoginfo.view': (p: { presentityUri: string; xml: string; versionSlot: string; filter: DialogFilter }): string =>
-    composeDialogDocument(p.presentityUri, [{ body: p.xml.split(p.versionSlot).join('0'), receivedAt: 0 }], p.versionSlot, { forceSingle: false, forceDummy: false, gone: [], filter: p.filter }, limits()).body,
+    composeDialogDocument(
+      p.presentityUri,
+      [{ body: p.xml.split(p.versionSlot).join('0'), receivedAt: 0 }],
+      p.versionSlot,
+      { forceSingle: false, forceDummy: false, gone: [], filter: p.filter },
+      limits(),
+    ).body,
   /** `reg` (RFC 3680): registrations merged per address of record. */
   'reginfo.compose': (p: { presentityUri: string; versionSlot: string }): string =>
     composeReginfo(publicationsOf(p.presentityUri, 'reg'), p.versionSlot, limits()),
@@ -62,7 +73,10 @@ const coreTasks = {
     const rulesXml = rulesDocument(p.presentityUri);
     const spheres =
       rulesXml !== undefined && rulesXml.includes('sphere')
-        ? spheresOf(composePidf({ presentityUri: p.presentityUri, bodies: bodiesOf(p.presentityUri, 'presence'), dummy: false }, limits()), limits())
+        ? spheresOf(
+            composePidf({ presentityUri: p.presentityUri, bodies: bodiesOf(p.presentityUri, 'presence'), dummy: false }, limits()),
+            limits(),
+          )
         : [];
     return evaluateRules({ rulesXml, watcherUri: p.watcherUri, spheres, now: Date.now() }, limits());
   },

@@ -150,7 +150,11 @@ export function decodeAttValue(text: string): string | undefined {
       return '';
     }
     if (ref in PREDEFINED) return PREDEFINED[ref]!;
-    const cp = /^#x([0-9a-fA-F]{1,6})$/.exec(ref) ? parseInt(ref.slice(2), 16) : /^#([0-9]{1,7})$/.test(ref) ? parseInt(ref.slice(1), 10) : NaN;
+    const cp = /^#x([0-9a-fA-F]{1,6})$/.exec(ref)
+      ? parseInt(ref.slice(2), 16)
+      : /^#([0-9]{1,7})$/.test(ref)
+        ? parseInt(ref.slice(1), 10)
+        : NaN;
     if (!isXmlChar(cp)) {
       bad = true;
       return '';
@@ -163,7 +167,14 @@ export function decodeAttValue(text: string): string | undefined {
 }
 
 function isXmlChar(cp: number): boolean {
-  return cp === 0x9 || cp === 0xa || cp === 0xd || (cp >= 0x20 && cp <= 0xd7ff) || (cp >= 0xe000 && cp <= 0xfffd) || (cp >= 0x10000 && cp <= 0x10ffff);
+  return (
+    cp === 0x9 ||
+    cp === 0xa ||
+    cp === 0xd ||
+    (cp >= 0x20 && cp <= 0xd7ff) ||
+    (cp >= 0xe000 && cp <= 0xfffd) ||
+    (cp >= 0x10000 && cp <= 0x10ffff)
+  );
 }
 
 /**
@@ -216,7 +227,12 @@ function checkRules(doc: XmlDocument, rules: UsageRules, whole = false): void {
   const root = doc.root;
   checkNamespaces(root);
   if (!is(root, rules.root)) {
-    throw new Failed(fail('schema', `root element must be <${rules.root.local}> in ${rules.root.ns}, not <${root.name}> in ${root.namespaceUri || 'no namespace'}`));
+    throw new Failed(
+      fail(
+        'schema',
+        `root element must be <${rules.root.local}> in ${rules.root.ns}, not <${root.name}> in ${root.namespaceUri || 'no namespace'}`,
+      ),
+    );
   }
   const invalid = schemaErrors(doc, rules.schema, whole);
   if (invalid !== undefined) throw new Failed(fail('schema', whole ? invalid : `the result would not be valid: ${invalid}`));
@@ -324,7 +340,8 @@ export function selectNode(p: { xml: string; selector: NodeSelector; usage: Usag
   return guard(() =>
     withDocument(p.xml, limits(), (doc): Selected => {
       const found = evaluate(doc, p.selector.steps, p.usage);
-      if (found.length !== 1) return fail('not-found', found.length ? 'the node selector selects more than one element' : 'no such element');
+      if (found.length !== 1)
+        return fail('not-found', found.length ? 'the node selector selects more than one element' : 'no such element');
       const el = found[0]!;
       const t = p.selector.terminal;
       if (!t) return { ok: true, contentType: XCAP_EL, body: serializeInScope(el) };
@@ -334,7 +351,8 @@ export function selectNode(p: { xml: string; selector: NodeSelector; usage: Usag
         return { ok: true, contentType: XCAP_ATT, body: escapeAttValue(a.value) };
       }
       let decls = '';
-      for (const [prefix, uri] of Object.entries(el.namespaces)) decls += ` ${prefix ? `xmlns:${prefix}` : 'xmlns'}="${escapeAttValue(uri)}"`;
+      for (const [prefix, uri] of Object.entries(el.namespaces))
+        decls += ` ${prefix ? `xmlns:${prefix}` : 'xmlns'}="${escapeAttValue(uri)}"`;
       return { ok: true, contentType: XCAP_NS, body: `<${qname(el.prefix, el.name)}${decls}/>` };
     }),
   );
@@ -349,7 +367,11 @@ export function selectNode(p: { xml: string; selector: NodeSelector; usage: Usag
 export function putNode(p: { xml: string; selector: NodeSelector; body: string; usage: UsageRules }): Edited {
   const lim = limits();
   return guard(() =>
-    p.selector.terminal?.kind === 'attribute' ? putAttribute(p, lim) : p.selector.terminal ? fail('cannot-insert', 'namespace bindings cannot be written') : putElement(p, lim),
+    p.selector.terminal?.kind === 'attribute'
+      ? putAttribute(p, lim)
+      : p.selector.terminal
+        ? fail('cannot-insert', 'namespace bindings cannot be written')
+        : putElement(p, lim),
   );
 }
 
@@ -360,7 +382,9 @@ function putAttribute(p: { xml: string; selector: NodeSelector; body: string; us
   const xml = withDocument(p.xml, lim, (doc): Edited => {
     const found = evaluate(doc, p.selector.steps, p.usage);
     if (found.length !== 1) {
-      return fail('no-parent', 'the element of the attribute does not exist', { ancestorSteps: closestAncestor(doc, p.selector.steps, p.usage) });
+      return fail('no-parent', 'the element of the attribute does not exist', {
+        ancestorSteps: closestAncestor(doc, p.selector.steps, p.usage),
+      });
     }
     const el = found[0]!;
     const existing = attrOf(el, t.ns, t.local);
@@ -405,7 +429,9 @@ function putElement(p: { xml: string; selector: NodeSelector; body: string; usag
     if (steps.length > 1) {
       const parents = evaluate(doc, steps.slice(0, -1), p.usage);
       if (parents.length !== 1) {
-        return fail('no-parent', 'the parent of the element does not exist', { ancestorSteps: closestAncestor(doc, steps.slice(0, -1), p.usage) });
+        return fail('no-parent', 'the parent of the element does not exist', {
+          ancestorSteps: closestAncestor(doc, steps.slice(0, -1), p.usage),
+        });
       }
       parent = parents[0]!;
     }
@@ -494,7 +520,8 @@ export function deleteNode(p: { xml: string; selector: NodeSelector; usage: Usag
   return guard(() => {
     const edited = withDocument(p.xml, lim, (doc): Edited => {
       const found = evaluate(doc, p.selector.steps, p.usage);
-      if (found.length !== 1) return fail('not-found', found.length ? 'the node selector selects more than one element' : 'no such element');
+      if (found.length !== 1)
+        return fail('not-found', found.length ? 'the node selector selects more than one element' : 'no such element');
       const el = found[0]!;
       const t = p.selector.terminal;
       if (t?.kind === 'namespace') return fail('cannot-delete', 'namespace bindings cannot be deleted');
@@ -514,7 +541,8 @@ export function deleteNode(p: { xml: string; selector: NodeSelector; usage: Usag
       // §8.4: a later GET of the same URI must give 404, else the DELETE is refused.
       const t = p.selector.terminal;
       const still = evaluate(doc, p.selector.steps, p.usage);
-      const selectsAgain = t?.kind === 'attribute' ? still.length === 1 && attrOf(still[0]!, t.ns, t.local) !== undefined : still.length === 1;
+      const selectsAgain =
+        t?.kind === 'attribute' ? still.length === 1 && attrOf(still[0]!, t.ns, t.local) !== undefined : still.length === 1;
       if (selectsAgain) return fail('cannot-delete', 'after the DELETE the node selector would select another element');
       return edited;
     });

@@ -26,7 +26,8 @@ export class XmlRejected extends Error {
   }
 }
 
-const PARSE_OPTIONS = ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NOERROR | ParseOption.XML_PARSE_NOWARNING;
+const PARSE_OPTIONS =
+  ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NOERROR | ParseOption.XML_PARSE_NOWARNING;
 
 /** Cheap scan before parsing: size, DOCTYPE/ENTITY, and element nesting depth. */
 export function precheck(xml: string, limits: XmlLimits): void {

@@ -15,7 +15,14 @@
  */
 import { readFile, readdir, access } from 'node:fs/promises';
 import { NS } from './namespaces.js';
-import { XmlDocument, XsdValidator, XmlValidateError, xmlRegisterInputProvider, XmlBufferInputProvider, type ErrorDetail } from 'libxml2-wasm';
+import {
+  XmlDocument,
+  XsdValidator,
+  XmlValidateError,
+  xmlRegisterInputProvider,
+  XmlBufferInputProvider,
+  type ErrorDetail,
+} from 'libxml2-wasm';
 
 /** The schema sets, by the file that roots each one (pidf-publish: PIDF as PUBLISHed, see that file). */
 export type SchemaName = 'pres-rules' | 'resource-lists' | 'rls-services' | 'pidf' | 'pidf-publish' | 'xcap-caps';
@@ -25,7 +32,14 @@ const SCHEME = 'presenced-xsd:/';
 /** workers/schemas/ beside this file (running from source), else in the source tree above dist/. */
 async function schemaDir(): Promise<URL> {
   const candidates = [new URL('./schemas/', import.meta.url), new URL('../../workers/schemas/', import.meta.url)];
-  const present = await Promise.all(candidates.map((d) => access(new URL('common-policy.xsd', d)).then(() => true, () => false)));
+  const present = await Promise.all(
+    candidates.map((d) =>
+      access(new URL('common-policy.xsd', d)).then(
+        () => true,
+        () => false,
+      ),
+    ),
+  );
   const found = candidates[present.indexOf(true)];
   if (found) return found;
   throw new Error(`XCAP schemas not found (looked in ${candidates.map((u) => u.pathname).join(', ')})`);
@@ -87,7 +101,9 @@ const PREFIXES: Record<string, string> = {
 };
 
 function shorten(message: string): string {
-  return message.replace(/\{([^}]*)\}([\w.-]+|\*)/g, (m, ns: string, local: string) => (PREFIXES[ns] ? `${PREFIXES[ns]}:${local}` : m)).trim();
+  return message
+    .replace(/\{([^}]*)\}([\w.-]+|\*)/g, (m, ns: string, local: string) => (PREFIXES[ns] ? `${PREFIXES[ns]}:${local}` : m))
+    .trim();
 }
 
 /** A phrase for <schema-validation-error phrase="...">: the first error, where it is, how many more. */

@@ -134,9 +134,39 @@ export function parseArgs(argv: string[]): BenchArgs {
     process.exit(0);
   }
   const known = new Set([
-    'quick', 'only', 'no-micro', 'no-load', 'filter', 'micro-time', 'duration', 'warmup', 'subs', 'settle', 'watchers',
-    'fanout-presentities', 'latency-cycles', 'concurrency', 'refreshes', 'sockets', 'timeout', 'workers', 'phases', 'overload-rate', 'node-config',
-    'no-ceiling', 'cpu-prof', 'sip', 'bind', 'xcap', 'rpc', 'pid', 'kamailio', 'kamailio-children', 'verbose', 'targets', 'rules',
+    'quick',
+    'only',
+    'no-micro',
+    'no-load',
+    'filter',
+    'micro-time',
+    'duration',
+    'warmup',
+    'subs',
+    'settle',
+    'watchers',
+    'fanout-presentities',
+    'latency-cycles',
+    'concurrency',
+    'refreshes',
+    'sockets',
+    'timeout',
+    'workers',
+    'phases',
+    'overload-rate',
+    'node-config',
+    'no-ceiling',
+    'cpu-prof',
+    'sip',
+    'bind',
+    'xcap',
+    'rpc',
+    'pid',
+    'kamailio',
+    'kamailio-children',
+    'verbose',
+    'targets',
+    'rules',
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const s = (k: string): string | undefined => {
@@ -153,12 +183,15 @@ export function parseArgs(argv: string[]): BenchArgs {
   }
   // Fan-out and memory figures need the watchers the SUBSCRIBE phase creates.
   if (phases.has('fanout') || phases.has('memory')) phases.add('subscribe');
-  let targets: Target[] = s('sip') !== undefined ? ['ceiling', 'external'] : flags.has('kamailio') ? ['ceiling', 'kamailio'] : ['ceiling', 'presenced'];
+  let targets: Target[] =
+    s('sip') !== undefined ? ['ceiling', 'external'] : flags.has('kamailio') ? ['ceiling', 'kamailio'] : ['ceiling', 'presenced'];
   if (s('targets') !== undefined) {
-    targets = s('targets')!.split(',').map((t) => {
-      if (!TARGETS.includes(t as Target)) throw new Error(`--targets: unknown target ${t} (${TARGETS.join(', ')})`);
-      return t as Target;
-    });
+    targets = s('targets')!
+      .split(',')
+      .map((t) => {
+        if (!TARGETS.includes(t as Target)) throw new Error(`--targets: unknown target ${t} (${TARGETS.join(', ')})`);
+        return t as Target;
+      });
   }
   if (flags.has('no-ceiling')) targets = targets.filter((t) => t !== 'ceiling');
   if (targets.includes('external') && s('sip') === undefined) throw new Error('--targets external needs --sip HOST:PORT');

@@ -59,7 +59,10 @@ export function table(rows: Cell[][]): string {
   for (const r of text) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   const numeric = rows[1]?.map((c) => typeof c === 'number') ?? [];
   const line = (r: string[]): string =>
-    r.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+    r
+      .map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   const out = [line(text[0]!), widths.map((w) => '-'.repeat(w)).join('  ')];
   for (const r of text.slice(1)) out.push(line(r));
   return out.join('\n');

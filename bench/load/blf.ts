@@ -30,7 +30,10 @@ function callDocument(uri: string, call: string, state: string, version: number)
   );
 }
 
-export async function dialogPublish(load: PresenceLoad, o: { durationS: number; warmupS: number; concurrency: number }): Promise<DialogPublishResult> {
+export async function dialogPublish(
+  load: PresenceLoad,
+  o: { durationS: number; warmupS: number; concurrency: number },
+): Promise<DialogPublishResult> {
   const start = performance.now();
   const countFrom = start + o.warmupS * 1000;
   const end = countFrom + o.durationS * 1000;
@@ -59,7 +62,10 @@ export async function dialogPublish(load: PresenceLoad, o: { durationS: number; 
       let r = await load.publish(sock, uri, { body: callDocument(uri, call, 'early', 1), expires: 600 });
       if (!record(r)) continue;
       let etag = headerValue(r.head, 'sip-etag');
-      for (const [state, v] of [['confirmed', 2], ['terminated', 3]] as const) {
+      for (const [state, v] of [
+        ['confirmed', 2],
+        ['terminated', 3],
+      ] as const) {
         if (etag === undefined) break;
         r = await load.publish(sock, uri, { etag, body: callDocument(uri, call, state, v), expires: 600 });
         if (!record(r)) {

@@ -97,5 +97,7 @@ for (let last = -1; last !== answered; ) {
 }
 const after = rssOf(values.pid);
 const mib = (b: number | undefined): string => (b === undefined ? '-' : `${(b / 2 ** 20).toFixed(1)} MiB`);
-process.stdout.write(`sent ${sent} datagrams in ${((performance.now() - start) / 1000).toFixed(1)} s, ${answered} answers; node RSS ${mib(before)} -> ${mib(after)}\n`);
+process.stdout.write(
+  `sent ${sent} datagrams in ${((performance.now() - start) / 1000).toFixed(1)} s, ${answered} answers; node RSS ${mib(before)} -> ${mib(after)}\n`,
+);
 socket.close();

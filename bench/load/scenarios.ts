@@ -338,7 +338,8 @@ export async function subscribeAll(
   lat.sort((a, b) => a - b);
   const total = counts.ok + counts.failed;
   const tenth = Math.max(1, Math.floor(doneAt.length / 10));
-  const rate = (from: number, to: number): number => (to - from) / (((doneAt[to - 1] ?? start) - (from > 0 ? doneAt[from - 1]! : start)) / 1000);
+  const rate = (from: number, to: number): number =>
+    (to - from) / (((doneAt[to - 1] ?? start) - (from > 0 ? doneAt[from - 1]! : start)) / 1000);
   return {
     firstTenthPerSecond: rate(0, tenth),
     lastTenthPerSecond: rate(doneAt.length - tenth, doneAt.length),
@@ -362,7 +363,11 @@ export interface Publisher {
 }
 
 /** One change of a presentity: PUBLISH version v, resolve when every watcher has a NOTIFY with ≥ v (or the timeout). */
-async function cycle(load: PresenceLoad, pub: Publisher, timeoutMs: number): Promise<{ ok: boolean; latencyMs: number; missing: number; publish: Reply }> {
+async function cycle(
+  load: PresenceLoad,
+  pub: Publisher,
+  timeoutMs: number,
+): Promise<{ ok: boolean; latencyMs: number; missing: number; publish: Reply }> {
   const p = pub.p;
   const v = ++pub.version;
   p.cycleVersion = v;
@@ -595,7 +600,10 @@ export async function overloadBurst(
     }, 5);
   });
   await Promise.all(pending);
-  const after = await load.publish(0, `sip:ovl-after-${load.run}@${DOMAIN}`, { body: pidfDocument(`sip:ovl-after-${load.run}@${DOMAIN}`, 1, 'bench-v1'), expires: 60 });
+  const after = await load.publish(0, `sip:ovl-after-${load.run}@${DOMAIN}`, {
+    body: pidfDocument(`sip:ovl-after-${load.run}@${DOMAIN}`, 1, 'bench-v1'),
+    expires: 60,
+  });
   accepted.sort((a, b) => a - b);
   refused.sort((a, b) => a - b);
   return {

@@ -84,7 +84,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: string) => void, cleanup: boolean): Promise<LoadFigures> {
   const driver = await SipDriver.open(target.sip, args.sockets, args.timeoutMs, args.bind);
-  const load = new PresenceLoad(driver, { expires: 3600, xcap: target.xcap && target.authorisation.includes('PUT') ? target.xcap : undefined });
+  const load = new PresenceLoad(driver, {
+    expires: 3600,
+    xcap: target.xcap && target.authorisation.includes('PUT') ? target.xcap : undefined,
+  });
   const fig: LoadFigures = {
     target: target.label,
     description: target.description,
@@ -131,7 +134,9 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
       }
       await sleep(1000);
       const before = target.pid !== undefined ? memoryOf(target.pid) : undefined;
-      log(`  SUBSCRIBE: ${all.length} watchers on ${new Set(all.map((w) => w.presentity)).size} presentities, ${args.concurrency} in flight`);
+      log(
+        `  SUBSCRIBE: ${all.length} watchers on ${new Set(all.map((w) => w.presentity)).size} presentities, ${args.concurrency} in flight`,
+      );
       const m = cpuMeter(target.pid);
       const r = await subscribeAll(load, all, {
         concurrency: args.concurrency,
@@ -155,7 +160,11 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
             await sleep(args.settle * 1000 - 2000);
             const later = memoryOf(target.pid!);
             if (later) {
-              fig.memory.settled = { seconds: args.settle, after: later, pssBytesPerSubscription: (later.pss - before.pss) / Math.max(1, r.subscriptions) };
+              fig.memory.settled = {
+                seconds: args.settle,
+                after: later,
+                pssBytesPerSubscription: (later.pss - before.pss) / Math.max(1, r.subscriptions),
+              };
             }
           }
         }
@@ -188,7 +197,12 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
     if (phases.has('publish')) {
       log(`  PUBLISH mix: ${args.concurrency} in flight, ${args.warmup} s warm-up + ${args.duration} s`);
       const m = cpuMeter(target.pid);
-      const r = await publishMix(load, { durationS: args.duration, warmupS: args.warmup, concurrency: args.concurrency, refreshes: args.refreshes });
+      const r = await publishMix(load, {
+        durationS: args.duration,
+        warmupS: args.warmup,
+        concurrency: args.concurrency,
+        refreshes: args.refreshes,
+      });
       fig.publish = { ...r, cpu: m() };
     }
 
@@ -237,10 +251,16 @@ async function runBlf(target: RunningTarget, args: BenchArgs, log: (s: string) =
     if (args.latencyCycles > 0) {
       log(`  BLF latency: a call's state change → last of ${BLF_WATCHERS} dialog NOTIFYs, ${args.latencyCycles} changes one at a time`);
       const m = cpuMeter(target.pid);
-      const r = await fanoutLatency(load, ext, { cycles: args.latencyCycles, timeoutMs: Math.max(10_000, BLF_WATCHERS * 2), publishers: new Map() });
+      const r = await fanoutLatency(load, ext, {
+        cycles: args.latencyCycles,
+        timeoutMs: Math.max(10_000, BLF_WATCHERS * 2),
+        publishers: new Map(),
+      });
       fig.blf.latency = { ...r, cpu: m() };
     }
-    log(`  dialog PUBLISH: ${args.concurrency} calls in flight (early, confirmed, terminated, removal), ${args.warmup} s warm-up + ${args.duration} s`);
+    log(
+      `  dialog PUBLISH: ${args.concurrency} calls in flight (early, confirmed, terminated, removal), ${args.warmup} s warm-up + ${args.duration} s`,
+    );
     const m = cpuMeter(target.pid);
     const r = await dialogPublish(load, { durationS: args.duration, warmupS: args.warmup, concurrency: args.concurrency });
     fig.blf.publish = { ...r, cpu: m() };

@@ -7,7 +7,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { mkdtempSync, writeFileSync, rmSync, openSync, closeSync, readFileSync, readdirSync, existsSync, copyFileSync, mkdirSync, renameSync } from 'node:fs';
+import {
+  mkdtempSync,
+  writeFileSync,
+  rmSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  readdirSync,
+  existsSync,
+  copyFileSync,
+  mkdirSync,
+  renameSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT, RESULTS_DIR } from '../lib/report.js';
@@ -275,13 +287,16 @@ const KAMAILIO_TABLES = '/usr/share/kamailio/dbtext/kamailio';
 function kamailioDatabase(dir: string): { defines: string[]; what: string } {
   const db = join(dir, 'db');
   mkdirSync(db);
-  for (const t of ['version', 'presentity', 'active_watchers', 'watchers', 'xcap', 'pua']) copyFileSync(join(KAMAILIO_TABLES, t), join(db, t));
+  for (const t of ['version', 'presentity', 'active_watchers', 'watchers', 'xcap', 'pua'])
+    copyFileSync(join(KAMAILIO_TABLES, t), join(db, t));
   return { defines: ['-A', `DBURL="text://${db}"`], what: `db_text in ${db} (tables in shared memory)` };
 }
 
 export async function startKamailio(o: { children: number; label: string }): Promise<RunningTarget> {
   if (!existsSync(KAMAILIO_BIN)) {
-    throw new Error(`${KAMAILIO_BIN} not found: apt-get install kamailio kamailio-presence-modules (Debian), or point --sip at a running server`);
+    throw new Error(
+      `${KAMAILIO_BIN} not found: apt-get install kamailio kamailio-presence-modules (Debian), or point --sip at a running server`,
+    );
   }
   const dir = mkdtempSync(join(tmpdir(), 'kamailio-bench-'));
   const run = join(dir, 'run');
@@ -337,7 +352,12 @@ function runText(cmd: string, args: string[], input?: string): Promise<string> {
 }
 
 /** A server the bench did not start. */
-export function externalTarget(o: { sip: string; xcap?: string | undefined; rpc?: string | undefined; pid?: number | undefined }): RunningTarget {
+export function externalTarget(o: {
+  sip: string;
+  xcap?: string | undefined;
+  rpc?: string | undefined;
+  pid?: number | undefined;
+}): RunningTarget {
   const [host, port] = o.sip.split(':') as [string, string];
   return {
     label: `external ${o.sip}`,
@@ -346,7 +366,9 @@ export function externalTarget(o: { sip: string; xcap?: string | undefined; rpc?
     xcap: o.xcap,
     rpc: o.rpc,
     description: `server at udp:${o.sip}${o.pid ? ` (PID ${o.pid})` : ''}`,
-    authorisation: o.xcap ? 'allow-all pres-rules PUT over XCAP per presentity' : 'none from the bench: the server must run with force_active=1',
+    authorisation: o.xcap
+      ? 'allow-all pres-rules PUT over XCAP per presentity'
+      : 'none from the bench: the server must run with force_active=1',
     stop: async () => undefined,
   };
 }

@@ -74,7 +74,15 @@ export async function measure(group: string, tasks: MicroTask[], o: MicroOptions
 export function microTable(rows: MicroRow[]): string {
   return table([
     ['benchmark', 'task', 'ops/s', 'mean µs/op', 'p99 µs/op', 'samples', 'note'],
-    ...rows.map((r) => [r.group, r.task, r.opsPerSec, r.meanUs, r.p99Us, r.samples, r.note ?? (r.batch > 1 ? `per op, ${r.batch} per iteration` : '')]),
+    ...rows.map((r) => [
+      r.group,
+      r.task,
+      r.opsPerSec,
+      r.meanUs,
+      r.p99Us,
+      r.samples,
+      r.note ?? (r.batch > 1 ? `per op, ${r.batch} per iteration` : ''),
+    ]),
   ]);
 }
 

@@ -44,7 +44,11 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
       [
         ...pair('round trip (validateRoot of 18 B)', 'xml.validateRoot', () => ({ xml: tiny, root: 'a', ns: 'urn:x' }) as never),
         ...pair('pidf.validate (5 tuples)', 'pidf.validate', () => ({ xml: five }) as never),
-        ...pair('pidf.composeBodies (5 pubs)', 'pidf.composeBodies', () => ({ presentityUri: presentity, bodies: bodies5, dummy: false }) as never),
+        ...pair(
+          'pidf.composeBodies (5 pubs)',
+          'pidf.composeBodies',
+          () => ({ presentityUri: presentity, bodies: bodies5, dummy: false }) as never,
+        ),
       ],
       o,
     );

@@ -28,7 +28,8 @@ export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
         name: `evaluateRules, new document version each time (compile), 10 rules/100 ids`,
         fn: () => {
           const xml = rulesXml.replace('?>', `?><!--v${version++}-->`);
-          sink += evaluateRules({ rulesXml: xml, watcherUri: 'sip:w99@example.com', spheres: [], now: Date.now() }, DEFAULT_XML_LIMITS).matchedRules.length;
+          sink += evaluateRules({ rulesXml: xml, watcherUri: 'sip:w99@example.com', spheres: [], now: Date.now() }, DEFAULT_XML_LIMITS)
+            .matchedRules.length;
         },
       },
       { name: `evaluateRules, compiled document (${rulesXml.length} B), match in last rule`, fn: evaluate('sip:w99@example.com') },

@@ -10,7 +10,8 @@ import { pidfDocument, DOMAIN } from '../fixtures/messages.js';
 import { measure, isMain, runStandalone, type MicroOptions, type MicroRow, type MicroTask } from './harness.js';
 
 const XPATH = '/p:presence/p:tuple/p:status/p:basic';
-const OPTIONS = ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NOERROR | ParseOption.XML_PARSE_NOWARNING;
+const OPTIONS =
+  ParseOption.XML_PARSE_NONET | ParseOption.XML_PARSE_NO_XXE | ParseOption.XML_PARSE_NOERROR | ParseOption.XML_PARSE_NOWARNING;
 
 export default async function suite(o: MicroOptions): Promise<MicroRow[]> {
   const xml = pidfDocument(`sip:alice@${DOMAIN}`, 5);

@@ -42,12 +42,19 @@ export class Authorization {
   constructor(private readonly deps: AuthorizationDeps) {
     deps.hub.on('document.changed', (c) => {
       if (c.auid !== 'pres-rules' || !c.xui) return;
-      this.reevaluateWatchers(c.xui, 'presence').catch((err) => deps.log.error({ err, presentityUri: c.xui }, 're-evaluating watchers failed'));
+      this.reevaluateWatchers(c.xui, 'presence').catch((err) =>
+        deps.log.error({ err, presentityUri: c.xui }, 're-evaluating watchers failed'),
+      );
     });
   }
 
   /** The outcome for a watcher of a presentity under a package's policy. */
-  evaluate(presentityUri: string, watcherAor: string, pkg: EventPackage, decisions?: Decisions): Promise<AuthorizationOutcome> | AuthorizationOutcome {
+  evaluate(
+    presentityUri: string,
+    watcherAor: string,
+    pkg: EventPackage,
+    decisions?: Decisions,
+  ): Promise<AuthorizationOutcome> | AuthorizationOutcome {
     const rules = decisions ?? this.decisions(presentityUri);
     return pkg.authorize({ presentityUri, watcherAor, config: this.deps.config, rules: () => rules(watcherAor) });
   }
@@ -122,9 +129,14 @@ export class Authorization {
     if (event === 'presence') {
       changed += await this.reevaluate(presentityUri, 'presence.winfo', decisions);
       // Other packages the same document authorises (dialog with dialog_authorization = 1).
-      for (const pkg of this.deps.packages.all()) if (pkg.consultsRules && pkg.name !== event) changed += await this.reevaluate(presentityUri, pkg.name, decisions);
+      for (const pkg of this.deps.packages.all())
+        if (pkg.consultsRules && pkg.name !== event) changed += await this.reevaluate(presentityUri, pkg.name, decisions);
       const presence = this.deps.packages.get('presence');
-      if (presence) changed += await this.deps.watcherInfo.reevaluate(presentityUri, async (aor) => (await this.evaluate(presentityUri, aor, presence, decisions)).handling);
+      if (presence)
+        changed += await this.deps.watcherInfo.reevaluate(
+          presentityUri,
+          async (aor) => (await this.evaluate(presentityUri, aor, presence, decisions)).handling,
+        );
     }
     return changed;
   }

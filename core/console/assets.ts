@@ -20,7 +20,9 @@ export async function loadConsoleAssets(): Promise<ConsoleAssets> {
   try {
     script = await readFile(BUNDLE, 'utf8');
   } catch (err) {
-    throw new ConfigError(`web_console: the console bundle ${BUNDLE} cannot be read (${(err as NodeJS.ErrnoException).code}); run npm run build, or set web_console to 0`);
+    throw new ConfigError(
+      `web_console: the console bundle ${BUNDLE} cannot be read (${(err as NodeJS.ErrnoException).code}); run npm run build, or set web_console to 0`,
+    );
   }
   return { page: PAGE, script };
 }

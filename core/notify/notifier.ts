@@ -75,7 +75,8 @@ export class Notifier {
       if (final !== undefined) this.schedule(sub, { kind: 'terminate', reason: final });
       else sub.endRate();
       // No watcher left: drop its cached body.
-      if (deps.subscriptions.watcherCount(sub.record.presentityUri, sub.record.event) === 0) this.invalidate(sub.record.presentityUri, sub.record.event);
+      if (deps.subscriptions.watcherCount(sub.record.presentityUri, sub.record.event) === 0)
+        this.invalidate(sub.record.presentityUri, sub.record.event);
     });
   }
 
@@ -208,7 +209,8 @@ export class Notifier {
       if (pending.kind === 'terminate') {
         state = `terminated;reason=${pending.reason}`;
         // A final NOTIFY after expiry, unsubscribe or fetch still carries the state (RFC 6665 §4.4.3).
-        if (rec.state === 'active' && (pending.reason === 'timeout' || pending.reason === 'noresource')) body = await this.bodyFor(sub, pkg);
+        if (rec.state === 'active' && (pending.reason === 'timeout' || pending.reason === 'noresource'))
+          body = await this.bodyFor(sub, pkg);
       } else {
         state = '';
         if (rec.state === 'active') {
@@ -244,7 +246,8 @@ export class Notifier {
       }
       // The dialog's Contact is fixed with its first NOTIFY: on a wildcard listener, after the
       // address toward the subscriber is known (after a restart it may not be yet).
-      const addressReady = sub.hasTemplate || !rec.sourceAddress ? undefined : this.deps.sender.addressReady(rec.transport as Protocol, rec.sourceAddress);
+      const addressReady =
+        sub.hasTemplate || !rec.sourceAddress ? undefined : this.deps.sender.addressReady(rec.transport as Protocol, rec.sourceAddress);
       if (addressReady) await addressReady;
       const wire = sub.template(this.contact);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
@@ -314,9 +317,13 @@ export class Notifier {
     if (status >= 200 && status < 300) this.stats.sent++;
     else {
       this.stats.failed++;
-      const why = outcome.kind === 'transport-error' ? outcome.error.message : outcome.kind === 'timeout' ? 'timeout (Timer F)' : `${status}`;
+      const why =
+        outcome.kind === 'transport-error' ? outcome.error.message : outcome.kind === 'timeout' ? 'timeout (Timer F)' : `${status}`;
       if (sub.lastNotify) sub.lastNotify.why = why;
-      this.deps.log.info({ callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why }, 'NOTIFY not accepted');
+      this.deps.log.info(
+        { callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why },
+        'NOTIFY not accepted',
+      );
     }
     if (pending.kind === 'terminate') {
       sub.settle();

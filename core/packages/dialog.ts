@@ -16,7 +16,14 @@
  * = 1 applies the presentity's pres-rules sub-handling to dialog watchers.
  */
 import type { EventPackage, PackageContext } from './types.js';
-import { VERSION_SLOT, allowEveryone, userdelReason, type AuthorizationRequest, type AuthorizationOutcome, type SubHandling } from './types.js';
+import {
+  VERSION_SLOT,
+  allowEveryone,
+  userdelReason,
+  type AuthorizationRequest,
+  type AuthorizationOutcome,
+  type SubHandling,
+} from './types.js';
 import type { Config } from '../config.js';
 import type { DialogFilter } from '../../workers/dialog-info.js';
 
@@ -101,7 +108,12 @@ export function createDialogPackage(config: Config): EventPackage {
       return JSON.stringify({ callId, fromTag: params.get('from-tag'), toTag: params.get('to-tag') });
     },
     async viewBody(presentityUri: string, body: string, view: string, ctx: PackageContext) {
-      return ctx.pool.run('dialoginfo.view', { presentityUri, xml: body, versionSlot: VERSION_SLOT, filter: JSON.parse(view) as DialogFilter });
+      return ctx.pool.run('dialoginfo.view', {
+        presentityUri,
+        xml: body,
+        versionSlot: VERSION_SLOT,
+        filter: JSON.parse(view) as DialogFilter,
+      });
     },
     // RFC 5025 §3.2.1 polite-block: a valid document that shows no dialog.
     substituteBody(handling: string, presentityUri: string) {

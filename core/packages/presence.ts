@@ -29,8 +29,11 @@ export const presencePackage: EventPackage = {
     const dummy = ctx.config.force_dummy_presence === 1;
     if (ctx.pool.threads === 0) {
       // On the main thread: the publications held in memory, no store read and decode.
-      const hard = ctx.store.getXcap('pidf-manipulation', presentityUri, 'index') ?? ctx.store.xcapDocumentsOf('pidf-manipulation', presentityUri)[0];
-      const bodies = ctx.publications(presentityUri, 'presence').map((p) => Buffer.from(p.body.buffer, p.body.byteOffset, p.body.byteLength).toString('utf8'));
+      const hard =
+        ctx.store.getXcap('pidf-manipulation', presentityUri, 'index') ?? ctx.store.xcapDocumentsOf('pidf-manipulation', presentityUri)[0];
+      const bodies = ctx
+        .publications(presentityUri, 'presence')
+        .map((p) => Buffer.from(p.body.buffer, p.body.byteOffset, p.body.byteLength).toString('utf8'));
       if (hard) bodies.push(Buffer.from(hard.body).toString('utf8'));
       return ctx.pool.runHere('pidf.composeBodies', { presentityUri, bodies, dummy });
     }

@@ -20,7 +20,8 @@ export function parseClusterFile(text: string): ClusterNode[] {
     if (line === '') continue;
     const parts = line.split(/\s+/);
     const url = parts[parts.length - 1]!;
-    if (parts.length > 2 || !/^https?:\/\/\S+$/.test(url)) throw new Error(`line ${i + 1}: expected "NAME URL" or "URL" (http://host:port/RPC), got "${line}"`);
+    if (parts.length > 2 || !/^https?:\/\/\S+$/.test(url))
+      throw new Error(`line ${i + 1}: expected "NAME URL" or "URL" (http://host:port/RPC), got "${line}"`);
     nodes.push({ name: parts.length === 2 ? parts[0]! : url, url });
   }
   if (nodes.length === 0) throw new Error('no nodes listed');
@@ -58,7 +59,9 @@ export async function clusterCall(fileText: string, method: string, params: unkn
     return 2;
   }
   const answers = await Promise.all(nodes.map((n) => callOne(n, method, params)));
-  const shown = OWNER_METHODS.has(method) ? answers.filter((a) => a.error !== undefined || (Array.isArray(a.result) && a.result.length > 0)) : answers;
+  const shown = OWNER_METHODS.has(method)
+    ? answers.filter((a) => a.error !== undefined || (Array.isArray(a.result) && a.result.length > 0))
+    : answers;
   for (const a of answers) if (a.error !== undefined) process.stderr.write(`presenced rpc: ${a.node}: ${a.error}\n`);
   process.stdout.write(JSON.stringify(shown, null, 2) + '\n');
   return answers.some((a) => a.error !== undefined) ? 1 : 0;

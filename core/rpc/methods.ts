@@ -33,12 +33,14 @@ export type RpcMethod = (params: unknown[]) => Promise<unknown> | unknown;
 
 function str(params: unknown[], i: number, name: string, usage: string): string {
   const v = params[i];
-  if (typeof v !== 'string' || v.length === 0) throw new RpcError(INVALID_PARAMS, `param ${i + 1} (${name}) must be a non-empty string; usage: ${usage}`);
+  if (typeof v !== 'string' || v.length === 0)
+    throw new RpcError(INVALID_PARAMS, `param ${i + 1} (${name}) must be a non-empty string; usage: ${usage}`);
   return v;
 }
 
 function arity(params: unknown[], min: number, max: number, usage: string): void {
-  if (params.length < min || params.length > max) throw new RpcError(INVALID_PARAMS, `expected ${min === max ? min : `${min} to ${max}`} params; usage: ${usage}`);
+  if (params.length < min || params.length > max)
+    throw new RpcError(INVALID_PARAMS, `expected ${min === max ? min : `${min} to ${max}`} params; usage: ${usage}`);
 }
 
 function presentity(uri: string): string {
@@ -149,7 +151,8 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
   m.set('xcap.document_list', (p) => {
     arity(p, 0, 0, 'xcap.document_list');
     const out: Array<{ auid: string; xui: string; name: string; etag: string; content_type: string }> = [];
-    for (const d of node.store.allXcapDocuments()) if (d.xui) out.push({ auid: d.auid, xui: d.xui, name: d.name, etag: d.etag, content_type: d.contentType });
+    for (const d of node.store.allXcapDocuments())
+      if (d.xui) out.push({ auid: d.auid, xui: d.xui, name: d.name, etag: d.etag, content_type: d.contentType });
     return out;
   });
 
@@ -192,7 +195,12 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
                 seconds_ago: Math.round((now - last.at) / 1000),
                 cseq: last.cseq,
                 subscription_state: last.subscriptionState,
-                outcome: last.status === 0 ? 'no final response yet' : last.status >= 200 && last.status < 300 ? `${last.status} accepted` : `${last.status} ${last.why}`,
+                outcome:
+                  last.status === 0
+                    ? 'no final response yet'
+                    : last.status >= 200 && last.status < 300
+                      ? `${last.status} accepted`
+                      : `${last.status} ${last.why}`,
                 body: last.body ?? null,
               }
             : 'no NOTIFY sent in this dialog yet',
@@ -203,7 +211,11 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
     const policy = await node.authorization.evaluate(uri, watcher, pkg);
     const rulesDoc = node.store.getXcap('pres-rules', uri, 'index') ?? node.store.xcapDocumentsOf('pres-rules', uri)[0];
     let rules: unknown;
-    if (!rulesDoc) rules = { document: null, verdict: 'no pres-rules document: no rule matches, so the watcher is confirm (pending), as presence_xml says' };
+    if (!rulesDoc)
+      rules = {
+        document: null,
+        verdict: 'no pres-rules document: no rule matches, so the watcher is confirm (pending), as presence_xml says',
+      };
     else {
       const o = await node.pool.run('rules.evaluate', { presentityUri: uri, watcherUri: watcher });
       rules = {
@@ -213,7 +225,10 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
         sub_handling: o.handling,
         transformations: o.transformations ?? null,
         winfo_handling: o.winfoHandling,
-        verdict: o.matchedRules.length === 0 ? 'no rule matches this watcher: confirm (pending), as presence_xml says' : `rules ${o.matchedRules.join(', ')} match: the highest sub-handling wins (RFC 5025 §3.2.1)`,
+        verdict:
+          o.matchedRules.length === 0
+            ? 'no rule matches this watcher: confirm (pending), as presence_xml says'
+            : `rules ${o.matchedRules.join(', ')} match: the highest sub-handling wins (RFC 5025 §3.2.1)`,
       };
     }
     return {

@@ -61,9 +61,11 @@ export class RpcServer {
     const path = target?.path;
     if (path === '/RPC' && req.method === 'POST') this.onRpc(req, res);
     else if (path === '/metrics' && (req.method === 'GET' || req.method === 'HEAD')) this.onMetrics(res);
-    else if (this.console && path?.startsWith('/console') && (req.method === 'GET' || req.method === 'HEAD')) this.onConsole(path, this.console, res);
+    else if (this.console && path?.startsWith('/console') && (req.method === 'GET' || req.method === 'HEAD'))
+      this.onConsole(path, this.console, res);
     else if (path === '/RPC') answer(res, 405, 'text/plain', 'use POST with a JSON-RPC 2.0 body\n', [['Allow', 'POST']]);
-    else if (path === undefined) answer(res, 400, 'text/plain', 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', [], true);
+    else if (path === undefined)
+      answer(res, 400, 'text/plain', 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', [], true);
     else answer(res, 404, 'text/plain', 'presenced admin port: POST /RPC, GET /metrics\n');
   }
 
@@ -74,7 +76,11 @@ export class RpcServer {
   private onConsole(path: string, assets: ConsoleAssets, res: ServerResponse): void {
     const csp = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'";
     if (path === '/console') answer(res, 301, undefined, '', [['Location', '/console/']]);
-    else if (path === '/console/') answer(res, 200, 'text/html; charset=utf-8', assets.page, [['Content-Security-Policy', csp], ['Cache-Control', 'no-cache']]);
+    else if (path === '/console/')
+      answer(res, 200, 'text/html; charset=utf-8', assets.page, [
+        ['Content-Security-Policy', csp],
+        ['Cache-Control', 'no-cache'],
+      ]);
     else if (path === '/console/app.js') answer(res, 200, 'text/javascript; charset=utf-8', assets.script, [['Cache-Control', 'no-cache']]);
     else answer(res, 404, 'text/plain', 'no such console file\n');
   }
@@ -167,7 +173,10 @@ export class RpcServer {
         err = new RpcError(INTERNAL_ERROR, `Internal error: ${(err as Error).message}`);
       }
       this.count(label, 'error');
-      this.deps.log.info({ method: r.method.slice(0, 100), code: (err as RpcError).code, reason: (err as RpcError).message.slice(0, 300) }, 'RPC call refused');
+      this.deps.log.info(
+        { method: r.method.slice(0, 100), code: (err as RpcError).code, reason: (err as RpcError).message.slice(0, 300) },
+        'RPC call refused',
+      );
       return isNotification ? undefined : errorResponse(id ?? null, err as RpcError);
     }
     this.count(label, 'ok');
@@ -182,7 +191,14 @@ export class RpcServer {
 }
 
 /** Write a whole response unless the client has gone; `close` ends the connection after it. */
-function answer(res: ServerResponse, status: number, contentType: string | undefined, body: string, headers: Array<[string, string]> = [], close = false): void {
+function answer(
+  res: ServerResponse,
+  status: number,
+  contentType: string | undefined,
+  body: string,
+  headers: Array<[string, string]> = [],
+  close = false,
+): void {
   if (res.headersSent || res.destroyed) return;
   res.statusCode = status;
   if (contentType) res.setHeader('Content-Type', contentType);

@@ -13,7 +13,22 @@ import type { PackageRegistry } from '../packages/registry.js';
 export type MethodHandler = (incoming: IncomingRequest) => Promise<SipResponse | void> | SipResponse | void;
 
 /** The SIP methods of the IANA registry: a request with another method is not recognised (501). */
-const SIP_METHODS = new Set(['ACK', 'BYE', 'CANCEL', 'INFO', 'INVITE', 'MESSAGE', 'NOTIFY', 'OPTIONS', 'PRACK', 'PUBLISH', 'REFER', 'REGISTER', 'SUBSCRIBE', 'UPDATE']);
+const SIP_METHODS = new Set([
+  'ACK',
+  'BYE',
+  'CANCEL',
+  'INFO',
+  'INVITE',
+  'MESSAGE',
+  'NOTIFY',
+  'OPTIONS',
+  'PRACK',
+  'PUBLISH',
+  'REFER',
+  'REGISTER',
+  'SUBSCRIBE',
+  'UPDATE',
+]);
 
 export class Dispatcher {
   private readonly handlers = new Map<string, MethodHandler>();
@@ -66,7 +81,8 @@ export class Dispatcher {
     const req = incoming.request;
     if (Buffer.byteLength(req.uri) > this.maxUriLength) throw new SipError(414, 'Request-URI Too Long');
     for (const h of ['from', 'to'] as const) {
-      if (Buffer.byteLength(req[h].uri.toString()) > this.maxUriLength) throw new SipError(400, `${h === 'from' ? 'From' : 'To'} URI too long`);
+      if (Buffer.byteLength(req[h].uri.toString()) > this.maxUriLength)
+        throw new SipError(400, `${h === 'from' ? 'From' : 'To'} URI too long`);
     }
     const scheme = req.uri.slice(0, req.uri.indexOf(':')).toLowerCase();
     if (scheme !== 'sip' && scheme !== 'sips' && scheme !== 'pres') throw new SipError(416, 'Unsupported URI Scheme');

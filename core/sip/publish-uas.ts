@@ -65,7 +65,10 @@ export class PublishUas {
     const eventHeader = req.headers.get('event');
     const pkg: EventPackage | undefined = packages.lookup(eventHeader);
     if (!pkg || pkg.publishTypes.length === 0) {
-      const publishable = packages.all().filter((p) => p.publishTypes.length > 0).map((p) => p.name);
+      const publishable = packages
+        .all()
+        .filter((p) => p.publishTypes.length > 0)
+        .map((p) => p.name);
       throw new SipError(489, 'Bad Event', [['allow-events', publishable.join(', ')]]);
     }
 
@@ -74,14 +77,21 @@ export class PublishUas {
     const ifMatch = req.headers.get('sip-if-match')?.trim();
     let existing: Publication | undefined;
     if (ifMatch !== undefined) {
-      if (req.headers.count('sip-if-match') > 1 || /[\s,]/.test(ifMatch)) throw new SipError(400, 'More than one entity-tag in SIP-If-Match');
+      if (req.headers.count('sip-if-match') > 1 || /[\s,]/.test(ifMatch))
+        throw new SipError(400, 'More than one entity-tag in SIP-If-Match');
       existing = ifMatch.length > 0 ? publications.find(presentityUri, pkg.name, ifMatch) : undefined;
       if (!existing) throw new SipError(412, 'Conditional Request Failed');
     }
 
     // §6 step 4: Expires — too brief (423), too long (shortened), absent (default), 0 (removal).
     const expires = grantedExpires(req, config);
-    if (!existing && expires !== 0) this.deps.limits?.checkPublication(presentityUri, publications.of(presentityUri, pkg.name).length, publications.liveCount, req.callId);
+    if (!existing && expires !== 0)
+      this.deps.limits?.checkPublication(
+        presentityUri,
+        publications.of(presentityUri, pkg.name).length,
+        publications.liveCount,
+        req.callId,
+      );
 
     // §6 step 5: an initial PUBLISH carries a body, of a type the package understands, and valid.
     const hasBody = req.body.length > 0;
@@ -170,5 +180,8 @@ function safeFromUri(incoming: IncomingRequest): string {
 
 /** A reason phrase must stay on one line and within a sane length. */
 export function sanitiseReason(s: string): string {
-  return s.replace(/[\r\n\t]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 120);
+  return s
+    .replace(/[\r\n\t]+/g, ' ')
+    .replace(/[^\x20-\x7e]/g, '?')
+    .slice(0, 120);
 }

@@ -221,7 +221,13 @@ export class Subscriptions {
     this.timers.clear(sub.id);
     await this.deps.store.removeSubscription(sub.id);
     this.deps.log.info(
-      { callId: sub.record.callId, presentityUri: sub.record.presentityUri, watcherUri: sub.record.watcherUri, event: sub.record.event, why },
+      {
+        callId: sub.record.callId,
+        presentityUri: sub.record.presentityUri,
+        watcherUri: sub.record.watcherUri,
+        event: sub.record.event,
+        why,
+      },
       'subscription ended',
     );
     this.deps.hub.emit('subscription.ended', final === undefined ? { sub, why } : { sub, why, final });
@@ -244,7 +250,9 @@ export class Subscriptions {
       if (rec.expiresAt <= now) {
         expired.push(sub);
         // A store that cannot write (disk full) does not stop the start: the record goes at the next one.
-        await this.deps.store.removeSubscription(rec.id).catch((err) => this.deps.log.error({ err, callId: rec.callId }, 'removing an expired subscription failed'));
+        await this.deps.store
+          .removeSubscription(rec.id)
+          .catch((err) => this.deps.log.error({ err, callId: rec.callId }, 'removing an expired subscription failed'));
         continue;
       }
       sub.bodyKey = await outcomeOf(rec);

@@ -20,7 +20,15 @@ import type { Subscription, WatcherAuth } from '../store/records.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { EventHub, BaseEvents } from '../events.js';
-import type { LiveSubscription, Subscriptions, SubscriptionEvents, SubscriptionChange, WatcherState, WinfoStatus, WinfoEvent } from './subscriptions.js';
+import type {
+  LiveSubscription,
+  Subscriptions,
+  SubscriptionEvents,
+  SubscriptionChange,
+  WatcherState,
+  WinfoStatus,
+  WinfoEvent,
+} from './subscriptions.js';
 import { uriAor } from '../uris.js';
 import { ownString } from '../../transport/message.js';
 import { ExpiryTimers } from '../timers.js';
@@ -114,7 +122,8 @@ export class WatcherInfo {
     const aor = aorOf(r);
     const status: WinfoStatus = r.state === 'active' ? 'active' : 'pending';
     const stored = this.deps.store.getWatcher(r.presentityUri, r.event, aor);
-    const event = stored && stored.status === status && WINFO_EVENTS.has(stored.winfoEvent) ? (stored.winfoEvent as WinfoEvent) : 'subscribe';
+    const event =
+      stored && stored.status === status && WINFO_EVENTS.has(stored.winfoEvent) ? (stored.winfoEvent as WinfoEvent) : 'subscribe';
     return this.track(sub, { aor, status, event });
   }
 
@@ -198,7 +207,8 @@ export class WatcherInfo {
           .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'))
           .finally(() => {
             // Unless the entry was replaced or ended meanwhile (that change was published already).
-            if (this.waiting.get(w.presentityUri)?.get(w.watcherUri) === w) this.publish(r.presentityUri, waitingEntry(w, 'waiting', 'timeout'));
+            if (this.waiting.get(w.presentityUri)?.get(w.watcherUri) === w)
+              this.publish(r.presentityUri, waitingEntry(w, 'waiting', 'timeout'));
           });
         return;
       }
@@ -305,7 +315,9 @@ export class WatcherInfo {
     for (const w of this.deps.store.allWatchers()) {
       if (w.status === 'waiting' || w.event !== 'presence') continue;
       if (this.waiting.get(w.presentityUri)?.has(w.watcherUri) || this.otherSubscription(w.presentityUri, w.watcherUri)) continue;
-      this.deps.store.removeWatcher(w.presentityUri, w.event, w.watcherUri).catch((err) => this.deps.log.error({ err }, 'watcher removal failed'));
+      this.deps.store
+        .removeWatcher(w.presentityUri, w.event, w.watcherUri)
+        .catch((err) => this.deps.log.error({ err }, 'watcher removal failed'));
     }
   }
 

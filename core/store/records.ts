@@ -103,7 +103,9 @@ export interface XcapDocument {
 
 // records.proto stays beside the sources; from dist/core/store/ that is ../../../core/store/.
 const here = dirname(fileURLToPath(import.meta.url));
-const PROTO_PATH = existsSync(join(here, 'records.proto')) ? join(here, 'records.proto') : join(here, '..', '..', '..', 'core', 'store', 'records.proto');
+const PROTO_PATH = existsSync(join(here, 'records.proto'))
+  ? join(here, 'records.proto')
+  : join(here, '..', '..', '..', 'core', 'store', 'records.proto');
 
 const root = protobuf.loadSync(PROTO_PATH);
 

@@ -95,7 +95,13 @@ export class Store {
     // eventTurnBatching off: with it, lmdb-js starts each batch with a write of its own whose
     // promise nobody holds, and a failed commit rejects it (an unhandled rejection, which ends the
     // process). Writes still share a transaction: those queued while one commits go in the next.
-    const env = open<Buffer, Key>({ path, maxDbs: 16, readOnly, mapSize: o.mapSize ?? DEFAULT_MAP_SIZE, eventTurnBatching: false } as never);
+    const env = open<Buffer, Key>({
+      path,
+      maxDbs: 16,
+      readOnly,
+      mapSize: o.mapSize ?? DEFAULT_MAP_SIZE,
+      eventTurnBatching: false,
+    } as never);
     const db = <V>(name: string, encoding: 'binary' | 'msgpack') =>
       env.openDB<V, Key>({ name, encoding, readOnly } as never) as unknown as Database<V, Key>;
     const store = new Store(
@@ -215,7 +221,12 @@ export class Store {
     } catch {
       // not there yet: nothing written
     }
-    return { pageSize: root.pageSize, fileBytes, usedBytes: pages * root.pageSize, highWaterBytes: (root.lastPageNumber + 1) * root.pageSize };
+    return {
+      pageSize: root.pageSize,
+      fileBytes,
+      usedBytes: pages * root.pageSize,
+      highWaterBytes: (root.lastPageNumber + 1) * root.pageSize,
+    };
   }
 
   async close(): Promise<void> {

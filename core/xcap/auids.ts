@@ -56,7 +56,14 @@ function usage(
 
 /** In the order xcap-caps lists them. */
 export const APP_USAGES: AppUsage[] = [
-  usage('xcap-caps', 'application/xcap-caps+xml', NS.xcapCaps, [NS.xcapCaps], { root: { ns: NS.xcapCaps, local: 'xcap-caps' }, schema: 'xcap-caps' }, { readOnly: true, userTrees: false }),
+  usage(
+    'xcap-caps',
+    'application/xcap-caps+xml',
+    NS.xcapCaps,
+    [NS.xcapCaps],
+    { root: { ns: NS.xcapCaps, local: 'xcap-caps' }, schema: 'xcap-caps' },
+    { readOnly: true, userTrees: false },
+  ),
   // RFC 5025 §4 (imports RFC 4745 §13): root <ruleset>; rule ids are xs:ID, so the schema
   // itself refuses a duplicate.
   usage('pres-rules', 'application/auth-policy+xml', NS.presRules, [NS.commonPolicy, NS.presRules], {

@@ -74,7 +74,8 @@ export class DigestAuth {
     const algorithm = (p.get('algorithm') ?? 'MD5').toUpperCase();
     if (p.get('realm') !== this.realm) return { ok: false, stale: false, reason: 'wrong realm' };
     if (algorithm !== 'MD5') return { ok: false, stale: false, reason: `algorithm ${algorithm} not supported` };
-    if (qop !== 'auth' || !/^[0-9a-fA-F]{8}$/.test(nc) || cnonce === '') return { ok: false, stale: false, reason: 'qop=auth with nc and cnonce required' };
+    if (qop !== 'auth' || !/^[0-9a-fA-F]{8}$/.test(nc) || cnonce === '')
+      return { ok: false, stale: false, reason: 'qop=auth with nc and cnonce required' };
     if (uri !== requestTarget) return { ok: false, stale: false, reason: 'the digest uri is not the request target' };
     const xui = this.xuiOf(username);
     if (xui === undefined) return { ok: false, stale: false, reason: 'unknown user' };
@@ -83,7 +84,8 @@ export class DigestAuth {
     const ts = nonce.slice(0, dot);
     const sig = Buffer.from(nonce.slice(dot + 1));
     const expected = Buffer.from(this.sign(ts));
-    if (dot <= 0 || sig.length !== expected.length || !timingSafeEqual(sig, expected)) return { ok: false, stale: false, reason: 'nonce not issued here' };
+    if (dot <= 0 || sig.length !== expected.length || !timingSafeEqual(sig, expected))
+      return { ok: false, stale: false, reason: 'nonce not issued here' };
 
     const ha1 = md5(`${username}:${this.realm}:${this.users[xui]}`);
     const ha2 = md5(`${method}:${uri}`);

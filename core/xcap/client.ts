@@ -49,7 +49,8 @@ export class XcapClient {
     if (!config.periodical_query || this.timer) return;
     // Copies cached before a restart are refreshed too, not only those fetched since.
     for (const doc of this.deps.store.allXcapDocuments()) {
-      if (doc.source && doc.source !== 'embedded') this.known.set(Store.xcapKey(doc.auid, doc.xui, doc.name), { auid: doc.auid, xui: doc.xui, name: doc.name });
+      if (doc.source && doc.source !== 'embedded')
+        this.known.set(Store.xcapKey(doc.auid, doc.xui, doc.name), { auid: doc.auid, xui: doc.xui, name: doc.name });
     }
     this.timer = setInterval(() => {
       if (!this.refreshing) this.refreshing = this.refreshAll().finally(() => (this.refreshing = undefined));

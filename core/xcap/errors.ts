@@ -82,7 +82,8 @@ export const xcapErrors = {
   constraint: (phrase: string) => conflict('constraint-failure', phrase),
   notFound: (message = 'no such document or node') => new XcapError(404, message),
   badRequest: (message: string) => new XcapError(400, message),
-  tooLarge: (limit: number, close = false) => new XcapError(413, `the body is larger than max_xml_size (${limit} bytes)`, undefined, [], close),
+  tooLarge: (limit: number, close = false) =>
+    new XcapError(413, `the body is larger than max_xml_size (${limit} bytes)`, undefined, [], close),
   unsupportedType: (expected: string) => new XcapError(415, `Content-Type must be ${expected}`, undefined, [['Accept', expected]]),
   methodNotAllowed: (allow: string) => new XcapError(405, 'method not allowed', undefined, [['Allow', allow]]),
 };

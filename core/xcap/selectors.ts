@@ -39,7 +39,11 @@ const PREDEFINED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '
 
 function unescapeAttValue(s: string): string {
   return s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);/g, (_m, r: string) =>
-    r.startsWith('#x') ? String.fromCodePoint(parseInt(r.slice(2), 16)) : r.startsWith('#') ? String.fromCodePoint(parseInt(r.slice(1), 10)) : PREDEFINED[r]!,
+    r.startsWith('#x')
+      ? String.fromCodePoint(parseInt(r.slice(2), 16))
+      : r.startsWith('#')
+        ? String.fromCodePoint(parseInt(r.slice(1), 10))
+        : PREDEFINED[r]!,
   );
 }
 

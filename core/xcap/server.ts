@@ -152,7 +152,9 @@ export class XcapServer {
   /** Listen on config.xcap_listen; resolves with the bound port. */
   async start(): Promise<number> {
     const { address, port } = this.deps.config.xcap_listen;
-    const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => this.onRequest(req, res));
+    const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) =>
+      this.onRequest(req, res),
+    );
     refuseLargeBeforeContinue(server, this.deps.config.max_xml_size, (req, res) => this.onRequest(req, res));
     this.server = server;
     return listenHttp(server, 'xcap_listen', address, port);
@@ -242,7 +244,10 @@ export class XcapServer {
     if (now - this.refusalsLogged.windowStart >= 1000) this.refusalsLogged = { windowStart: now, n: 0 };
     if (this.refusalsLogged.n++ >= 50) return;
     const body = typeof reply.body === 'string' ? reply.body : '';
-    this.deps.log.info({ method: request.method, url: request.path.slice(0, 300), status: reply.status, reason: body.slice(0, 300) }, 'XCAP request refused');
+    this.deps.log.info(
+      { method: request.method, url: request.path.slice(0, 300), status: reply.status, reason: body.slice(0, 300) },
+      'XCAP request refused',
+    );
   }
 
   private errorReply(err: unknown, request: Request): Reply {
@@ -285,7 +290,8 @@ export class XcapServer {
   private readBody(ex: Exchange, request: Request): Promise<Buffer> {
     const limit = this.deps.config.max_xml_size;
     const drainLimit = limit * DRAIN_FACTOR;
-    if (request.contentLength !== undefined && !(request.contentLength <= drainLimit)) return Promise.reject(xcapErrors.tooLarge(limit, true));
+    if (request.contentLength !== undefined && !(request.contentLength <= drainLimit))
+      return Promise.reject(xcapErrors.tooLarge(limit, true));
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -335,14 +341,16 @@ export class XcapServer {
 
   private async serve(ex: Exchange, request: Request): Promise<Reply> {
     const { config } = this.deps;
-    if (hasDotSegment(request.path)) throw xcapErrors.badRequest('"." and ".." path segments are not allowed in an XCAP URI (RFC 3986 §3.3): name the document itself');
+    if (hasDotSegment(request.path))
+      throw xcapErrors.badRequest('"." and ".." path segments are not allowed in an XCAP URI (RFC 3986 §3.3): name the document itself');
     const uri = parseXcapUri(config.xcap_root, request.path, config.max_uri_length);
     if (!uri) throw xcapErrors.notFound(`not under the XCAP root ${config.xcap_root}`);
     const usage = USAGE_BY_AUID.get(uri.auid);
     if (!usage) throw xcapErrors.notFound(`no application usage "${uri.auid}"`);
     if (this.digest) this.authorize(request, uri);
     if (uri.xui && !usage.userTrees) throw xcapErrors.notFound(`${uri.auid} has no users' trees`);
-    const selector = uri.nodeSelector === undefined ? undefined : parseNodeSelector(uri.nodeSelector, parseNamespaceBindings(request.query));
+    const selector =
+      uri.nodeSelector === undefined ? undefined : parseNodeSelector(uri.nodeSelector, parseNamespaceBindings(request.query));
 
     if (usage.readOnly) {
       if (request.method !== 'GET' && request.method !== 'HEAD') throw xcapErrors.methodNotAllowed(ALLOW_READ_ONLY);
@@ -374,7 +382,9 @@ export class XcapServer {
     const digest = this.digest!;
     const result = request.authorization ? digest.verify(request.authorization, request.method, request.target) : undefined;
     if (!result || !result.ok) {
-      throw new XcapError(401, result?.reason ?? 'authentication required', undefined, [['WWW-Authenticate', digest.challenge(result?.stale ?? false)]]);
+      throw new XcapError(401, result?.reason ?? 'authentication required', undefined, [
+        ['WWW-Authenticate', digest.challenge(result?.stale ?? false)],
+      ]);
     }
     if (uri.xui ? !sameXui(uri.xui, result.xui) : request.method !== 'GET' && request.method !== 'HEAD') {
       throw new XcapError(403, `${result.xui} may not ${request.method} this document`);
@@ -465,10 +475,15 @@ export class XcapServer {
         xml = text;
         created = current === undefined;
       } else {
-        if (!current) throw xcapErrors.noParent('the document does not exist', `http://${request.host || 'localhost'}${uri.documentPath.slice(0, uri.documentPath.lastIndexOf('/'))}`);
+        if (!current)
+          throw xcapErrors.noParent(
+            'the document does not exist',
+            `http://${request.host || 'localhost'}${uri.documentPath.slice(0, uri.documentPath.lastIndexOf('/'))}`,
+          );
         const r = await pool.run('xcap.put', { xml: Buffer.from(current.body).toString('utf8'), selector, body: text, usage: usage.rules });
         if (!r.ok) throw this.failure(r, request, uri, selector);
-        if (Buffer.byteLength(r.xml) > config.max_xml_size) throw xcapErrors.constraint(`the document would be larger than max_xml_size (${config.max_xml_size} bytes)`);
+        if (Buffer.byteLength(r.xml) > config.max_xml_size)
+          throw xcapErrors.constraint(`the document would be larger than max_xml_size (${config.max_xml_size} bytes)`);
         xml = r.xml;
         body = Buffer.from(r.xml, 'utf8');
         created = r.created;
@@ -524,7 +539,13 @@ export class XcapServer {
       }
       const r = await pool.run('xcap.delete', { xml: Buffer.from(current.body).toString('utf8'), selector, usage: usage.rules });
       if (!r.ok) throw this.failure(r, request, uri, selector);
-      const doc: XcapDocument = { ...current, etag: newEtag(), body: Buffer.from(r.xml, 'utf8'), updatedAt: Date.now(), source: 'embedded' };
+      const doc: XcapDocument = {
+        ...current,
+        etag: newEtag(),
+        body: Buffer.from(r.xml, 'utf8'),
+        updatedAt: Date.now(),
+        source: 'embedded',
+      };
       if (await store.putXcapIf(doc, current.etag)) {
         this.changed(doc.auid, doc.xui, doc.name, doc);
         return { status: 200, headers: [['ETag', quoteEtag(doc.etag)]] };

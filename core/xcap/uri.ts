@@ -43,7 +43,8 @@ function normalizedXui(xui: string): string {
   } catch {
     return xui; // not a SIP URI after all: a XUI is any string (RFC 4825 §4)
   }
-  if (uri.user === undefined || uri.port !== undefined || uri.password !== undefined || uri.params.size > 0 || uri.headers !== undefined) return xui;
+  if (uri.user === undefined || uri.port !== undefined || uri.password !== undefined || uri.params.size > 0 || uri.headers !== undefined)
+    return xui;
   return normalizedAor(uri);
 }
 

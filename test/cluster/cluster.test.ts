@@ -24,7 +24,18 @@ import assert from 'node:assert/strict';
 import { Cluster, ownerOf } from '../support/cluster.js';
 import { Netns } from '../support/netns.js';
 import { TestUa } from '../support/sip-ua.js';
-import { pidf, publish, subscribe, subscribeWinfo, parseWinfo, parseSubState, bodyOf, cseqOf, rules, type Dialog } from '../support/presence.js';
+import {
+  pidf,
+  publish,
+  subscribe,
+  subscribeWinfo,
+  parseWinfo,
+  parseSubState,
+  bodyOf,
+  cseqOf,
+  rules,
+  type Dialog,
+} from '../support/presence.js';
 import { CT } from '../support/xcap-http.js';
 import type { SipRequest, SipResponse } from '../../transport/message.js';
 import { execFileSync } from 'node:child_process';
@@ -59,7 +70,12 @@ function presentityOn(node: number, prefix: string): string {
  * Ask until the answer satisfies `done`: each attempt waits for its own answer, with a 100 ms pace
  * between attempts (not a margin: the loop ends on the observed state, bounded by timeoutMs).
  */
-async function until<T extends { status: number }>(what: string, ask: () => Promise<T>, done: (r: T) => boolean, timeoutMs = 20_000): Promise<T> {
+async function until<T extends { status: number }>(
+  what: string,
+  ask: () => Promise<T>,
+  done: (r: T) => boolean,
+  timeoutMs = 20_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: T | undefined;
   while (Date.now() < end) {
@@ -79,7 +95,8 @@ async function showOn(n: number, presentity: string): Promise<unknown[]> {
   return (JSON.parse(r.text) as { result: unknown[] }).result;
 }
 
-const options = (presentity: string): Promise<SipResponse> => publisher.request({ method: 'OPTIONS', uri: presentity, to: `<${presentity}>` });
+const options = (presentity: string): Promise<SipResponse> =>
+  publisher.request({ method: 'OPTIONS', uri: presentity, to: `<${presentity}>` });
 
 /** A refresh of the watcher's dialog as RFC 3261 §12.2.1.1 builds it: R-URI = remote target, Route = the route set. */
 function refresh(s: (typeof shard)[number], expires: number): Promise<SipResponse> {
@@ -114,7 +131,8 @@ before(async () => {
 after(async () => {
   // CLUSTER_DEBUG=1: what the watcher received, first lines of each message (the nodes' and the
   // edge's logs are in the cluster directory until cluster.sh down removes it).
-  if (process.env.CLUSTER_DEBUG) for (const r of watcher?.received ?? []) console.log(r.raw.toString().split('\r\n').slice(0, 12).join(' | '));
+  if (process.env.CLUSTER_DEBUG)
+    for (const r of watcher?.received ?? []) console.log(r.raw.toString().split('\r\n').slice(0, 12).join(' | '));
   await publisher?.close();
   await watcher?.close();
   ns?.close();
@@ -126,7 +144,9 @@ after(async () => {
 });
 
 test('edge, HAProxy and the documented mapping agree on the owner of 45 presentities', async () => {
-  const presentities = Array.from({ length: 45 }, (_, i) => (i % 5 === 4 ? `sip:Map${i}@Example.COM` : `sip:map${i}@example.${i % 3 === 0 ? 'org' : 'com'}`));
+  const presentities = Array.from({ length: 45 }, (_, i) =>
+    i % 5 === 4 ? `sip:Map${i}@Example.COM` : `sip:map${i}@example.${i % 3 === 0 ? 'org' : 'com'}`,
+  );
   const counts = new Map<number, number>();
   for (const p of presentities) {
     const owner = ownerOf(p, NODES);
@@ -159,7 +179,11 @@ test('watchers on every shard: pres-rules PUT through HAProxy take effect, winfo
     s.route = res.headers.get('record-route');
     assert.match(s.route ?? '', new RegExp(`^<sip:${cluster.edge.replace(/\./g, '\\.')}[;:>]`), 'the edge Record-Routes');
     s.target = /<([^>]+)>/.exec(res.headers.get('contact') ?? '')?.[1];
-    assert.match(s.target ?? '', new RegExp(`@?${cluster.nodeIp(s.node).replace(/\./g, '\\.')}[:;>]|sip:${cluster.nodeIp(s.node).replace(/\./g, '\\.')}`), 'the owner answered');
+    assert.match(
+      s.target ?? '',
+      new RegExp(`@?${cluster.nodeIp(s.node).replace(/\./g, '\\.')}[:;>]|sip:${cluster.nodeIp(s.node).replace(/\./g, '\\.')}`),
+      'the owner answered',
+    );
     const first = await nextNotify(s);
     assert.equal(parseSubState(first).state, 'pending', 'no rules yet: pending');
     assert.equal(first.topVia.host, cluster.edge, 'NOTIFY relayed by the edge');
@@ -192,23 +216,42 @@ test('watchers on every shard: pres-rules PUT through HAProxy take effect, winfo
 test('SIGKILL of a node: its presentities get 503 with Retry-After, the other shards are untouched, a restart resumes them', async () => {
   const victim = shard[1]!;
   const others = shard.filter((s) => s !== victim);
-  const lastCseq = cseqOf(watcher.requests('NOTIFY').filter((r) => r.callId === victim.dialog!.callId).at(-1)!);
+  const lastCseq = cseqOf(
+    watcher
+      .requests('NOTIFY')
+      .filter((r) => r.callId === victim.dialog!.callId)
+      .at(-1)!,
+  );
   await cluster.killNode(victim.node);
 
-  const refused = await until('edge refusing the dead node', () => options(victim.presentity), (r) => r.status === 503);
+  const refused = await until(
+    'edge refusing the dead node',
+    () => options(victim.presentity),
+    (r) => r.status === 503,
+  );
   assert.match(refused.headers.get('retry-after') ?? '', /^\d+$/, '503 carries Retry-After');
   const duringOutage = pidf(victim.presentity, 't1', 'closed', `outage-${victim.node}`);
   const pub503 = await publish(publisher, victim.presentity, { body: duringOutage, expires: 600 });
   assert.equal(pub503.status, 503, 'PUBLISH to the dead shard: 503, not re-hashed');
   assert.match(pub503.headers.get('retry-after') ?? '', /^\d+$/);
-  for (const s of others) assert.equal((await showOn(s.node, victim.presentity)).length, 0, `node ${s.node} holds nothing of the dead shard`);
+  for (const s of others)
+    assert.equal((await showOn(s.node, victim.presentity)).length, 0, `node ${s.node} holds nothing of the dead shard`);
   // HAProxy's own health check (same interval) refuses the dead shard's documents the same way.
-  const xcap503 = await until('HAProxy refusing the dead node', () => ns!.request('GET', xcapUrl(victim.presentity)), (r) => r.status === 503);
+  const xcap503 = await until(
+    'HAProxy refusing the dead node',
+    () => ns!.request('GET', xcapUrl(victim.presentity)),
+    (r) => r.status === 503,
+  );
   assert.equal(xcap503.headers['retry-after'], '5');
-  for (const s of others) assert.equal((await ns!.request('GET', xcapUrl(s.presentity))).status, 200, `XCAP of node ${s.node} still served`);
+  for (const s of others)
+    assert.equal((await ns!.request('GET', xcapUrl(s.presentity))).status, 200, `XCAP of node ${s.node} still served`);
 
   for (const s of others) {
-    const res = await publish(publisher, s.presentity, { body: pidf(s.presentity, 't1', 'open', `during-${s.node}`), etag: s.etag, expires: 600 });
+    const res = await publish(publisher, s.presentity, {
+      body: pidf(s.presentity, 't1', 'open', `during-${s.node}`),
+      etag: s.etag,
+      expires: 600,
+    });
     assert.equal(res.status, 200, `PUBLISH (modify, SIP-If-Match) on node ${s.node}: same node still owns it`);
     await nextNotify(s, (r) => bodyOf(r).includes(`during-${s.node}`));
     const r = await refresh(s, 600);
@@ -218,7 +261,11 @@ test('SIGKILL of a node: its presentities get 503 with Retry-After, the other sh
 
   await cluster.startNode(victim.node);
   // The edge sends it traffic again once it answers OPTIONS 200 (after its store is recovered).
-  const retried = await until('publisher retrying on the restarted shard', () => publish(publisher, victim.presentity, { body: duringOutage, expires: 600 }), (r) => r.status !== 503);
+  const retried = await until(
+    'publisher retrying on the restarted shard',
+    () => publish(publisher, victim.presentity, { body: duringOutage, expires: 600 }),
+    (r) => r.status !== 503,
+  );
   assert.equal(retried.status, 200);
   const n = await nextNotify(victim, (r) => bodyOf(r).includes(`outage-${victim.node}`));
   assert.ok(cseqOf(n) > lastCseq, `NOTIFY CSeq continues the dialog (${cseqOf(n)} > ${lastCseq})`);
@@ -227,18 +274,44 @@ test('SIGKILL of a node: its presentities get 503 with Retry-After, the other sh
   assert.equal(r.status, 200, 'the watcher keeps its dialog across the restart');
   await nextNotify(victim, (x) => cseqOf(x) > cseqOf(n));
   const pubRefresh = await publish(publisher, victim.presentity, { etag: victim.etag, expires: 600 });
-  assert.equal(pubRefresh.status, 200, 'a PUBLISH refresh of the publication made before the kill reaches the same node, which recovered it');
+  assert.equal(
+    pubRefresh.status,
+    200,
+    'a PUBLISH refresh of the publication made before the kill reaches the same node, which recovered it',
+  );
 });
 
 test('presenced rpc --cluster finds the owner; /metrics carries the node label', async () => {
   for (const s of shard) {
-    const out = await ns!.exec(process.execPath, [MAIN, 'rpc', '--cluster', `${cluster.dir}/cluster.rpc`, 'presence.presentity_show', s.presentity, 'presence']);
+    const out = await ns!.exec(process.execPath, [
+      MAIN,
+      'rpc',
+      '--cluster',
+      `${cluster.dir}/cluster.rpc`,
+      'presence.presentity_show',
+      s.presentity,
+      'presence',
+    ]);
     assert.equal(out.code, 0, out.stderr);
     const answers = JSON.parse(out.stdout) as Array<{ node: string; result: unknown[] }>;
-    assert.deepEqual(answers.map((a) => a.node), [`n${s.node}`]);
-    const watchers = await ns!.exec(process.execPath, [MAIN, 'rpc', '--cluster', `${cluster.dir}/cluster.rpc`, 'presence.watcher_list', s.presentity, 'presence']);
+    assert.deepEqual(
+      answers.map((a) => a.node),
+      [`n${s.node}`],
+    );
+    const watchers = await ns!.exec(process.execPath, [
+      MAIN,
+      'rpc',
+      '--cluster',
+      `${cluster.dir}/cluster.rpc`,
+      'presence.watcher_list',
+      s.presentity,
+      'presence',
+    ]);
     const w = JSON.parse(watchers.stdout) as Array<{ node: string; result: Array<{ watcher_uri: string }> }>;
-    assert.deepEqual(w.map((a) => a.node), [`n${s.node}`]);
+    assert.deepEqual(
+      w.map((a) => a.node),
+      [`n${s.node}`],
+    );
     assert.equal(w[0]!.result[0]!.watcher_uri, watcher.aor);
   }
   for (let i = 1; i <= NODES; i++) {
@@ -266,7 +339,13 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
     assert.equal((await ns!.request('PUT', xcapUrl(p), { body: allowWatcher(), headers: { 'content-type': CT.presRules } })).status, 201);
     const sub = await subscribe(watcher, p, { expires: 600 });
     assert.equal(sub.res.status, 200);
-    const s = { node: ownerOf(p, NODES), presentity: p, dialog: sub.dialog, target: /<([^>]+)>/.exec(sub.res.headers.get('contact')!)![1], route: sub.res.headers.get('record-route') };
+    const s = {
+      node: ownerOf(p, NODES),
+      presentity: p,
+      dialog: sub.dialog,
+      target: /<([^>]+)>/.exec(sub.res.headers.get('contact')!)![1],
+      route: sub.res.headers.get('record-route'),
+    };
     await nextNotify(s, (r) => parseSubState(r).state === 'active');
     dialogs.set(p, s);
   }
@@ -275,7 +354,11 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
 
   await cluster.addNode();
 
-  const keepRefresh = await until('edge back after its restart', () => publish(publisher, keep, { etag: etags.get(keep), expires: 600 }), (r) => r.status !== 503);
+  const keepRefresh = await until(
+    'edge back after its restart',
+    () => publish(publisher, keep, { etag: etags.get(keep), expires: 600 }),
+    (r) => r.status !== 503,
+  );
   assert.equal(keepRefresh.status, 200, 'an unmoved presentity keeps its publication (same owner)');
   assert.equal((await ns!.request('GET', xcapUrl(keep))).status, 200, 'and its documents');
   const moved = await publish(publisher, move, { etag: etags.get(move), expires: 600 });
@@ -293,7 +376,11 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
   // left on the old owner of a moved presentity is ended by the edge (481), both ways.
   for (const s of [...shard, dialogs.get(keep)!]) {
     const moves = ownerOf(s.presentity, NODES) !== ownerOf(s.presentity, NODES + 1);
-    assert.equal((await refresh(s, 600)).status, moves ? 481 : 200, `dialog with ${s.presentity} (${moves ? 'moved' : 'same owner'}) after the edge restart`);
+    assert.equal(
+      (await refresh(s, 600)).status,
+      moves ? 481 : 200,
+      `dialog with ${s.presentity} (${moves ? 'moved' : 'same owner'}) after the edge restart`,
+    );
   }
   const old = dialogs.get(move)!;
   const refused = await refresh(old, 600);
@@ -301,17 +388,37 @@ test('adding a node (cluster.sh add-node): what keeps its owner keeps its state 
   assert.match(refused.headers.get('server') ?? '', /presenced-edge/);
   const again = await subscribe(watcher, move, { expires: 600 });
   assert.equal(again.res.status, 200, 'the watcher subscribes anew');
-  assert.match(again.res.headers.get('contact') ?? '', new RegExp(`@${cluster.nodeIp(ownerOf(move, NODES + 1)).replace(/\./g, '\\.')}:`), 'to the new owner');
+  assert.match(
+    again.res.headers.get('contact') ?? '',
+    new RegExp(`@${cluster.nodeIp(ownerOf(move, NODES + 1)).replace(/\./g, '\\.')}:`),
+    'to the new owner',
+  );
   const fresh = await again.dialog.nextNotify(10_000);
   assert.equal(parseSubState(fresh).state, 'active', 'the moved pres-rules allow it there');
   // The old owner lets go without the watcher hearing from it: deleting the moved pres-rules there
   // ended the subscription, and its terminated NOTIFY got 481 from the edge (a node that no longer
   // owns the presentity), as the edge's log says.
   const watchersOnOld = async (): Promise<number> =>
-    (JSON.parse((await ns!.request('POST', `http://${cluster.nodeIp(old.node)}:8081/RPC`, { body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'presence.watcher_list', params: [move, 'presence'] }), headers: { 'content-type': 'application/json' } })).text) as { result: unknown[] }).result.length;
-  await until('the old owner dropping the moved watcher', async () => ({ status: await watchersOnOld() }), (r) => r.status === 0);
+    (
+      JSON.parse(
+        (
+          await ns!.request('POST', `http://${cluster.nodeIp(old.node)}:8081/RPC`, {
+            body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'presence.watcher_list', params: [move, 'presence'] }),
+            headers: { 'content-type': 'application/json' },
+          })
+        ).text,
+      ) as { result: unknown[] }
+    ).result.length;
+  await until(
+    'the old owner dropping the moved watcher',
+    async () => ({ status: await watchersOnOld() }),
+    (r) => r.status === 0,
+  );
   const edgeLog = readFileSync(`${cluster.dir}/edge/log`, 'utf8');
-  assert.ok(edgeLog.includes(`NOTIFY for ${move.slice(4)} from ${cluster.nodeIp(old.node)}, owner is set ${ownerOf(move, NODES + 1)}: 481`), 'the edge refused the old owner\'s NOTIFY');
+  assert.ok(
+    edgeLog.includes(`NOTIFY for ${move.slice(4)} from ${cluster.nodeIp(old.node)}, owner is set ${ownerOf(move, NODES + 1)}: 481`),
+    "the edge refused the old owner's NOTIFY",
+  );
   assert.equal(notifiesOf(old.dialog!.callId), before, 'no NOTIFY of the old dialog reached the watcher');
   // The new node takes its share, by the same function at the edge and in HAProxy.
   let onNew = 0;

@@ -58,7 +58,10 @@ test('the shipped node configurations of deploy/cluster/nodes/ are valid and nam
 });
 
 test('node_name: checked at start; default the host name', () => {
-  assert.throws(() => buildConfig({ node_name: 'a b' }), (e: unknown) => e instanceof ConfigError && /node_name/.test(e.message));
+  assert.throws(
+    () => buildConfig({ node_name: 'a b' }),
+    (e: unknown) => e instanceof ConfigError && /node_name/.test(e.message),
+  );
   assert.throws(() => buildConfig({ node_name: '' }), ConfigError);
   assert.equal(buildConfig({ node_name: 'n7' }).node_name, 'n7');
   assert.ok(buildConfig({}).node_name.length > 0);
@@ -66,7 +69,9 @@ test('node_name: checked at start; default the host name', () => {
 
 function rpcCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [MAIN, 'rpc', ...args], (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(process.execPath, [MAIN, 'rpc', ...args], (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
@@ -87,10 +92,17 @@ test('/metrics carries the node label; presenced rpc --cluster prints the owner 
     const show = await rpcCli(['--cluster', file, 'presence.presentity_show', p, 'presence']);
     assert.equal(show.code, 0, show.stderr);
     const answers = JSON.parse(show.stdout) as Array<{ node: string; result: Array<{ body: string }> }>;
-    assert.deepEqual(answers.map((x) => x.node), [`http://127.0.0.1:${b.rpcPort}/RPC`]);
+    assert.deepEqual(
+      answers.map((x) => x.node),
+      [`http://127.0.0.1:${b.rpcPort}/RPC`],
+    );
     assert.match(answers[0]!.result[0]!.body, /open/);
     const version = await rpcCli(['--cluster', file, 'core.version']);
-    assert.deepEqual((JSON.parse(version.stdout) as Array<{ node: string }>).map((x) => x.node), ['alpha', `http://127.0.0.1:${b.rpcPort}/RPC`], 'other methods: every node answers');
+    assert.deepEqual(
+      (JSON.parse(version.stdout) as Array<{ node: string }>).map((x) => x.node),
+      ['alpha', `http://127.0.0.1:${b.rpcPort}/RPC`],
+      'other methods: every node answers',
+    );
 
     await b.stop();
     const partial = await rpcCli(['--cluster', file, 'core.version']);

@@ -22,12 +22,17 @@ import {
   XPATH_NS,
   DM_NS,
   RPID_NS,
-  PIDF_NS, withUa } from '../support/presence.js';
+  PIDF_NS,
+  withUa,
+} from '../support/presence.js';
 
 let node: RunningNode;
 let dummy: RunningNode;
 before(async () => {
-  [node, dummy] = await Promise.all([startNode({ force_active: 1, sip_t1: 50 }), startNode({ force_active: 1, force_dummy_presence: 1, sip_t1: 50 })]);
+  [node, dummy] = await Promise.all([
+    startNode({ force_active: 1, sip_t1: 50 }),
+    startNode({ force_active: 1, force_dummy_presence: 1, sip_t1: 50 }),
+  ]);
 });
 after(async () => {
   await Promise.all([node?.stop(), dummy?.stop()]);
@@ -105,7 +110,11 @@ for (const proto of ['udp', 'tcp'] as const) {
       const body = bodyOf(first);
       assert.deepEqual(xpathTexts(body, '/p:presence/p:tuple/@id'), ['pc']);
       assert.deepEqual(xpathTexts(body, '/p:presence/dm:person/@id'), ['me'], `person in ${DM_NS}:\n${body}`);
-      assert.equal(xpathTexts(body, '/p:presence/dm:person/rpid:activities/rpid:meeting').length, 1, 'rpid:meeting kept in the RPID namespace');
+      assert.equal(
+        xpathTexts(body, '/p:presence/dm:person/rpid:activities/rpid:meeting').length,
+        1,
+        'rpid:meeting kept in the RPID namespace',
+      );
       assert.deepEqual(xpathTexts(body, '/p:presence/dm:person/dm:note'), ['in a meeting']);
       assert.deepEqual(xpathTexts(body, '/p:presence/dm:device/dm:deviceID'), ['urn:uuid:d27459b7-8213-4395-aa77-ed859a3e5b3a']);
       // Every element sits in a namespace the document declares (no stray or lost prefix).
@@ -122,7 +131,11 @@ for (const proto of ['udp', 'tcp'] as const) {
       await publishBody(
         ua,
         p,
-        pidfDoc(p, [{ id: 'phone', basic: 'open' }], `<person xmlns="${DM_NS}" id="me2"><activities xmlns="${RPID_NS}"><on-the-phone/></activities></person>`),
+        pidfDoc(
+          p,
+          [{ id: 'phone', basic: 'open' }],
+          `<person xmlns="${DM_NS}" id="me2"><activities xmlns="${RPID_NS}"><on-the-phone/></activities></person>`,
+        ),
       );
       const { first } = await watch(ua, p);
       const body = bodyOf(first);
@@ -147,7 +160,10 @@ for (const proto of ['udp', 'tcp'] as const) {
       const { first } = await watch(ua, p);
       const body = bodyOf(first);
       assert.equal(first.contentType, 'application/pidf+xml');
-      assert.ok(tuplesOf(body).some((t) => t.basic === 'open'), `dummy document shows open:\n${body}`);
+      assert.ok(
+        tuplesOf(body).some((t) => t.basic === 'open'),
+        `dummy document shows open:\n${body}`,
+      );
       withXml(body, (doc) => assert.equal(doc.root.attr('entity')?.value, p));
       // Once something is published, the real state replaces the dummy.
       await publishBody(ua, p, pidfDoc(p, [{ id: 'real', basic: 'closed' }]));

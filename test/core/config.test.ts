@@ -64,7 +64,7 @@ for (const [raw, key] of [
   test(`invalid configuration ${JSON.stringify(raw)} names ${key}`, () => {
     assert.throws(
       () => buildConfig(raw),
-      (err: unknown) => err instanceof ConfigError && err.message.startsWith(key) === true || (err as Error).message.includes(`"${key}"`),
+      (err: unknown) => (err instanceof ConfigError && err.message.startsWith(key) === true) || (err as Error).message.includes(`"${key}"`),
     );
   });
 }
@@ -120,16 +120,30 @@ test('a tls listener without a usable certificate or key: exit 2 with a message 
     assert.equal(directory.code, 2, directory.stderr);
     assert.match(directory.stderr, /tls_private_key: cannot read .*EISDIR/);
 
-    const notAKey = await runExpectingFailure({ listen: ['tls:127.0.0.1:0'], tls_certificate: cert.certFile, tls_private_key: cert.certFile });
+    const notAKey = await runExpectingFailure({
+      listen: ['tls:127.0.0.1:0'],
+      tls_certificate: cert.certFile,
+      tls_private_key: cert.certFile,
+    });
     assert.equal(notAKey.code, 2, notAKey.stderr);
     assert.match(notAKey.stderr, /tls_private_key: .* is not the unencrypted private key of /);
 
-    const keyAsCert = await runExpectingFailure({ listen: ['tls:127.0.0.1:0'], tls_certificate: cert.keyFile, tls_private_key: cert.keyFile });
+    const keyAsCert = await runExpectingFailure({
+      listen: ['tls:127.0.0.1:0'],
+      tls_certificate: cert.keyFile,
+      tls_private_key: cert.keyFile,
+    });
     assert.equal(keyAsCert.code, 2, keyAsCert.stderr);
     assert.match(keyAsCert.stderr, /tls_certificate: .* holds no certificate/);
 
     // (A port of its own: were the check missing, the node would start rather than bind the default 5060.)
-    const badCa = await runExpectingFailure({ listen: ['udp:127.0.0.1:0'], xcap_listen: '127.0.0.1:0', rpc_listen: '127.0.0.1:0', db_url: `lmdb:${join(cert.dir, 'db')}`, tls_ca_list: cert.keyFile });
+    const badCa = await runExpectingFailure({
+      listen: ['udp:127.0.0.1:0'],
+      xcap_listen: '127.0.0.1:0',
+      rpc_listen: '127.0.0.1:0',
+      db_url: `lmdb:${join(cert.dir, 'db')}`,
+      tls_ca_list: cert.keyFile,
+    });
     assert.equal(badCa.code, 2, badCa.stderr);
     assert.match(badCa.stderr, /tls_ca_list: .* holds no certificate/);
   } finally {

@@ -49,7 +49,10 @@ test('the console shows a presentity published and watched over SIP: publication
     });
     await page.goto(`http://127.0.0.1:${node.rpcPort}/console/`);
     // Live figures come from /metrics: our subscription is counted.
-    await page.locator('[data-figure="subscriptions"]').filter({ hasText: /^[1-9]\d*$/ }).waitFor();
+    await page
+      .locator('[data-figure="subscriptions"]')
+      .filter({ hasText: /^[1-9]\d*$/ })
+      .waitFor();
     // The presentity is listed; searching opens it.
     await page.fill('input[name="presentity"]', presentity);
     await page.click('form.search button');

@@ -209,7 +209,12 @@ describe('SIGKILL and restart on the same store', { concurrency: 1 }, () => {
         const info = (state: string): string =>
           `<?xml version="1.0"?><dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0" state="full" entity="${line}">` +
           `<dialog id="d1"><state>${state}</state></dialog></dialog-info>`;
-        const pub = await publish(ua, line, { event: 'dialog;sla', body: info('confirmed'), contentType: 'application/dialog-info+xml', expires: 600 });
+        const pub = await publish(ua, line, {
+          event: 'dialog;sla',
+          body: info('confirmed'),
+          contentType: 'application/dialog-info+xml',
+          expires: 600,
+        });
         assert.equal(pub.status, 200);
         const w = await watch(ua, line, { event: 'dialog;sla', expires: 600 });
         assert.equal((await w.dialog.request(0)).status, 200);
@@ -242,7 +247,7 @@ describe('SIGKILL and restart on the same store', { concurrency: 1 }, () => {
         assert.deepEqual(
           listed.map((x) => x.call_id).filter((id) => id === w.dialog.callId),
           [],
-          'the ended subscription is not among the line\'s watchers',
+          "the ended subscription is not among the line's watchers",
         );
         assert.equal((await sameDialog(ua2, w.dialog).request(600)).status, 481, 'the ended subscription was not resurrected');
       }));

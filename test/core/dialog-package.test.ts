@@ -14,7 +14,21 @@ import { join } from 'node:path';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
 import { JsSipClient, SubscriberEvents } from '../support/ws-client.js';
-import { publish, watch, subscribe, rules, putRules, uniqueUri, parseSubState, bodyOf, withXml, xpathTexts, withUa, DIALOG_INFO_NS, type Dialog } from '../support/presence.js';
+import {
+  publish,
+  watch,
+  subscribe,
+  rules,
+  putRules,
+  uniqueUri,
+  parseSubState,
+  bodyOf,
+  withXml,
+  xpathTexts,
+  withUa,
+  DIALOG_INFO_NS,
+  type Dialog,
+} from '../support/presence.js';
 import { presentityShow, watcherList } from '../support/rpc.js';
 import { GoneDialogs } from '../../core/packages/dialog.js';
 import type { SipRequest } from '../../transport/message.js';
@@ -55,7 +69,11 @@ function shown(body: string): Shown {
   const root = withXml(body, (doc) => {
     assert.equal(doc.root.name, 'dialog-info');
     assert.equal(doc.root.namespaceUri, DIALOG_INFO_NS);
-    return { version: Number(doc.root.attr('version')?.value), entity: doc.root.attr('entity')?.value ?? '', state: doc.root.attr('state')?.value ?? '' };
+    return {
+      version: Number(doc.root.attr('version')?.value),
+      entity: doc.root.attr('entity')?.value ?? '',
+      state: doc.root.attr('state')?.value ?? '',
+    };
   });
   const ids = xpathTexts(body, '/d:dialog-info/d:dialog/@id');
   const states = xpathTexts(body, '/d:dialog-info/d:dialog/d:state');
@@ -122,7 +140,11 @@ for (const proto of ['udp', 'tcp'] as const) {
       const s = shown(bodyOf(first));
       assert.deepEqual(s.dialogs.map((d) => `${d.id}:${d.state}`).sort(), ['a:confirmed', 'b:early']);
       const body = bodyOf(first);
-      assert.deepEqual(xpathTexts(body, "/d:dialog-info/d:dialog[@id='a']/d:remote/d:identity"), ['sip:caller@example.com'], 'the dialog elements are kept whole');
+      assert.deepEqual(
+        xpathTexts(body, "/d:dialog-info/d:dialog[@id='a']/d:remote/d:identity"),
+        ['sip:caller@example.com'],
+        'the dialog elements are kept whole',
+      );
     }));
 
   test(`[${proto}] racing PUBLISHes (pua_dialoginfo replayed): early arriving after terminated, or after the terminated publication is removed, never lights the lamp again`, () =>
@@ -155,7 +177,11 @@ for (const proto of ['udp', 'tcp'] as const) {
       await next(dialog);
       await ok(pub(ua, ext, dialogDoc(ext, 'r3', 'early', 4)));
       const n = await next(dialog);
-      assert.deepEqual(n.dialogs.filter((d) => d.id === 'r3'), [{ id: 'r3', state: 'confirmed' }], 'a stale early never replaces confirmed');
+      assert.deepEqual(
+        n.dialogs.filter((d) => d.id === 'r3'),
+        [{ id: 'r3', state: 'confirmed' }],
+        'a stale early never replaces confirmed',
+      );
     }));
 
   test(`[${proto}] Event parameters call-id/from-tag/to-tag (RFC 4235 §3.2): a subscription to one dialog gets only that dialog`, () =>
@@ -184,11 +210,23 @@ for (const proto of ['udp', 'tcp'] as const) {
   test(`[${proto}] a PUBLISH whose body is not dialog-info → 400; another type → 415`, () =>
     withUa(node, proto, async (ua) => {
       const ext = uniqueUri('ext');
-      const bad = await publish(ua, ext, { event: 'dialog', body: '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="x"/>', contentType: DIALOG_INFO });
+      const bad = await publish(ua, ext, {
+        event: 'dialog',
+        body: '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="x"/>',
+        contentType: DIALOG_INFO,
+      });
       assert.equal(bad.status, 400);
-      const broken = await publish(ua, ext, { event: 'dialog', body: '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"', contentType: DIALOG_INFO });
+      const broken = await publish(ua, ext, {
+        event: 'dialog',
+        body: '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"',
+        contentType: DIALOG_INFO,
+      });
       assert.equal(broken.status, 400);
-      const noId = await publish(ua, ext, { event: 'dialog', body: dialogDoc(ext, 'x', 'early', 1).replace(' id="x"', ''), contentType: DIALOG_INFO });
+      const noId = await publish(ua, ext, {
+        event: 'dialog',
+        body: dialogDoc(ext, 'x', 'early', 1).replace(' id="x"', ''),
+        contentType: DIALOG_INFO,
+      });
       assert.equal(noId.status, 400);
       assert.match(noId.reason, /without an id/);
       const badState = await publish(ua, ext, { event: 'dialog', body: dialogDoc(ext, 'x', 'ringing', 1), contentType: DIALOG_INFO });
@@ -224,14 +262,22 @@ test('dialog_authorization 1: a dialog watcher without a pres-rule is pending; a
     assert.equal(n.body.length, 0);
 
     // The presentity's pres-rules now allow this watcher: the rules change re-evaluates dialog watchers too.
-    assert.ok([200, 201].includes(await putRules(authorised.xcapPort, ext, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }]))));
+    assert.ok(
+      [200, 201].includes(
+        await putRules(authorised.xcapPort, ext, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }])),
+      ),
+    );
     const active = await dialog.nextNotify(5000, (r) => parseSubState(r).state === 'active');
     assert.deepEqual(shown(bodyOf(active)).dialogs, [{ id: 'secret', state: 'confirmed' }]);
 
     // polite-block (RFC 5025 §3.2.1): active, a valid dialog-info document that reveals nothing.
     const other = await TestUa.open('udp', authorised.udpPort);
     try {
-      assert.ok([200, 201].includes(await putRules(authorised.xcapPort, ext, rules([{ id: 'p', who: `<cr:one id="${other.aor}"/>`, handling: 'polite-block' }]))));
+      assert.ok(
+        [200, 201].includes(
+          await putRules(authorised.xcapPort, ext, rules([{ id: 'p', who: `<cr:one id="${other.aor}"/>`, handling: 'polite-block' }])),
+        ),
+      );
       const blocked = await watch(other, ext, { event: 'dialog' });
       assert.equal(parseSubState(blocked.first).state, 'active');
       assert.deepEqual(shown(bodyOf(blocked.first)), { version: 0, entity: ext, state: 'full', dialogs: [] });
@@ -251,12 +297,23 @@ test('[ws] a JsSIP watcher over WebSocket sees a call ring and end; a JsSIP PUBL
     const n0 = await ev.nextNotify();
     assert.match(n0.subscriptionState, /^active/);
     assert.deepEqual(shown(n0.body).dialogs, []);
-    const early = await phone.publish(ext, { event: 'dialog', body: dialogDoc(ext, 'w1', 'early', 1), contentType: DIALOG_INFO, expires: 60 });
+    const early = await phone.publish(ext, {
+      event: 'dialog',
+      body: dialogDoc(ext, 'w1', 'early', 1),
+      contentType: DIALOG_INFO,
+      expires: 60,
+    });
     assert.equal(early.status, 200);
     const n1 = await ev.nextNotify((b) => b.includes('w1'));
     assert.deepEqual(shown(n1.body).dialogs, [{ id: 'w1', state: 'early' }]);
     assert.equal(shown(n1.body).version, 1);
-    const ended = await phone.publish(ext, { event: 'dialog', etag: early.etag, body: dialogDoc(ext, 'w1', 'terminated', 2), contentType: DIALOG_INFO, expires: 60 });
+    const ended = await phone.publish(ext, {
+      event: 'dialog',
+      etag: early.etag,
+      body: dialogDoc(ext, 'w1', 'terminated', 2),
+      contentType: DIALOG_INFO,
+      expires: 60,
+    });
     assert.equal(ended.status, 200);
     const n2 = await ev.nextNotify((b) => b.includes('terminated'));
     assert.equal(shown(n2.body).version, 2);
@@ -287,7 +344,13 @@ test('OPTIONS Allow-Events names dialog and reg; presence.presentity_show, prese
     const metrics = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
     const subs = Number(/^presenced_event_subscriptions\{event="dialog",node="[^"]*"\} (\d+)$/m.exec(metrics)?.[1]);
     const presentities = Number(/^presenced_event_presentities\{event="dialog",node="[^"]*"\} (\d+)$/m.exec(metrics)?.[1]);
-    assert.ok(subs >= 1, `dialog subscriptions in /metrics:\n${metrics.split('\n').filter((l) => l.includes('event=')).join('\n')}`);
+    assert.ok(
+      subs >= 1,
+      `dialog subscriptions in /metrics:\n${metrics
+        .split('\n')
+        .filter((l) => l.includes('event='))
+        .join('\n')}`,
+    );
     assert.ok(presentities >= 1);
     assert.equal((await dialog.request(0)).status, 200);
   }));
@@ -350,6 +413,10 @@ test('disable_reg 1: reg PUBLISH and SUBSCRIBE → 489, reg gone from Allow-Even
     assert.equal(sub.res.status, 489);
     const events = (sub.res.headers.get('allow-events') ?? '').split(',').map((s) => s.trim());
     assert.ok(!events.includes('reg') && events.includes('dialog'), `Allow-Events: ${events.join(', ')}`);
-    const p = await publish(ua, aor, { event: 'reg', body: '<reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="0" state="full"/>', contentType: 'application/reginfo+xml' });
+    const p = await publish(ua, aor, {
+      event: 'reg',
+      body: '<reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="0" state="full"/>',
+      contentType: 'application/reginfo+xml',
+    });
     assert.equal(p.status, 489);
   }));

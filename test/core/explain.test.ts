@@ -32,7 +32,10 @@ interface Explained {
         contact: string;
         last_notify: string | { cseq: number; outcome: string; body: string | null; subscription_state: string };
       }>;
-  authorization: { package_policy: string; rules: { document: string | null; matched_rules?: string[]; transformations?: unknown; verdict: string } };
+  authorization: {
+    package_policy: string;
+    rules: { document: string | null; matched_rules?: string[]; transformations?: unknown; verdict: string };
+  };
   publications: Array<{ etag: string; content_type: string }>;
 }
 
@@ -43,7 +46,11 @@ test('explain names the matched rule, the last NOTIFY and its outcome, and the p
   const stranger = await TestUa.open('tcp', node.tcpPort);
   try {
     const xcap = new Xcap(node.xcapPort);
-    const put = await xcap.put(`/pres-rules/users/${presentity}/index`, presRules([{ id: 'friends', handling: 'allow', identity: friend.aor }]), CT.presRules);
+    const put = await xcap.put(
+      `/pres-rules/users/${presentity}/index`,
+      presRules([{ id: 'friends', handling: 'allow', identity: friend.aor }]),
+      CT.presRules,
+    );
     assert.ok(put.status === 201 || put.status === 200, `PUT pres-rules: ${put.status} ${put.text}`);
     const pub = await publish(publisher, presentity, { body: pidf(presentity, 'desk', 'open', 'in the office'), expires: 600 });
     assert.equal(pub.status, 200);
@@ -67,7 +74,7 @@ test('explain names the matched rule, the last NOTIFY and its outcome, and the p
     // an empty document, and explain shows that (and the transformations that made it).
     assert.equal(sub.last_notify.body, bodyOf(first));
     assert.doesNotMatch(sub.last_notify.body ?? '', /in the office/);
-    assert.ok(e.authorization.rules.transformations, 'the rule\'s transformations');
+    assert.ok(e.authorization.rules.transformations, "the rule's transformations");
     assert.match(sub.last_notify.subscription_state, /^active;expires=\d+/);
     assert.deepEqual(
       e.publications.map((x) => x.etag),
@@ -97,7 +104,12 @@ test('explain names the matched rule, the last NOTIFY and its outcome, and the p
 });
 
 test('explain refuses wrong params with a JSON-RPC error that says what was expected', async () => {
-  for (const params of [[], ['sip:a@example.com', 'presence'], ['not a uri', 'presence', 'sip:b@example.com'], ['sip:a@example.com', 'no-such-event', 'sip:b@example.com']]) {
+  for (const params of [
+    [],
+    ['sip:a@example.com', 'presence'],
+    ['not a uri', 'presence', 'sip:b@example.com'],
+    ['sip:a@example.com', 'no-such-event', 'sip:b@example.com'],
+  ]) {
     const r = await rpc(node.rpcPort, 'presence.explain', params);
     assert.equal(r.error?.code, -32602, JSON.stringify(params));
     assert.match(r.error?.message ?? '', /presence\.explain presentity_uri event watcher_uri|not a presentity URI|unknown event/);

@@ -21,7 +21,13 @@ after(async () => {
 });
 
 /** One PUBLISH; every dialog gets a NOTIFY carrying `note`; returns those NOTIFYs. */
-async function publishAndCollect(publisher: TestUa, p: string, note: string, dialogs: Dialog[], etag?: string): Promise<{ etag: string; notifies: SipRequest[]; ms: number }> {
+async function publishAndCollect(
+  publisher: TestUa,
+  p: string,
+  note: string,
+  dialogs: Dialog[],
+  etag?: string,
+): Promise<{ etag: string; notifies: SipRequest[]; ms: number }> {
   const t0 = Date.now();
   const res = await publish(publisher, p, { body: pidf(p, 'fan', 'open', note), expires: 600, etag });
   assert.equal(res.status, 200, `PUBLISH: ${res.status} ${res.reason}`);

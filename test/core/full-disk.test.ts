@@ -124,7 +124,8 @@ describe('a full disk under the store', () => {
       const rulesOwner = uniqueUri('rules');
       assert.equal(await putRulesDoc(rulesOwner), 201);
       for (let i = 0; i < variant.before; i++) assert.equal((await publishNew(BIG_NOTE)).status, 200);
-      if (variant.before > 0) assert.ok((await metric(node, 'presenced_store_file_bytes')) > (1 << 20), 'the data file outgrew the 1 MiB map');
+      if (variant.before > 0)
+        assert.ok((await metric(node, 'presenced_store_file_bytes')) > 1 << 20, 'the data file outgrew the 1 MiB map');
 
       const filler = fill(mnt);
       // The node watches the free space and refuses writes below its reserve, before LMDB meets ENOSPC.
@@ -136,7 +137,11 @@ describe('a full disk under the store', () => {
       const sub = await subscribe(watcherUa, uniqueUri('nosub'), { expires: 600 });
       assertRefused(sub.res, 'initial SUBSCRIBE');
       const rulesPath = `/pres-rules/users/${encodeURIComponent(rulesOwner)}/index`;
-      const put = await xcap.put(`/pres-rules/users/${encodeURIComponent(uniqueUri('norules'))}/index`, presRules([{ id: 'a' }]), CT.presRules);
+      const put = await xcap.put(
+        `/pres-rules/users/${encodeURIComponent(uniqueUri('norules'))}/index`,
+        presRules([{ id: 'a' }]),
+        CT.presRules,
+      );
       assert.equal(put.status, 503, 'XCAP PUT');
       assert.match(put.headers.get('retry-after') ?? '', /^\d+$/);
       const del = await xcap.delete(rulesPath);

@@ -23,7 +23,11 @@ async function refusedAndClosed(port: number, data: string): Promise<void> {
   const conn = await RawHttp.connect(port);
   conn.write(data);
   const ex = await conn.closed();
-  assert.equal(ex.responses.length, 1, `one response, got ${ex.responses.map((r) => r.status).join(', ')} + ${JSON.stringify(conn.leftover)}`);
+  assert.equal(
+    ex.responses.length,
+    1,
+    `one response, got ${ex.responses.map((r) => r.status).join(', ')} + ${JSON.stringify(conn.leftover)}`,
+  );
   assert.equal(ex.responses[0]!.status, 400);
   assert.equal(conn.leftover, '');
 }
@@ -32,7 +36,10 @@ async function refusedAndClosed(port: number, data: string): Promise<void> {
 
 test('XCAP: two different Content-Lengths get 400 and a close; the body never runs as a second request', async () => {
   const smuggled = `GET ${CAPS} HTTP/1.1\r\nHost: x\r\n\r\n`;
-  await refusedAndClosed(X, `GET ${CAPS} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`);
+  await refusedAndClosed(
+    X,
+    `GET ${CAPS} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+  );
 });
 
 test('RPC: two different Content-Lengths get 400 and a close; the body never runs as a second request', async () => {
@@ -42,7 +49,10 @@ test('RPC: two different Content-Lengths get 400 and a close; the body never run
 
 test('XCAP and RPC: Content-Length with Transfer-Encoding gets 400 and a close', async () => {
   const body = `0\r\n\r\nGET ${CAPS} HTTP/1.1\r\nHost: x\r\n\r\n`;
-  await refusedAndClosed(X, `PUT /xcap-root/pres-rules/users/sip:te@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
+  await refusedAndClosed(
+    X,
+    `PUT /xcap-root/pres-rules/users/sip:te@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+  );
   await refusedAndClosed(R, `POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n${body}`);
 });
 
@@ -57,7 +67,9 @@ test('XCAP: a chunked PUT is read by its chunks, not as further requests', async
   const { responses } = await rawExchange(
     X,
     `PUT /xcap-root/pres-rules/users/sip:chunked@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nTransfer-Encoding: chunked\r\n\r\n` +
-      chunk(rules.slice(0, half)) + chunk(rules.slice(half)) + '0\r\n\r\n',
+      chunk(rules.slice(0, half)) +
+      chunk(rules.slice(half)) +
+      '0\r\n\r\n',
   );
   assert.equal(responses[0]?.status, 201);
   const r = await xcap.get('/pres-rules/users/sip:chunked@example.com/index');
@@ -95,7 +107,10 @@ test('RPC: an HTTP/1.0 POST gets its JSON-RPC answer in HTTP/1.1, then the close
 
 test('XCAP: an absolute-form target names the same document as the origin-form one (RFC 9112 §3.2.2)', async () => {
   const path = '/xcap-root/pres-rules/users/sip:absolute@example.com/index';
-  const put = await rawExchange(X, `PUT http://xcap.example.com${path} HTTP/1.1\r\nHost: xcap.example.com\r\nContent-Type: ${CT.presRules}\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n${rules}`);
+  const put = await rawExchange(
+    X,
+    `PUT http://xcap.example.com${path} HTTP/1.1\r\nHost: xcap.example.com\r\nContent-Type: ${CT.presRules}\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n${rules}`,
+  );
   assert.equal(put.responses[0]?.status, 201);
   put.conn.destroy();
   const viaOrigin = await xcap.get('/pres-rules/users/sip:absolute@example.com/index');
@@ -109,7 +124,10 @@ test('XCAP: an absolute-form target names the same document as the origin-form o
 });
 
 test('RPC: an absolute-form POST /RPC is served', async () => {
-  const { responses, conn } = await rawExchange(R, `POST http://127.0.0.1:${R}/RPC HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${uptime.length}\r\n\r\n${uptime}`);
+  const { responses, conn } = await rawExchange(
+    R,
+    `POST http://127.0.0.1:${R}/RPC HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${uptime.length}\r\n\r\n${uptime}`,
+  );
   conn.destroy();
   assert.equal(responses[0]?.status, 200);
   assert.equal((JSON.parse(responses[0]!.body) as { id: number }).id, 7);
@@ -119,7 +137,10 @@ test('RPC: an absolute-form POST /RPC is served', async () => {
 
 test('XCAP and RPC: Content-Length 100000000 gets 413 at once, before any body is sent', async () => {
   for (const [port, head] of [
-    [X, `PUT /xcap-root/pres-rules/users/sip:big@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: 100000000\r\n\r\n`],
+    [
+      X,
+      `PUT /xcap-root/pres-rules/users/sip:big@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: 100000000\r\n\r\n`,
+    ],
     [R, `POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n`],
   ] as Array<[number, string]>) {
     const conn = await RawHttp.connect(port);
@@ -148,7 +169,9 @@ for (const dots of ['x/..', '.', '%2e%2e', 'x/%2E%2e', '%2E', '.%2e']) {
   test(`XCAP: a "${dots}" segment is refused with 400 and no document is written`, async () => {
     const user = `sip:dots${encodeURIComponent(dots)}@example.com`;
     const conn = await RawHttp.connect(X);
-    conn.write(`PUT /xcap-root/pres-rules/users/${user}/${dots}/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n${rules}`);
+    conn.write(
+      `PUT /xcap-root/pres-rules/users/${user}/${dots}/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n${rules}`,
+    );
     const ex = await conn.responsesOrClose(1);
     conn.destroy();
     assert.equal(ex.responses[0]?.status, 400);
@@ -170,7 +193,10 @@ test('XCAP: dots inside a segment name are fine', async () => {
 
 test('XCAP and RPC: with Expect: 100-continue a body declared too large gets 413 instead of the 100', async () => {
   for (const [port, head] of [
-    [X, `PUT /xcap-root/pres-rules/users/sip:expect@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n`],
+    [
+      X,
+      `PUT /xcap-root/pres-rules/users/sip:expect@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nExpect: 100-continue\r\nContent-Length: 200000\r\n\r\n`,
+    ],
     [R, `POST /RPC HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n`],
   ] as Array<[number, string]>) {
     const conn = await RawHttp.connect(port);
@@ -186,7 +212,9 @@ test('XCAP and RPC: with Expect: 100-continue a body declared too large gets 413
 
 test('XCAP: with Expect: 100-continue a body within the limit gets its 100, then the answer', async () => {
   const conn = await RawHttp.connect(X);
-  conn.write(`PUT /xcap-root/pres-rules/users/sip:expect-ok@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nExpect: 100-continue\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n`);
+  conn.write(
+    `PUT /xcap-root/pres-rules/users/sip:expect-ok@example.com/index HTTP/1.1\r\nHost: x\r\nContent-Type: ${CT.presRules}\r\nExpect: 100-continue\r\nContent-Length: ${Buffer.byteLength(rules)}\r\n\r\n`,
+  );
   const first = await conn.responsesOrClose(1);
   assert.equal(first.responses[0]?.status, 100);
   conn.write(rules);

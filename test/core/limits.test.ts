@@ -36,7 +36,8 @@ async function refusals(n: RunningNode, limit: string): Promise<number> {
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
-const logged = (n: RunningNode, limit: string): Array<Record<string, unknown>> => n.logs.filter((l) => l.limit === limit && l.level === 'warn');
+const logged = (n: RunningNode, limit: string): Array<Record<string, unknown>> =>
+  n.logs.filter((l) => l.limit === limit && l.level === 'warn');
 
 const doc = (p: string, t: string): string => pidf(p, t, 'open');
 
@@ -126,7 +127,12 @@ test('max_dns_lookups: NOTIFYs to host names beyond the lookups in progress fail
       method: 'SUBSCRIBE',
       uri: p,
       bare: true,
-      headers: [['max-forwards', '70'], ['contact', `<sip:${w.user}@localhost:${w.localPort}>`], ['event', 'presence'], ['expires', '600']],
+      headers: [
+        ['max-forwards', '70'],
+        ['contact', `<sip:${w.user}@localhost:${w.localPort}>`],
+        ['event', 'presence'],
+        ['expires', '600'],
+      ],
     });
     assert.equal(res.status, 200);
     await w.nextRequest('NOTIFY'); // one at a time: one lookup in progress

@@ -17,7 +17,9 @@ import {
   cseqOf,
   withXml,
   xpathTexts,
-  DIALOG_INFO_NS, withUa } from '../support/presence.js';
+  DIALOG_INFO_NS,
+  withUa,
+} from '../support/presence.js';
 
 /** force_active 0: these packages need no authorisation, so watchers are active anyway. */
 const PACKAGES = { force_active: 0, disable_bla: 0, sip_t1: 50 };
@@ -64,14 +66,25 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.match(bodyOf(n1), /Voice-Message: 2\/8 \(0\/2\)/);
 
       const etag = first.headers.get('sip-etag')!;
-      const second = await publish(ua, box, { event: 'message-summary', etag, body: summary('no', '0/10 (0/0)'), contentType: MWI, expires: 600 });
+      const second = await publish(ua, box, {
+        event: 'message-summary',
+        etag,
+        body: summary('no', '0/10 (0/0)'),
+        contentType: MWI,
+        expires: 600,
+      });
       assert.equal(second.status, 200);
       const n2 = await dialog.nextNotify(3000, (r) => bodyOf(r).includes('Messages-Waiting: no'));
       assert.ok(cseqOf(n2) > cseqOf(n1));
       assert.doesNotMatch(bodyOf(n2), /2\/8/, 'only the latest summary');
 
       // Another publisher for the same box: the newest summary wins.
-      const other = await publish(ua, box, { event: 'message-summary', body: summary('yes', '1/11 (0/0)'), contentType: MWI, expires: 600 });
+      const other = await publish(ua, box, {
+        event: 'message-summary',
+        body: summary('yes', '1/11 (0/0)'),
+        contentType: MWI,
+        expires: 600,
+      });
       assert.equal(other.status, 200);
       const n3 = await dialog.nextNotify(3000, (r) => bodyOf(r).includes('1/11'));
       assert.match(bodyOf(n3), /^Messages-Waiting: yes/);
@@ -90,9 +103,19 @@ for (const proto of ['udp', 'tcp'] as const) {
   test(`[${proto}] dialog;sla (disable_bla 0): line appearances composed into one dialog-info, version per subscription`, () =>
     withUa(node, proto, async (ua) => {
       const line = uniqueUri('line');
-      const phoneA = await publish(ua, line, { event: 'dialog;sla', body: dialogInfo(line, 'd1', 1, 'confirmed'), contentType: DIALOG_INFO, expires: 600 });
+      const phoneA = await publish(ua, line, {
+        event: 'dialog;sla',
+        body: dialogInfo(line, 'd1', 1, 'confirmed'),
+        contentType: DIALOG_INFO,
+        expires: 600,
+      });
       assert.equal(phoneA.status, 200, `${phoneA.status} ${phoneA.reason}`);
-      const phoneB = await publish(ua, line, { event: 'dialog;sla', body: dialogInfo(line, 'd2', 2, 'early'), contentType: DIALOG_INFO, expires: 600 });
+      const phoneB = await publish(ua, line, {
+        event: 'dialog;sla',
+        body: dialogInfo(line, 'd2', 2, 'early'),
+        contentType: DIALOG_INFO,
+        expires: 600,
+      });
       assert.equal(phoneB.status, 200);
 
       const { dialog, first } = await watch(ua, line, { event: 'dialog;sla' });
@@ -108,7 +131,12 @@ for (const proto of ['udp', 'tcp'] as const) {
       });
       const ids = xpathTexts(body, '/d:dialog-info/d:dialog/@id').sort();
       assert.deepEqual(ids, ['d1', 'd2'], `both line appearances:\n${body}`);
-      const appearances = withXml(body, (doc) => doc.find('//sa:appearance', { sa: SA_NS }).map((n) => n.content.trim()).sort());
+      const appearances = withXml(body, (doc) =>
+        doc
+          .find('//sa:appearance', { sa: SA_NS })
+          .map((n) => n.content.trim())
+          .sort(),
+      );
       assert.deepEqual(appearances, ['1', '2'], 'the BLA appearance elements keep their namespace');
       const v1 = Number(xpathTexts(body, '/d:dialog-info/@version')[0]);
       assert.ok(Number.isInteger(v1) && v1 >= 0, `version is a number (got ${v1})`);

@@ -33,15 +33,26 @@ test('the pidf-manipulation document is composed with the publications; PUT and 
 
     assert.equal((await publish(ua, p, { body: pidf(p, 'soft', 'closed', 'published'), expires: 600 })).status, 200);
     const both = await w.dialog.nextNotify(3000, (r) => bodyOf(r).includes('soft'));
-    assert.deepEqual(tuplesOf(bodyOf(both)).map((t) => t.id).sort(), ['hard', 'soft']);
+    assert.deepEqual(
+      tuplesOf(bodyOf(both))
+        .map((t) => t.id)
+        .sort(),
+      ['hard', 'soft'],
+    );
 
     assert.equal((await xcap.put(path, pidf(p, 'hard', 'closed', 'changed'), CT.pidf)).status, 200);
     const changed = await w.dialog.nextNotify(3000, (r) => bodyOf(r).includes('changed'));
-    assert.deepEqual(tuplesOf(bodyOf(changed)).find((t) => t.id === 'hard'), { id: 'hard', basic: 'closed' });
+    assert.deepEqual(
+      tuplesOf(bodyOf(changed)).find((t) => t.id === 'hard'),
+      { id: 'hard', basic: 'closed' },
+    );
 
     assert.equal((await xcap.delete(path)).status, 200);
     const gone = await w.dialog.nextNotify(3000, (r) => !bodyOf(r).includes('"hard"'));
-    assert.deepEqual(tuplesOf(bodyOf(gone)).map((t) => t.id), ['soft']);
+    assert.deepEqual(
+      tuplesOf(bodyOf(gone)).map((t) => t.id),
+      ['soft'],
+    );
   } finally {
     await ua.close();
   }

@@ -43,7 +43,9 @@ test('a port held by another uWebSockets.js server with SO_REUSEPORT is not shar
   app.any('/*', (res) => {
     res.end('not presenced');
   });
-  const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) => app.listen('127.0.0.1', 0, (s) => (s ? resolve(s) : reject(new Error('listen failed')))));
+  const socket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
+    app.listen('127.0.0.1', 0, (s) => (s ? resolve(s) : reject(new Error('listen failed')))),
+  );
   const port = uWS.us_socket_local_port(socket);
   try {
     const r = await runExpectingFailure(second({ xcap_listen: `127.0.0.1:${port}` }));
@@ -67,7 +69,7 @@ test('a port held by a plain node:net server stops the RPC listener too', async 
   }
 });
 
-test('an address that is not this host\'s is named with its key', async () => {
+test("an address that is not this host's is named with its key", async () => {
   // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface of a test machine.
   const r = await runExpectingFailure(second({ xcap_listen: '192.0.2.1:0' }));
   assert.equal(r.code, 2, r.stderr);

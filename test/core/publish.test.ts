@@ -17,7 +17,11 @@ import {
   tuplesOf,
   showsOpen,
   bodyOf,
-  xpathTexts, withUa, sleep, fetchBarrier } from '../support/presence.js';
+  xpathTexts,
+  withUa,
+  sleep,
+  fetchBarrier,
+} from '../support/presence.js';
 
 const CONFIG = {
   force_active: 1,
@@ -108,9 +112,22 @@ for (const proto of ['udp', 'tcp'] as const) {
   test(`[${proto}] a body that is not valid UTF-8 → 400, nothing stored or rewritten (XML 1.0 §4.3.3)`, () =>
     withUa(node, proto, async (ua) => {
       const p = uniqueUri();
-      for (const bad of [[0xff, 0xfe], [0xc3, 0x28], [0xed, 0xa0, 0x80]]) {
+      for (const bad of [
+        [0xff, 0xfe],
+        [0xc3, 0x28],
+        [0xed, 0xa0, 0x80],
+      ]) {
         const [head, tail] = pidf(p, 't1', 'open', 'MARK').split('MARK') as [string, string];
-        const req = ua.build({ method: 'PUBLISH', uri: p, to: `<${p}>`, from: `<${p}>;tag=u8`, headers: [['event', 'presence'], ['expires', '600']] });
+        const req = ua.build({
+          method: 'PUBLISH',
+          uri: p,
+          to: `<${p}>`,
+          from: `<${p}>;tag=u8`,
+          headers: [
+            ['event', 'presence'],
+            ['expires', '600'],
+          ],
+        });
         req.headers.append('content-type', 'application/pidf+xml');
         req.body = Buffer.concat([Buffer.from(head), Buffer.from(bad), Buffer.from(tail)]);
         const res = await ua.request(req);
@@ -174,7 +191,10 @@ for (const proto of ['udp', 'tcp'] as const) {
       for (const [what, body] of Object.entries(bodies)) {
         const res = await publish(ua, p, { body, expires: 600 });
         assert.equal(res.status, 400, `${what}: ${res.status} ${res.reason}`);
-        assert.ok(res.reason.trim().length > 0 && res.reason !== 'Bad Request', `${what}: the reason phrase says why (got "${res.reason}")`);
+        assert.ok(
+          res.reason.trim().length > 0 && res.reason !== 'Bad Request',
+          `${what}: the reason phrase says why (got "${res.reason}")`,
+        );
         assert.doesNotMatch(res.reason, /[\r\n]/);
       }
       await assertAlive(ua, node);
@@ -213,7 +233,9 @@ for (const proto of ['udp', 'tcp'] as const) {
       await fetchBarrier(ua, p); // a NOTIFY the modify caused would be in before the fetch's
       // One CSeq: a UDP retransmission of the SUBSCRIBE's NOTIFY repeats it.
       const stray = new Set(
-        ua.received.filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && r.message.callId === dialog.callId).map((r) => (r.message as SipRequest).cseq.seq),
+        ua.received
+          .filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && r.message.callId === dialog.callId)
+          .map((r) => (r.message as SipRequest).cseq.seq),
       );
       assert.equal(stray.size, 1, 'only the NOTIFY of the SUBSCRIBE');
       const changed = await publish(ua, p, { etag: again.headers.get('sip-etag')!, body: pidf(p, 't1', 'closed', 'same'), expires: 600 });
@@ -242,7 +264,12 @@ for (const proto of ['udp', 'tcp'] as const) {
       await publishOpen(ua, p, 'stays');
       const gone = await publishOpen(ua, p, 'leaves');
       const { dialog, first } = await watch(ua, p);
-      assert.deepEqual(tuplesOf(bodyOf(first)).map((t) => t.id).sort(), ['leaves', 'stays']);
+      assert.deepEqual(
+        tuplesOf(bodyOf(first))
+          .map((t) => t.id)
+          .sort(),
+        ['leaves', 'stays'],
+      );
       const res = await publish(ua, p, { etag: gone, expires: 0 });
       assert.equal(res.status, 200, `${res.status} ${res.reason}`);
       // §6 step 6: Expires and SIP-ETag in the 2xx; the tag is the one removed.

@@ -86,7 +86,11 @@ describe('RFC 6446 rate control over UDP', { concurrency: true }, () => {
       assert.match(bodyOf(first), /<note>n0<\/note>/, 'the immediate NOTIFY is not held back and carries the state');
       const st = parseSubState(first);
       assert.equal(st.state, 'active');
-      assert.equal(st.params.get('min-interval'), '5', `Subscription-State echoes the min-interval in use: ${first.headers.get('subscription-state')}`);
+      assert.equal(
+        st.params.get('min-interval'),
+        '5',
+        `Subscription-State echoes the min-interval in use: ${first.headers.get('subscription-state')}`,
+      );
       assert.equal(st.params.has('max-interval'), false);
 
       for (let i = 1; i <= 5; i++) {
@@ -96,7 +100,10 @@ describe('RFC 6446 rate control over UDP', { concurrency: true }, () => {
       assert.ok(Date.now() - subscribedBefore < 5000, 'the burst ended inside the interval (otherwise the test proves nothing)');
       const coalesced = await dialog.nextNotify(undefined, hasNote('n5'));
       const at = arrivalOf(watcher, coalesced);
-      assert.ok(at - subscribedBefore >= 5000, `no NOTIFY before min-interval has passed (${at - subscribedBefore} ms after the SUBSCRIBE)`);
+      assert.ok(
+        at - subscribedBefore >= 5000,
+        `no NOTIFY before min-interval has passed (${at - subscribedBefore} ms after the SUBSCRIBE)`,
+      );
       assert.ok(at - firstAt < 5000 + 5000, `the held state goes out once the interval has passed (${at - firstAt} ms)`);
       assert.equal(parseSubState(coalesced).params.get('min-interval'), '5');
       await receivedSince(watcher, watcher.received.length, 'NOTIFY', () => false, p); // a stray NOTIFY would be in before this
@@ -129,7 +136,10 @@ describe('RFC 6446 rate control over UDP', { concurrency: true }, () => {
       // checked against the node's clock where it can be: three periodic NOTIFYs take at least
       // three intervals from before the SUBSCRIBE; and none is very late.
       const gaps = times.slice(1).map((t, i) => t - times[i]!);
-      assert.ok(times[3]! - subscribedBefore >= 3 * 1000 - 3 * 50, `not more often than every second: ${times[3]! - subscribedBefore} ms for three (gaps ${gaps.join(', ')} ms)`);
+      assert.ok(
+        times[3]! - subscribedBefore >= 3 * 1000 - 3 * 50,
+        `not more often than every second: ${times[3]! - subscribedBefore} ms for three (gaps ${gaps.join(', ')} ms)`,
+      );
       assert.ok(
         gaps.every((g) => g < 1000 + 4000),
         `they keep coming, about every second: gaps ${gaps.join(', ')} ms`,
@@ -154,9 +164,16 @@ describe('RFC 6446 rate control over UDP', { concurrency: true }, () => {
 
       const removed = await refresh(dialog, 'presence');
       assert.equal(removed.status, 200);
-      const plain = await dialog.nextNotify(2000, (r) => cseqOf(r) > cseqOf(afterChange) && !r.headers.get('subscription-state')!.includes('max-interval=2'));
+      const plain = await dialog.nextNotify(
+        2000,
+        (r) => cseqOf(r) > cseqOf(afterChange) && !r.headers.get('subscription-state')!.includes('max-interval=2'),
+      );
       const ps = parseSubState(plain);
-      assert.equal(ps.params.has('max-interval') || ps.params.has('min-interval'), false, `no rate parameters: ${plain.headers.get('subscription-state')}`);
+      assert.equal(
+        ps.params.has('max-interval') || ps.params.has('min-interval'),
+        false,
+        `no rate parameters: ${plain.headers.get('subscription-state')}`,
+      );
 
       // No min-interval any more: back-to-back changes each get their NOTIFY at once (under the
       // old min-interval=3 each would wait 3 s after the one before).
@@ -164,13 +181,20 @@ describe('RFC 6446 rate control over UDP', { concurrency: true }, () => {
         const before = Math.max(...dialog.notifies().map((x) => arrivalOf(watcher, x)));
         etag = await publishNote(publisher, p, note, etag);
         const n = await dialog.nextNotify(undefined, hasNote(note));
-        assert.ok(arrivalOf(watcher, n) - before < 3000, `prompt NOTIFY for ${note}: ${arrivalOf(watcher, n) - before} ms after the one before`);
+        assert.ok(
+          arrivalOf(watcher, n) - before < 3000,
+          `prompt NOTIFY for ${note}: ${arrivalOf(watcher, n) - before} ms after the one before`,
+        );
         assert.equal(parseSubState(n).params.has('min-interval'), false);
       }
       // No max-interval any more: silence without changes (the 2 s one would have come by now).
       const lastSeq = Math.max(...dialog.notifies().map(cseqOf));
       const idle = await collectFor(watcher, 'NOTIFY', (r) => r.callId === dialog.callId && cseqOf(r) > lastSeq, 2300);
-      assert.deepEqual(idle.map((r) => r.headers.get('subscription-state')), [], 'no NOTIFY without a change');
+      assert.deepEqual(
+        idle.map((r) => r.headers.get('subscription-state')),
+        [],
+        'no NOTIFY without a change',
+      );
     }));
 
   test('bad values get 400 with the reason, initial or refresh; the subscription and the node carry on', () =>
@@ -234,7 +258,13 @@ describe('RFC 6446 rate control over UDP', { concurrency: true }, () => {
       assert.equal(parseSubState(expired).reason, 'timeout');
       assert.ok(waited >= 2000 && waited < 20_000, `expiry is not postponed by min-interval=30 (${waited} ms for a 2 s subscription)`);
       assert.match(bodyOf(expired), /<note>x2<\/note>/);
-      const after = await receivedSince(watcher, mark, 'NOTIFY', (r) => r.callId === unsub.dialog.callId || r.callId === expiring.dialog.callId, p);
+      const after = await receivedSince(
+        watcher,
+        mark,
+        'NOTIFY',
+        (r) => r.callId === unsub.dialog.callId || r.callId === expiring.dialog.callId,
+        p,
+      );
       assert.deepEqual(
         after.filter((r) => cseqOf(r) > cseqOf(r.callId === unsub.dialog.callId ? last : expired)).map(bodyOf),
         [],
@@ -268,7 +298,11 @@ test('[udp] after SIGKILL and a restart on the same store, max-interval still ap
     const second = await startNode(CONFIG, { dataDir });
     nodes.push(second);
     const resumed = await w.dialog.nextNotify(5000, (r) => cseqOf(r) > cseqOf(before) && arrivalOf(watcher!, r) > killedAt);
-    assert.equal(parseSubState(resumed).params.get('max-interval'), '1', `the record kept max-interval: ${resumed.headers.get('subscription-state')}`);
+    assert.equal(
+      parseSubState(resumed).params.get('max-interval'),
+      '1',
+      `the record kept max-interval: ${resumed.headers.get('subscription-state')}`,
+    );
     assert.equal(resumed.callId, w.dialog.callId, 'same dialog');
     const next = await w.dialog.nextNotify(undefined, (r) => cseqOf(r) > cseqOf(resumed));
     // The intervals count from the restart: the second periodic NOTIFY leaves two intervals after
@@ -308,7 +342,14 @@ describe('rate parameters (unit)', () => {
   });
 
   test('not delta-seconds, zero, or min above max → SipError 400', () => {
-    for (const bad of ['min-interval=x', 'min-interval=', 'min-interval=0', 'max-interval=0', 'max-interval=1e3', 'min-interval=3;max-interval=2']) {
+    for (const bad of [
+      'min-interval=x',
+      'min-interval=',
+      'min-interval=0',
+      'max-interval=0',
+      'max-interval=1e3',
+      'min-interval=3;max-interval=2',
+    ]) {
       assert.throws(
         () => requestedIntervals(params(bad), 1),
         (err: unknown) => err instanceof SipError && err.status === 400 && /interval/.test(err.reason),
@@ -319,10 +360,31 @@ describe('rate parameters (unit)', () => {
 
   test('a subscription record written before the rate fields decodes with none; new records keep them', () => {
     const rec: Subscription = {
-      id: 'r1', presentityUri: 'sip:p@example.com', event: 'presence', eventId: '', watcherUri: 'sip:w@example.com', watcherDisplay: '',
-      callId: 'c1', localTag: 'l', remoteTag: 'r', remoteCseq: 1, localCseq: 1, routeSet: [], remoteTarget: 'sip:w@127.0.0.1',
-      transport: 'udp', flowId: '', sourceAddress: '127.0.0.1', sourcePort: 5060, expiresAt: 1, state: 'active', reason: '',
-      localUri: 'sip:p@example.com', accept: '', winfoVersion: 0, createdAt: 1, subHandling: 'allow',
+      id: 'r1',
+      presentityUri: 'sip:p@example.com',
+      event: 'presence',
+      eventId: '',
+      watcherUri: 'sip:w@example.com',
+      watcherDisplay: '',
+      callId: 'c1',
+      localTag: 'l',
+      remoteTag: 'r',
+      remoteCseq: 1,
+      localCseq: 1,
+      routeSet: [],
+      remoteTarget: 'sip:w@127.0.0.1',
+      transport: 'udp',
+      flowId: '',
+      sourceAddress: '127.0.0.1',
+      sourcePort: 5060,
+      expiresAt: 1,
+      state: 'active',
+      reason: '',
+      localUri: 'sip:p@example.com',
+      accept: '',
+      winfoVersion: 0,
+      createdAt: 1,
+      subHandling: 'allow',
     };
     const old = codecs.subscription.decode(codecs.subscription.encode({ ...rec }));
     assert.equal(old.minInterval, 0);

@@ -23,12 +23,21 @@ after(async () => {
 });
 
 /** The shape of pua_reginfo's PUBLISH body: one registration, its contacts. */
-function reginfo(aor: string, version: number, contacts: Array<{ id: string; uri: string; state: 'active' | 'terminated'; event: string }>): string {
+function reginfo(
+  aor: string,
+  version: number,
+  contacts: Array<{ id: string; uri: string; state: 'active' | 'terminated'; event: string }>,
+): string {
   const regState = contacts.some((c) => c.state === 'active') ? 'active' : 'terminated';
   return (
     `<?xml version="1.0"?>\n<reginfo xmlns="${REGINFO_NS}" version="${version}" state="full">` +
     `<registration aor="${aor}" id="reg-${aor.length}" state="${regState}">` +
-    contacts.map((c) => `<contact id="${c.id}" state="${c.state}" event="${c.event}" expires="${c.state === 'active' ? 600 : 0}"><uri>${c.uri}</uri></contact>`).join('') +
+    contacts
+      .map(
+        (c) =>
+          `<contact id="${c.id}" state="${c.state}" event="${c.event}" expires="${c.state === 'active' ? 600 : 0}"><uri>${c.uri}</uri></contact>`,
+      )
+      .join('') +
     `</registration></reginfo>`
   );
 }
@@ -79,7 +88,12 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.deepEqual(view(bodyOf(first)), { version: 0, state: 'full', registrations: [] });
 
       const deskTag = await ok(
-        publish(ua, aor, { event: 'reg', contentType: REGINFO, expires: 600, body: reginfo(aor, 0, [{ id: 'c1', uri: 'sip:desk@192.0.2.1', state: 'active', event: 'registered' }]) }),
+        publish(ua, aor, {
+          event: 'reg',
+          contentType: REGINFO,
+          expires: 600,
+          body: reginfo(aor, 0, [{ id: 'c1', uri: 'sip:desk@192.0.2.1', state: 'active', event: 'registered' }]),
+        }),
       );
       const n1 = view(bodyOf(await dialog.nextNotify()));
       assert.equal(n1.version, 1);
@@ -87,11 +101,20 @@ for (const proto of ['udp', 'tcp'] as const) {
 
       // A second publisher (another registrar node, another pua_reginfo record) for the same aor.
       await ok(
-        publish(ua, aor, { event: 'reg', contentType: REGINFO, expires: 600, body: reginfo(aor, 0, [{ id: 'c2', uri: 'sip:mobile@192.0.2.2', state: 'active', event: 'registered' }]) }),
+        publish(ua, aor, {
+          event: 'reg',
+          contentType: REGINFO,
+          expires: 600,
+          body: reginfo(aor, 0, [{ id: 'c2', uri: 'sip:mobile@192.0.2.2', state: 'active', event: 'registered' }]),
+        }),
       );
       const n2 = view(bodyOf(await dialog.nextNotify()));
       assert.equal(n2.version, 2);
-      assert.deepEqual(n2.registrations, [{ aor, state: 'active', contacts: ['sip:desk@192.0.2.1:active', 'sip:mobile@192.0.2.2:active'] }], 'one <registration> per aor');
+      assert.deepEqual(
+        n2.registrations,
+        [{ aor, state: 'active', contacts: ['sip:desk@192.0.2.1:active', 'sip:mobile@192.0.2.2:active'] }],
+        'one <registration> per aor',
+      );
 
       // The desk phone's contact expires (pua_reginfo: state terminated, event expired).
       await ok(
@@ -118,7 +141,11 @@ for (const proto of ['udp', 'tcp'] as const) {
   test(`[${proto}] a PUBLISH whose body is not reginfo → 400`, () =>
     withUa(node, proto, async (ua) => {
       const aor = uniqueUri('reg');
-      const bad = await publish(ua, aor, { event: 'reg', contentType: REGINFO, body: `<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"/>` });
+      const bad = await publish(ua, aor, {
+        event: 'reg',
+        contentType: REGINFO,
+        body: `<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"/>`,
+      });
       assert.equal(bad.status, 400);
     }));
 }
@@ -133,7 +160,12 @@ test('[ws] a JsSIP watcher over WebSocket sees a registration published over Web
     sub.subscribe();
     const n0 = await ev.nextNotify();
     assert.deepEqual(view(n0.body).registrations, []);
-    const r = await registrar.publish(aor, { event: 'reg', contentType: REGINFO, expires: 60, body: reginfo(aor, 0, [{ id: 'w', uri: 'sip:web@192.0.2.3', state: 'active', event: 'registered' }]) });
+    const r = await registrar.publish(aor, {
+      event: 'reg',
+      contentType: REGINFO,
+      expires: 60,
+      body: reginfo(aor, 0, [{ id: 'w', uri: 'sip:web@192.0.2.3', state: 'active', event: 'registered' }]),
+    });
     assert.equal(r.status, 200);
     const n1 = await ev.nextNotify((b) => b.includes('web@'));
     assert.equal(view(n1.body).version, 1);

@@ -76,7 +76,8 @@ test('/metrics presenced_presentities follows publications: created, a second on
   try {
     const base = await scrape();
     const p = 'sip:metrics-carol@example.com';
-    const doc = (id: string) => `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${p}"><tuple id="${id}"><status><basic>open</basic></status></tuple></presence>`;
+    const doc = (id: string) =>
+      `<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${p}"><tuple id="${id}"><status><basic>open</basic></status></tuple></presence>`;
     const a = await publish(ua, p, { body: doc('a'), expires: 60 });
     assert.equal(a.status, 200);
     assert.equal(await scrape(), base + 1);
@@ -153,9 +154,12 @@ test('`presenced rpc METHOD` calls the admin port and prints the result; errors 
   const url = `http://127.0.0.1:${node.rpcPort}/RPC`;
   const ok = await promisify(execFile)(process.execPath, [main, 'rpc', '--url', url, 'core.version']);
   assert.match(ok.stdout, /presenced/);
-  await assert.rejects(promisify(execFile)(process.execPath, [main, 'rpc', '--url', url, 'presence.nope']), (err: { code: number; stderr: string }) => {
-    assert.equal(err.code, 1);
-    assert.match(err.stderr, /-32601/);
-    return true;
-  });
+  await assert.rejects(
+    promisify(execFile)(process.execPath, [main, 'rpc', '--url', url, 'presence.nope']),
+    (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr, /-32601/);
+      return true;
+    },
+  );
 });

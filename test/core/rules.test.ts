@@ -23,7 +23,9 @@ test('no rules → pending without body; a rules PUT re-evaluates by itself: all
     assert.match(subState(n0), /^pending/);
     assert.equal(n0.body.length, 0, 'a pending watcher gets no state');
 
-    assert.ok([200, 201].includes(await putRules(node.xcapPort, pres, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }]))));
+    assert.ok(
+      [200, 201].includes(await putRules(node.xcapPort, pres, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }]))),
+    );
     const n1 = await dialog.nextNotify();
     assert.match(subState(n1), /^active/);
     assert.match(n1.body.toString(), /<basic>open<\/basic>/);
@@ -38,7 +40,10 @@ test('no rules → pending without body; a rules PUT re-evaluates by itself: all
     assert.equal(await putRules(node.xcapPort, pres, rules([{ id: 'a', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }])), 200);
     const again = await subscribe(ua, pres, { expires: 120 });
     assert.match(subState(await again.dialog.nextNotify()), /^active/);
-    assert.equal(await putRules(node.xcapPort, pres, rules([{ id: 'b', who: '<cr:one id="sip:someone-else@example.com"/>', handling: 'allow' }])), 200);
+    assert.equal(
+      await putRules(node.xcapPort, pres, rules([{ id: 'b', who: '<cr:one id="sip:someone-else@example.com"/>', handling: 'allow' }])),
+      200,
+    );
     assert.equal(subState(await again.dialog.nextNotify()), 'terminated;reason=probation');
   } finally {
     await ua.close();
@@ -97,7 +102,11 @@ test('polite-block: active, with a document that shows nothing real; transformat
 
 test('xcap_client mode: a node with integrated_xcap_server 0 takes its rules from another node’s XCAP server', async () => {
   const pres = 'sip:rules-carol@example.com';
-  const client = await startNode({ force_active: 0, integrated_xcap_server: 0, xcap_server: [`http://127.0.0.1:${node.xcapPort}/xcap-root`] });
+  const client = await startNode({
+    force_active: 0,
+    integrated_xcap_server: 0,
+    xcap_server: [`http://127.0.0.1:${node.xcapPort}/xcap-root`],
+  });
   const ua = await TestUa.open('udp', client.udpPort);
   try {
     assert.equal(client.xcapPort, 0, 'the embedded XCAP server is off');

@@ -23,7 +23,9 @@ import {
   sleep,
   fetchBarrier,
   receivedSince,
-  storedKeys, withUas } from '../support/presence.js';
+  storedKeys,
+  withUas,
+} from '../support/presence.js';
 import { rmSync } from 'node:fs';
 
 const CONFIG = { force_active: 1, min_expires: 60, max_expires: 3600, sip_t1: 50 };
@@ -195,7 +197,11 @@ for (const proto of ['udp', 'tcp'] as const) {
       assert.ok(n.headers.get('contact'), 'NOTIFY carries Contact');
       assert.ok(Number(n.headers.get('max-forwards')) > 0, 'NOTIFY carries Max-Forwards');
       assert.deepEqual(n.headers.getAll('route'), [rr1, rr2], 'route set = Record-Route in order (RFC 3261 §12.1.1)');
-      assert.equal(n.uri, `sip:${ua.user}@127.0.0.1:${ua.localPort}${proto === 'tcp' ? ';transport=tcp' : ''}`, 'Request-URI = remote target (loose routing)');
+      assert.equal(
+        n.uri,
+        `sip:${ua.user}@127.0.0.1:${ua.localPort}${proto === 'tcp' ? ';transport=tcp' : ''}`,
+        'Request-URI = remote target (loose routing)',
+      );
       assert.equal(n.contentType, 'application/pidf+xml');
       assert.equal(showsOpen(bodyOf(n)), true);
       // The id is part of the dialog usage: a refresh with it works, without it is 481.
@@ -264,7 +270,11 @@ for (const proto of ['udp', 'tcp'] as const) {
       await publishOk(ua, p, 'two', etag);
       // Above the final NOTIFY's CSeq: over UDP it may itself come again (a retransmission).
       const later = await receivedSince(ua, mark, 'NOTIFY', (r) => r.callId === dialog.callId && cseqOf(r) > cseqOf(last), p);
-      assert.deepEqual(later.map((r) => `${cseqOf(r)} ${parseSubState(r).state}`), [], 'no NOTIFY after the terminated one');
+      assert.deepEqual(
+        later.map((r) => `${cseqOf(r)} ${parseSubState(r).state}`),
+        [],
+        'no NOTIFY after the terminated one',
+      );
       assert.equal((await dialog.request(600)).status, 481, 'the subscription is gone');
     }));
 
@@ -448,7 +458,11 @@ describe('timers: expiry, a watcher answering 481, a watcher not answering, a de
         assert.ok(Date.now() - t0 < TIMER_F_MS, 'still prompt');
         mute.answer = (req) => (req.method === 'NOTIFY' ? 200 : 405);
         const after = await receivedSince(mute, mark, 'NOTIFY', (r) => r.callId === m.dialog.callId && cseqOf(r) > lastSeq, p);
-        assert.deepEqual(after.map((r) => cseqOf(r)), [], 'no new NOTIFY to the removed watcher');
+        assert.deepEqual(
+          after.map((r) => cseqOf(r)),
+          [],
+          'no new NOTIFY to the removed watcher',
+        );
         assert.equal((await m.dialog.request(60)).status, 481, 'a watcher whose NOTIFY timed out is removed (timeout_rm_subs = 1)');
       }));
   }

@@ -82,12 +82,18 @@ test('a NOTIFY larger than udp_mtu to a UDP watcher goes over TCP with a TCP Via
     assert.ok(size > MTU, `${size} bytes`);
     assert.equal(req.method, 'NOTIFY');
     assert.equal(req.callId, w.dialog.callId, 'in the UDP dialog');
-    assert.match(req.headers.get('via') ?? '', /^SIP\/2\.0\/TCP 127\.0\.0\.1:\d+;branch=z9hG4bK/, 'RFC 3261 §18.1.1: the top Via names the transport used');
+    assert.match(
+      req.headers.get('via') ?? '',
+      /^SIP\/2\.0\/TCP 127\.0\.0\.1:\d+;branch=z9hG4bK/,
+      'RFC 3261 §18.1.1: the top Via names the transport used',
+    );
     assert.match(bodyOf(req), /large/);
     // A NOTIFY of another presentity to the same UDP watcher, sent after the large one: its arrival
     // is the barrier (a fetch of p itself would bring a second large NOTIFY).
     await fetchBarrier(watcher, uniqueUri('barrier'));
-    const udpLarge = watcher.received.filter((r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && bodyOf(r.message as SipRequest).includes('large'));
+    const udpLarge = watcher.received.filter(
+      (r) => r.message instanceof SipRequest && r.message.method === 'NOTIFY' && bodyOf(r.message as SipRequest).includes('large'),
+    );
     assert.equal(udpLarge.length, 0, 'not also over UDP');
   } finally {
     await tcp.close();

@@ -36,7 +36,11 @@ function uriOf(bytes: number, prefix = 'u'): string {
 
 test('max_uri_length: 512 by default, 64 to 900 allowed (two URIs must fit one LMDB key)', () => {
   assert.equal(buildConfig({}).max_uri_length, 512);
-  for (const bad of [1024, 63, 'x']) assert.throws(() => buildConfig({ max_uri_length: bad }), (e: unknown) => e instanceof ConfigError && /max_uri_length/.test(e.message));
+  for (const bad of [1024, 63, 'x'])
+    assert.throws(
+      () => buildConfig({ max_uri_length: bad }),
+      (e: unknown) => e instanceof ConfigError && /max_uri_length/.test(e.message),
+    );
 });
 
 for (const proto of ['udp', 'tcp'] as const) {
@@ -53,14 +57,24 @@ for (const proto of ['udp', 'tcp'] as const) {
 
   test(`[${proto}] SUBSCRIBE: Request-URI too long → 414, From URI too long → 400; both at the limit → 200 and a NOTIFY`, () =>
     withUa(node, proto, async (ua) => {
-      const long = await ua.request({ method: 'SUBSCRIBE', uri: uriOf(2000, uniq()), headers: [['event', 'presence'], ['expires', '60']] });
+      const long = await ua.request({
+        method: 'SUBSCRIBE',
+        uri: uriOf(2000, uniq()),
+        headers: [
+          ['event', 'presence'],
+          ['expires', '60'],
+        ],
+      });
       assert.equal(long.status, 414);
       const presentity = uriOf(LIMIT, uniq());
       const fromLong = await ua.request({
         method: 'SUBSCRIBE',
         uri: presentity,
         from: `<${uriOf(2000, uniq())}>;tag=${uniq()}`,
-        headers: [['event', 'presence'], ['expires', '60']],
+        headers: [
+          ['event', 'presence'],
+          ['expires', '60'],
+        ],
       });
       assert.equal(fromLong.status, 400);
       assert.match(fromLong.reason, /From/);
@@ -73,7 +87,10 @@ for (const proto of ['udp', 'tcp'] as const) {
         from: `<${watcher}>;tag=${uniq()}`,
         to: `<${presentity}>`,
         callId,
-        headers: [['event', 'presence'], ['expires', '60']],
+        headers: [
+          ['event', 'presence'],
+          ['expires', '60'],
+        ],
       });
       assert.equal(res.status, 200, `${res.status} ${res.reason}`);
       const n = await ua.nextRequest('NOTIFY', (r) => r.callId === callId);
@@ -91,11 +108,21 @@ test('XCAP PUT: an XUI over max_uri_length → 414, at it → 201', async () => 
 test('escaped URIs: PUBLISH and pres-rules XUI sip:%70res…@Example.COM are those of sip:pres…@example.com, watcher sip:%62ob… is bob (RFC 3261 §19.1.4)', () =>
   withUa(node, 'udp', async (ua) => {
     const id = uniq();
-    const published = await publish(ua, `sip:%70res${id}@Example.COM`, { body: pidf(`sip:pres${id}@example.com`, 't1', 'open', 'escaped'), expires: 60 });
+    const published = await publish(ua, `sip:%70res${id}@Example.COM`, {
+      body: pidf(`sip:pres${id}@example.com`, 't1', 'open', 'escaped'),
+      expires: 60,
+    });
     assert.equal(published.status, 200);
     // Authorise the watcher by a rule written for its plain URI, in a document PUT under an
     // escaped XUI with an upper-case host; the watcher subscribes with an escaped URI.
-    assert.equal(await putRules(node.xcapPort, `sip:%70res${id}@EXAMPLE.com`, rules([{ id: 'r', who: `<cr:one id="sip:bob${id}@example.com"/>`, handling: 'allow' }])), 201);
+    assert.equal(
+      await putRules(
+        node.xcapPort,
+        `sip:%70res${id}@EXAMPLE.com`,
+        rules([{ id: 'r', who: `<cr:one id="sip:bob${id}@example.com"/>`, handling: 'allow' }]),
+      ),
+      201,
+    );
     const callId = `${uniq()}@test`;
     const res = await ua.request({
       method: 'SUBSCRIBE',
@@ -103,7 +130,10 @@ test('escaped URIs: PUBLISH and pres-rules XUI sip:%70res…@Example.COM are tho
       from: `<sip:%62ob${id}@EXAMPLE.com>;tag=${uniq()}`,
       to: `<sip:pres${id}@example.com>`,
       callId,
-      headers: [['event', 'presence'], ['expires', '60']],
+      headers: [
+        ['event', 'presence'],
+        ['expires', '60'],
+      ],
     });
     assert.equal(res.status, 200);
     const n = await ua.nextRequest('NOTIFY', (r) => r.callId === callId && parseSubState(r).state === 'active');
@@ -112,7 +142,14 @@ test('escaped URIs: PUBLISH and pres-rules XUI sip:%70res…@Example.COM are tho
   }));
 
 /** An in-dialog SUBSCRIBE as an RFC 2543 UA sends it: no From tag. */
-function subscribe2543(ua: TestUa, presentity: string, callId: string, cseq: number, expires: number, toTag?: string): Promise<SipResponse> {
+function subscribe2543(
+  ua: TestUa,
+  presentity: string,
+  callId: string,
+  cseq: number,
+  expires: number,
+  toTag?: string,
+): Promise<SipResponse> {
   return ua.request({
     method: 'SUBSCRIBE',
     uri: presentity,
@@ -120,7 +157,10 @@ function subscribe2543(ua: TestUa, presentity: string, callId: string, cseq: num
     to: toTag ? `<${presentity}>;tag=${toTag}` : `<${presentity}>`,
     callId,
     cseq,
-    headers: [['event', 'presence'], ['expires', String(expires)]],
+    headers: [
+      ['event', 'presence'],
+      ['expires', String(expires)],
+    ],
   });
 }
 
@@ -156,7 +196,10 @@ test('an Event header with an unterminated quoted parameter is not a 500 (found 
       const res = await ua.request({
         method,
         uri: `sip:q${uniq()}@example.com`,
-        headers: [['event', 'presence;id="abc'], ['expires', '60']],
+        headers: [
+          ['event', 'presence;id="abc'],
+          ['expires', '60'],
+        ],
         ...(method === 'PUBLISH' ? { body: pidf('sip:q@example.com', 't1', 'open'), contentType: 'application/pidf+xml' } : {}),
       });
       assert.ok(res.status < 500, `${method}: ${res.status} ${res.reason}`);

@@ -89,8 +89,15 @@ describe(`presence.winfo waiting state, winfo_waiting_period ${PERIOD_S} s`, { c
       const full = await refreshed(owner.dialog);
       assert.deepEqual(row(full), [[bobUa.aor, 'waiting', 'timeout']]);
       // The operator sees him too: presence.watcher_list lists waiting watchers (no dialog).
-      const listed = (await rpc(node.rpcPort, 'presence.watcher_list', [alice, 'presence'])).result as Array<{ watcher_uri: string; status: string; call_id: string }>;
-      assert.deepEqual(listed.map((w) => [w.watcher_uri, w.status, w.call_id]), [[bobUa.aor, 'waiting', '']]);
+      const listed = (await rpc(node.rpcPort, 'presence.watcher_list', [alice, 'presence'])).result as Array<{
+        watcher_uri: string;
+        status: string;
+        call_id: string;
+      }>;
+      assert.deepEqual(
+        listed.map((w) => [w.watcher_uri, w.status, w.call_id]),
+        [[bobUa.aor, 'waiting', '']],
+      );
 
       // winfo_waiting_period after the expiry the server stops remembering him.
       const gone = await nextWinfo(owner.dialog);
@@ -130,7 +137,11 @@ describe(`presence.winfo waiting state, winfo_waiting_period ${PERIOD_S} s`, { c
       for (const r of late) assert.deepEqual(row(parseWinfo(bodyOf(r))), [[bobUa.aor, 'pending', 'subscribe']]);
 
       // The rules approve bob: his subscription becomes active (approved), still the same id.
-      assert.ok([200, 201].includes(await putRules(node.xcapPort, alice, rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'allow' }]))));
+      assert.ok(
+        [200, 201].includes(
+          await putRules(node.xcapPort, alice, rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'allow' }])),
+        ),
+      );
       const approved = await nextWinfo(owner.dialog);
       assert.deepEqual(row(approved), [[bobUa.aor, 'active', 'approved']]);
       assert.equal(approved.watchers[0]!.id, id);
@@ -184,7 +195,11 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
   test('rules ending live watchers: a pending one blocked is terminated/rejected, an active one whose rule is gone terminated with xcapauth_userdel_reason (probation)', async () => {
     await withUas(node, 'udp', 3, async (ownerUa, bobUa, carolUa) => {
       const alice = ownerUa.aor;
-      assert.ok([200, 201].includes(await putRules(node.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }]))));
+      assert.ok(
+        [200, 201].includes(
+          await putRules(node.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }])),
+        ),
+      );
       const owner = await subscribeWinfo(ownerUa, alice, alice);
       await nextWinfo(owner.dialog);
       const bob = await subscribe(bobUa, alice, { expires: 600 });
@@ -212,7 +227,11 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
   test('an active watcher that unsubscribes is terminated/timeout, not waiting', async () => {
     await withUas(node, 'udp', 2, async (ownerUa, bobUa) => {
       const alice = ownerUa.aor;
-      assert.ok([200, 201].includes(await putRules(node.xcapPort, alice, rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'allow' }]))));
+      assert.ok(
+        [200, 201].includes(
+          await putRules(node.xcapPort, alice, rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'allow' }])),
+        ),
+      );
       const owner = await subscribeWinfo(ownerUa, alice, alice);
       await nextWinfo(owner.dialog);
       const bob = await subscribe(bobUa, alice, { expires: 600 });
@@ -274,13 +293,23 @@ describe('presence.winfo waiting state, long period', { concurrency: true }, () 
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[bobUa.aor, 'terminated', 'timeout']]);
         assert.deepEqual(row(await refreshed(owner.dialog)), []);
 
-        assert.ok([200, 201].includes(await putRules(off.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }]))));
+        assert.ok(
+          [200, 201].includes(
+            await putRules(off.xcapPort, alice, rules([{ id: 'carol', who: `<cr:one id="${carolUa.aor}"/>`, handling: 'allow' }])),
+          ),
+        );
         const carol = await subscribe(carolUa, alice, { expires: 600 });
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'active', 'subscribe']]);
         // carol's rule goes (a rule that blocked her would be "rejected"): xcapauth_userdel_reason.
-        assert.equal(await putRules(off.xcapPort, alice, rules([{ id: 'other', who: '<cr:one id="sip:nobody@example.org"/>', handling: 'allow' }])), 200);
+        assert.equal(
+          await putRules(off.xcapPort, alice, rules([{ id: 'other', who: '<cr:one id="sip:nobody@example.org"/>', handling: 'allow' }])),
+          200,
+        );
         assert.deepEqual(row(await nextWinfo(owner.dialog)), [[carolUa.aor, 'terminated', 'deactivated']]);
-        assert.equal(parseSubState(await carol.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated')).reason, 'deactivated');
+        assert.equal(
+          parseSubState(await carol.dialog.nextNotify(5000, (r) => parseSubState(r).state === 'terminated')).reason,
+          'deactivated',
+        );
       });
     } finally {
       await off.stop();

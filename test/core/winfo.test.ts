@@ -125,7 +125,11 @@ test('presence.winfo for someone else: 403 without a rule, 200 and the full list
       d0.watchers.map((w) => [w.uri, w.status, w.event]),
       [[bobUa.aor, 'pending', 'subscribe']],
     );
-    assert.equal((await subscribe(malloryUa, alice, { event: 'presence.winfo', expires: 120 })).res.status, 403, 'a block rule grants nothing');
+    assert.equal(
+      (await subscribe(malloryUa, alice, { event: 'presence.winfo', expires: 120 })).res.status,
+      403,
+      'a block rule grants nothing',
+    );
     // The owner is always allowed, even when a rule matching her says block.
     assert.equal((await subscribeWinfo(aliceUa, alice, alice, 120)).res.status, 200);
 
@@ -143,7 +147,10 @@ test('presence.winfo for someone else: 403 without a rule, 200 and the full list
 
     // The rule granting eve goes: her active winfo subscription ends like an allowed presence
     // watcher whose rule goes (xcapauth_userdel_reason, default probation).
-    assert.equal(await putRules(node.xcapPort, alice, rules([{ id: 'domain', who: '<cr:many domain="example.com"/>', winfo: 'block' }])), 200);
+    assert.equal(
+      await putRules(node.xcapPort, alice, rules([{ id: 'domain', who: '<cr:many domain="example.com"/>', winfo: 'block' }])),
+      200,
+    );
     const end = await eve.dialog.nextNotify(5000, (r) => subState(r).startsWith('terminated'));
     assert.equal(subState(end), 'terminated;reason=probation');
     assert.equal((await eve.dialog.request(120)).status, 481, 'the subscription is gone');

@@ -55,7 +55,14 @@ test('a user reads and writes their own tree, and only that', async () => {
 
   assert.equal((await xcap.put(BOB_DOC, presRules([{ id: 'b' }]), CT.presRules, { digest: bob })).status, 201);
   assert.equal((await xcap.get('/xcap-caps/global/index', { digest: bob })).status, 200, 'anyone authenticated reads xcap-caps');
-  assert.equal((await xcap.put('/resource-lists/global/index', '<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"/>', CT.resourceLists, { digest: alice })).status, 403);
+  assert.equal(
+    (
+      await xcap.put('/resource-lists/global/index', '<resource-lists xmlns="urn:ietf:params:xml:ns:resource-lists"/>', CT.resourceLists, {
+        digest: alice,
+      })
+    ).status,
+    403,
+  );
 });
 
 test('a replayed Authorization (same nonce count) and a digest for another URI are refused', async () => {

@@ -17,7 +17,11 @@ import { Xcap, CT, presRules, sel } from '../support/xcap-http.js';
 const dir = mkdtempSync(join(tmpdir(), 'presenced-xcap-'));
 const config = buildConfig({ xcap_listen: '127.0.0.1:0', db_url: `lmdb:${join(dir, 'db')}`, log_level: 'silent', worker_threads: 1 });
 const store = Store.open(config.db_path, config.xcap_table);
-const pool = new WorkerPool({ dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } }, 1, store);
+const pool = new WorkerPool(
+  { dbPath: config.db_path, xcapTable: config.xcap_table, limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
+  1,
+  store,
+);
 const changes: Array<XcapChange & { storedEtag: string | undefined }> = [];
 const server = new XcapServer({
   config,
@@ -83,7 +87,11 @@ test('concurrent conditional PUTs of one document: exactly one wins', async () =
   assert.equal((await xcap.get(path)).etag, winner.etag);
 
   // Node edits racing on one document all land (they are serialised), each with its own ETag.
-  const edits = await Promise.all(Array.from({ length: 6 }, (_, i) => xcap.put(path + sel(`ruleset/rule[@id="n${i}"]`), `<rule xmlns="urn:ietf:params:xml:ns:common-policy" id="n${i}"/>`, CT.el)));
+  const edits = await Promise.all(
+    Array.from({ length: 6 }, (_, i) =>
+      xcap.put(path + sel(`ruleset/rule[@id="n${i}"]`), `<rule xmlns="urn:ietf:params:xml:ns:common-policy" id="n${i}"/>`, CT.el),
+    ),
+  );
   assert.deepEqual(
     edits.map((e) => e.status),
     [201, 201, 201, 201, 201, 201],

@@ -57,7 +57,12 @@ test('fetch: GET, cache with ETag and source, If-None-Match → 304, 404 removes
   const url = `http://127.0.0.1:${node.xcapPort}/xcap-root`;
   const xui = 'sip:alice@example.com';
   const changes: XcapChange[] = [];
-  const client = new XcapClient({ config: clientConfig([url]), store, log: pino({ level: 'silent' }), onDocumentChanged: (c) => changes.push(c) });
+  const client = new XcapClient({
+    config: clientConfig([url]),
+    store,
+    log: pino({ level: 'silent' }),
+    onDocumentChanged: (c) => changes.push(c),
+  });
 
   assert.equal(await client.fetch('pres-rules', xui, 'index'), undefined, 'nothing there yet');
   assert.equal(changes.length, 0);
@@ -76,7 +81,11 @@ test('fetch: GET, cache with ETag and source, If-None-Match → 304, 404 removes
 
   seen.length = 0;
   const again = await client.fetch('pres-rules', xui, 'index');
-  assert.deepEqual(seen.map(([, s]) => s), [304], 'a refetch of an unchanged document costs a 304');
+  assert.deepEqual(
+    seen.map(([, s]) => s),
+    [304],
+    'a refetch of an unchanged document costs a 304',
+  );
   assert.equal(again?.etag, got.etag);
   assert.equal(changes.length, 1, 'no change reported');
 
@@ -115,7 +124,11 @@ test('periodic refresh (periodical_query, query_period) reports a changed docume
   const xui = 'sip:dave@example.com';
   await xcap.put(`/pres-rules/users/${xui}/index`, presRules([{ id: 'v1' }]), CT.presRules);
   const changes: XcapChange[] = [];
-  const client = new XcapClient({ config: clientConfig([url], { periodical_query: 1, query_period: 1 }), store, log: pino({ level: 'silent' }) });
+  const client = new XcapClient({
+    config: clientConfig([url], { periodical_query: 1, query_period: 1 }),
+    store,
+    log: pino({ level: 'silent' }),
+  });
   client.onDocumentChanged = (c) => changes.push(c);
   await client.fetch('pres-rules', xui);
   changes.length = 0;
@@ -132,7 +145,11 @@ test('periodic refresh (periodical_query, query_period) reports a changed docume
   }
 
   // periodical_query = 0: no timer.
-  const quiet = new XcapClient({ config: clientConfig([url], { periodical_query: 0, query_period: 1 }), store, log: pino({ level: 'silent' }) });
+  const quiet = new XcapClient({
+    config: clientConfig([url], { periodical_query: 0, query_period: 1 }),
+    store,
+    log: pino({ level: 'silent' }),
+  });
   const quietChanges: XcapChange[] = [];
   quiet.onDocumentChanged = (c) => quietChanges.push(c);
   await quiet.fetch('pres-rules', xui);

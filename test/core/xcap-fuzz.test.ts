@@ -25,14 +25,19 @@ const BINDINGS = { a: 'urn:a', cr: 'urn:ietf:params:xml:ns:common-policy', pr: '
 
 test('fuzz: any path, node selector or query component → a result or an XcapError, nothing else', () =>
   check(
-    fc.property(xcapJunk, xcapJunk, fc.constantFrom('pres-rules/users/sip:a@b/', 'resource-lists/global/', '', 'pres-rules/'), (a, b, mid) => {
-      exerciseXcap('path', `${ROOT}/${mid}${a}`);
-      exerciseXcap('path', `${ROOT}/${mid}index/~~/${a}`);
-      exerciseXcap('selector', a + b);
-      exerciseXcap('query', a);
-      exerciseXcap('query', `xmlns(${a}=${b})`);
-      exerciseXcap('digest', `Digest ${a}=${b}, ${b}="${a}"`);
-    }),
+    fc.property(
+      xcapJunk,
+      xcapJunk,
+      fc.constantFrom('pres-rules/users/sip:a@b/', 'resource-lists/global/', '', 'pres-rules/'),
+      (a, b, mid) => {
+        exerciseXcap('path', `${ROOT}/${mid}${a}`);
+        exerciseXcap('path', `${ROOT}/${mid}index/~~/${a}`);
+        exerciseXcap('selector', a + b);
+        exerciseXcap('query', a);
+        exerciseXcap('query', `xmlns(${a}=${b})`);
+        exerciseXcap('digest', `Digest ${a}=${b}, ${b}="${a}"`);
+      },
+    ),
     3000,
   ));
 
@@ -42,7 +47,10 @@ test('fuzz: documentPathOf → parseXcapUri gives back the auid, the XUI and the
   check(
     fc.property(
       fc.constantFrom('pres-rules', 'resource-lists', 'rls-services', 'pidf-manipulation'),
-      fc.option(uriSpec.filter((u) => !uriText(u).includes('/')), { nil: undefined }),
+      fc.option(
+        uriSpec.filter((u) => !uriText(u).includes('/')),
+        { nil: undefined },
+      ),
       fc.array(segment, { minLength: 1, maxLength: 3 }),
       (auid, spec, segs) => {
         const name = segs.join('/');
@@ -87,7 +95,10 @@ test('no regular expression backtracks more than linearly on the worst-case XCAP
   const run = await runGuarded('linear-cases', ['xcap', String(size)], 8 * size);
   assert.equal(run.code, 0, run.stderr);
   assert.deepEqual(run.excessive, []);
-  assert.deepEqual(run.out.filter((l) => l.startsWith('case ')).map((l) => l.slice(5)), xcapCases(size).map(([name]) => name));
+  assert.deepEqual(
+    run.out.filter((l) => l.startsWith('case ')).map((l) => l.slice(5)),
+    xcapCases(size).map(([name]) => name),
+  );
   assert.equal(run.out.at(-1), 'done');
 });
 

@@ -73,8 +73,14 @@ test('a service URI held in another user’s document → 409 <uniqueness-failur
   assert.match(third.text, /<alt-value>sip:friends-3@example.com<\/alt-value>/);
 
   // Another document of the same user counts too; replacing one's own document does not clash with itself.
-  assert.equal(errorElement(await xcap.put(docPath(alice, 'other'), services(['sip:team@example.com']), CT.rlsServices)), 'uniqueness-failure');
-  assert.equal((await xcap.put(docPath(alice), services(['sip:friends@example.com', 'sip:team@example.com'], false), CT.rlsServices)).status, 200);
+  assert.equal(
+    errorElement(await xcap.put(docPath(alice, 'other'), services(['sip:team@example.com']), CT.rlsServices)),
+    'uniqueness-failure',
+  );
+  assert.equal(
+    (await xcap.put(docPath(alice), services(['sip:friends@example.com', 'sip:team@example.com'], false), CT.rlsServices)).status,
+    200,
+  );
 
   // A node PUT that adds a clashing service is refused the same way, and changes nothing.
   const before = await xcap.get(docPath(bob));
@@ -91,7 +97,16 @@ test('a service URI held in another user’s document → 409 <uniqueness-failur
 
   // Once alice lets it go, bob may take it.
   assert.equal((await xcap.delete(docPath(alice))).status, 200);
-  assert.equal((await xcap.put(docPath(bob) + sel('rls-services/service[@uri="sip:team@example.com"]'), '<service uri="sip:team@example.com"><resource-list>http://x/l</resource-list></service>', CT.el)).status, 201);
+  assert.equal(
+    (
+      await xcap.put(
+        docPath(bob) + sel('rls-services/service[@uri="sip:team@example.com"]'),
+        '<service uri="sip:team@example.com"><resource-list>http://x/l</resource-list></service>',
+        CT.el,
+      )
+    ).status,
+    201,
+  );
 });
 
 test('the global index is the union of every user’s services; its ETag follows any change; it is read-only', async () => {
@@ -101,16 +116,29 @@ test('the global index is the union of every user’s services; its ETag follows
   assert.equal(first.status, 200);
   assert.equal(first.headers.get('content-type'), CT.rlsServices);
   assert.ok(first.etag);
-  assert.deepEqual(checkDocument({ xml: first.text, usage: USAGE_BY_AUID.get('rls-services')!.rules }), { ok: true }, 'the index is a valid rls-services document');
+  assert.deepEqual(
+    checkDocument({ xml: first.text, usage: USAGE_BY_AUID.get('rls-services')!.rules }),
+    { ok: true },
+    'the index is a valid rls-services document',
+  );
 
   assert.equal((await xcap.put(docPath(u1), services(['sip:idx-a@example.net']), CT.rlsServices)).status, 201);
-  assert.equal((await xcap.put(docPath(u2, 'lists'), services(['sip:idx-b@example.net', 'sip:idx-c@example.net'], false), CT.rlsServices)).status, 201);
+  assert.equal(
+    (await xcap.put(docPath(u2, 'lists'), services(['sip:idx-b@example.net', 'sip:idx-c@example.net'], false), CT.rlsServices)).status,
+    201,
+  );
   const second = await xcap.get(INDEX);
   assert.notEqual(second.etag, first.etag, 'new documents → new ETag');
-  for (const uri of ['sip:idx-a@example.net', 'sip:idx-b@example.net', 'sip:idx-c@example.net']) assert.ok(indexUris(second.text).includes(uri), uri);
+  for (const uri of ['sip:idx-a@example.net', 'sip:idx-b@example.net', 'sip:idx-c@example.net'])
+    assert.ok(indexUris(second.text).includes(uri), uri);
   assert.deepEqual(checkDocument({ xml: second.text, usage: USAGE_BY_AUID.get('rls-services')!.rules }), { ok: true }, second.text);
   // Each service stands alone: the rl prefix of its user's document is declared on it.
-  assert.match(second.text, new RegExp(`<service xmlns="${NS.rls}" xmlns:rl="${NS.rl}" uri="sip:idx-a@example.net"><list name="l0"><rl:entry uri="sip:member0@example.com"/>`));
+  assert.match(
+    second.text,
+    new RegExp(
+      `<service xmlns="${NS.rls}" xmlns:rl="${NS.rl}" uri="sip:idx-a@example.net"><list name="l0"><rl:entry uri="sip:member0@example.com"/>`,
+    ),
+  );
 
   // Unchanged store → same ETag, 304 on If-None-Match; node selectors work on it.
   const again = await xcap.get(INDEX);
@@ -142,7 +170,11 @@ test('the global index is the union of every user’s services; its ETag follows
     ['PUT', INDEX + sel('rls-services/service[@uri="sip:x@example.net"]')],
     ['DELETE', INDEX + sel('rls-services/service[1]')],
   ] as const) {
-    const r = await xcap.request(method, path, method === 'PUT' ? { body: services(['sip:x@example.net']), contentType: CT.rlsServices } : {});
+    const r = await xcap.request(
+      method,
+      path,
+      method === 'PUT' ? { body: services(['sip:x@example.net']), contentType: CT.rlsServices } : {},
+    );
     assert.equal(r.status, 405, `${method} ${path}`);
     assert.equal(r.headers.get('allow'), 'GET, HEAD');
   }
@@ -153,7 +185,11 @@ test('the global index is the union of every user’s services; its ETag follows
 test("xcap-caps lists exactly the auids served, the namespaces of the schemas the server validates with, and presenced's winfo-rules", async () => {
   const caps = await xcap.get('/xcap-caps/global/index');
   assert.equal(caps.status, 200);
-  assert.deepEqual(checkDocument({ xml: caps.text, usage: USAGE_BY_AUID.get('xcap-caps')!.rules }), { ok: true }, 'valid against RFC 4825 §12.2');
+  assert.deepEqual(
+    checkDocument({ xml: caps.text, usage: USAGE_BY_AUID.get('xcap-caps')!.rules }),
+    { ok: true },
+    'valid against RFC 4825 §12.2',
+  );
   const listed = (tag: string) => [...caps.text.matchAll(new RegExp(`<${tag}>([^<]*)</${tag}>`, 'g'))].map((m) => m[1]!);
   assert.deepEqual(listed('auid').sort(), ['pidf-manipulation', 'pres-rules', 'resource-lists', 'rls-services', 'xcap-caps']);
   const expected = [...schemaNamespaces().filter((ns) => ns !== 'http://www.w3.org/XML/1998/namespace'), NS.err, NS.wr].sort();

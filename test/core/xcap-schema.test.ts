@@ -33,7 +33,11 @@ const RPID = 'urn:ietf:params:xml:ns:pidf:rpid';
 /** The phrase attribute of the error element, unescaped. */
 function phraseOf(r: XcapReply): string {
   const raw = /phrase="([^"]*)"/.exec(r.text)?.[1] ?? '';
-  return raw.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&amp;/g, '&');
+  return raw
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&amp;/g, '&');
 }
 
 /** 409 <schema-validation-error> with a phrase that says what is wrong. */
@@ -56,22 +60,49 @@ async function refusedUnchanged(path: string, contentType: string, cases: Array<
   }
 }
 
-const ruleset = (inner: string, extraNs = '') => `<?xml version="1.0" encoding="UTF-8"?>\n<cr:ruleset xmlns="${NS.pr}" xmlns:cr="${NS.cp}"${extraNs}>${inner}</cr:ruleset>`;
+const ruleset = (inner: string, extraNs = '') =>
+  `<?xml version="1.0" encoding="UTF-8"?>\n<cr:ruleset xmlns="${NS.pr}" xmlns:cr="${NS.cp}"${extraNs}>${inner}</cr:ruleset>`;
 
 test('pres-rules: RFC 4745/5025 schema violations → 409 <schema-validation-error>, the stored document unchanged', async () => {
   const path = `/pres-rules/users/${user()}/index`;
   assert.equal((await xcap.put(path, presRules([{ id: 'a' }]), CT.presRules)).status, 201);
   await refusedUnchanged(path, CT.presRules, [
-    ['rule without id', ruleset('<cr:rule><cr:actions><sub-handling>allow</sub-handling></cr:actions></cr:rule>'), /line 2: .*cp:rule.*'id' is required/],
-    ['unknown element in the common-policy namespace', ruleset('<cr:rule id="a"><cr:conditions><cr:whenever/></cr:conditions></cr:rule>'), /cp:whenever.*not expected/],
+    [
+      'rule without id',
+      ruleset('<cr:rule><cr:actions><sub-handling>allow</sub-handling></cr:actions></cr:rule>'),
+      /line 2: .*cp:rule.*'id' is required/,
+    ],
+    [
+      'unknown element in the common-policy namespace',
+      ruleset('<cr:rule id="a"><cr:conditions><cr:whenever/></cr:conditions></cr:rule>'),
+      /cp:whenever.*not expected/,
+    ],
     ['unknown child of <ruleset>', ruleset('<cr:policy id="a"/>'), /cp:policy/],
-    ['sub-handling "maybe"', ruleset('<cr:rule id="a"><cr:actions><sub-handling>maybe</sub-handling></cr:actions></cr:rule>'), /pr:sub-handling.*'maybe'/],
-    ['provide-activities "sometimes"', ruleset('<cr:rule id="a"><cr:transformations><provide-activities>sometimes</provide-activities></cr:transformations></cr:rule>'), /provide-activities/],
+    [
+      'sub-handling "maybe"',
+      ruleset('<cr:rule id="a"><cr:actions><sub-handling>maybe</sub-handling></cr:actions></cr:rule>'),
+      /pr:sub-handling.*'maybe'/,
+    ],
+    [
+      'provide-activities "sometimes"',
+      ruleset('<cr:rule id="a"><cr:transformations><provide-activities>sometimes</provide-activities></cr:transformations></cr:rule>'),
+      /provide-activities/,
+    ],
     ['conditions out of order', ruleset('<cr:rule id="a"><cr:actions/><cr:conditions/></cr:rule>'), /cp:conditions/],
-    ['validity with from only', ruleset('<cr:rule id="a"><cr:conditions><cr:validity><cr:from>2030-01-01T00:00:00Z</cr:from></cr:validity></cr:conditions></cr:rule>'), /cp:validity/],
+    [
+      'validity with from only',
+      ruleset(
+        '<cr:rule id="a"><cr:conditions><cr:validity><cr:from>2030-01-01T00:00:00Z</cr:from></cr:validity></cr:conditions></cr:rule>',
+      ),
+      /cp:validity/,
+    ],
     ['a rule id that is no xs:ID', ruleset('<cr:rule id="1st"/>'), /'1st'.*xs:ID/],
     ['two rules with one id', ruleset('<cr:rule id="a"/><cr:rule id="a"/>'), /'a'.*xs:ID/],
-    ['root of the pres-rules namespace instead of <ruleset>', `<sub-handling xmlns="${NS.pr}">allow</sub-handling>`, /root element must be <ruleset>/],
+    [
+      'root of the pres-rules namespace instead of <ruleset>',
+      `<sub-handling xmlns="${NS.pr}">allow</sub-handling>`,
+      /root element must be <ruleset>/,
+    ],
   ]);
 });
 
@@ -91,8 +122,16 @@ test('pres-rules: extensions of other namespaces and every RFC 5025 permission a
   );
   const r = await xcap.put(path, doc, CT.presRules);
   assert.equal(r.status, 201, r.text);
-  assert.equal((await xcap.put(`/pres-rules/users/${user()}/index`, ALLOW_ALL_RULES, CT.presRules)).status, 201, 'the bench allow-all document');
-  assert.equal((await xcap.put(`/pres-rules/users/${user()}/index`, rulesDocument(10, 10), CT.presRules)).status, 201, 'the bench 10-rule document');
+  assert.equal(
+    (await xcap.put(`/pres-rules/users/${user()}/index`, ALLOW_ALL_RULES, CT.presRules)).status,
+    201,
+    'the bench allow-all document',
+  );
+  assert.equal(
+    (await xcap.put(`/pres-rules/users/${user()}/index`, rulesDocument(10, 10), CT.presRules)).status,
+    201,
+    'the bench 10-rule document',
+  );
 });
 
 test('resource-lists: entry without uri and foreign content in the wrong place → 409; extensions elsewhere → 201', async () => {
@@ -125,13 +164,30 @@ test('resource-lists: entry without uri and foreign content in the wrong place �
 
 test('rls-services: service without uri or members, entries in the wrong namespace → 409; a full service → 201', async () => {
   const path = `/rls-services/users/${user()}/index`;
-  const rls = (inner: string) => `<?xml version="1.0" encoding="UTF-8"?>\n<rls-services xmlns="${NS.rls}" xmlns:rl="${NS.rl}">${inner}</rls-services>`;
+  const rls = (inner: string) =>
+    `<?xml version="1.0" encoding="UTF-8"?>\n<rls-services xmlns="${NS.rls}" xmlns:rl="${NS.rl}">${inner}</rls-services>`;
   await refusedUnchanged(path, CT.rlsServices, [
     ['service without uri', rls('<service><resource-list>http://x/l</resource-list></service>'), /rls:service.*'uri' is required/],
-    ['service without members', rls('<service uri="sip:s1@example.com"><packages><package>presence</package></packages></service>'), /rls:packages.*Expected is one of \( rls:resource-list, rls:list \)/],
-    ['both a resource-list and a list', rls('<service uri="sip:s1@example.com"><resource-list>http://x/l</resource-list><list/></service>'), /rls:list/],
-    ['entry of the resource-lists namespace without uri', rls('<service uri="sip:s1@example.com"><list><rl:entry/></list></service>'), /rl:entry.*'uri'/],
-    ['unknown rls element in packages', rls('<service uri="sip:s1@example.com"><resource-list>http://x/l</resource-list><packages><pkg>presence</pkg></packages></service>'), /rls:pkg/],
+    [
+      'service without members',
+      rls('<service uri="sip:s1@example.com"><packages><package>presence</package></packages></service>'),
+      /rls:packages.*Expected is one of \( rls:resource-list, rls:list \)/,
+    ],
+    [
+      'both a resource-list and a list',
+      rls('<service uri="sip:s1@example.com"><resource-list>http://x/l</resource-list><list/></service>'),
+      /rls:list/,
+    ],
+    [
+      'entry of the resource-lists namespace without uri',
+      rls('<service uri="sip:s1@example.com"><list><rl:entry/></list></service>'),
+      /rl:entry.*'uri'/,
+    ],
+    [
+      'unknown rls element in packages',
+      rls('<service uri="sip:s1@example.com"><resource-list>http://x/l</resource-list><packages><pkg>presence</pkg></packages></service>'),
+      /rls:pkg/,
+    ],
   ]);
   const ok = rls(
     '<service uri="sip:s1@example.com" xmlns:x="urn:example:rls-ext" x:owner="me"><list name="l"><rl:display-name>Buddies</rl:display-name><rl:entry uri="sip:bob@example.com"/><rl:list name="inner"><rl:entry uri="sip:carol@example.com"/></rl:list></list>' +
@@ -144,10 +200,15 @@ test('rls-services: service without uri or members, entries in the wrong namespa
 
 test('pidf-manipulation: tuple without id or status → 409; RPID and data-model extensions → 201', async () => {
   const path = `/pidf-manipulation/users/${user()}/perm-presence`;
-  const pidf = (inner: string, attrs = 'entity="sip:alice@example.com"') => `<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="${NS.pidf}" xmlns:dm="${DM}" xmlns:rpid="${RPID}" ${attrs}>${inner}</presence>`;
+  const pidf = (inner: string, attrs = 'entity="sip:alice@example.com"') =>
+    `<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="${NS.pidf}" xmlns:dm="${DM}" xmlns:rpid="${RPID}" ${attrs}>${inner}</presence>`;
   await refusedUnchanged(path, CT.pidf, [
     ['tuple without id', pidf('<tuple><status><basic>open</basic></status></tuple>'), /pidf:tuple.*'id' is required/],
-    ['tuple without status', pidf('<tuple id="t1"><contact>sip:alice@host</contact></tuple>'), /pidf:contact.*Expected is \( pidf:status \)/],
+    [
+      'tuple without status',
+      pidf('<tuple id="t1"><contact>sip:alice@host</contact></tuple>'),
+      /pidf:contact.*Expected is \( pidf:status \)/,
+    ],
     ['basic "busy"', pidf('<tuple id="t1"><status><basic>busy</basic></status></tuple>'), /pidf:basic.*'busy'/],
     ['presence without entity', pidf('', ''), /'entity' is required/],
     ['note before tuple', pidf('<note>x</note><tuple id="t1"><status/></tuple>'), /pidf:tuple/],
@@ -168,15 +229,35 @@ test('pidf-manipulation: tuple without id or status → 409; RPID and data-model
 test('node PUT or DELETE that would leave an invalid document → 409 <schema-validation-error>, nothing changes', async () => {
   const xui = user();
   const rules = `/pres-rules/users/${xui}/index`;
-  const put = await xcap.put(rules, presRules([{ id: 'a', identity: 'sip:bob@example.com' }, { id: 'b', handling: 'block' }]), CT.presRules);
+  const put = await xcap.put(
+    rules,
+    presRules([
+      { id: 'a', identity: 'sip:bob@example.com' },
+      { id: 'b', handling: 'block' },
+    ]),
+    CT.presRules,
+  );
   assert.equal(put.status, 201);
   const doc = (await xcap.get(rules)).text;
   const edits: Array<[string, () => Promise<XcapReply>, RegExp]> = [
-    ['sub-handling element "maybe"', () => xcap.put(rules + sel('ruleset/rule[@id="a"]/actions/sub-handling'), `<sub-handling xmlns="${NS.pr}">maybe</sub-handling>`, CT.el), /'maybe'/],
-    ['a rule with an unknown cp child', () => xcap.put(rules + sel('ruleset/rule[@id="z"]'), '<cr:rule id="z"><cr:whenever/></cr:rule>', CT.el), /cp:whenever/],
+    [
+      'sub-handling element "maybe"',
+      () =>
+        xcap.put(rules + sel('ruleset/rule[@id="a"]/actions/sub-handling'), `<sub-handling xmlns="${NS.pr}">maybe</sub-handling>`, CT.el),
+      /'maybe'/,
+    ],
+    [
+      'a rule with an unknown cp child',
+      () => xcap.put(rules + sel('ruleset/rule[@id="z"]'), '<cr:rule id="z"><cr:whenever/></cr:rule>', CT.el),
+      /cp:whenever/,
+    ],
     ['a rule id that is no xs:ID', () => xcap.put(rules + sel('ruleset/rule[2]/@id'), '9b', CT.att), /'9b'/],
     ['deleting the id of a rule', () => xcap.delete(rules + sel('ruleset/rule[@id="b"]/@id')), /'id' is required/],
-    ['deleting <one id> from the only identity', () => xcap.delete(rules + sel('ruleset/rule[@id="a"]/conditions/identity/one')), /cp:identity/],
+    [
+      'deleting <one id> from the only identity',
+      () => xcap.delete(rules + sel('ruleset/rule[@id="a"]/conditions/identity/one')),
+      /cp:identity/,
+    ],
   ];
   for (const [label, run, mentions] of edits) {
     const r = await run();
@@ -187,22 +268,47 @@ test('node PUT or DELETE that would leave an invalid document → 409 <schema-va
     assert.equal(now.text, doc, `${label}: same document`);
   }
   // The same edits done right are accepted.
-  assert.equal((await xcap.put(rules + sel('ruleset/rule[@id="a"]/actions/sub-handling'), `<sub-handling xmlns="${NS.pr}">confirm</sub-handling>`, CT.el)).status, 200);
+  assert.equal(
+    (
+      await xcap.put(
+        rules + sel('ruleset/rule[@id="a"]/actions/sub-handling'),
+        `<sub-handling xmlns="${NS.pr}">confirm</sub-handling>`,
+        CT.el,
+      )
+    ).status,
+    200,
+  );
 
   const presence = `/pidf-manipulation/users/${xui}/index`;
   const pidf = `<presence xmlns="${NS.pidf}" entity="${xui}"><tuple id="t1"><status><basic>open</basic></status></tuple></presence>`;
   const p = await xcap.put(presence, pidf, CT.pidf);
   assert.equal(p.status, 201);
   assertSchemaError(await xcap.delete(presence + sel('presence/tuple/status')), /pidf:status/, 'deleting a tuple status');
-  assertSchemaError(await xcap.put(presence + sel('presence/tuple/status/basic'), `<basic xmlns="${NS.pidf}">busy</basic>`, CT.el), /'busy'/, 'basic busy');
-  assertSchemaError(await xcap.put(presence + sel('presence/tuple[@id="t2"]'), `<tuple xmlns="${NS.pidf}" id="t2"/>`, CT.el), /pidf:status/, 'a tuple without status');
+  assertSchemaError(
+    await xcap.put(presence + sel('presence/tuple/status/basic'), `<basic xmlns="${NS.pidf}">busy</basic>`, CT.el),
+    /'busy'/,
+    'basic busy',
+  );
+  assertSchemaError(
+    await xcap.put(presence + sel('presence/tuple[@id="t2"]'), `<tuple xmlns="${NS.pidf}" id="t2"/>`, CT.el),
+    /pidf:status/,
+    'a tuple without status',
+  );
   assert.equal((await xcap.get(presence)).etag, p.etag);
   assert.equal((await xcap.get(presence)).text, pidf);
 
   const lists = `/resource-lists/users/${xui}/index`;
-  const l = await xcap.put(lists, `<resource-lists xmlns="${NS.rl}"><list name="f"><entry uri="sip:bob@example.com"/></list></resource-lists>`, CT.resourceLists);
+  const l = await xcap.put(
+    lists,
+    `<resource-lists xmlns="${NS.rl}"><list name="f"><entry uri="sip:bob@example.com"/></list></resource-lists>`,
+    CT.resourceLists,
+  );
   assertSchemaError(await xcap.delete(lists + sel('resource-lists/list/entry/@uri')), /'uri' is required/, 'deleting an entry uri');
-  assertSchemaError(await xcap.put(lists + sel('resource-lists/list/@display'), 'x', CT.att), /display/, 'an attribute <list> does not have');
+  assertSchemaError(
+    await xcap.put(lists + sel('resource-lists/list/@display'), 'x', CT.att),
+    /display/,
+    'an attribute <list> does not have',
+  );
   assert.equal((await xcap.get(lists)).etag, l.etag);
 });
 
@@ -221,9 +327,21 @@ test('hostile bodies are refused before any schema work, and xsi:schemaLocation 
       Array.from({ length: 9 }, (_, i) => `<!ENTITY lol${i + 1} "${`&lol${i || ''};`.repeat(10)}">`).join('') +
       `]>${root.replace('LOL', '&lol9;')}`;
     const cases: Array<[string, string, string]> = [
-      [`/resource-lists/users/${xui}/index`, CT.resourceLists, bomb(`<resource-lists xmlns="${NS.rl}"><list name="LOL"/></resource-lists>`)],
-      [`/rls-services/users/${xui}/index`, CT.rlsServices, bomb(`<rls-services xmlns="${NS.rls}"><service uri="sip:LOL@x"><resource-list>x</resource-list></service></rls-services>`)],
-      [`/pidf-manipulation/users/${xui}/index`, CT.pidf, `<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "${trapUrl}">]><presence xmlns="${NS.pidf}" entity="&x;"/>`],
+      [
+        `/resource-lists/users/${xui}/index`,
+        CT.resourceLists,
+        bomb(`<resource-lists xmlns="${NS.rl}"><list name="LOL"/></resource-lists>`),
+      ],
+      [
+        `/rls-services/users/${xui}/index`,
+        CT.rlsServices,
+        bomb(`<rls-services xmlns="${NS.rls}"><service uri="sip:LOL@x"><resource-list>x</resource-list></service></rls-services>`),
+      ],
+      [
+        `/pidf-manipulation/users/${xui}/index`,
+        CT.pidf,
+        `<?xml version="1.0"?><!DOCTYPE p [<!ENTITY x SYSTEM "${trapUrl}">]><presence xmlns="${NS.pidf}" entity="&x;"/>`,
+      ],
     ];
     for (const [path, ct, body] of cases) {
       const started = Date.now();
@@ -239,7 +357,10 @@ test('hostile bodies are refused before any schema work, and xsi:schemaLocation 
     const hinted = `<resource-lists xmlns="${NS.rl}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="${NS.rl} ${trapUrl}"><list name="f"/></resource-lists>`;
     assert.equal((await xcap.put(`/resource-lists/users/${xui}/hinted`, hinted, CT.resourceLists)).status, 201);
     const hintedBad = `<resource-lists xmlns="${NS.rl}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="${NS.rl} ${trapUrl}"><list><entry/></list></resource-lists>`;
-    assert.equal(errorElement(await xcap.put(`/resource-lists/users/${xui}/hinted2`, hintedBad, CT.resourceLists)), 'schema-validation-error');
+    assert.equal(
+      errorElement(await xcap.put(`/resource-lists/users/${xui}/hinted2`, hintedBad, CT.resourceLists)),
+      'schema-validation-error',
+    );
     assert.equal(fetched, 0, 'nothing was fetched');
     assert.equal((await xcap.get('/xcap-caps/global/index')).status, 200, 'the node still answers');
   } finally {

@@ -37,7 +37,8 @@ test('xcap-caps lists the auids, extensions and namespaces, and is read-only', a
   assert.equal(r.headers.get('content-type'), 'application/xcap-caps+xml');
   assert.ok(r.etag);
   assert.match(r.text, /<xcap-caps xmlns="urn:ietf:params:xml:ns:xcap-caps">/);
-  for (const auid of ['xcap-caps', 'pres-rules', 'resource-lists', 'rls-services', 'pidf-manipulation']) assert.match(r.text, new RegExp(`<auid>${auid}</auid>`));
+  for (const auid of ['xcap-caps', 'pres-rules', 'resource-lists', 'rls-services', 'pidf-manipulation'])
+    assert.match(r.text, new RegExp(`<auid>${auid}</auid>`));
   assert.match(r.text, /<extensions\/>/);
   for (const ns of [NS.cp, NS.pr, NS.wr, NS.rl, NS.rls, NS.pidf, NS.err]) assert.ok(r.text.includes(`<namespace>${ns}</namespace>`), ns);
   const caps = await xcap.put('/xcap-caps/global/index', r.text, 'application/xcap-caps+xml');
@@ -115,7 +116,12 @@ test('the XUI may be percent-encoded (RFC 4825 ยง6); every auid takes its own do
 test('not well-formed bodies โ’ 409 <not-well-formed/>, and nothing changes', async () => {
   const path = rulesPath(user());
   const put = await xcap.put(path, presRules([{ id: 'a' }]), CT.presRules);
-  for (const body of ['<ruleset xmlns="urn:ietf:params:xml:ns:common-policy"><rule id="a">', 'not xml at all', '', `<ruleset xmlns="${NS.cp}"><q:rule id="a"/></ruleset>`]) {
+  for (const body of [
+    '<ruleset xmlns="urn:ietf:params:xml:ns:common-policy"><rule id="a">',
+    'not xml at all',
+    '',
+    `<ruleset xmlns="${NS.cp}"><q:rule id="a"/></ruleset>`,
+  ]) {
     const r = await xcap.put(path, body, CT.presRules);
     assert.equal(r.status, 409, JSON.stringify(body));
     assert.equal(r.headers.get('content-type'), CT.error);
@@ -134,7 +140,9 @@ test('a 304 carries no Content-Length (RFC 9110 ยง8.6) and the keep-alive connec
   const raw = await new Promise<string>((resolve, reject) => {
     const sock = connect(node.xcapPort, '127.0.0.1', () => {
       // Two requests pipelined on one connection: the 304, then a GET of the same document.
-      sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: ${put.etag}\r\n\r\nGET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      sock.write(
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: ${put.etag}\r\n\r\nGET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`,
+      );
     });
     let got = '';
     sock.setEncoding('utf8');
@@ -159,14 +167,22 @@ test('a 304 carries no Content-Length (RFC 9110 ยง8.6) and the keep-alive connec
 test('If-Match / If-None-Match (RFC 7232): 412 leaves the document alone, 304 on a matching GET', async () => {
   const path = rulesPath(user());
   const doc1 = presRules([{ id: 'a' }]);
-  assert.equal((await xcap.put(path, doc1, CT.presRules, { headers: { 'If-Match': '"nope"' } })).status, 412, 'If-Match on a missing document');
+  assert.equal(
+    (await xcap.put(path, doc1, CT.presRules, { headers: { 'If-Match': '"nope"' } })).status,
+    412,
+    'If-Match on a missing document',
+  );
   assert.equal((await xcap.get(path)).status, 404);
   const c = await xcap.put(path, doc1, CT.presRules, { headers: { 'If-None-Match': '*' } });
   assert.equal(c.status, 201);
   const etag = c.etag!;
 
   const doc2 = presRules([{ id: 'b' }]);
-  assert.equal((await xcap.put(path, doc2, CT.presRules, { headers: { 'If-None-Match': '*' } })).status, 412, 'If-None-Match: * on an existing document');
+  assert.equal(
+    (await xcap.put(path, doc2, CT.presRules, { headers: { 'If-None-Match': '*' } })).status,
+    412,
+    'If-None-Match: * on an existing document',
+  );
   const stale = await xcap.put(path, doc2, CT.presRules, { headers: { 'If-Match': '"not-the-etag"' } });
   assert.equal(stale.status, 412);
   const still = await xcap.get(path);
@@ -190,7 +206,14 @@ test('If-Match / If-None-Match (RFC 7232): 412 leaves the document alone, 304 on
 test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ยง6.3)', async () => {
   const xui = user();
   const path = rulesPath(xui);
-  const put = await xcap.put(path, presRules([{ id: 'a', identity: 'sip:bob@example.com' }, { id: 'b', handling: 'block' }]), CT.presRules);
+  const put = await xcap.put(
+    path,
+    presRules([
+      { id: 'a', identity: 'sip:bob@example.com' },
+      { id: 'b', handling: 'block' },
+    ]),
+    CT.presRules,
+  );
   let etag = put.etag!;
 
   const el = await xcap.get(path + sel('ruleset/rule[@id="b"]'));
@@ -216,7 +239,11 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ย
   assert.ok(created.etag && created.etag !== etag);
   etag = created.etag;
   assert.equal((await xcap.get(path + sel('ruleset/rule[3]/@id'))).text, 'c');
-  const replaced = await xcap.put(path + sel('ruleset/rule[@id="c"]'), '<cr:rule id="c"><cr:conditions><cr:identity><cr:one id="sip:carol@example.com"/></cr:identity></cr:conditions></cr:rule>', CT.el);
+  const replaced = await xcap.put(
+    path + sel('ruleset/rule[@id="c"]'),
+    '<cr:rule id="c"><cr:conditions><cr:identity><cr:one id="sip:carol@example.com"/></cr:identity></cr:conditions></cr:rule>',
+    CT.el,
+  );
   assert.equal(replaced.status, 200);
   assert.notEqual(replaced.etag, etag);
   assert.match((await xcap.get(path)).text, /<cr:rule id="c"><cr:conditions><cr:identity><cr:one id="sip:carol@example.com"\/>/);
@@ -235,14 +262,20 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ย
   // The wrong type for a node, a body that is not one element, a selector that cannot hold it.
   assert.equal((await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="d"/>', CT.presRules)).status, 415);
   assert.equal((await xcap.put(path + sel('ruleset/rule[@id="c"]/@id'), 'c', CT.el)).status, 415);
-  assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="d"/><cr:rule id="e"/>', CT.el)), 'not-xml-frag');
+  assert.equal(
+    errorElement(await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="d"/><cr:rule id="e"/>', CT.el)),
+    'not-xml-frag',
+  );
   assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[@id="d"]'), '<cr:rule id="e"/>', CT.el)), 'cannot-insert');
   // A second rule id "a": rule ids are xs:ID (RFC 4745 ยง13) and the schema is checked before
   // uniqueness constraints (RFC 4825 ยง8.2.5), so this is a schema error (it was uniqueness-failure).
   assert.equal(errorElement(await xcap.put(path + sel('ruleset/rule[2]'), '<cr:rule id="a"/>', CT.el)), 'schema-validation-error');
   const noParent = await xcap.put(path + sel('ruleset/rule[@id="zz"]/conditions'), '<cr:conditions/>', CT.el);
   assert.equal(errorElement(noParent), 'no-parent');
-  assert.match(noParent.text, new RegExp(`<ancestor>http://127\\.0\\.0\\.1:${node.xcapPort}/xcap-root/pres-rules/users/[^<]*/index/~~/ruleset</ancestor>`));
+  assert.match(
+    noParent.text,
+    new RegExp(`<ancestor>http://127\\.0\\.0\\.1:${node.xcapPort}/xcap-root/pres-rules/users/[^<]*/index/~~/ruleset</ancestor>`),
+  );
   const missingDoc = await xcap.put(rulesPath(user()) + sel('ruleset/rule[@id="x"]'), '<rule id="x"/>', CT.el);
   assert.equal(errorElement(missingDoc), 'no-parent', 'an element of a document that does not exist');
 
@@ -259,14 +292,20 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ย
   const withId = (await xcap.get(path)).etag;
   assert.equal(errorElement(await xcap.delete(path + sel('ruleset/rule[@id="a"]/conditions/identity/one/@id'))), 'schema-validation-error');
   assert.equal((await xcap.get(path)).etag, withId);
-  assert.equal((await xcap.put(path + sel('ruleset/rule[@id="a"]/conditions/identity/many'), '<cr:many domain="example.com"/>', CT.el)).status, 201);
+  assert.equal(
+    (await xcap.put(path + sel('ruleset/rule[@id="a"]/conditions/identity/many'), '<cr:many domain="example.com"/>', CT.el)).status,
+    201,
+  );
   assert.equal((await xcap.delete(path + sel('ruleset/rule[@id="a"]/conditions/identity/many/@domain'))).status, 200);
   assert.equal((await xcap.get(path + sel('ruleset/rule[@id="a"]/conditions/identity/many/@domain'))).status, 404);
   assert.equal((await xcap.put(path + sel('ruleset/namespace::*'), 'x', CT.att)).status, 405);
 
   // Conditional node operations use the document's ETag.
   const cur = (await xcap.get(path)).etag!;
-  assert.equal((await xcap.put(path + sel('ruleset/rule[@id="n"]'), '<cr:rule id="n"/>', CT.el, { headers: { 'If-Match': '"old"' } })).status, 412);
+  assert.equal(
+    (await xcap.put(path + sel('ruleset/rule[@id="n"]'), '<cr:rule id="n"/>', CT.el, { headers: { 'If-Match': '"old"' } })).status,
+    412,
+  );
   assert.equal((await xcap.get(path + sel('ruleset/rule[@id="n"]'))).status, 404);
   assert.equal((await xcap.get(path + sel('ruleset/rule[@id="a"]'), { headers: { 'If-None-Match': cur } })).status, 304);
 });
@@ -274,12 +313,19 @@ test('node selectors: GET, PUT and DELETE of elements and attributes (RFC 4825 ย
 test('node selectors on resource-lists: entries by list name, position and uri', async () => {
   const path = `/resource-lists/users/${user()}/index`;
   await xcap.put(path, resourceLists({ friends: ['sip:bob@example.com', 'sip:carol@example.com'], work: [] }), CT.resourceLists);
-  const add = await xcap.put(path + sel('resource-lists/list[@name="work"]/entry[@uri="sip:dave@example.com"]'), '<entry uri="sip:dave@example.com"><display-name>Dave</display-name></entry>', CT.el);
+  const add = await xcap.put(
+    path + sel('resource-lists/list[@name="work"]/entry[@uri="sip:dave@example.com"]'),
+    '<entry uri="sip:dave@example.com"><display-name>Dave</display-name></entry>',
+    CT.el,
+  );
   assert.equal(add.status, 201);
   const dave = await xcap.get(path + sel('resource-lists/list[@name="work"]/entry[1]/display-name'));
   assert.equal(dave.text, `<display-name xmlns="${NS.rl}">Dave</display-name>`);
   assert.equal((await xcap.get(path + sel('resource-lists/list[1]/entry[2]/@uri'))).text, 'sip:carol@example.com');
-  assert.equal(errorElement(await xcap.put(path + sel('resource-lists/list[@name="friends"]/entry[3]'), '<entry uri="sip:bob@example.com"/>', CT.el)), 'uniqueness-failure');
+  assert.equal(
+    errorElement(await xcap.put(path + sel('resource-lists/list[@name="friends"]/entry[3]'), '<entry uri="sip:bob@example.com"/>', CT.el)),
+    'uniqueness-failure',
+  );
   assert.equal((await xcap.delete(path + sel('resource-lists/list[@name="friends"]/entry[@uri="sip:bob@example.com"]'))).status, 200);
   assert.equal((await xcap.get(path + sel('resource-lists/list[@name="friends"]/entry[1]/@uri'))).text, 'sip:carol@example.com');
 });
@@ -345,9 +391,17 @@ test('hostile XML gets a 4xx and the node stays up', async () => {
 
   // The same through a node selector: the fragment is checked like a document.
   await xcap.put(path, presRules([{ id: 'a' }]), CT.presRules);
-  const frag = await xcap.put(path + sel('ruleset/rule[@id="z"]'), `<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rule xmlns="${NS.cp}" id="z">&x;</rule>`, CT.el);
+  const frag = await xcap.put(
+    path + sel('ruleset/rule[@id="z"]'),
+    `<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rule xmlns="${NS.cp}" id="z">&x;</rule>`,
+    CT.el,
+  );
   assert.equal(frag.status, 409);
-  const deepFrag = await xcap.put(path + sel('ruleset/rule[@id="z"]'), `<rule xmlns="${NS.cp}" id="z">${'<a>'.repeat(200)}${'</a>'.repeat(200)}</rule>`, CT.el);
+  const deepFrag = await xcap.put(
+    path + sel('ruleset/rule[@id="z"]'),
+    `<rule xmlns="${NS.cp}" id="z">${'<a>'.repeat(200)}${'</a>'.repeat(200)}</rule>`,
+    CT.el,
+  );
   assert.equal(deepFrag.status, 409);
   assert.equal((await xcap.get(path)).text, presRules([{ id: 'a' }]));
   await assertAlive();

@@ -34,9 +34,18 @@ test('XCAP URIs: users and global trees, percent-decoding per segment, node sele
   assert.equal(s.name, 'index');
   assert.equal(s.nodeSelector, 'ruleset/rule[@id="a/b"]');
   assert.equal(parseXcapUri('/xcap-root', '/other/pres-rules/users/sip:a@b/index'), undefined);
-  assert.equal(status(() => parseXcapUri('/xcap-root', '/xcap-root/pres-rules/users/sip:a@b')), 404);
-  assert.equal(status(() => parseXcapUri('/xcap-root', '/xcap-root/pres-rules/users/sip%2Fa/index')), 404);
-  assert.equal(status(() => parseXcapUri('/xcap-root', '/xcap-root/pres-rules/users/%E0%A4%A/index')), 400);
+  assert.equal(
+    status(() => parseXcapUri('/xcap-root', '/xcap-root/pres-rules/users/sip:a@b')),
+    404,
+  );
+  assert.equal(
+    status(() => parseXcapUri('/xcap-root', '/xcap-root/pres-rules/users/sip%2Fa/index')),
+    404,
+  );
+  assert.equal(
+    status(() => parseXcapUri('/xcap-root', '/xcap-root/pres-rules/users/%E0%A4%A/index')),
+    400,
+  );
   assert.equal(documentPathOf('/r', 'pres-rules', 'sip:a b@x', 'index'), '/r/pres-rules/users/sip:a%20b@x/index');
 });
 
@@ -44,7 +53,10 @@ test('node selectors (RFC 4825 §6.3) and xmlns() bindings (§6.4)', () => {
   const ns = parseNamespaceBindings('xmlns(cp=urn:ietf:params:xml:ns:common-policy)xmlns(pr=urn:ietf:params:xml:ns:pres-rules)');
   assert.deepEqual(ns, { cp: 'urn:ietf:params:xml:ns:common-policy', pr: 'urn:ietf:params:xml:ns:pres-rules' });
   assert.deepEqual(parseNamespaceBindings('xmlns(a%3Durn%3Ax)'), { a: 'urn:x' });
-  assert.equal(status(() => parseNamespaceBindings('foo=bar')), 400);
+  assert.equal(
+    status(() => parseNamespaceBindings('foo=bar')),
+    400,
+  );
 
   const sel = parseNodeSelector(`cp:ruleset/cp:rule[2][@id="a&quot;b"]/*[1]/pr:sub-handling/@x`, ns);
   assert.equal(sel.steps.length, 4);
@@ -56,7 +68,11 @@ test('node selectors (RFC 4825 §6.3) and xmlns() bindings (§6.4)', () => {
   assert.deepEqual(parseNodeSelector('a/namespace::*', {}).terminal, { kind: 'namespace' });
   assert.deepEqual(parseNodeSelector("a/b[@c='d/e']", {}).steps[1]!.attr, { ns: '', local: 'c', value: 'd/e' });
   for (const bad of ['', '@id', 'a/b[', 'a/b[0]', 'a/b[x]', 'x:a', 'a//b', 'a/b[@c=d]', 'a/b[@c="d"][1]', 'a/@*']) {
-    assert.equal(status(() => parseNodeSelector(bad, {})), 400, bad);
+    assert.equal(
+      status(() => parseNodeSelector(bad, {})),
+      400,
+      bad,
+    );
   }
 });
 

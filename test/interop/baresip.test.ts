@@ -91,7 +91,9 @@ test('alice (baresip, UDP) PUBLISHes through presenced; presence_online modifies
   const mark = alice.messages().length;
 
   alice.command('presence_online');
-  await alice.waitFor('the status change to Online', () => (/update status of 'sip:alice@example\.com' from '\w+' to 'Online'/.test(alice!.log) ? true : undefined));
+  await alice.waitFor('the status change to Online', () =>
+    /update status of 'sip:alice@example\.com' from '\w+' to 'Online'/.test(alice!.log) ? true : undefined,
+  );
   const online = await nextPublish(alice, mark, (m) => basicOf(m.body) === 'open', 'the PUBLISH of basic open');
   assert.equal(online.res.status, 200, show(online.res));
   const etag = header(online.res, 'sip-etag');
@@ -150,7 +152,7 @@ test('bob (baresip, TCP) SUBSCRIBEs to his ;presence=p2p contact through presenc
   assert.equal(ws[0]!.contact, /^<([^>]+)>/.exec(header(sub, 'contact') ?? '')?.[1]);
 });
 
-test('alice\'s pres-rules allow bob (XCAP PUT): bob gets an active NOTIFY with her PIDF, baresip shows Online', async () => {
+test("alice's pres-rules allow bob (XCAP PUT): bob gets an active NOTIFY with her PIDF, baresip shows Online", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   const mark = bob.messages().length;
   // RFC 5025 §3.3: what the rule provides is spelled out, or the tuples and persons (and so
@@ -168,7 +170,9 @@ test('alice\'s pres-rules allow bob (XCAP PUT): bob gets an active NOTIFY with h
   const status = await putRules(node.xcapPort, ALICE, allow);
   assert.ok(status === 200 || status === 201, `XCAP PUT of alice's pres-rules: ${status}`);
 
-  const active = await nextNotify(bob, mark, 'the NOTIFY after the rules allowed bob', (m) => /^active/.test(header(m, 'subscription-state') ?? ''));
+  const active = await nextNotify(bob, mark, 'the NOTIFY after the rules allowed bob', (m) =>
+    /^active/.test(header(m, 'subscription-state') ?? ''),
+  );
   assert.match(header(active.req, 'subscription-state') ?? '', /^active;expires=\d+$/);
   assert.equal(header(active.req, 'content-type'), 'application/pidf+xml');
   assert.equal(basicOf(active.req.body), 'open', active.req.text);
@@ -181,7 +185,7 @@ test('alice\'s pres-rules allow bob (XCAP PUT): bob gets an active NOTIFY with h
   assert.equal(ws[0]!.watcher_uri, BOB);
 });
 
-test('a second device of alice publishes RPID on-the-phone: bob\'s baresip shows Busy from the composed NOTIFY, then Online when it is removed', async () => {
+test("a second device of alice publishes RPID on-the-phone: bob's baresip shows Busy from the composed NOTIFY, then Online when it is removed", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   phone = await openUa(node, 'udp');
   const doc =
@@ -191,12 +195,14 @@ test('a second device of alice publishes RPID on-the-phone: bob\'s baresip shows
   let mark = bob.messages().length;
   const res = await publish(phone, ALICE, { body: doc, expires: 60 });
   assert.equal(res.status, 200);
-  const busy = await nextNotify(bob, mark, 'the NOTIFY with the phone\'s publication', (m) => m.body.includes('on-the-phone'));
+  const busy = await nextNotify(bob, mark, "the NOTIFY with the phone's publication", (m) => m.body.includes('on-the-phone'));
   // Both publications in one document: baresip's tuple and person, and the phone's.
   assert.match(busy.req.body, /<tuple\b[^>]*\sid="t4109"/);
   assert.match(busy.req.body, /<tuple\b[^>]*\sid="phone"/);
   assert.equal(await bob.contactStatus(ALICE), 'Busy');
-  await bob.waitFor('"changed status from Online to Busy"', () => (/<sip:alice@example\.com> changed status from Online to Busy/.test(bob!.log) ? true : undefined));
+  await bob.waitFor('"changed status from Online to Busy"', () =>
+    /<sip:alice@example\.com> changed status from Online to Busy/.test(bob!.log) ? true : undefined,
+  );
 
   mark = bob.messages().length;
   const removed = await publish(phone, ALICE, { etag: res.headers.get('sip-etag')!, expires: 0 });
@@ -208,7 +214,7 @@ test('a second device of alice publishes RPID on-the-phone: bob\'s baresip shows
   assert.equal((await publications()).length, 1);
 });
 
-test('alice goes offline (presence_offline): her publication is modified to closed, bob\'s baresip shows Offline', async () => {
+test("alice goes offline (presence_offline): her publication is modified to closed, bob's baresip shows Offline", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   const aliceMark = alice.messages().length;
   const bobMark = bob.messages().length;
@@ -227,16 +233,24 @@ test('alice goes offline (presence_offline): her publication is modified to clos
 
   const closed = await nextNotify(bob, bobMark, 'the NOTIFY of basic closed', (m) => basicOf(m.body) === 'closed');
   assert.match(header(closed.req, 'subscription-state') ?? '', /^active;/);
-  await bob.waitFor('"changed status from Online to Offline"', () => (/<sip:alice@example\.com> changed status from Online to Offline/.test(bob!.log) ? true : undefined));
+  await bob.waitFor('"changed status from Online to Offline"', () =>
+    /<sip:alice@example\.com> changed status from Online to Offline/.test(bob!.log) ? true : undefined,
+  );
   assert.equal(await bob.contactStatus(ALICE), 'Offline');
 });
 
-test('alice\'s baresip refreshes (SIP-If-Match, no body) before expiry: 200 with a new SIP-ETag, the state stays', async () => {
+test("alice's baresip refreshes (SIP-If-Match, no body) before expiry: 200 with a new SIP-ETag, the state stays", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   const mark = alice.messages().length;
   const bobMark = bob.messages().length;
   // Due 0.9 × PUBINT after the 200 to presence_offline's PUBLISH.
-  const refresh = await nextPublish(alice, mark, (m) => m.body === '' && header(m, 'expires') !== '0', 'the refresh PUBLISH', PUBINT * 1000 + STEP_MS);
+  const refresh = await nextPublish(
+    alice,
+    mark,
+    (m) => m.body === '' && header(m, 'expires') !== '0',
+    'the refresh PUBLISH',
+    PUBINT * 1000 + STEP_MS,
+  );
   assert.equal(header(refresh.req, 'sip-if-match'), aliceEtag);
   assert.equal(header(refresh.req, 'expires'), String(PUBINT));
   assert.equal(refresh.res.status, 200, refresh.res.text);
@@ -253,7 +267,13 @@ test('alice\'s baresip refreshes (SIP-If-Match, no body) before expiry: 200 with
   // anything the refresh caused, over bob's TCP connection in order, so it is the only one.
   await call('presence.refreshWatchers', [ALICE, 'presence', 1]);
   const resent = await nextNotify(bob, bobMark, 'the NOTIFY presence.refreshWatchers asked for');
-  const since = new Set(bob.messages().slice(bobMark).filter((m) => !m.sent && m.method === 'NOTIFY').map((m) => header(m, 'cseq')));
+  const since = new Set(
+    bob
+      .messages()
+      .slice(bobMark)
+      .filter((m) => !m.sent && m.method === 'NOTIFY')
+      .map((m) => header(m, 'cseq')),
+  );
   assert.deepEqual([...since], [header(resent.req, 'cseq')], 'no NOTIFY for a refresh');
   assert.equal(await bob.contactStatus(ALICE), 'Offline');
   aliceEtag = etag;
@@ -264,7 +284,11 @@ test('alice quits: baresip removes her publication (Expires: 0), bob is notified
   const aliceMark = alice.messages().length;
   const bobMark = bob.messages().length;
   alice.quit();
-  const removal = await alice.nextMessage('the removing PUBLISH', (m) => m.sent && m.method === 'PUBLISH' && header(m, 'expires') === '0', aliceMark);
+  const removal = await alice.nextMessage(
+    'the removing PUBLISH',
+    (m) => m.sent && m.method === 'PUBLISH' && header(m, 'expires') === '0',
+    aliceMark,
+  );
   assert.equal(header(removal, 'sip-if-match'), aliceEtag);
   assert.equal(removal.body, '');
   assert.equal(header(removal, 'content-type'), undefined);
@@ -274,7 +298,7 @@ test('alice quits: baresip removes her publication (Expires: 0), bob is notified
   assert.deepEqual(exit, { code: 0, signal: null }, alice.tail());
   const answer = alice.responseTo(removal);
   if (answer) assert.equal(answer.status, 200, answer.text);
-  await until('alice\'s publication gone', async () => ((await publications()).length === 0 ? true : undefined));
+  await until("alice's publication gone", async () => ((await publications()).length === 0 ? true : undefined));
 
   const gone = await nextNotify(bob, bobMark, 'the NOTIFY after alice unpublished');
   assert.match(header(gone.req, 'subscription-state') ?? '', /^active;/);
@@ -284,7 +308,11 @@ test('alice quits: baresip removes her publication (Expires: 0), bob is notified
 
   const unsubMark = bob.messages().length;
   bob.quit();
-  const unsub = await bob.nextMessage('the unsubscribing SUBSCRIBE', (m) => m.sent && m.method === 'SUBSCRIBE' && header(m, 'expires') === '0', unsubMark);
+  const unsub = await bob.nextMessage(
+    'the unsubscribing SUBSCRIBE',
+    (m) => m.sent && m.method === 'SUBSCRIBE' && header(m, 'expires') === '0',
+    unsubMark,
+  );
   const unsubOk = await bob.waitFor('the response to the unsubscribe', () => bob!.responseTo(unsub));
   assert.equal(unsubOk.status, 200, unsubOk.text);
   const final = await bob.nextMessage('the final NOTIFY', (m) => !m.sent && m.method === 'NOTIFY', unsubMark);

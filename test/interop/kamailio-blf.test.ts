@@ -20,7 +20,18 @@ import { startNode, type RunningNode } from '../support/node.js';
 import { startKamailio, freePort, type RunningKamailio } from '../support/kamailio.js';
 import { startSipp, explainSipp, SIPP_SCENARIOS } from '../support/sipp.js';
 import { TestUa } from '../support/sip-ua.js';
-import { publish, subscribe, pidf, bodyOf, parseSubState, withXml, xpathTexts, showsOpen, DIALOG_INFO_NS, type Dialog } from '../support/presence.js';
+import {
+  publish,
+  subscribe,
+  pidf,
+  bodyOf,
+  parseSubState,
+  withXml,
+  xpathTexts,
+  showsOpen,
+  DIALOG_INFO_NS,
+  type Dialog,
+} from '../support/presence.js';
 import type { SipRequest, SipResponse } from '../../transport/message.js';
 
 let node: RunningNode;
@@ -118,7 +129,11 @@ test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the cal
     const cseqs = new Set([first.cseq.seq]);
 
     const uas = startSipp(['-sf', join(SIPP_SCENARIOS, 'blf-uas.xml'), '-i', '127.0.0.1', '-p', String(uasPort), '-m', '1'], work, 'uas');
-    const uac = startSipp(['-sf', join(SIPP_SCENARIOS, 'blf-uac.xml'), '-s', callee, '-i', '127.0.0.1', '-p', '0', '-m', '1', `127.0.0.1:${kam.port}`], work, 'uac');
+    const uac = startSipp(
+      ['-sf', join(SIPP_SCENARIOS, 'blf-uac.xml'), '-s', callee, '-i', '127.0.0.1', '-p', '0', '-m', '1', `127.0.0.1:${kam.port}`],
+      work,
+      'uac',
+    );
     try {
       // Every NOTIFY until the lamp has gone from terminated to dark.
       for (;;) {
@@ -162,9 +177,17 @@ test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the cal
     const caller = callerLamp.dialog
       .notifies()
       .slice(1)
-      .map((n) => dialogView(bodyOf(n)).dialogs.map((d) => d.state).join('+') || 'none');
+      .map(
+        (n) =>
+          dialogView(bodyOf(n))
+            .dialogs.map((d) => d.state)
+            .join('+') || 'none',
+      );
     t.diagnostic(`caller lamp: ${caller.join(' → ')}`);
-    assert.ok(caller.includes('confirmed') && caller.indexOf('terminated') > caller.indexOf('confirmed'), `caller lamp: ${caller.join(' → ')}`);
+    assert.ok(
+      caller.includes('confirmed') && caller.indexOf('terminated') > caller.indexOf('confirmed'),
+      `caller lamp: ${caller.join(' → ')}`,
+    );
     assert.ok(!caller.includes('early'), 'caller_confirmed: the caller is never shown ringing');
     assert.equal((await callerLamp.refresh(0)).status, 200);
   } finally {
@@ -182,7 +205,9 @@ test('reg: a UA registering at the proxy (pua_reginfo) makes a reg watcher see t
     assert.ok(viaProxy(first));
     assert.equal(parseSubState(first).state, 'active');
     const contactStates = (body: string): string[] =>
-      withXml(body, (doc) => doc.find('/r:reginfo/r:registration/r:contact/@state', { r: 'urn:ietf:params:xml:ns:reginfo' }).map((n) => n.content));
+      withXml(body, (doc) =>
+        doc.find('/r:reginfo/r:registration/r:contact/@state', { r: 'urn:ietf:params:xml:ns:reginfo' }).map((n) => n.content),
+      );
     const registrationStates = (body: string): string[] =>
       withXml(body, (doc) => doc.find('/r:reginfo/r:registration/@state', { r: 'urn:ietf:params:xml:ns:reginfo' }).map((n) => n.content));
     const version = (body: string): number => withXml(body, (doc) => Number(doc.root.attr('version')?.value));

@@ -132,7 +132,10 @@ test('alice (linphonec) registers with the front proxy and PUBLISHes her PIDF th
   const etag = header(first.res, 'sip-etag');
   assert.ok(etag, `200 without SIP-ETag:\n${first.res.text}`);
   assert.equal(header(first.res, 'expires'), String(PUBLISH_EXPIRES));
-  assert.ok(proxy.relayed.some((r) => r.direction === 'up' && r.startLine === first.req.startLine), 'the front proxy relayed the PUBLISH');
+  assert.ok(
+    proxy.relayed.some((r) => r.direction === 'up' && r.startLine === first.req.startLine),
+    'the front proxy relayed the PUBLISH',
+  );
 
   // presenced answers 200 only once the store committed it: no waiting needed.
   const pubs = await publications();
@@ -146,7 +149,13 @@ test('alice (linphonec) registers with the front proxy and PUBLISHes her PIDF th
 
 test('bob (linphonec, never registers) adds alice with `friend add`: SUBSCRIBE straight to presenced, 200, active NOTIFY with her PIDF, linphonec prints Online', async () => {
   assert.ok(alice, 'alice did not start (see the first test)');
-  bob = await Linphonec.start({ name: 'bob', templates: TEMPLATES, rc: 'bob.rc', vars: { UDP_PORT: node.udpPort, SUBSCRIBE_EXPIRES }, quitAfterS: QUIT_AFTER_S });
+  bob = await Linphonec.start({
+    name: 'bob',
+    templates: TEMPLATES,
+    rc: 'bob.rc',
+    vars: { UDP_PORT: node.udpPort, SUBSCRIBE_EXPIRES },
+    quitAfterS: QUIT_AFTER_S,
+  });
   bob.command(`friend add Alice ${ALICE}`);
   const sub = await bob.nextMessage('the SUBSCRIBE', (m) => m.sent && m.method === 'SUBSCRIBE', 0);
   assert.equal(sub.startLine, `SUBSCRIBE ${ALICE} SIP/2.0`);
@@ -181,20 +190,22 @@ test('bob (linphonec, never registers) adds alice with `friend add`: SUBSCRIBE s
   // The console knows the friend it subscribed to.
   const mark = bob.log.length;
   bob.command('friend list');
-  await bob.waitFor('the friend list', () => (/name: Alice\naddress: sip:alice@example\.com\n/.test(bob!.log.slice(mark)) ? true : undefined));
+  await bob.waitFor('the friend list', () =>
+    /name: Alice\naddress: sip:alice@example\.com\n/.test(bob!.log.slice(mark)) ? true : undefined,
+  );
 });
 
-test('a second device of alice publishes RPID busy, then away (a modify), then removes it: bob\'s linphonec prints Busy, Away, Online from the composed NOTIFYs', async () => {
+test("a second device of alice publishes RPID busy, then away (a modify), then removes it: bob's linphonec prints Busy, Away, Online from the composed NOTIFYs", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   phone = await openUa(node, 'udp');
   let mark = bob.messages().length;
   let statuses = bob.statuses(ALICE).length;
   const busy = await publish(phone, ALICE, { body: deviceDoc('busy'), expires: 60 });
   assert.equal(busy.status, 200);
-  const n1 = await nextNotify(bob, mark, 'the NOTIFY with the device\'s busy', (m) => m.body.includes('busy'));
+  const n1 = await nextNotify(bob, mark, "the NOTIFY with the device's busy", (m) => m.body.includes('busy'));
   // Both publications in one document: linphonec's tuple, and the device's tuple and person.
   const lpTuple = /<tuple\b[^>]*\sid="([^"]+)"/.exec((await publications()).find((p) => p.etag === aliceEtag)?.body ?? '')?.[1];
-  assert.ok(lpTuple, 'linphonec\'s tuple id');
+  assert.ok(lpTuple, "linphonec's tuple id");
   assert.match(n1.req.body, new RegExp(`<tuple\\b[^>]*\\sid="${lpTuple}"`));
   assert.match(n1.req.body, /<tuple\b[^>]*\sid="phone"/);
   assert.match(n1.req.body, /<rpid:busy\/>/);
@@ -203,7 +214,7 @@ test('a second device of alice publishes RPID busy, then away (a modify), then r
   mark = bob.messages().length;
   const away = await publish(phone, ALICE, { body: deviceDoc('away'), etag: busy.headers.get('sip-etag')!, expires: 60 });
   assert.equal(away.status, 200);
-  const n2 = await nextNotify(bob, mark, 'the NOTIFY with the device\'s away', (m) => m.body.includes('away'));
+  const n2 = await nextNotify(bob, mark, "the NOTIFY with the device's away", (m) => m.body.includes('away'));
   assert.doesNotMatch(n2.req.body, /busy/);
   assert.equal(await bob.nthStatus(ALICE, ++statuses), 'Away');
 
@@ -217,14 +228,20 @@ test('a second device of alice publishes RPID busy, then away (a modify), then r
   assert.equal((await publications()).length, 1);
 });
 
-test('alice\'s linphonec refreshes her publication before it expires by sending it again (SIP-If-Match and the whole PIDF: a modify): 200 with a new SIP-ETag, the same document, so bob is not NOTIFYed', async () => {
+test("alice's linphonec refreshes her publication before it expires by sending it again (SIP-If-Match and the whole PIDF: a modify): 200 with a new SIP-ETag, the same document, so bob is not NOTIFYed", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   const mark = alice.messages().length;
   const bobMark = bob.messages().length;
   const statuses = bob.statuses(ALICE).length;
   const before = await publications();
   const due = Math.max(0, firstPublishAt + PUBLISH_EXPIRES * 1000 - Date.now());
-  const refresh = await nextPublish(alice, mark, (m) => header(m, 'sip-if-match') !== undefined && header(m, 'expires') !== '0', 'the refreshing PUBLISH', due);
+  const refresh = await nextPublish(
+    alice,
+    mark,
+    (m) => header(m, 'sip-if-match') !== undefined && header(m, 'expires') !== '0',
+    'the refreshing PUBLISH',
+    due,
+  );
   assert.equal(header(refresh.req, 'sip-if-match'), aliceEtag);
   assert.equal(header(refresh.req, 'expires'), String(PUBLISH_EXPIRES));
   // belle-sip's refresher re-sends the PUBLISH as it was, body included: for RFC 3903 that is
@@ -247,30 +264,40 @@ test('alice\'s linphonec refreshes her publication before it expires by sending 
   await call('presence.refreshWatchers', [ALICE, 'presence', 1]);
   const resent = await nextNotify(bob, bobMark, 'the NOTIFY presence.refreshWatchers asked for');
   // By CSeq: over UDP a NOTIFY may come twice (a retransmission), it is still one.
-  const notifies = new Set(bob.messages().slice(bobMark).filter((m) => !m.sent && m.method === 'NOTIFY').map((m) => header(m, 'cseq')));
+  const notifies = new Set(
+    bob
+      .messages()
+      .slice(bobMark)
+      .filter((m) => !m.sent && m.method === 'NOTIFY')
+      .map((m) => header(m, 'cseq')),
+  );
   assert.deepEqual([...notifies], [header(resent.req, 'cseq')], 'no NOTIFY for a modify with the same document');
-  assert.equal(await bob.nthStatus(ALICE, statuses + 1), 'Online', 'bob\'s linphonec saw the re-sent state only');
-  assert.equal(bob.statuses(ALICE).length, statuses + 1, 'bob\'s linphonec saw no other change');
+  assert.equal(await bob.nthStatus(ALICE, statuses + 1), 'Online', "bob's linphonec saw the re-sent state only");
+  assert.equal(bob.statuses(ALICE).length, statuses + 1, "bob's linphonec saw no other change");
   aliceEtag = etag;
 });
 
-test('alice quits: linphonec removes her publication (Expires: 0) and unregisters; bob\'s linphonec prints Offline', async () => {
+test("alice quits: linphonec removes her publication (Expires: 0) and unregisters; bob's linphonec prints Offline", async () => {
   assert.ok(alice && bob, 'alice or bob did not start (see the tests before)');
   const aliceMark = alice.messages().length;
   const bobMark = bob.messages().length;
   const statuses = bob.statuses(ALICE).length;
   alice.quit();
-  const removal = await alice.nextMessage('the removing PUBLISH', (m) => m.sent && m.method === 'PUBLISH' && header(m, 'expires') === '0', aliceMark);
+  const removal = await alice.nextMessage(
+    'the removing PUBLISH',
+    (m) => m.sent && m.method === 'PUBLISH' && header(m, 'expires') === '0',
+    aliceMark,
+  );
   assert.equal(header(removal, 'sip-if-match'), aliceEtag);
   assert.equal(removal.body, '');
   const exit = await exitOf(alice);
   assert.deepEqual(exit, { code: 0, signal: null }, alice.tail());
   // linphonec exits without waiting for the answers: the store says whether the removal was
   // applied, the front proxy whether it unregistered.
-  await until('alice\'s publication gone', async () => ((await publications()).length === 0 ? true : undefined));
+  await until("alice's publication gone", async () => ((await publications()).length === 0 ? true : undefined));
   const answer = alice.responseTo(removal);
   if (answer) assert.equal(answer.status, 200, answer.text);
-  await until('alice\'s unregistration at the front proxy', async () => (proxy.registrations.length >= 2 ? true : undefined));
+  await until("alice's unregistration at the front proxy", async () => (proxy.registrations.length >= 2 ? true : undefined));
   assert.deepEqual(
     proxy.registrations.map((r) => [r.aor, r.expires]),
     [
@@ -285,12 +312,16 @@ test('alice quits: linphonec removes her publication (Expires: 0) and unregister
   assert.equal(await bob.nthStatus(ALICE, statuses + 1), 'Offline');
 });
 
-test('bob quits: linphonec unsubscribes in the dialog (straight to presenced\'s Contact), presenced drops the watcher', async () => {
+test("bob quits: linphonec unsubscribes in the dialog (straight to presenced's Contact), presenced drops the watcher", async () => {
   assert.ok(bob, 'bob did not start (see the tests before)');
   const mark = bob.messages().length;
   const sub = bob.requests('SUBSCRIBE', true)[0]!;
   bob.quit();
-  const unsub = await bob.nextMessage('the unsubscribing SUBSCRIBE', (m) => m.sent && m.method === 'SUBSCRIBE' && header(m, 'expires') === '0', mark);
+  const unsub = await bob.nextMessage(
+    'the unsubscribing SUBSCRIBE',
+    (m) => m.sent && m.method === 'SUBSCRIBE' && header(m, 'expires') === '0',
+    mark,
+  );
   assert.equal(header(unsub, 'call-id'), header(sub, 'call-id'));
   assert.equal(unsub.startLine, `SUBSCRIBE sip:presence@127.0.0.1:${node.udpPort} SIP/2.0`);
   assert.equal(header(unsub, 'route'), undefined);

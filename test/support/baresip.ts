@@ -71,7 +71,13 @@ export class Baresip extends TracedClient {
     writeFileSync(join(dir, 'contacts'), fillTemplate(o.templates, o.contacts, vars));
     const args = ['-f', dir, '-s', '-t', String(o.quitAfterS)];
     // HOME points into the scratch directory too, so nothing lands in ~/.baresip.
-    const child = await spawnClient(BARESIP, args, { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: dir } }, dir, `${BARESIP} not found: ${INSTALL_HINT}`);
+    const child = await spawnClient(
+      BARESIP,
+      args,
+      { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, HOME: dir } },
+      dir,
+      `${BARESIP} not found: ${INSTALL_HINT}`,
+    );
     const ua = new Baresip(o.name, dir, child, o.serverAddr);
     try {
       await ua.waitFor('"baresip is ready."', () => (ua.log.includes('baresip is ready.') ? true : undefined), o.timeoutMs ?? 10_000);
@@ -124,22 +130,25 @@ export class Baresip extends TracedClient {
     const from = this.ui.length;
     this.command('contacts');
     const line = new RegExp(`^[ >]\\s+(\\S+)\\s.*<${uri.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}>\\s*$`, 'm');
-    return this.waitFor(`the contacts list showing <${uri}>`, () => {
-      const block = this.ui.slice(from);
-      const list = block.indexOf('--- Contacts (');
-      if (list === -1) return undefined;
-      // The list ends with an empty line.
-      const end = block.indexOf('\n\n', list);
-      if (end === -1) return undefined;
-      const m = line.exec(block.slice(list, end + 1));
-      if (!m) throw new Error(`baresip ${this.name}: <${uri}> is not in the contacts list:\n${block.slice(list, end)}`);
-      return m[1]!;
-    }, timeoutMs);
+    return this.waitFor(
+      `the contacts list showing <${uri}>`,
+      () => {
+        const block = this.ui.slice(from);
+        const list = block.indexOf('--- Contacts (');
+        if (list === -1) return undefined;
+        // The list ends with an empty line.
+        const end = block.indexOf('\n\n', list);
+        if (end === -1) return undefined;
+        const m = line.exec(block.slice(list, end + 1));
+        if (!m) throw new Error(`baresip ${this.name}: <${uri}> is not in the contacts list:\n${block.slice(list, end)}`);
+        return m[1]!;
+      },
+      timeoutMs,
+    );
   }
 
   /** The last part of both outputs, for failure messages. */
   tail(chars = 4000): string {
     return `--- baresip ${this.name} stdout (tail) ---\n${this.log.slice(-chars)}\n--- baresip ${this.name} stderr (tail) ---\n${this.ui.slice(-1000)}`;
   }
-
 }

@@ -81,7 +81,17 @@ export class Cluster {
   }
 
   up(): Promise<string> {
-    const args = ['up', '--name', this.o.name, '--nodes', String(this.o.nodes), '--subnet', this.o.subnet, '--ping-interval', String(this.o.pingInterval)];
+    const args = [
+      'up',
+      '--name',
+      this.o.name,
+      '--nodes',
+      String(this.o.nodes),
+      '--subnet',
+      this.o.subnet,
+      '--ping-interval',
+      String(this.o.pingInterval),
+    ];
     if (this.o.nodeJson) args.push('--node-json', JSON.stringify(this.o.nodeJson));
     return must(args);
   }

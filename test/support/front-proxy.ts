@@ -103,8 +103,7 @@ export class FrontProxy {
       if (name === 'via' && topVia) {
         topVia = false;
         out.push(`Via: ${withReceived(headerValue(l), srcHost, srcPort)}`);
-      }
-      else if (name === 'to' && !/;\s*tag=/i.test(l)) out.push(`${l};tag=reg${Date.now().toString(36)}`);
+      } else if (name === 'to' && !/;\s*tag=/i.test(l)) out.push(`${l};tag=reg${Date.now().toString(36)}`);
       else out.push(l);
     }
     if (contact && expires > 0) out.push(`Contact: ${contact};expires=${expires}`);
@@ -135,7 +134,9 @@ export class FrontProxy {
       if (name === 'route' && !routeDone) {
         routeDone = true;
         // Loose routing: the client's first Route names this proxy; drop that entry.
-        const entries = headerValue(l).split(',').map((s) => s.trim());
+        const entries = headerValue(l)
+          .split(',')
+          .map((s) => s.trim());
         if (entries[0] && entries[0].includes(`${HOST}:${this.port}`)) entries.shift();
         if (entries.length > 0) out.push(`Route: ${entries.join(', ')}`);
         continue;
@@ -170,7 +171,9 @@ export class FrontProxy {
     let next: string | undefined;
     for (const l of lines.slice(1)) {
       if (headerName(l) === 'via' && (!dropped || next === undefined)) {
-        const values = headerValue(l).split(',').map((s) => s.trim());
+        const values = headerValue(l)
+          .split(',')
+          .map((s) => s.trim());
         if (!dropped) {
           dropped = true;
           if (!values[0]!.includes(`${HOST}:${this.port}`)) return; // not relayed by us

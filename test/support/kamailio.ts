@@ -86,13 +86,20 @@ export async function startKamailio(o: KamailioOptions): Promise<RunningKamailio
   try {
     const probe = ua.build({ method: 'OPTIONS', uri: `sip:127.0.0.1:${port}`, callId: `kamailio-ready-${port}-${Date.now()}` });
     const branch = probe.topVia.branch;
-    const answered = ua.waitFor((r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch, o.timeoutMs ?? 60_000, 'Kamailio answering OPTIONS');
+    const answered = ua.waitFor(
+      (r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch,
+      o.timeoutMs ?? 60_000,
+      'Kamailio answering OPTIONS',
+    );
     const raw = probe.toBuffer();
     ua.sendRaw(raw);
     resend = setInterval(() => ua.sendRaw(raw), 250);
-    const outcome = await Promise.race([answered.then(() => 'ready' as const), exited.then(() => 'exited' as const)]).catch((err: Error) => err);
+    const outcome = await Promise.race([answered.then(() => 'ready' as const), exited.then(() => 'exited' as const)]).catch(
+      (err: Error) => err,
+    );
     if (outcome === 'exited') throw new Error(`kamailio exited before it was ready:\n${log.join('').slice(-3000)}`);
-    if (outcome instanceof Error) throw new Error(`kamailio did not answer OPTIONS on ${port} (${outcome.message}):\n${log.join('').slice(-3000)}`);
+    if (outcome instanceof Error)
+      throw new Error(`kamailio did not answer OPTIONS on ${port} (${outcome.message}):\n${log.join('').slice(-3000)}`);
   } catch (err) {
     await stop();
     throw err;

@@ -171,10 +171,26 @@ const ROOT = '/xcap-root';
 
 /** XCAP request paths, node selectors and query components of about `size` characters. */
 export function xcapCases(size: number): Array<[string, XcapKind, string]> {
-  const p = (name: string, prefix: string, unit: string, suffix = ''): [string, 'path', string] => [name, 'path', fill(prefix, unit, suffix, size)];
-  const s = (name: string, prefix: string, unit: string, suffix = ''): [string, 'selector', string] => [name, 'selector', fill(prefix, unit, suffix, size)];
-  const q = (name: string, prefix: string, unit: string, suffix = ''): [string, 'query', string] => [name, 'query', fill(prefix, unit, suffix, size)];
-  const d = (name: string, prefix: string, unit: string, suffix = ''): [string, 'digest', string] => [name, 'digest', fill(prefix, unit, suffix, size)];
+  const p = (name: string, prefix: string, unit: string, suffix = ''): [string, 'path', string] => [
+    name,
+    'path',
+    fill(prefix, unit, suffix, size),
+  ];
+  const s = (name: string, prefix: string, unit: string, suffix = ''): [string, 'selector', string] => [
+    name,
+    'selector',
+    fill(prefix, unit, suffix, size),
+  ];
+  const q = (name: string, prefix: string, unit: string, suffix = ''): [string, 'query', string] => [
+    name,
+    'query',
+    fill(prefix, unit, suffix, size),
+  ];
+  const d = (name: string, prefix: string, unit: string, suffix = ''): [string, 'digest', string] => [
+    name,
+    'digest',
+    fill(prefix, unit, suffix, size),
+  ];
   return [
     p('path: many segments', `${ROOT}/pres-rules/users/sip:a@b/`, 'a/', 'index'),
     p('path: empty segments', `${ROOT}/pres-rules/users/sip:a@b/`, '/', 'index'),
@@ -241,8 +257,16 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//,
     // Generated fragments repeated to SIZE characters (sip-arbitraries.ts), seeded, bounded.
     const [seed, runs] = process.argv.slice(4).map(Number);
     const params = { seed: seed!, numRuns: runs! };
-    if (mode === 'fuzz-sip') fc.assert(fc.property(amplifiedRequest(size), (text) => exerciseSip(text)), params);
-    else fc.assert(fc.property(amplifiedXcap(size), ([kind, text]) => exerciseXcap(kind, text)), params);
+    if (mode === 'fuzz-sip')
+      fc.assert(
+        fc.property(amplifiedRequest(size), (text) => exerciseSip(text)),
+        params,
+      );
+    else
+      fc.assert(
+        fc.property(amplifiedXcap(size), ([kind, text]) => exerciseXcap(kind, text)),
+        params,
+      );
     console.log(`case ${mode} ${runs}`);
   } else if (mode === 'control') {
     // The Request-Line pattern of before issue 12, cubic in a run of spaces: the guard must see it.

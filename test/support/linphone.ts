@@ -95,7 +95,13 @@ export class Linphonec extends TracedClient {
     // HOME (and XDG dirs under it) in the scratch directory: nothing lands in the real ~.
     const env = { ...process.env, HOME: dir, XDG_CONFIG_HOME: join(dir, '.config'), XDG_DATA_HOME: join(dir, '.local', 'share') };
     const args = ['-k', '2', String(o.quitAfterS), LINPHONEC, '-c', rc, '-d', '6'];
-    const child = await spawnClient('timeout', args, { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'], env }, dir, 'timeout (coreutils) not found');
+    const child = await spawnClient(
+      'timeout',
+      args,
+      { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'], env },
+      dir,
+      'timeout (coreutils) not found',
+    );
     const ua = new Linphonec(o.name, dir, child);
     ua.version = version;
     try {
@@ -173,7 +179,6 @@ export class Linphonec extends TracedClient {
   tail(chars = 4000): string {
     return `--- linphonec ${this.name} output (tail) ---\n${this.log.slice(-chars)}`;
   }
-
 }
 
 /** The address liblinphone 5.1 (bctoolbox) probes to decide whether the network is up. */

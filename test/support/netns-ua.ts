@@ -63,7 +63,11 @@ async function main(task: NetnsUaTask): Promise<void> {
     for (let i = 0; i < (task.moreNotifies ?? 0); i++) {
       // However long the test takes to restart the node: it ends this process if it gives up.
       const n = await dialog.nextNotify(60_000);
-      print({ contact: n.headers.get('contact') ?? '', via: n.headers.get('via') ?? '', subscriptionState: n.headers.get('subscription-state') ?? '' });
+      print({
+        contact: n.headers.get('contact') ?? '',
+        via: n.headers.get('via') ?? '',
+        subscriptionState: n.headers.get('subscription-state') ?? '',
+      });
     }
   } finally {
     await ua.close();

@@ -61,12 +61,23 @@ export class Netns {
   }
 
   /** An HTTP request over a connection from the namespace (one connection per request). */
-  async request(method: string, url: string, o: { body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  async request(
+    method: string,
+    url: string,
+    o: { body?: string; headers?: Record<string, string> } = {},
+  ): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
     const u = new URL(url);
     const sock = await this.tcp(u.hostname, Number(u.port || 80));
     return new Promise((resolve, reject) => {
       const req = http.request(
-        { method, host: u.hostname, port: u.port, path: u.pathname + u.search, headers: { ...(o.headers ?? {}), connection: 'close' }, createConnection: () => sock },
+        {
+          method,
+          host: u.hostname,
+          port: u.port,
+          path: u.pathname + u.search,
+          headers: { ...(o.headers ?? {}), connection: 'close' },
+          createConnection: () => sock,
+        },
         (res) => {
           let text = '';
           res.setEncoding('utf8');

@@ -193,7 +193,10 @@ export function parseSubState(r: SipRequest): { state: string; expires?: number;
     if (eq === -1) params.set(p.trim().toLowerCase(), '');
     else params.set(p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim());
   }
-  const out: { state: string; expires?: number; reason?: string; params: Map<string, string> } = { state: value.trim().toLowerCase(), params };
+  const out: { state: string; expires?: number; reason?: string; params: Map<string, string> } = {
+    state: value.trim().toLowerCase(),
+    params,
+  };
   if (params.has('expires')) out.expires = Number(params.get('expires'));
   if (params.has('reason')) out.reason = params.get('reason')!;
   return out;
@@ -299,7 +302,12 @@ export async function withUa<T>(n: { udpPort: number; tcpPort: number }, proto: 
 }
 
 /** Run `fn` with `count` fresh UAs on the node, closed afterwards. */
-export async function withUas<T>(n: { udpPort: number; tcpPort: number }, proto: 'udp' | 'tcp', count: number, fn: (...uas: TestUa[]) => Promise<T>): Promise<T> {
+export async function withUas<T>(
+  n: { udpPort: number; tcpPort: number },
+  proto: 'udp' | 'tcp',
+  count: number,
+  fn: (...uas: TestUa[]) => Promise<T>,
+): Promise<T> {
   const uas = await Promise.all(Array.from({ length: count }, () => openUa(n, proto)));
   try {
     return await fn(...uas);
@@ -331,7 +339,12 @@ export function parseWinfo(xml: string): WinfoDoc {
     const root = doc.root;
     const watchers = doc.find('/w:watcherinfo/w:watcher-list/w:watcher', { w: WATCHERINFO_NS }).map((n) => {
       const el = n as XmlElement;
-      return { id: el.attr('id')?.value ?? '', uri: el.content.trim(), status: el.attr('status')?.value ?? '', event: el.attr('event')?.value ?? '' };
+      return {
+        id: el.attr('id')?.value ?? '',
+        uri: el.content.trim(),
+        status: el.attr('status')?.value ?? '',
+        event: el.attr('event')?.value ?? '',
+      };
     });
     return { version: Number(root.attr('version')?.value), state: root.attr('state')?.value ?? '', watchers };
   });

@@ -10,7 +10,11 @@ export async function rpcRaw(port: number, body: string): Promise<{ status: numb
 }
 
 let nextId = 1;
-export async function rpc(port: number, method: string, params?: unknown[]): Promise<{ result?: unknown; error?: { code: number; message: string } }> {
+export async function rpc(
+  port: number,
+  method: string,
+  params?: unknown[],
+): Promise<{ result?: unknown; error?: { code: number; message: string } }> {
   const { json } = await rpcRaw(port, JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, ...(params ? { params } : {}) }));
   return json as { result?: unknown; error?: { code: number; message: string } };
 }

@@ -37,7 +37,9 @@ const hexByte = fc.integer({ min: 0, max: 255 }).map((b) => '%' + b.toString(16)
 const hexCased = fc.tuple(hexByte, fc.boolean()).map(([h, up]) => (up ? h.toUpperCase() : h));
 
 /** A user part: unescaped characters and escapes of any byte. */
-export const userPart = fc.array(fc.oneof({ weight: 4, arbitrary: chars(USER) }, { weight: 1, arbitrary: hexCased }), { minLength: 1, maxLength: 16 }).map((a) => a.join(''));
+export const userPart = fc
+  .array(fc.oneof({ weight: 4, arbitrary: chars(USER) }, { weight: 1, arbitrary: hexCased }), { minLength: 1, maxLength: 16 })
+  .map((a) => a.join(''));
 
 const label = fc.string({ unit: chars('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'), minLength: 1, maxLength: 10 });
 export const hostname = fc.array(label, { minLength: 1, maxLength: 4 }).map((l) => l.join('.'));
@@ -55,7 +57,13 @@ export const uriSpec: fc.Arbitrary<UriSpec> = fc.record({
   user: fc.option(userPart, { nil: undefined }),
   host: hostname,
   port: fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined }),
-  params: fc.array(fc.tuple(token(8).map((t) => t.toLowerCase()), fc.oneof(fc.constant(''), token(8))), { maxLength: 3 }),
+  params: fc.array(
+    fc.tuple(
+      token(8).map((t) => t.toLowerCase()),
+      fc.oneof(fc.constant(''), token(8)),
+    ),
+    { maxLength: 3 },
+  ),
 });
 
 export function uriText(u: UriSpec): string {
@@ -70,7 +78,10 @@ export function uriText(u: UriSpec): string {
 }
 
 /** Printable header value text without CR/LF, with the characters SIP parsers trip over. */
-const valueText = fc.string({ unit: fc.oneof({ weight: 6, arbitrary: chars(ALNUM + ' ') }, { weight: 2, arbitrary: chars(';,<>"\\:=@/?%\t()[]') }), maxLength: 30 });
+const valueText = fc.string({
+  unit: fc.oneof({ weight: 6, arbitrary: chars(ALNUM + ' ') }, { weight: 2, arbitrary: chars(';,<>"\\:=@/?%\t()[]') }),
+  maxLength: 30,
+});
 
 export interface RequestSpec {
   method: string;
@@ -94,7 +105,13 @@ export const requestSpec: fc.Arbitrary<RequestSpec> = fc.record({
   to: uriSpec.map(uriText),
   callId: token(20),
   seq: fc.integer({ min: 0, max: 0xffffffff }),
-  extra: fc.array(fc.tuple(token(12).map((t) => 'X-' + t), valueText.map((v) => v.trim()).filter((v) => v.length > 0)), { maxLength: 4 }),
+  extra: fc.array(
+    fc.tuple(
+      token(12).map((t) => 'X-' + t),
+      valueText.map((v) => v.trim()).filter((v) => v.length > 0),
+    ),
+    { maxLength: 4 },
+  ),
   body: fc.string({ maxLength: 40 }),
 });
 
@@ -116,7 +133,41 @@ export function requestText(r: RequestSpec): string {
 }
 
 /** Pieces that make parsers branch: separators, folding, quotes, escapes, line separators. */
-export const NASTY = [' ', '\t', '\r\n', '\r\n ', '\n', '\r', ':', ';', ',', '<', '>', '"', '\\', '%', '%4', '@', '/', '=', '[', ']', '\u2028', '\u00a0', '\ufeff', '\0', 'SIP/2.0', 'SIP/', ';tag=', 'Via: ', 'l: 99999', '\r\n\r\n', 'sip:', '~~/', '&#x'];
+export const NASTY = [
+  ' ',
+  '\t',
+  '\r\n',
+  '\r\n ',
+  '\n',
+  '\r',
+  ':',
+  ';',
+  ',',
+  '<',
+  '>',
+  '"',
+  '\\',
+  '%',
+  '%4',
+  '@',
+  '/',
+  '=',
+  '[',
+  ']',
+  '\u2028',
+  '\u00a0',
+  '\ufeff',
+  '\0',
+  'SIP/2.0',
+  'SIP/',
+  ';tag=',
+  'Via: ',
+  'l: 99999',
+  '\r\n\r\n',
+  'sip:',
+  '~~/',
+  '&#x',
+];
 
 type Mutation = { at: number; kind: 'insert' | 'delete' | 'repeat'; text: string; len: number; times: number };
 
@@ -139,7 +190,9 @@ function mutate(s: string, ms: Mutation[]): string {
 }
 
 /** A valid request, then up to 6 insertions, deletions and repetitions. */
-export const mutatedRequest: fc.Arbitrary<string> = fc.tuple(requestSpec, fc.array(mutation, { minLength: 1, maxLength: 6 })).map(([r, ms]) => mutate(requestText(r), ms));
+export const mutatedRequest: fc.Arbitrary<string> = fc
+  .tuple(requestSpec, fc.array(mutation, { minLength: 1, maxLength: 6 }))
+  .map(([r, ms]) => mutate(requestText(r), ms));
 
 /** Where in a request a repeated fragment goes: the request line, a header value, a header name. */
 const SLOTS = [
@@ -153,7 +206,8 @@ const SLOTS = [
   (f: string) => `OPTIONS sip:a@example.com SIP/2.0\r\nX${f}: y\r\n`,
   (f: string) => `SIP/2.0 200${f}\r\n`,
 ];
-const TAIL = 'Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKamp\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: amp\r\nCSeq: 1 OPTIONS\r\n\r\n';
+const TAIL =
+  'Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKamp\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: amp\r\nCSeq: 1 OPTIONS\r\n\r\n';
 
 /** A fragment (1 to 8 characters, NASTY pieces likely) repeated to about `size` characters in one slot of a request. */
 export function amplifiedRequest(size: number): fc.Arbitrary<string> {
@@ -166,14 +220,44 @@ export function amplifiedRequest(size: number): fc.Arbitrary<string> {
 
 // ───── XCAP ─────
 
-const XCAP_PIECES = ['/', '~~', '/~~/', '%', '%2', '%41', '%2F', '[', ']', '@', '"', "'", '=', ':', '*', 'namespace::*', '&#x41;', '&amp;', ' ', '(', ')', 'xmlns(', '+'];
+const XCAP_PIECES = [
+  '/',
+  '~~',
+  '/~~/',
+  '%',
+  '%2',
+  '%41',
+  '%2F',
+  '[',
+  ']',
+  '@',
+  '"',
+  "'",
+  '=',
+  ':',
+  '*',
+  'namespace::*',
+  '&#x41;',
+  '&amp;',
+  ' ',
+  '(',
+  ')',
+  'xmlns(',
+  '+',
+];
 
 /** A node selector step: name, position, attribute test (RFC 4825 §6.3). */
 export const selectorStep = fc.record({
   prefix: fc.option(fc.constantFrom('a', 'cr', 'pr'), { nil: undefined }),
   name: fc.oneof(fc.constant('*'), fc.string({ unit: chars('abcdefghijklmnopqrstuvwxyz'), minLength: 1, maxLength: 8 })),
   position: fc.option(fc.integer({ min: 1, max: 99 }), { nil: undefined }),
-  attr: fc.option(fc.tuple(fc.string({ unit: chars('abcdefghijklmnopqrstuvwxyz'), minLength: 1, maxLength: 6 }), fc.string({ unit: chars(ALNUM + ' :/.-'), maxLength: 10 })), { nil: undefined }),
+  attr: fc.option(
+    fc.tuple(
+      fc.string({ unit: chars('abcdefghijklmnopqrstuvwxyz'), minLength: 1, maxLength: 6 }),
+      fc.string({ unit: chars(ALNUM + ' :/.-'), maxLength: 10 }),
+    ),
+    { nil: undefined },
+  ),
 });
 
 export type StepSpec = typeof selectorStep extends fc.Arbitrary<infer T> ? T : never;
@@ -185,17 +269,21 @@ export function stepText(s: StepSpec): string {
 
 /** Text made of XCAP-meaningful pieces and random characters. */
 export const xcapJunk: fc.Arbitrary<string> = fc
-  .array(fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...XCAP_PIECES) }, { weight: 2, arbitrary: fc.string({ maxLength: 4 }) }), { maxLength: 20 })
+  .array(fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...XCAP_PIECES) }, { weight: 2, arbitrary: fc.string({ maxLength: 4 }) }), {
+    maxLength: 20,
+  })
   .map((a) => a.join(''));
 
 /** An XCAP-meaningful fragment repeated to about `size` characters, in a path, a selector or a query. */
 export function amplifiedXcap(size: number): fc.Arbitrary<['path' | 'selector' | 'query', string]> {
   const piece = fc.oneof(fc.constantFrom(...XCAP_PIECES), fc.string({ minLength: 1, maxLength: 3 }));
-  return fc.tuple(fc.array(piece, { minLength: 1, maxLength: 3 }), fc.constantFrom('path' as const, 'selector' as const, 'query' as const)).map(([parts, kind]) => {
-    const f = parts.join('');
-    const body = f.repeat(Math.max(1, Math.floor(size / f.length)));
-    if (kind === 'path') return [kind, `/xcap-root/pres-rules/users/sip:a@b/index/~~/${body}`];
-    if (kind === 'selector') return [kind, `ruleset/${body}`];
-    return [kind, `xmlns(a=${body})`];
-  });
+  return fc
+    .tuple(fc.array(piece, { minLength: 1, maxLength: 3 }), fc.constantFrom('path' as const, 'selector' as const, 'query' as const))
+    .map(([parts, kind]) => {
+      const f = parts.join('');
+      const body = f.repeat(Math.max(1, Math.floor(size / f.length)));
+      if (kind === 'path') return [kind, `/xcap-root/pres-rules/users/sip:a@b/index/~~/${body}`];
+      if (kind === 'selector') return [kind, `ruleset/${body}`];
+      return [kind, `xmlns(a=${body})`];
+    });
 }

@@ -73,7 +73,12 @@ export class TestUa {
   ) {}
 
   /** `hosts`: the node's address and the UA's own, for a UA outside loopback (a network namespace). */
-  static async open(proto: UaProto, serverPort: number, tlsOptions?: UaTlsOptions, hosts: { server?: string; local?: string } = {}): Promise<TestUa> {
+  static async open(
+    proto: UaProto,
+    serverPort: number,
+    tlsOptions?: UaTlsOptions,
+    hosts: { server?: string; local?: string } = {},
+  ): Promise<TestUa> {
     const ua = new TestUa(proto, serverPort, hosts.server, hosts.local);
     if (proto === 'tls' && !tlsOptions) throw new Error('a TLS test UA needs a CA and its own certificate');
     ua.tlsOptions = tlsOptions;
@@ -118,7 +123,9 @@ export class TestUa {
   /** (Re)open the outbound TCP or TLS connection (TLS: the node's certificate is verified with the test CA). */
   async connect(): Promise<void> {
     const t = this.tlsOptions;
-    const sock = t ? tls.connect({ host: this.serverHost, port: this.serverPort, ca: t.ca }) : net.connect({ host: this.serverHost, port: this.serverPort });
+    const sock = t
+      ? tls.connect({ host: this.serverHost, port: this.serverPort, ca: t.ca })
+      : net.connect({ host: this.serverHost, port: this.serverPort });
     await new Promise<void>((resolve, reject) => {
       sock.once(t ? 'secureConnect' : 'connect', () => resolve());
       sock.once('error', reject);
@@ -252,7 +259,11 @@ export class TestUa {
    */
   nextRequest(method: string, pred: (r: SipRequest) => boolean = () => true, timeoutMs = 5000, since = 0): Promise<SipRequest> {
     const fresh = (r: Received): boolean =>
-      r.message instanceof SipRequest && r.message.method === method && !this.consumed.has(r) && !this.consumedTransactions.has(transactionKey(r.message)) && pred(r.message);
+      r.message instanceof SipRequest &&
+      r.message.method === method &&
+      !this.consumed.has(r) &&
+      !this.consumedTransactions.has(transactionKey(r.message)) &&
+      pred(r.message);
     const take = (r: Received): SipRequest => {
       this.consumed.add(r);
       this.consumedTransactions.add(transactionKey(r.message as SipRequest));

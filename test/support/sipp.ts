@@ -34,7 +34,12 @@ export interface RunningSipp {
  * Start SIPp with `args` (scenario, addresses...) plus the options that keep it from hanging:
  * its own -timeout (`sippTimeoutS`), and a SIGKILL `killAfterMs` after the start if it still runs.
  */
-export function startSipp(args: string[], work: string, name: string, o: { sippTimeoutS?: number; killAfterMs?: number } = {}): RunningSipp {
+export function startSipp(
+  args: string[],
+  work: string,
+  name: string,
+  o: { sippTimeoutS?: number; killAfterMs?: number } = {},
+): RunningSipp {
   const sippTimeoutS = o.sippTimeoutS ?? 30;
   const errorFile = join(work, `sipp-${name}-errors.log`);
   const all = [...args, '-nostdin', '-timeout', `${sippTimeoutS}s`, '-timeout_error', '-trace_err', '-error_file', errorFile];

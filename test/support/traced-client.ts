@@ -65,7 +65,13 @@ export function fillTemplate(dir: string, file: string, vars: Record<string, str
 }
 
 /** Spawn `cmd`; a missing binary rejects with `missing`, and `scratch` is removed if it does not start. */
-export async function spawnClient(cmd: string, args: string[], options: SpawnOptions, scratch: string, missing: string): Promise<ChildProcess> {
+export async function spawnClient(
+  cmd: string,
+  args: string[],
+  options: SpawnOptions,
+  scratch: string,
+  missing: string,
+): Promise<ChildProcess> {
   const child = spawn(cmd, args, options);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -223,7 +229,12 @@ export abstract class TracedClient {
   }
 
   /** The next request matching `pred` after the first `after` messages, and the final response to it. */
-  async nextExchange(what: string, pred: (m: TraceMessage) => boolean, after: number, timeoutMs = 5000): Promise<{ req: TraceMessage; res: TraceMessage }> {
+  async nextExchange(
+    what: string,
+    pred: (m: TraceMessage) => boolean,
+    after: number,
+    timeoutMs = 5000,
+  ): Promise<{ req: TraceMessage; res: TraceMessage }> {
     const req = await this.nextMessage(what, (m) => m.method !== undefined && pred(m), after, timeoutMs);
     const res = await this.waitFor(`the response to ${what}`, () => this.responseTo(req), 5000);
     return { req, res };

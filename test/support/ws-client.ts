@@ -187,7 +187,8 @@ export class JsSipClient {
 
   /** The next received request (each handed out once) matching method and pred, as the node sent it. */
   nextRequest(method: string, pred: (r: SipRequest) => boolean = () => true, timeoutMs = 5000): Promise<SipRequest> {
-    const match = (f: Frame): boolean => f.message instanceof SipRequest && f.message.method === method && pred(f.message) && !this.consumed.has(f);
+    const match = (f: Frame): boolean =>
+      f.message instanceof SipRequest && f.message.method === method && pred(f.message) && !this.consumed.has(f);
     const seen = this.frames.find(match);
     if (seen) {
       this.consumed.add(seen);
@@ -313,7 +314,10 @@ export class SubscriberEvents {
   }
 
   /** The next `notify` event whose body satisfies pred: [isFinal, request, body, contentType]. */
-  async nextNotify(pred: (body: string) => boolean = () => true, timeoutMs = 5000): Promise<{ isFinal: boolean; body: string; contentType: string; subscriptionState: string }> {
+  async nextNotify(
+    pred: (body: string) => boolean = () => true,
+    timeoutMs = 5000,
+  ): Promise<{ isFinal: boolean; body: string; contentType: string; subscriptionState: string }> {
     const [isFinal, request, body, contentType] = await this.next('notify', (a) => pred(String(a[2] ?? '')), timeoutMs);
     return {
       isFinal: Boolean(isFinal),

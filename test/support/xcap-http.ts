@@ -58,7 +58,12 @@ export class Xcap {
     if (res.status === 401 && opts.digest) {
       await res.arrayBuffer();
       const target = new URL(this.url(path));
-      const authorization = digestAuthorization(res.headers.get('www-authenticate') ?? '', method, target.pathname + target.search, opts.digest);
+      const authorization = digestAuthorization(
+        res.headers.get('www-authenticate') ?? '',
+        method,
+        target.pathname + target.search,
+        opts.digest,
+      );
       res = await send({ ...headers, Authorization: authorization });
     }
     const text = await res.text();
@@ -88,11 +93,18 @@ function md5(s: string): string {
 
 export function parseChallenge(header: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const m of header.replace(/^Digest\s+/i, '').matchAll(/([a-z]+)=(?:"([^"]*)"|([^,\s]*))/gi)) out[m[1]!.toLowerCase()] = m[2] ?? m[3]!;
+  for (const m of header.replace(/^Digest\s+/i, '').matchAll(/([a-z]+)=(?:"([^"]*)"|([^,\s]*))/gi))
+    out[m[1]!.toLowerCase()] = m[2] ?? m[3]!;
   return out;
 }
 
-export function digestAuthorization(challenge: string, method: string, uri: string, cred: { username: string; password: string }, nc = 1): string {
+export function digestAuthorization(
+  challenge: string,
+  method: string,
+  uri: string,
+  cred: { username: string; password: string },
+  nc = 1,
+): string {
   const c = parseChallenge(challenge);
   const cnonce = randomBytes(8).toString('hex');
   const ncHex = nc.toString(16).padStart(8, '0');

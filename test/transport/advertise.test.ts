@@ -69,7 +69,9 @@ async function nodeInNamespace(listen: string[], config: Record<string, unknown>
 
 /** A UA process in a namespace, read line by line (one JSON object a line). */
 function startUa(ns: string, task: NetnsUaTask): { next<T>(): Promise<T>; exited: Promise<number | null> } {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, UA_SCRIPT, JSON.stringify(task)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, UA_SCRIPT, JSON.stringify(task)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
   const waiting: Array<() => void> = [];
   let buf = '';
@@ -134,22 +136,48 @@ for (const proto of ['udp', 'tcp'] as const) {
 test('advertise replaces the address and port in Contact and Via', async () => {
   const node = await nodeInNamespace(['udp:0.0.0.0:0 advertise 203.0.113.5:5999', 'tcp:0.0.0.0:0 advertise sip.example.net']);
   const l = LINKS[0]!;
-  const r = await runUa(l.ns, { proto: 'udp', server: l.node, serverPort: node.udpPort, local: l.ua, presentity: uniqueUri('adv'), refresh: false });
+  const r = await runUa(l.ns, {
+    proto: 'udp',
+    server: l.node,
+    serverPort: node.udpPort,
+    local: l.ua,
+    presentity: uniqueUri('adv'),
+    refresh: false,
+  });
   assert.equal(r.status, 200);
   assert.equal(contactHostPort(r.contact), '203.0.113.5:5999');
   assert.equal(contactHostPort(r.notifyContact), '203.0.113.5:5999');
   assert.equal(viaSentBy(r.notifyVia), '203.0.113.5:5999');
   // Without a port, the listener's own.
-  const t = await runUa(l.ns, { proto: 'tcp', server: l.node, serverPort: node.tcpPort, local: l.ua, presentity: uniqueUri('adv'), refresh: false });
+  const t = await runUa(l.ns, {
+    proto: 'tcp',
+    server: l.node,
+    serverPort: node.tcpPort,
+    local: l.ua,
+    presentity: uniqueUri('adv'),
+    refresh: false,
+  });
   assert.equal(contactHostPort(t.contact), `sip.example.net:${node.tcpPort}`);
 });
 
 test('a bad advertise stops the start with exit 2 naming the listener', async () => {
   for (const [listen, message] of [
-    ['udp:0.0.0.0:5060 advertise', 'listen[0]: "udp:0.0.0.0:5060 advertise" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")'],
-    ['udp:0.0.0.0:5060 advertize 203.0.113.5', 'listen[0]: "udp:0.0.0.0:5060 advertize 203.0.113.5" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")'],
-    ['udp:0.0.0.0:5060 advertise 203.0.113:5060', 'listen[0]: advertise "203.0.113:5060" is not host[:port] with an IP address or a DNS name as host'],
-    ['udp:0.0.0.0:5060 advertise sip_proxy.example.com', 'listen[0]: advertise "sip_proxy.example.com" is not host[:port] with an IP address or a DNS name as host'],
+    [
+      'udp:0.0.0.0:5060 advertise',
+      'listen[0]: "udp:0.0.0.0:5060 advertise" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")',
+    ],
+    [
+      'udp:0.0.0.0:5060 advertize 203.0.113.5',
+      'listen[0]: "udp:0.0.0.0:5060 advertize 203.0.113.5" must be proto:address:port, optionally followed by "advertise host[:port]" (e.g. "udp:0.0.0.0:5060 advertise 203.0.113.5:5060")',
+    ],
+    [
+      'udp:0.0.0.0:5060 advertise 203.0.113:5060',
+      'listen[0]: advertise "203.0.113:5060" is not host[:port] with an IP address or a DNS name as host',
+    ],
+    [
+      'udp:0.0.0.0:5060 advertise sip_proxy.example.com',
+      'listen[0]: advertise "sip_proxy.example.com" is not host[:port] with an IP address or a DNS name as host',
+    ],
     ['udp:0.0.0.0:5060 advertise 203.0.113.5:70000', 'listen[0]: advertise port must be from 1 to 65535 (got 70000)'],
     ['udp:0.0.0.0:5060 advertise 203.0.113.5:0', 'listen[0]: advertise port must be from 1 to 65535 (got 0)'],
   ]) {
@@ -167,7 +195,15 @@ test('after a restart, the first NOTIFY to a subscriber not heard from since nam
     // Link B: not the node's first interface, so no default address would be right by chance.
     const l = LINKS[1]!;
     const presentity = uniqueUri('restart');
-    const ua = startUa(l.ns, { proto: 'udp', server: l.node, serverPort: first.udpPort, local: l.ua, presentity, refresh: false, moreNotifies: 1 });
+    const ua = startUa(l.ns, {
+      proto: 'udp',
+      server: l.node,
+      serverPort: first.udpPort,
+      local: l.ua,
+      presentity,
+      refresh: false,
+      moreNotifies: 1,
+    });
     const before = await ua.next<NetnsUaReport>();
     assert.equal(contactHostPort(before.contact), `${l.node}:${first.udpPort}`);
     await first.stop();
@@ -175,9 +211,26 @@ test('after a restart, the first NOTIFY to a subscriber not heard from since nam
 
     const second = await nodeInNamespace(['udp:0.0.0.0:0'], config, dataDir);
     // The current state re-sent to the watchers (RPC): nothing from the subscriber reached the new node.
-    execFileSync('ip', ['netns', 'exec', NS.node, process.execPath, MAIN, 'rpc', '--url', `http://127.0.0.1:${second.rpcPort}/RPC`, 'presence.refreshWatchers', presentity, 'presence', '1'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    execFileSync(
+      'ip',
+      [
+        'netns',
+        'exec',
+        NS.node,
+        process.execPath,
+        MAIN,
+        'rpc',
+        '--url',
+        `http://127.0.0.1:${second.rpcPort}/RPC`,
+        'presence.refreshWatchers',
+        presentity,
+        'presence',
+        '1',
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     const after = await ua.next<NetnsNotifyReport>();
     assert.match(after.subscriptionState, /^active/);
     assert.equal(contactHostPort(after.contact), `${l.node}:${second.udpPort}`, 'NOTIFY Contact after the restart');

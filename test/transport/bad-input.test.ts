@@ -119,7 +119,11 @@ test('TCP: a framed but unparseable message is dropped and logged, the connectio
     const bytes = Buffer.from('HELLO WORLD\r\nContent-Length: 4\r\n\r\nabcd');
     await expectNoAnswer(ua, bytes);
     await node.waitForLog(
-      (l) => node.logs.indexOf(l) >= mark && l.msg === 'dropped unparseable message' && l.bytes === bytes.length && /^tcp:/.test(String(l.remote)),
+      (l) =>
+        node.logs.indexOf(l) >= mark &&
+        l.msg === 'dropped unparseable message' &&
+        l.bytes === bytes.length &&
+        /^tcp:/.test(String(l.remote)),
       2000,
     );
   });
@@ -242,7 +246,9 @@ test('TCP: a half-sent message is closed after tcp_partial_timeout (1 s), and do
     const held = at - t0;
     assert.ok(held >= 900, `closed after ${held} ms, before the 1 s partial timeout`);
   }
-  await node.waitForLog((l) => l.msg === 'closing TCP connection: incomplete message timed out' && node.logs.filter((x) => x.msg === l.msg).length >= 2);
+  await node.waitForLog(
+    (l) => l.msg === 'closing TCP connection: incomplete message timed out' && node.logs.filter((x) => x.msg === l.msg).length >= 2,
+  );
   await stillAnswers();
 });
 

@@ -108,7 +108,9 @@ test('a capture of a NOTIFY the node sends and of the 200 the subscriber returns
     assert.equal(res.status, 200);
     const notify = await nextCapture((c) => c.rcinfo.correlation_id === callId && c.payload.startsWith('NOTIFY '));
     assert.equal(notify.rcinfo.dstPort, ua.localPort);
-    await nextCapture((c) => c.rcinfo.correlation_id === callId && c.payload.startsWith('SIP/2.0 200') && /CSeq: \d+ NOTIFY/i.test(c.payload));
+    await nextCapture(
+      (c) => c.rcinfo.correlation_id === callId && c.payload.startsWith('SIP/2.0 200') && /CSeq: \d+ NOTIFY/i.test(c.payload),
+    );
   } finally {
     await ua.close();
   }
@@ -122,7 +124,12 @@ test('refusals are counted by method and status in /metrics and logged with even
     const value = (text: string, series: string): number => {
       const line = text
         .split('\n')
-        .map((l) => l.replace(/,node="[^"]*"/, '').replace(/\{node="[^"]*",?/, '{').replace('{}', ''))
+        .map((l) =>
+          l
+            .replace(/,node="[^"]*"/, '')
+            .replace(/\{node="[^"]*",?/, '{')
+            .replace('{}', ''),
+        )
         .find((l) => l.startsWith(series + ' '));
       return line ? Number(line.slice(series.length + 1)) : 0;
     };
@@ -138,7 +145,10 @@ test('refusals are counted by method and status in /metrics and logged with even
     assert.equal(unknown.status, 501);
     const xcap = await fetch(`http://127.0.0.1:${node.xcapPort}/xcap-root/pres-rules/users/sip:nobody@example.com/index`);
     assert.equal(xcap.status, 404);
-    const rpcCall = await fetch(`http://127.0.0.1:${node.rpcPort}/RPC`, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'no.such' }) });
+    const rpcCall = await fetch(`http://127.0.0.1:${node.rpcPort}/RPC`, {
+      method: 'POST',
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'no.such' }),
+    });
     assert.equal(((await rpcCall.json()) as { error: { code: number } }).error.code, -32601);
     const after = await scrape();
     const xcap404 = 'presenced_xcap_requests_total{auid="pres-rules",method="GET",status="404"}';
@@ -162,7 +172,10 @@ test('refusals are counted by method and status in /metrics and logged with even
     const inf = value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="+Inf"}');
     assert.ok(inf >= 1);
     assert.equal(inf, value(after, 'presenced_sip_answer_seconds_count{method="SUBSCRIBE"}'));
-    assert.ok(value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="0.0005"}') <= value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="10"}'));
+    assert.ok(
+      value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="0.0005"}') <=
+        value(after, 'presenced_sip_answer_seconds_bucket{method="SUBSCRIBE",le="10"}'),
+    );
     const line = await node.waitForLog((l) => l.msg === 'request refused' && l.callId === 'capture-489');
     assert.equal(line.status, 489);
     assert.equal(line.event, 'no-such-package');
@@ -211,7 +224,15 @@ test('encodeHep3: IPv6 endpoints and a payload larger than fits refused, Call-ID
   assert.equal(chunks.get(9)!.readUInt32BE(), 1_700_000_000);
   assert.equal(chunks.get(10)!.readUInt32BE(), 123_456);
   assert.deepEqual(chunks.get(15), msg);
-  assert.throws(() => encodeHep3(Buffer.alloc(65_500), 'udp', { address: '127.0.0.1', port: 1 }, { address: '127.0.0.1', port: 2 }, 0, { hep: true, captureId: 1, authKey: '' }), RangeError);
+  assert.throws(
+    () =>
+      encodeHep3(Buffer.alloc(65_500), 'udp', { address: '127.0.0.1', port: 1 }, { address: '127.0.0.1', port: 2 }, 0, {
+        hep: true,
+        captureId: 1,
+        authKey: '',
+      }),
+    RangeError,
+  );
 });
 
 test('the Grafana dashboard in deploy/ uses only series this node exports', async () => {

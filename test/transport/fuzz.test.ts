@@ -110,20 +110,24 @@ test('unescapeUnreserved: escapes of unreserved characters are undone, the other
 
 test('fuzz: the TCP framer cuts any chunking of a stream of messages into the same messages', () =>
   check(
-    fc.property(fc.array(requestSpec, { minLength: 1, maxLength: 5 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }), (specs, cuts) => {
-      const messages = specs.map((s) => Buffer.from(requestText(s), 'utf8'));
-      const stream = Buffer.concat(messages.flatMap((m) => [m, Buffer.from('\r\n')]));
-      const framer = new StreamFramer({ maxMessageSize: 1 << 16 });
-      const out: Buffer[] = [];
-      for (let at = 0, i = 0; at < stream.length; i++) {
-        const n = cuts[i % cuts.length]!;
-        out.push(...framer.push(stream.subarray(at, at + n)).messages.map((m) => Buffer.from(m)));
-        at += n;
-      }
-      assert.equal(out.length, messages.length);
-      out.forEach((m, i) => assert.ok(m.equals(messages[i]!), `message ${i}`));
-      assert.ok(framer.work <= 8 * stream.length, `framer work ${framer.work} for ${stream.length} bytes`);
-    }),
+    fc.property(
+      fc.array(requestSpec, { minLength: 1, maxLength: 5 }),
+      fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }),
+      (specs, cuts) => {
+        const messages = specs.map((s) => Buffer.from(requestText(s), 'utf8'));
+        const stream = Buffer.concat(messages.flatMap((m) => [m, Buffer.from('\r\n')]));
+        const framer = new StreamFramer({ maxMessageSize: 1 << 16 });
+        const out: Buffer[] = [];
+        for (let at = 0, i = 0; at < stream.length; i++) {
+          const n = cuts[i % cuts.length]!;
+          out.push(...framer.push(stream.subarray(at, at + n)).messages.map((m) => Buffer.from(m)));
+          at += n;
+        }
+        assert.equal(out.length, messages.length);
+        out.forEach((m, i) => assert.ok(m.equals(messages[i]!), `message ${i}`));
+        assert.ok(framer.work <= 8 * stream.length, `framer work ${framer.work} for ${stream.length} bytes`);
+      },
+    ),
     1000,
   ));
 

@@ -28,7 +28,11 @@ test('no regular expression backtracks more than linearly on any worst-case SIP 
   assert.equal(run.code, 0, run.stderr);
   assert.deepEqual(run.excessive, [], 'regular expressions over the backtrack limit');
   const cases = run.out.filter((l) => l.startsWith('case ')).map((l) => l.slice(5));
-  assert.deepEqual(cases, sipCases(MAX).map(([name]) => name), 'every case ran');
+  assert.deepEqual(
+    cases,
+    sipCases(MAX).map(([name]) => name),
+    'every case ran',
+  );
   assert.equal(run.out.at(-1), 'done');
   // The framer, fed each case in 7-byte chunks, does a bounded amount of work per byte.
   for (const l of run.out.filter((x) => x.startsWith('work '))) {
@@ -83,7 +87,17 @@ test('parseRequestLine: strict, loose and not a Request-Line', () => {
   assert.deepEqual(parseRequestLine('OPTIONS sip:a@b SIP/7.0'), { method: 'OPTIONS', uri: 'sip:a@b', version: '7.0', strict: true });
   // RFC 4475 §3.1.2.10 (lwsruri style): a URI with a space inside is loose.
   assert.equal(parseRequestLine('OPTIONS sip:a@b x SIP/2.0')?.strict, false);
-  for (const bad of ['', 'OPTIONS', 'OPTIONS ' + ' '.repeat(10000), 'OPTIONS SIP/2.0', 'OPTIONS sip:a@b SIP/2', 'OPTIONS sip:a@b SIP/.0', 'OPTIONS sip:a@bSIP/2.0', ' OPTIONS sip:a@b SIP/2.0', 'SIP/2.0 200 OK']) {
+  for (const bad of [
+    '',
+    'OPTIONS',
+    'OPTIONS ' + ' '.repeat(10000),
+    'OPTIONS SIP/2.0',
+    'OPTIONS sip:a@b SIP/2',
+    'OPTIONS sip:a@b SIP/.0',
+    'OPTIONS sip:a@bSIP/2.0',
+    ' OPTIONS sip:a@b SIP/2.0',
+    'SIP/2.0 200 OK',
+  ]) {
     assert.equal(parseRequestLine(bad), undefined, JSON.stringify(bad.slice(0, 30)));
   }
 });
@@ -102,7 +116,10 @@ after(async () => {
 function routable(text: string, ua: TestUa, callId: string): Buffer {
   return Buffer.from(
     text
-      .replace('Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKlinear', `Via: SIP/2.0/${ua.proto.toUpperCase()} 127.0.0.1:${ua.localPort};branch=z9hG4bK${callId};rport`)
+      .replace(
+        'Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKlinear',
+        `Via: SIP/2.0/${ua.proto.toUpperCase()} 127.0.0.1:${ua.localPort};branch=z9hG4bK${callId};rport`,
+      )
       .replace('Call-ID: linear@example.com', `Call-ID: ${callId}`)
       .replace(/\r\n\r\n$/, ua.proto === 'udp' ? '\r\n\r\n' : '\r\nContent-Length: 0\r\n\r\n'),
   );
@@ -142,16 +159,25 @@ test('[udp] the same worst-case headers in a SUBSCRIBE and a PUBLISH reach core/
   try {
     // The Via cases replace the Via that routes the answer back here: the OPTIONS test has them.
     // 30 kB: a 2xx copies Record-Route, and a response cannot grow past a datagram.
-    const cases = sipCases(30_000).filter(([name, text]) => text.startsWith('OPTIONS sip:alice@example.com SIP/2.0\r\n') && !name.startsWith('Via:'));
+    const cases = sipCases(30_000).filter(
+      ([name, text]) => text.startsWith('OPTIONS sip:alice@example.com SIP/2.0\r\n') && !name.startsWith('Via:'),
+    );
     for (const method of ['SUBSCRIBE', 'PUBLISH']) {
       for (const [name, text] of cases) {
         const callId = randomBytes(6).toString('hex');
-        const extra = [/\r\nEvent:/i.test(text) ? '' : 'Event: presence\r\n', /\r\nContact:/i.test(text) ? '' : `Contact: <sip:w@127.0.0.1:${ua.localPort}>\r\n`].join('');
+        const extra = [
+          /\r\nEvent:/i.test(text) ? '' : 'Event: presence\r\n',
+          /\r\nContact:/i.test(text) ? '' : `Contact: <sip:w@127.0.0.1:${ua.localPort}>\r\n`,
+        ].join('');
         const asMethod = text
           .replace('OPTIONS sip:alice@example.com SIP/2.0', `${method} sip:alice@example.com SIP/2.0`)
           .replace('CSeq: 1 OPTIONS', `CSeq: 1 ${method}`)
           .replace(/\r\n\r\n$/, `\r\n${extra}\r\n`);
-        const answer = ua.waitFor((r) => r.message instanceof SipResponse && r.message.callId === callId, PATIENT, `the answer to ${method} with ${name}`);
+        const answer = ua.waitFor(
+          (r) => r.message instanceof SipResponse && r.message.callId === callId,
+          PATIENT,
+          `the answer to ${method} with ${name}`,
+        );
         ua.sendRaw(routable(asMethod, ua, callId));
         const res = (await answer).message as SipResponse;
         assert.ok(res.status < 500, `${method} with ${name}: ${res.status} ${res.reason}`);
@@ -174,7 +200,9 @@ test('issue 12 as reported, at 30 kB: OPTIONS + spaces (bare, and folded before 
     for (const line of [`OPTIONS${spaces}`, `OPTIONS${spaces}\r\n\t${spaces}sip:a@example.com SIP/2.0`]) {
       const callId = randomBytes(6).toString('hex');
       const via = `Via: SIP/2.0/UDP 127.0.0.1:${ua.localPort};branch=z9hG4bK${callId};rport`;
-      ua.sendRaw(`${line}\r\n${via}\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: ${callId}\r\nCSeq: 1 OPTIONS\r\n\r\n`);
+      ua.sendRaw(
+        `${line}\r\n${via}\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: ${callId}\r\nCSeq: 1 OPTIONS\r\n\r\n`,
+      );
       const res = await ua.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${node.udpPort}` }, PATIENT);
       assert.equal(res.status, 200);
     }

@@ -36,15 +36,20 @@ function rssKiB(pid: number): number {
 
 /** The generated messages, their Vias pointed at `port` (responses stay on loopback). */
 function messages(port: number, proto: 'UDP' | 'TCP', seedOffset: number): Buffer[] {
-  const arb = fc.oneof({ weight: 4, arbitrary: mutatedRequest }, { weight: 1, arbitrary: fc.integer({ min: 1024, max: 16384 }).chain((n) => amplifiedRequest(n)) });
-  return fc.sample(arb, { seed: FUZZ_SEED + seedOffset, numRuns: COUNT }).map((text) =>
-    Buffer.from(
-      text
-        .replace('SIP/2.0/UDP 192.0.2.1:5060;branch=', `SIP/2.0/${proto} 127.0.0.1:${port};rport;branch=`)
-        .replace('SIP/2.0/UDP 192.0.2.1;branch=', `SIP/2.0/${proto} 127.0.0.1:${port};rport;branch=`),
-      'utf8',
-    ),
+  const arb = fc.oneof(
+    { weight: 4, arbitrary: mutatedRequest },
+    { weight: 1, arbitrary: fc.integer({ min: 1024, max: 16384 }).chain((n) => amplifiedRequest(n)) },
   );
+  return fc
+    .sample(arb, { seed: FUZZ_SEED + seedOffset, numRuns: COUNT })
+    .map((text) =>
+      Buffer.from(
+        text
+          .replace('SIP/2.0/UDP 192.0.2.1:5060;branch=', `SIP/2.0/${proto} 127.0.0.1:${port};rport;branch=`)
+          .replace('SIP/2.0/UDP 192.0.2.1;branch=', `SIP/2.0/${proto} 127.0.0.1:${port};rport;branch=`),
+        'utf8',
+      ),
+    );
 }
 
 async function answersOptions(ua: TestUa, what: string): Promise<void> {
@@ -84,9 +89,17 @@ test(`live fuzz: ${COUNT} messages over UDP and ${COUNT} over TCP; OPTIONS answe
     t.diagnostic(`seed ${FUZZ_SEED}: RSS ${before} kB before, ${after} kB after; ${answered} responses received`);
     assert.ok(after < before + 150 * 1024, `RSS ${before} kB → ${after} kB (seed ${FUZZ_SEED})`);
     const fives = [...udp.received, ...tcp.received].filter((r) => r.message instanceof SipResponse && r.message.status === 500);
-    assert.deepEqual(fives.map((r) => r.raw.toString('utf8').slice(0, 300)), [], `500s (seed ${FUZZ_SEED})`);
+    assert.deepEqual(
+      fives.map((r) => r.raw.toString('utf8').slice(0, 300)),
+      [],
+      `500s (seed ${FUZZ_SEED})`,
+    );
     const errors = node.logs.filter((l) => Number(l.level) >= 50);
-    assert.deepEqual(errors.map((l) => JSON.stringify(l).slice(0, 500)), [], `errors logged (seed ${FUZZ_SEED})`);
+    assert.deepEqual(
+      errors.map((l) => JSON.stringify(l).slice(0, 500)),
+      [],
+      `errors logged (seed ${FUZZ_SEED})`,
+    );
     assert.equal(node.stderr.join(''), '');
   } finally {
     await udp.close();

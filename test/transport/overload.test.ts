@@ -45,7 +45,10 @@ function buildPublish(u: TestUa): SipRequest {
     method: 'PUBLISH',
     uri: p,
     to: `<${p}>`,
-    headers: [['event', 'presence'], ['expires', '60']],
+    headers: [
+      ['event', 'presence'],
+      ['expires', '60'],
+    ],
     body: pidf(p, 't1', 'open'),
     contentType: 'application/pidf+xml',
   });
@@ -54,7 +57,11 @@ function buildPublish(u: TestUa): SipRequest {
 function finalTo(u: TestUa, req: SipRequest): Promise<SipResponse> {
   const branch = req.topVia.branch;
   return u
-    .waitFor((r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch, 10_000, `response to ${req.method}`)
+    .waitFor(
+      (r) => r.message instanceof SipResponse && r.message.status >= 200 && r.message.topVia.branch === branch,
+      10_000,
+      `response to ${req.method}`,
+    )
     .then((r) => r.message as SipResponse);
 }
 
@@ -64,7 +71,8 @@ async function metric(n: RunningNode, name: string, label: string): Promise<numb
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
-const limitLogs = (n: RunningNode, limit: string): number => n.logs.filter((l) => l.limit === limit && l.msg === `limit reached: ${limit}; refusing`).length;
+const limitLogs = (n: RunningNode, limit: string): number =>
+  n.logs.filter((l) => l.limit === limit && l.msg === `limit reached: ${limit}; refusing`).length;
 
 test('beyond overload_max_inflight new requests get 503 + Retry-After, the accepted one its 200, and the node recovers at once', async () => {
   const n = await node({ overload_max_inflight: 1, overload_max_loop_lag: 0, overload_retry_after: 7 });
@@ -147,10 +155,21 @@ test('max_connections: a connection beyond the limit is closed at once, the open
 
 test('the event-loop lag detector refuses while the loop lags, not for one stall, and takes requests again once the samples are on time', () => {
   const warnings: Array<Record<string, unknown>> = [];
-  const log = { debug: () => undefined, info: () => undefined, warn: (o: object) => warnings.push(o as Record<string, unknown>), error: () => undefined };
+  const log = {
+    debug: () => undefined,
+    info: () => undefined,
+    warn: (o: object) => warnings.push(o as Record<string, unknown>),
+    error: () => undefined,
+  };
   const refusals = new Refusals(log, 60_000);
   const guard = new OverloadGuard(
-    { maxInFlight: 0, maxLoopLagMs: 100, maxServerTransactions: 0, retryAfter: 1, names: { maxInFlight: 'a', maxLoopLagMs: 'lag', maxServerTransactions: 'b' } },
+    {
+      maxInFlight: 0,
+      maxLoopLagMs: 100,
+      maxServerTransactions: 0,
+      retryAfter: 1,
+      names: { maxInFlight: 'a', maxLoopLagMs: 'lag', maxServerTransactions: 'b' },
+    },
     refusals,
   );
   // The samples the 20 ms timer takes, taken here by hand after the loop was really blocked.
@@ -196,7 +215,15 @@ test('the UDP receive queue is read from the rx_queue column of /proc/net/udp fo
 test('a full UDP queue: the requests taken in flight shrink while it grows, hold while it drains, and grow back below the limit', () => {
   const log = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
   const guard = new OverloadGuard(
-    { maxInFlight: 100, maxLoopLagMs: 0, maxServerTransactions: 0, maxUdpQueueBytes: 1000, minInFlight: 2, retryAfter: 1, names: { maxInFlight: 'a', maxLoopLagMs: 'lag', maxServerTransactions: 'b', maxUdpQueueBytes: 'queue' } },
+    {
+      maxInFlight: 100,
+      maxLoopLagMs: 0,
+      maxServerTransactions: 0,
+      maxUdpQueueBytes: 1000,
+      minInFlight: 2,
+      retryAfter: 1,
+      names: { maxInFlight: 'a', maxLoopLagMs: 'lag', maxServerTransactions: 'b', maxUdpQueueBytes: 'queue' },
+    },
     new Refusals(log, 60_000),
   );
   guard.inFlight = 50;
@@ -256,7 +283,10 @@ test('requests that waited in a full UDP receive queue: the excess gets 503 + Re
   }
   const res = await Promise.all(answers);
   const statuses = res.map((r) => r.status);
-  assert.ok(statuses.every((s) => s === 200 || s === 503), `only 200 and 503: ${[...new Set(statuses)].join(', ')}`);
+  assert.ok(
+    statuses.every((s) => s === 200 || s === 503),
+    `only 200 and 503: ${[...new Set(statuses)].join(', ')}`,
+  );
   const refused = res.filter((r) => r.status === 503);
   assert.ok(refused.length > 0, 'the excess is refused');
   assert.ok(refused.length < 300, 'what the node read before it saw the queue was served');

@@ -120,7 +120,18 @@ test('compact header forms map to their long names (RFC 3261 ยง7.3.3, RFC 6665 ย
   assert.equal(validateRequest(req, problems), undefined);
   // Serialised with long, canonical names.
   const out = req.toString();
-  for (const name of ['Via:', 'From:', 'To:', 'Call-ID:', 'Contact:', 'Event:', 'Allow-Events:', 'Supported:', 'Content-Type:', 'Content-Length: 5']) {
+  for (const name of [
+    'Via:',
+    'From:',
+    'To:',
+    'Call-ID:',
+    'Contact:',
+    'Event:',
+    'Allow-Events:',
+    'Supported:',
+    'Content-Type:',
+    'Content-Length: 5',
+  ]) {
     assert.ok(out.includes(`\r\n${name}`), `${name} in ${out}`);
   }
 });
@@ -161,7 +172,7 @@ test('folded header lines are unfolded into one value with single spaces (RFC 32
     'Call-ID: fold@x',
     'cseq: 0009',
     '\tOPTIONS',
-    'Subject: I know you\'re there,',
+    "Subject: I know you're there,",
     '         pull up a chair',
     'Content-Length: 0',
   ]);
@@ -246,7 +257,15 @@ test('comma-separated Via, Contact and Route values split outside quotes and <> 
 test('splitList, parseParams and quoted strings with escapes', () => {
   assert.deepEqual(splitList('a, "b,\\"c" <x,y>;p="1,2" ,d,,'), ['a', '"b,\\"c" <x,y>;p="1,2"', 'd']);
   const p = parseParams(';Tag = 12 ;lr; q=0.5;name="a;b \\"q\\""; ;');
-  assert.deepEqual([...p], [['tag', '12'], ['lr', ''], ['q', '0.5'], ['name', 'a;b "q"']]);
+  assert.deepEqual(
+    [...p],
+    [
+      ['tag', '12'],
+      ['lr', ''],
+      ['q', '0.5'],
+      ['name', 'a;b "q"'],
+    ],
+  );
   assert.deepEqual(readQuoted('"a\\\\b\\"c" rest', 0), ['a\\b"c', 9]);
   assert.throws(() => readQuoted('"unterminated', 0), SyntaxError);
   assert.equal(quote('say "hi" \\o/'), '"say \\"hi\\" \\\\o/"');
@@ -274,7 +293,15 @@ test('SipUri parses user, password, host, port, parameters and headers', () => {
   assert.equal(v6.user, undefined);
   assert.equal(SipUri.parse('sip:example.com').transport, 'udp');
 
-  for (const bad of ['alice@example.com', 'http://example.com/', 'sip:alice@exa mple.com', 'sip:alice@host:99999', 'sip:@host', 'sip:[::1', 'sip:a@host:12x']) {
+  for (const bad of [
+    'alice@example.com',
+    'http://example.com/',
+    'sip:alice@exa mple.com',
+    'sip:alice@host:99999',
+    'sip:@host',
+    'sip:[::1',
+    'sip:a@host:12x',
+  ]) {
     assert.throws(() => SipUri.parse(bad), SyntaxError, bad);
   }
 });
@@ -322,7 +349,12 @@ test('NameAddr: name-addr with quoted or token display name, addr-spec whose par
   assert.ok(star.star);
   assert.equal(star.toString(), '*');
 
-  for (const bad of ['"Mr. J. User <sip:j.user@example.com>', '<sip:alice@example.com', '"Alice" sip:alice@example.com', '<isbn:2983792873>']) {
+  for (const bad of [
+    '"Mr. J. User <sip:j.user@example.com>',
+    '<sip:alice@example.com',
+    '"Alice" sip:alice@example.com',
+    '<isbn:2983792873>',
+  ]) {
     assert.throws(() => NameAddr.parse(bad), SyntaxError, bad);
   }
 });
@@ -347,7 +379,16 @@ test('parseVia accepts LWS around the slashes and rejects what is not a Via', ()
   assert.equal(other.sentProtocol, 'SIP/7.0');
   assert.equal(formatVia(other), 'SIP/7.0/UDP c.example.com;branch=z9hG4bKx');
   assert.equal(v.sentProtocol, undefined);
-  for (const bad of ['', ';', 'SIP/2.0/UDP', 'SIP/2.0/UDP host:0', 'SIP/2.0/UDP host:70000', 'HTTP/1.1 host', 'SIP/2.0/UDP host x', 'SIP/2.0/UDP host;a=\u2028']) {
+  for (const bad of [
+    '',
+    ';',
+    'SIP/2.0/UDP',
+    'SIP/2.0/UDP host:0',
+    'SIP/2.0/UDP host:70000',
+    'HTTP/1.1 host',
+    'SIP/2.0/UDP host x',
+    'SIP/2.0/UDP host;a=\u2028',
+  ]) {
     assert.throws(() => parseVia(bad), SyntaxError, JSON.stringify(bad));
   }
 });
@@ -633,7 +674,10 @@ test('StreamFramer: no Content-Length on a stream, or a message over the size li
 
 test('Via: the usual spelling and the regular expression agree; anything but visible ASCII in sent-by or parameters is left to the regular expression', () => {
   const v = parseVia('SIP/2.0/udp 127.0.0.1:5060;branch=z9hG4bK1;rport;received=10.0.0.1');
-  assert.deepEqual([v.protocol, v.host, v.port, v.branch, v.params.get('rport'), v.params.get('received')], ['UDP', '127.0.0.1', 5060, 'z9hG4bK1', '', '10.0.0.1']);
+  assert.deepEqual(
+    [v.protocol, v.host, v.port, v.branch, v.params.get('rport'), v.params.get('received')],
+    ['UDP', '127.0.0.1', 5060, 'z9hG4bK1', '', '10.0.0.1'],
+  );
   const v6 = parseVia('SIP/2.0/TCP [::1]:5061 ;branch=z9hG4bK2');
   assert.deepEqual([v6.host, v6.port, v6.branch], ['[::1]', 5061, 'z9hG4bK2']);
   assert.throws(() => parseVia('SIP/2.0/UDP h\u00a0x;branch=z9hG4bK3'), /malformed Via/, 'NBSP inside the host');
@@ -645,7 +689,16 @@ test('Via: the usual spelling and the regular expression agree; anything but vis
 
 test('parameters: names lower-cased and trimmed, values trimmed of any white space, quoted values unquoted', () => {
   const p = parseParams(';LR;Branch = z9hG4bK1 ;a=b\u00a0;q\u000b=1;tag="x;y"');
-  assert.deepEqual([...p], [['lr', ''], ['branch', 'z9hG4bK1'], ['a', 'b'], ['q', '1'], ['tag', 'x;y']]);
+  assert.deepEqual(
+    [...p],
+    [
+      ['lr', ''],
+      ['branch', 'z9hG4bK1'],
+      ['a', 'b'],
+      ['q', '1'],
+      ['tag', 'x;y'],
+    ],
+  );
 });
 
 test('a header section of lines without a colon is reported, line by line, and parses in time linear in its size', () => {

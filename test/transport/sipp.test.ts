@@ -36,8 +36,29 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-function runSipp(transport: 'u1' | 't1', port: number, calls: number, rate: number, timeoutMs = 30_000, scenario = SCENARIO): Promise<SippRun> {
-  const args = ['-sf', scenario, '-t', transport, '-i', '127.0.0.1', '-p', '0', '-m', String(calls), '-r', String(rate), `127.0.0.1:${port}`];
+function runSipp(
+  transport: 'u1' | 't1',
+  port: number,
+  calls: number,
+  rate: number,
+  timeoutMs = 30_000,
+  scenario = SCENARIO,
+): Promise<SippRun> {
+  const args = [
+    '-sf',
+    scenario,
+    '-t',
+    transport,
+    '-i',
+    '127.0.0.1',
+    '-p',
+    '0',
+    '-m',
+    String(calls),
+    '-r',
+    String(rate),
+    `127.0.0.1:${port}`,
+  ];
   return startSipp(args, work, `${transport}-${calls}-${scenario.replace(/^.*\//, '')}`, { sippTimeoutS: 20, killAfterMs: timeoutMs }).done;
 }
 

@@ -99,7 +99,10 @@ test('several messages in one TCP chunk are all answered', async () => {
   );
   responses.forEach((res, i) => assert.equal(res.callId, reqs[i]!.callId));
   const last = await barrier();
-  const answered = ua.received.slice(from).map((r) => r.message.callId).filter((id) => id !== last);
+  const answered = ua.received
+    .slice(from)
+    .map((r) => r.message.callId)
+    .filter((id) => id !== last);
   assert.deepEqual([...answered].sort(), reqs.map((r) => r.callId).sort(), 'each answered exactly once');
 });
 

@@ -25,7 +25,17 @@ function sip(head: string, body: Buffer | string = ''): Buffer {
   return Buffer.concat([h, typeof body === 'string' ? Buffer.from(body, 'utf8') : body]);
 }
 
-const SDP = ['v=0', 'o=mhandley 29739 7272939 IN IP4 192.0.2.3', 's=-', 'c=IN IP4 192.0.2.4', 't=0 0', 'm=audio 49217 RTP/AVP 0 12', 'm=video 3227 RTP/AVP 31', 'a=rtpmap:31 LPC', ''].join('\r\n');
+const SDP = [
+  'v=0',
+  'o=mhandley 29739 7272939 IN IP4 192.0.2.3',
+  's=-',
+  'c=IN IP4 192.0.2.4',
+  't=0 0',
+  'm=audio 49217 RTP/AVP 0 12',
+  'm=video 3227 RTP/AVP 31',
+  'a=rtpmap:31 LPC',
+  '',
+].join('\r\n');
 
 function parseRequest(buf: Buffer): { req: SipRequest; problems: string[] } {
   const { message, problems } = parseMessage(buf, true);
@@ -308,10 +318,24 @@ test('wsinv (§3.1.1.1): LWS, folding, odd case, compact forms and escaped quote
   assert.equal(req.headers.get('unknownheaderwithunusualvalue'), ';;,,;;,;');
   const route = NameAddr.parse(req.headers.get('route')!);
   assert.equal(route.uri.host, 'services.example.com');
-  assert.deepEqual([...route.uri.params], [['lr', ''], ['unknownwith', 'value'], ['unknown-no-value', '']]);
+  assert.deepEqual(
+    [...route.uri.params],
+    [
+      ['lr', ''],
+      ['unknownwith', 'value'],
+      ['unknown-no-value', ''],
+    ],
+  );
   const contact = NameAddr.parse(req.headers.get('contact')!);
   assert.equal(contact.displayName, 'Quoted string ""');
-  assert.deepEqual([...contact.params], [['newparam', 'newvalue'], ['secondparam', ''], ['q', '0.33']]);
+  assert.deepEqual(
+    [...contact.params],
+    [
+      ['newparam', 'newvalue'],
+      ['secondparam', ''],
+      ['q', '0.33'],
+    ],
+  );
   assert.equal(req.contentType, 'application/sdp');
   assert.equal(req.body.toString(), SDP);
 });
@@ -785,7 +809,8 @@ l: 0`),
   ],
   [
     'mismatch02 (§3.1.2.18): unknown method, CSeq method mismatch',
-    sip(`
+    sip(
+      `
 NEWMETHOD sip:user@example.com SIP/2.0
 To: sip:j.user@example.com
 From: sip:caller@example.net;tag=34525
@@ -1032,7 +1057,11 @@ test('e2e: badvers sent verbatim over TCP (its only Via is SIP/7.0) gets 505 on 
     tcp.sendRaw(badversVerbatim(callId));
     const res = (await p).message as SipResponse;
     assert.equal(res.status, 505);
-    assert.equal(res.headers.get('via'), 'SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw;received=127.0.0.1', 'the Via is echoed, received added');
+    assert.equal(
+      res.headers.get('via'),
+      'SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw;received=127.0.0.1',
+      'the Via is echoed, received added',
+    );
   } finally {
     await tcp.close();
   }
@@ -1044,7 +1073,7 @@ test('e2e: badvers sent verbatim over UDP from port 5060 gets 505 at received:50
   const sock = dgram.createSocket('udp4');
   let bound = '';
   for (let attempt = 0; attempt < 20 && !bound; attempt++) {
-    const addr = `127.${1 + randomBytes(1)[0]! % 250}.${randomBytes(1)[0]}.${2 + (randomBytes(1)[0]! % 250)}`;
+    const addr = `127.${1 + (randomBytes(1)[0]! % 250)}.${randomBytes(1)[0]}.${2 + (randomBytes(1)[0]! % 250)}`;
     bound = await new Promise<string>((resolve) => {
       const onError = (): void => resolve('');
       sock.once('error', onError);

@@ -43,7 +43,9 @@ async function watchers(presentity = ALICE): Promise<Watcher[]> {
 }
 
 /** Open a raw WebSocket offering `protocols`; resolves with the open socket or the handshake error. */
-function tryUpgrade(protocols: string | string[] | undefined): Promise<{ ws: WsSocket; error?: undefined } | { ws?: undefined; error: Error }> {
+function tryUpgrade(
+  protocols: string | string[] | undefined,
+): Promise<{ ws: WsSocket; error?: undefined } | { ws?: undefined; error: Error }> {
   return new Promise((resolve) => {
     const ws = new WebSocket(`ws://127.0.0.1:${node.wsPort}/`, protocols);
     ws.once('open', () => resolve({ ws }));
@@ -69,7 +71,11 @@ test('a WebSocket upgrade without the "sip" subprotocol is refused; one offering
     const r = await tryUpgrade(offered);
     r.ws?.terminate();
     assert.ok(r.error, `an upgrade offering ${JSON.stringify(offered ?? 'no subprotocol')} must be refused, it was accepted`);
-    assert.match(r.error.message, /Unexpected server response: 4\d\d/, `offered ${JSON.stringify(offered) ?? 'nothing'}: ${r.error.message}`);
+    assert.match(
+      r.error.message,
+      /Unexpected server response: 4\d\d/,
+      `offered ${JSON.stringify(offered) ?? 'nothing'}: ${r.error.message}`,
+    );
   }
   const ok = await tryUpgrade(['xmpp', 'sip']);
   assert.ok(ok.ws, `an upgrade offering "sip" must succeed: ${ok.error?.message}`);
@@ -93,7 +99,11 @@ test('JsSIP over WebSocket: SUBSCRIBE, NOTIFYs for PUBLISH open → modify → r
     const subscribeOks = a.frames.filter((f) => f.message instanceof SipResponse && f.message.cseq.method === 'SUBSCRIBE');
     assert.equal(subscribeOks.length, 1, 'the 2xx to SUBSCRIBE came back on the WebSocket');
     assert.equal((subscribeOks[0]!.message as SipResponse).status, 200);
-    assert.match((subscribeOks[0]!.message as SipResponse).headers.get('contact') ?? '', new RegExp(`^<sip:presence@127\\.0\\.0\\.1:${node.wsPort};transport=ws>$`), 'Contact names the WebSocket listener (RFC 7118 §5)');
+    assert.match(
+      (subscribeOks[0]!.message as SipResponse).headers.get('contact') ?? '',
+      new RegExp(`^<sip:presence@127\\.0\\.0\\.1:${node.wsPort};transport=ws>$`),
+      'Contact names the WebSocket listener (RFC 7118 §5)',
+    );
     assert.match(first.headers.get('contact') ?? '', /;transport=ws>$/);
 
     const listed = await watchers();
@@ -171,7 +181,10 @@ test('watchers whose WebSocket closed or died are dropped at the next NOTIFY; th
     const k = await jssipWatch(killed);
     const c = await jssipWatch(closed);
     subs.push(k.sub, c.sub);
-    assert.deepEqual((await watchers()).map((w) => w.watcher_uri).sort(), ['sip:watcher-closed@example.com', 'sip:watcher-killed@example.com']);
+    assert.deepEqual((await watchers()).map((w) => w.watcher_uri).sort(), [
+      'sip:watcher-closed@example.com',
+      'sip:watcher-killed@example.com',
+    ]);
 
     // One connection is destroyed with no close frame (a crashed tab), the other closed cleanly;
     // neither watcher unsubscribed.
@@ -204,7 +217,10 @@ test('watchers whose WebSocket closed or died are dropped at the next NOTIFY; th
     const f = await jssipWatch(fresh);
     subs.push(f.sub);
     assert.deepEqual(tuplesOf(f.first.body.toString()), [{ id: 'udp-b', basic: 'open' }]);
-    assert.deepEqual((await watchers()).map((w) => w.watcher_uri), ['sip:watcher-fresh@example.com']);
+    assert.deepEqual(
+      (await watchers()).map((w) => w.watcher_uri),
+      ['sip:watcher-fresh@example.com'],
+    );
     f.sub.terminate();
     await f.ev.next('terminated');
     assert.deepEqual(await watchers(), []);

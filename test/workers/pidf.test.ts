@@ -14,7 +14,12 @@ const tuple = (id: string | undefined, inner = '<status><basic>open</basic></sta
   `<tuple${id === undefined ? '' : ` id="${id}"`}>${inner}</tuple>`;
 
 test('valid documents pass: tuples with id and status, person/device elements, no tuple at all', () => {
-  for (const xml of [doc(tuple('a')), doc(tuple('a') + tuple('b')), doc('', '<dm:person id="p"/>'), doc(tuple('a'), '<dm:device id="d"><dm:deviceID>urn:x</dm:deviceID></dm:device>')]) {
+  for (const xml of [
+    doc(tuple('a')),
+    doc(tuple('a') + tuple('b')),
+    doc('', '<dm:person id="p"/>'),
+    doc(tuple('a'), '<dm:device id="d"><dm:deviceID>urn:x</dm:deviceID></dm:device>'),
+  ]) {
     assert.deepEqual(validatePidf(xml, DEFAULT_XML_LIMITS), { ok: true }, xml);
   }
 });
@@ -62,8 +67,14 @@ test('RFC 3863 §4.4 schema: <basic> other than open/closed, children out of ord
   }
 });
 
-test('<dm:person> before the tuples, as baresip sends it, passes (the order of the document\'s children carries no meaning)', () => {
-  const xml = doc('', '<dm:person id="p4159"><rpid:activities xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid"/></dm:person>' + tuple('t4109', '<status><basic>open</basic></status><contact>sip:alice@example.com</contact>') + '<note>n</note>' + tuple('t2'));
+test("<dm:person> before the tuples, as baresip sends it, passes (the order of the document's children carries no meaning)", () => {
+  const xml = doc(
+    '',
+    '<dm:person id="p4159"><rpid:activities xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid"/></dm:person>' +
+      tuple('t4109', '<status><basic>open</basic></status><contact>sip:alice@example.com</contact>') +
+      '<note>n</note>' +
+      tuple('t2'),
+  );
   assert.deepEqual(validatePidf(xml, DEFAULT_XML_LIMITS), { ok: true });
 });
 

@@ -25,7 +25,9 @@ test('after a task that read the store, the worker holds no read snapshot', asyn
       expiresAt: Date.now() + 600_000,
       receivedAt: Date.now(),
       contentType: 'application/pidf+xml',
-      body: Buffer.from(`<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${uri}"><tuple id="t"><status><basic>open</basic></status></tuple></presence>`),
+      body: Buffer.from(
+        `<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="${uri}"><tuple id="t"><status><basic>open</basic></status></tuple></presence>`,
+      ),
       sender: '',
       callId: '',
     });
@@ -33,7 +35,12 @@ test('after a task that read the store, the worker holds no read snapshot', asyn
     assert.equal(await pool.run('pidf.checkBasic', { presentityUri: uri, status: 'open' }), 1);
     for (let i = 0; i < 20; i++) await store.putCseq(`s${i}`, i);
     // LMDB's reader table: one row per reader slot, its snapshot's txnid or '-' when idle.
-    const rows = store.env.readerList().split('\n').slice(1).map((l) => l.trim()).filter(Boolean);
+    const rows = store.env
+      .readerList()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim())
+      .filter(Boolean);
     const held = rows.filter((r) => !/\s-$/.test(r));
     assert.deepEqual(held, [], `readers still holding a snapshot:\n${store.env.readerList()}`);
   } finally {

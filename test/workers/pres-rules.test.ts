@@ -65,7 +65,9 @@ test('sphere and validity conditions', () => {
   );
   assert.equal(evalFor(doc, 'sip:bob@example.com', ['work']).handling, 'allow');
   assert.equal(evalFor(doc, 'sip:bob@example.com', ['home']).handling, 'confirm');
-  const now2 = ruleset(rule('now', '<cr:validity><cr:from>2026-01-01T00:00:00Z</cr:from><cr:until>2027-01-01T00:00:00Z</cr:until></cr:validity>', 'allow'));
+  const now2 = ruleset(
+    rule('now', '<cr:validity><cr:from>2026-01-01T00:00:00Z</cr:from><cr:until>2027-01-01T00:00:00Z</cr:until></cr:validity>', 'allow'),
+  );
   assert.equal(evalFor(now2, 'sip:bob@example.com').handling, 'allow');
 });
 
@@ -84,8 +86,10 @@ test('transformations: union across rules; none at all means the whole document'
 
 test('boolean permissions (xs:boolean): "true" and "1" grant, "false" and "0" do not', () => {
   const withValue = (v: string) =>
-    evalFor(ruleset(rule('a', '', 'allow', `<pr:provide-activities>${v}</pr:provide-activities><pr:provide-note> ${v} </pr:provide-note>`)), 'sip:bob@example.com')
-      .transformations!;
+    evalFor(
+      ruleset(rule('a', '', 'allow', `<pr:provide-activities>${v}</pr:provide-activities><pr:provide-note> ${v} </pr:provide-note>`)),
+      'sip:bob@example.com',
+    ).transformations!;
   assert.deepEqual(withValue('true').attributes, ['activities', 'note']);
   assert.deepEqual(withValue('1').attributes, ['activities', 'note']);
   assert.equal(withValue('false').attributes, undefined);
@@ -104,7 +108,11 @@ function winfoRule(id: string, conditions: string, winfo: string, handling = '')
 test('winfo-handling: no document, no matching rule or no such action → block; allow wins over block (maximum); unknown values grant nothing', () => {
   const bob = '<cr:identity><cr:one id="sip:bob@example.com"/></cr:identity>';
   assert.equal(evalFor(undefined, 'sip:bob@example.com').winfoHandling, 'block');
-  assert.equal(evalFor(ruleset(rule('a', bob, 'allow')), 'sip:bob@example.com').winfoHandling, 'block', 'sub-handling allow is no winfo grant');
+  assert.equal(
+    evalFor(ruleset(rule('a', bob, 'allow')), 'sip:bob@example.com').winfoHandling,
+    'block',
+    'sub-handling allow is no winfo grant',
+  );
   const doc = ruleset(
     winfoRule('everyone', '', 'block'),
     winfoRule('bob', bob, 'allow'),
@@ -119,7 +127,9 @@ test('winfo-handling: no document, no matching rule or no such action → block;
   const both = ruleset(winfoRule('bob', bob, 'allow', 'allow'));
   assert.deepEqual([evalFor(both, 'sip:bob@example.com').handling, evalFor(both, 'sip:bob@example.com').winfoHandling], ['allow', 'allow']);
   // The element must be in presenced's namespace.
-  const wrongNs = ruleset(`<cr:rule id="x"><cr:conditions>${bob}</cr:conditions><cr:actions><pr:winfo-handling>allow</pr:winfo-handling></cr:actions></cr:rule>`);
+  const wrongNs = ruleset(
+    `<cr:rule id="x"><cr:conditions>${bob}</cr:conditions><cr:actions><pr:winfo-handling>allow</pr:winfo-handling></cr:actions></cr:rule>`,
+  );
   assert.equal(evalFor(wrongNs, 'sip:bob@example.com').winfoHandling, 'block');
 });
 

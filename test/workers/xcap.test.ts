@@ -1,6 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkDocument, selectNode, putNode, deleteNode, decodeAttValue, rlsServices, type Edited, type Selected, type XcapFailure } from '../../workers/xcap.js';
+import {
+  checkDocument,
+  selectNode,
+  putNode,
+  deleteNode,
+  decodeAttValue,
+  rlsServices,
+  type Edited,
+  type Selected,
+  type XcapFailure,
+} from '../../workers/xcap.js';
 import { parseNodeSelector } from '../../core/xcap/selectors.js';
 import { USAGE_BY_AUID, xcapCapsDocument } from '../../core/xcap/auids.js';
 import { presRules, resourceLists, NS } from '../support/xcap-http.js';
@@ -31,8 +41,17 @@ test('checkDocument accepts each usage and names what is wrong otherwise', () =>
   assert.deepEqual(checkDocument({ xml: lists, usage: RL }), { ok: true });
   // RFC 4826 §4.2: a <service> names its members (<resource-list> or <list>); RFC 3863 §4.4:
   // a <tuple> has a <status>. (These samples once lacked them and passed the old hand check.)
-  assert.deepEqual(checkDocument({ xml: `<rls-services xmlns="${NS.rls}"><service uri="sip:l@x"><resource-list>http://x/l</resource-list></service></rls-services>`, usage: RLS }), { ok: true });
-  assert.deepEqual(checkDocument({ xml: `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"><status/></tuple></presence>`, usage: PIDF }), { ok: true });
+  assert.deepEqual(
+    checkDocument({
+      xml: `<rls-services xmlns="${NS.rls}"><service uri="sip:l@x"><resource-list>http://x/l</resource-list></service></rls-services>`,
+      usage: RLS,
+    }),
+    { ok: true },
+  );
+  assert.deepEqual(
+    checkDocument({ xml: `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"><status/></tuple></presence>`, usage: PIDF }),
+    { ok: true },
+  );
 
   const kind = (xml: string, usage = PRES) => (checkDocument({ xml, usage }) as { kind: string }).kind;
   assert.equal(kind('<ruleset'), 'not-well-formed');
@@ -47,7 +66,11 @@ test('checkDocument accepts each usage and names what is wrong otherwise', () =>
   assert.equal(kind(`<!DOCTYPE r [<!ENTITY a "b">]><ruleset xmlns="${NS.cp}">&a;</ruleset>`), 'dtd');
   assert.equal(kind(`<ruleset xmlns="${NS.cp}">${'<x>'.repeat(100)}${'</x>'.repeat(100)}</ruleset>`), 'too-deep');
   assert.equal(kind(resourceLists({ l: ['sip:a@x', 'sip:a@x'] }), RL), 'uniqueness', 'entry uris unique in a list');
-  assert.deepEqual(checkDocument({ xml: resourceLists({ l: ['sip:a@x'], m: ['sip:a@x'] }), usage: RL }), { ok: true }, 'but not across lists');
+  assert.deepEqual(
+    checkDocument({ xml: resourceLists({ l: ['sip:a@x'], m: ['sip:a@x'] }), usage: RL }),
+    { ok: true },
+    'but not across lists',
+  );
   const dup = checkDocument({ xml: resourceLists({ l: ['sip:a@x', 'sip:b@x', 'sip:a@x'] }), usage: RL });
   assert.equal((dup as { field: string }).field, '/resource-lists/list/entry[3]/@uri');
 });
@@ -61,27 +84,38 @@ test('selectNode: by name, position, attribute, prefixes, attribute and namespac
   assert.equal(ok(selectNode({ xml: rules2, selector: s('ruleset/rule[1]/@id'), usage: PRES })).body, 'a');
   assert.equal(ok(selectNode({ xml: rules2, selector: s('cp:ruleset/cp:rule[2]/@id', { cp: NS.cp }), usage: PRES })).body, 'b');
   assert.equal(ok(selectNode({ xml: rules2, selector: s('*/*[2]/@id'), usage: PRES })).body, 'b');
-  const handling = ok(selectNode({ xml: rules2, selector: s('ruleset/rule[@id="a"]/actions/pr:sub-handling', { pr: NS.pr }), usage: PRES }));
+  const handling = ok(
+    selectNode({ xml: rules2, selector: s('ruleset/rule[@id="a"]/actions/pr:sub-handling', { pr: NS.pr }), usage: PRES }),
+  );
   assert.equal(handling.body, `<sub-handling xmlns="${NS.pr}" xmlns:cr="${NS.cp}">allow</sub-handling>`);
   assert.equal(ok(selectNode({ xml: rules2, selector: s('ruleset/rule[2][@id="b"]/@id'), usage: PRES })).body, 'b');
   const nsSel = ok(selectNode({ xml: rules2, selector: s('ruleset/namespace::*'), usage: PRES }));
   assert.equal(nsSel.contentType, 'application/xcap-ns+xml');
   assert.match(nsSel.body, /^<cr:ruleset xmlns="urn:ietf:params:xml:ns:pres-rules" xmlns:cr="urn:ietf:params:xml:ns:common-policy"\/>$/);
 
-  const notFound = (sel: string, ns: Record<string, string> = {}) => (selectNode({ xml: rules2, selector: s(sel, ns), usage: PRES }) as { kind: string }).kind;
+  const notFound = (sel: string, ns: Record<string, string> = {}) =>
+    (selectNode({ xml: rules2, selector: s(sel, ns), usage: PRES }) as { kind: string }).kind;
   assert.equal(notFound('ruleset/rule[3]'), 'not-found');
   assert.equal(notFound('ruleset/rule[@id="zz"]'), 'not-found');
   assert.equal(notFound('ruleset/rule[1][@id="b"]'), 'not-found', 'position first, then the attribute test');
   assert.equal(notFound('ruleset/rule'), 'not-found', 'two rules: no single element');
   assert.equal(notFound('ruleset/rule[1]/@nope'), 'not-found');
   assert.equal(notFound('x:ruleset', { x: 'urn:wrong' }), 'not-found', 'the namespace of a prefixed name counts');
-  assert.equal(ok(selectNode({ xml: lists, selector: s('resource-lists/list[@name="friends"]/entry[2]/@uri'), usage: RL })).body, 'sip:carol@example.com');
-  assert.equal(ok(selectNode({ xml: lists, selector: s('resource-lists/list/entry[@uri="sip:dave@example.com"]/@uri'), usage: RL })).body, 'sip:dave@example.com');
+  assert.equal(
+    ok(selectNode({ xml: lists, selector: s('resource-lists/list[@name="friends"]/entry[2]/@uri'), usage: RL })).body,
+    'sip:carol@example.com',
+  );
+  assert.equal(
+    ok(selectNode({ xml: lists, selector: s('resource-lists/list/entry[@uri="sip:dave@example.com"]/@uri'), usage: RL })).body,
+    'sip:dave@example.com',
+  );
 });
 
 test('putNode: replace, insert by attribute, insert by position, and what cannot be inserted', () => {
   // Replace rule b.
-  const r1 = ok(putNode({ xml: rules2, selector: s('ruleset/rule[@id="b"]'), body: '<cr:rule id="b"><cr:conditions/></cr:rule>', usage: PRES }));
+  const r1 = ok(
+    putNode({ xml: rules2, selector: s('ruleset/rule[@id="b"]'), body: '<cr:rule id="b"><cr:conditions/></cr:rule>', usage: PRES }),
+  );
   assert.equal(r1.created, false);
   assert.match(r1.xml, /<cr:rule id="b"><cr:conditions\/><\/cr:rule><\/cr:ruleset>/);
   assert.doesNotMatch(r1.xml, /block/);
@@ -94,7 +128,14 @@ test('putNode: replace, insert by attribute, insert by position, and what cannot
   assert.equal(r3.created, true);
   assert.equal(ok(selectNode({ xml: r3.xml, selector: s('ruleset/rule[3]/@id'), usage: PRES })).body, 'z');
   // Insert into resource-lists, unprefixed body inherits the default namespace.
-  const r4 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/entry[@uri="sip:erin@example.com"]'), body: '<entry uri="sip:erin@example.com"/>', usage: RL }));
+  const r4 = ok(
+    putNode({
+      xml: lists,
+      selector: s('resource-lists/list[@name="work"]/entry[@uri="sip:erin@example.com"]'),
+      body: '<entry uri="sip:erin@example.com"/>',
+      usage: RL,
+    }),
+  );
   assert.match(r4.xml, /<entry uri="sip:dave@example.com"\/><entry uri="sip:erin@example.com"\/><\/list>/);
   // A new attribute, and a changed one.
   const a1 = ok(putNode({ xml: lists, selector: s('resource-lists/list[@name="work"]/entry[1]/@uri'), body: 'sip:x@y', usage: RL }));
@@ -106,7 +147,8 @@ test('putNode: replace, insert by attribute, insert by position, and what cannot
   assert.equal(a2.created, true);
   assert.equal(ok(selectNode({ xml: a2.xml, selector: s('resource-lists/list[1]/@name'), usage: RL })).body, 'a &amp; b &lt;c>');
 
-  const kind = (sel: string, body: string, xml = rules2, usage = PRES) => (putNode({ xml, selector: s(sel), body, usage }) as { kind: string }).kind;
+  const kind = (sel: string, body: string, xml = rules2, usage = PRES) =>
+    (putNode({ xml, selector: s(sel), body, usage }) as { kind: string }).kind;
   assert.equal(kind('ruleset/rule[@id="c"]', '<cr:rule id="d"/>'), 'cannot-insert', 'the body does not match the selector');
   assert.equal(kind('ruleset/rule[5]', '<cr:rule id="d"/>'), 'cannot-insert', 'position past the end');
   assert.equal(kind('ruleset/rule[@id="a"]/nothing/rule[@id="q"]', '<cr:rule id="q"/>'), 'no-parent');
@@ -133,7 +175,10 @@ test('putNode replaces the root element only with a root of the same name', () =
   const r = ok(putNode({ xml: rules2, selector: s('ruleset'), body: `<ruleset xmlns="${NS.cp}"/>`, usage: PRES }));
   assert.equal(r.created, false);
   assert.deepEqual(checkDocument({ xml: r.xml, usage: PRES }), { ok: true });
-  assert.equal((putNode({ xml: rules2, selector: s('ruleset'), body: `<resource-lists xmlns="${NS.rl}"/>`, usage: PRES }) as { kind: string }).kind, 'cannot-insert');
+  assert.equal(
+    (putNode({ xml: rules2, selector: s('ruleset'), body: `<resource-lists xmlns="${NS.rl}"/>`, usage: PRES }) as { kind: string }).kind,
+    'cannot-insert',
+  );
 });
 
 test('deleteNode: element, attribute, and deletions RFC 4825 refuses', () => {
@@ -175,16 +220,58 @@ test('checkDocument validates each usage against its RFC schema; the reason name
   const cp = (inner: string) => `<ruleset xmlns="${NS.cp}" xmlns:pr="${NS.pr}">\n${inner}\n</ruleset>`;
   const invalid: Array<[string, string, typeof PRES, RegExp]> = [
     ['rule without id', cp('<rule/>'), PRES, /^line 2: Element 'cp:rule': The attribute 'id' is required but missing\.$/],
-    ['unknown cp element', cp('<rule id="a"><conditions><when/></conditions></rule>'), PRES, /^line 2: Element 'cp:when': This element is not expected\./],
-    ['sub-handling maybe', cp('<rule id="a"><actions><pr:sub-handling>maybe</pr:sub-handling></actions></rule>'), PRES, /'maybe' is not an element of the set \{'block', 'confirm', 'polite-block', 'allow'\}/],
-    ['provide-user-input loud', cp('<rule id="a"><transformations><pr:provide-user-input>loud</pr:provide-user-input></transformations></rule>'), PRES, /pr:provide-user-input/],
-    ['all-services beside a service-uri', cp('<rule id="a"><transformations><pr:provide-services><pr:all-services/><pr:class>x</pr:class></pr:provide-services></transformations></rule>'), PRES, /pr:class/],
+    [
+      'unknown cp element',
+      cp('<rule id="a"><conditions><when/></conditions></rule>'),
+      PRES,
+      /^line 2: Element 'cp:when': This element is not expected\./,
+    ],
+    [
+      'sub-handling maybe',
+      cp('<rule id="a"><actions><pr:sub-handling>maybe</pr:sub-handling></actions></rule>'),
+      PRES,
+      /'maybe' is not an element of the set \{'block', 'confirm', 'polite-block', 'allow'\}/,
+    ],
+    [
+      'provide-user-input loud',
+      cp('<rule id="a"><transformations><pr:provide-user-input>loud</pr:provide-user-input></transformations></rule>'),
+      PRES,
+      /pr:provide-user-input/,
+    ],
+    [
+      'all-services beside a service-uri',
+      cp(
+        '<rule id="a"><transformations><pr:provide-services><pr:all-services/><pr:class>x</pr:class></pr:provide-services></transformations></rule>',
+      ),
+      PRES,
+      /pr:class/,
+    ],
     ['empty identity', cp('<rule id="a"><conditions><identity/></conditions></rule>'), PRES, /cp:identity.*Missing child/],
-    ['validity until not a dateTime', cp('<rule id="a"><conditions><validity><from>2020-01-01T00:00:00Z</from><until>tomorrow</until></validity></conditions></rule>'), PRES, /'tomorrow'.*xs:dateTime/],
+    [
+      'validity until not a dateTime',
+      cp('<rule id="a"><conditions><validity><from>2020-01-01T00:00:00Z</from><until>tomorrow</until></validity></conditions></rule>'),
+      PRES,
+      /'tomorrow'.*xs:dateTime/,
+    ],
     ['entry without uri', `<resource-lists xmlns="${NS.rl}"><list><entry/></list></resource-lists>`, RL, /rl:entry.*'uri' is required/],
-    ['service without uri', `<rls-services xmlns="${NS.rls}"><service><resource-list>x</resource-list></service></rls-services>`, RLS, /rls:service.*'uri' is required/],
-    ['tuple without status', `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"/></presence>`, PIDF, /pidf:tuple.*Missing child.*pidf:status/],
-    ['tuple without id', `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple><status/></tuple></presence>`, PIDF, /pidf:tuple.*'id' is required/],
+    [
+      'service without uri',
+      `<rls-services xmlns="${NS.rls}"><service><resource-list>x</resource-list></service></rls-services>`,
+      RLS,
+      /rls:service.*'uri' is required/,
+    ],
+    [
+      'tuple without status',
+      `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple id="t"/></presence>`,
+      PIDF,
+      /pidf:tuple.*Missing child.*pidf:status/,
+    ],
+    [
+      'tuple without id',
+      `<presence xmlns="${NS.pidf}" entity="sip:a@x"><tuple><status/></tuple></presence>`,
+      PIDF,
+      /pidf:tuple.*'id' is required/,
+    ],
     ['caps without namespaces', `<xcap-caps xmlns="${NS.caps}"><auids/></xcap-caps>`, CAPS, /caps:xcap-caps.*Missing child/],
   ];
   for (const [label, xml, usage, reason] of invalid) {
@@ -198,7 +285,13 @@ test('checkDocument validates each usage against its RFC schema; the reason name
   const valid: Array<[string, string, typeof PRES]> = [
     ['bench allow-all rules', ALLOW_ALL_RULES, PRES],
     ['bench 10×10 rules', rulesDocument(10, 10), PRES],
-    ['an OMA extension condition', cp('<rule id="a"><conditions><o:other-identity xmlns:o="urn:oma:xml:xdm:common-policy"/></conditions><actions><pr:sub-handling> allow </pr:sub-handling></actions></rule>'), PRES],
+    [
+      'an OMA extension condition',
+      cp(
+        '<rule id="a"><conditions><o:other-identity xmlns:o="urn:oma:xml:xdm:common-policy"/></conditions><actions><pr:sub-handling> allow </pr:sub-handling></actions></rule>',
+      ),
+      PRES,
+    ],
     ['bench PIDF (5 tuples)', pidfDocument('sip:alice@example.com', 5), PIDF],
     ['an empty resource-lists', `<resource-lists xmlns="${NS.rl}"/>`, RL],
     ['an empty rls-services', `<rls-services xmlns="${NS.rls}"/>`, RLS],
@@ -208,10 +301,24 @@ test('checkDocument validates each usage against its RFC schema; the reason name
 });
 
 test('putNode / deleteNode: the result is validated, and the reason speaks of the result, without a line', () => {
-  const f1 = failure(putNode({ xml: rules2, selector: s('ruleset/rule[@id="b"]/actions/sub-handling'), body: `<sub-handling xmlns="${NS.pr}">maybe</sub-handling>`, usage: PRES }));
+  const f1 = failure(
+    putNode({
+      xml: rules2,
+      selector: s('ruleset/rule[@id="b"]/actions/sub-handling'),
+      body: `<sub-handling xmlns="${NS.pr}">maybe</sub-handling>`,
+      usage: PRES,
+    }),
+  );
   assert.equal(f1.kind, 'schema');
   assert.match(f1.reason, /^the result would not be valid: Element 'pr:sub-handling': .*'maybe'/);
-  const f2 = failure(putNode({ xml: rules2, selector: s('ruleset/rule[@id="c"]'), body: '<cr:rule id="c"><cr:actions/><cr:conditions/></cr:rule>', usage: PRES }));
+  const f2 = failure(
+    putNode({
+      xml: rules2,
+      selector: s('ruleset/rule[@id="c"]'),
+      body: '<cr:rule id="c"><cr:actions/><cr:conditions/></cr:rule>',
+      usage: PRES,
+    }),
+  );
   assert.match(f2.reason, /cp:conditions.*not expected/, 'conditions come before actions');
   const f3 = failure(deleteNode({ xml: rules2, selector: s('ruleset/rule[@id="a"]/conditions/identity/one'), usage: PRES }));
   assert.match(f3.reason, /cp:identity.*Missing child/);
@@ -227,7 +334,10 @@ test('hostile documents are refused before the schema sees them', () => {
     `]><resource-lists xmlns="${NS.rl}"><list name="&bbbbbbbbb;"/></resource-lists>`;
   const started = Date.now();
   assert.equal(failure(checkDocument({ xml: laughs, usage: RL })).kind, 'dtd');
-  assert.equal(failure(checkDocument({ xml: `<!DOCTYPE p SYSTEM "file:///etc/passwd"><presence xmlns="${NS.pidf}" entity="x"/>`, usage: PIDF })).kind, 'dtd');
+  assert.equal(
+    failure(checkDocument({ xml: `<!DOCTYPE p SYSTEM "file:///etc/passwd"><presence xmlns="${NS.pidf}" entity="x"/>`, usage: PIDF })).kind,
+    'dtd',
+  );
   // Expanding the entities would be 10^9 of them (gigabytes); the bound leaves room for a loaded machine.
   assert.ok(Date.now() - started < 10_000, `refused at once (${Date.now() - started} ms)`);
   // A schema hint in the document is ignored (validated with the server's schemas only).
@@ -235,7 +345,7 @@ test('hostile documents are refused before the schema sees them', () => {
   assert.equal(failure(checkDocument({ xml: hinted, usage: PIDF })).kind, 'schema');
 });
 
-test('rlsServices: each document\'s services, standing alone, in order; null for a document that does not parse', () => {
+test("rlsServices: each document's services, standing alone, in order; null for a document that does not parse", () => {
   const doc =
     `<r:rls-services xmlns:r="${NS.rls}" xmlns:rl="${NS.rl}"><r:service uri="sip:a@x"><r:list><rl:entry uri="sip:m@x"/></r:list></r:service>` +
     `<r:service uri="sip:b@x"><r:resource-list>http://x/l</r:resource-list></r:service></r:rls-services>`;
@@ -244,7 +354,10 @@ test('rlsServices: each document\'s services, standing alone, in order; null for
     one!.map((x) => x.uri),
     ['sip:a@x', 'sip:b@x'],
   );
-  assert.equal(one![0]!.xml, `<r:service xmlns:r="${NS.rls}" xmlns:rl="${NS.rl}" uri="sip:a@x"><r:list><rl:entry uri="sip:m@x"/></r:list></r:service>`);
+  assert.equal(
+    one![0]!.xml,
+    `<r:service xmlns:r="${NS.rls}" xmlns:rl="${NS.rl}" uri="sip:a@x"><r:list><rl:entry uri="sip:m@x"/></r:list></r:service>`,
+  );
   assert.equal(two, null);
   assert.deepEqual(three, [], 'another root: no services');
 });

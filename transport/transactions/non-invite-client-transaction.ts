@@ -19,10 +19,7 @@ import { timer64T1, type TimerSettings, type Send } from './timers.js';
 export type NonInviteClientState = 'trying' | 'proceeding' | 'completed' | 'terminated';
 
 /** What the TU learns: a final response, or a locally generated timeout/transport failure. */
-export type ClientOutcome =
-  | { kind: 'response'; response: SipResponse }
-  | { kind: 'timeout' }
-  | { kind: 'transport-error'; error: Error };
+export type ClientOutcome = { kind: 'response'; response: SipResponse } | { kind: 'timeout' } | { kind: 'transport-error'; error: Error };
 
 export class NonInviteClientTransaction {
   state: NonInviteClientState = 'trying';

@@ -180,9 +180,10 @@ function Presentity(props: { view: PresentityView; canExplain: boolean }) {
       (ev) => html`<section class="event" data-event=${ev}>
         <h3>${ev}</h3>
         <h4>Publications</h4>
-        ${view.publications.filter((p) => p.event === ev).length === 0
-          ? html`<p class="empty">none</p>`
-          : html`<table class="publications">
+        ${
+          view.publications.filter((p) => p.event === ev).length === 0
+            ? html`<p class="empty">none</p>`
+            : html`<table class="publications">
               <tr><th>entity-tag</th><th>expires in</th><th>type</th><th>sender</th><th>body</th></tr>
               ${view.publications
                 .filter((p) => p.event === ev)
@@ -192,11 +193,13 @@ function Presentity(props: { view: PresentityView; canExplain: boolean }) {
                     <td><pre>${p.body}</pre></td>
                   </tr>`,
                 )}
-            </table>`}
+            </table>`
+        }
         <h4>Watchers</h4>
-        ${view.watchers.filter((w) => w.event === ev).length === 0
-          ? html`<p class="empty">none</p>`
-          : html`<table class="watchers">
+        ${
+          view.watchers.filter((w) => w.event === ev).length === 0
+            ? html`<p class="empty">none</p>`
+            : html`<table class="watchers">
               <tr><th>watcher</th><th>state</th><th>authorisation</th><th>expires in</th><th>contact</th><th></th></tr>
               ${view.watchers
                 .filter((w) => w.event === ev)
@@ -207,7 +210,8 @@ function Presentity(props: { view: PresentityView; canExplain: boolean }) {
                     <td><${Explain} presentity=${view.uri} watcher=${w} canExplain=${props.canExplain} /></td>
                   </tr>`,
                 )}
-            </table>`}
+            </table>`
+        }
       </section>`,
     )}
   </div>`;
@@ -220,7 +224,10 @@ function App() {
   const [canExplain, setCanExplain] = useState(false);
   useEffect(() => {
     rpc<Listed[]>('presence.presentity_list').then(setListed, () => setListed([]));
-    rpc<string[]>('system.listMethods').then((m) => setCanExplain(m.includes('presence.explain')), () => undefined);
+    rpc<string[]>('system.listMethods').then(
+      (m) => setCanExplain(m.includes('presence.explain')),
+      () => undefined,
+    );
   }, []);
   const open = async (uri: string): Promise<void> => setView(await loadPresentity(uri.trim()));
   const uris = [...new Set(listed.map((l) => l.presentity_uri))].filter((u) => u.includes(query.trim())).slice(0, 50);

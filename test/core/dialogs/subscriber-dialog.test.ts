@@ -61,7 +61,16 @@ test('the initial SUBSCRIBE: resource as Request-URI and To (no tag), our From t
 test('a 2xx makes the dialog: its To tag, the Record-Route reversed, its Contact, the Expires granted', () => {
   const d = new SubscriberDialog(PARAMS);
   d.initialRequest(1_000_000);
-  d.onResponse(ok(['To: <sip:bob@example.com>;tag=n1', 'Record-Route: <sip:p2.example.com;lr>', 'Record-Route: <sip:p1.example.net;lr>', 'Contact: <sip:bob@203.0.113.5:5062>', 'Expires: 300']), 1_000_100);
+  d.onResponse(
+    ok([
+      'To: <sip:bob@example.com>;tag=n1',
+      'Record-Route: <sip:p2.example.com;lr>',
+      'Record-Route: <sip:p1.example.net;lr>',
+      'Contact: <sip:bob@203.0.113.5:5062>',
+      'Expires: 300',
+    ]),
+    1_000_100,
+  );
   assert.equal(d.remoteTag, 'n1');
   assert.deepEqual(d.routeSet, ['<sip:p1.example.net;lr>', '<sip:p2.example.com;lr>']);
   assert.equal(d.remoteTarget, 'sip:bob@203.0.113.5:5062');
@@ -81,7 +90,10 @@ test('a 2xx makes the dialog: its To tag, the Record-Route reversed, its Contact
 test('a 2xx never grants more than was asked for; a strict router gets the Request-URI (RFC 3261 §12.2.1.1)', () => {
   const d = new SubscriberDialog(PARAMS);
   d.initialRequest(0);
-  d.onResponse(ok(['To: <sip:bob@example.com>;tag=n1', 'Record-Route: <sip:strict.example.com>', 'Contact: <sip:bob@203.0.113.5>', 'Expires: 7200']), 0);
+  d.onResponse(
+    ok(['To: <sip:bob@example.com>;tag=n1', 'Record-Route: <sip:strict.example.com>', 'Contact: <sip:bob@203.0.113.5>', 'Expires: 7200']),
+    0,
+  );
   assert.equal(d.expiresAt, 600_000);
   const refresh = d.refreshRequest();
   assert.equal(refresh.uri, 'sip:strict.example.com');
@@ -108,10 +120,7 @@ test('NOTIFYs: active with expires, CSeq order (lower → 500), target refresh; 
   assert.equal(d.remoteTarget, 'sip:bob@203.0.113.9:5080', 'NOTIFY is a target refresh request');
 
   const last = d.receiveNotify(notify(7, 'terminated;reason=deactivated;retry-after=30'), 13_000);
-  assert.deepEqual(
-    last.status === 200 ? [last.state, last.reason, last.retryAfter] : last,
-    ['terminated', 'deactivated', 30],
-  );
+  assert.deepEqual(last.status === 200 ? [last.state, last.reason, last.retryAfter] : last, ['terminated', 'deactivated', 30]);
   assert.equal(d.state, 'terminated');
   assert.equal(d.retryAfter, 30);
   assert.equal(d.receiveNotify(notify(8, 'active'), 14_000).status, 481, 'nothing after the end');
@@ -135,18 +144,41 @@ test('NOTIFYs that are not ours, or broken: 481 for another dialog or event id, 
 test('a NOTIFY before the 2xx makes the dialog (RFC 6665 §4.1.2.4): its From tag, its Record-Route in order', () => {
   const d = new SubscriberDialog(PARAMS);
   d.initialRequest(0);
-  const v = d.receiveNotify(notify(1, 'pending;expires=600', ['Record-Route: <sip:p1.example.net;lr>', 'Record-Route: <sip:p2.example.com;lr>', 'Contact: <sip:bob@203.0.113.5>']), 0);
+  const v = d.receiveNotify(
+    notify(1, 'pending;expires=600', [
+      'Record-Route: <sip:p1.example.net;lr>',
+      'Record-Route: <sip:p2.example.com;lr>',
+      'Contact: <sip:bob@203.0.113.5>',
+    ]),
+    0,
+  );
   assert.equal(v.status, 200);
   assert.equal(d.remoteTag, 'n1');
   assert.deepEqual(d.routeSet, ['<sip:p1.example.net;lr>', '<sip:p2.example.com;lr>']);
   // The 2xx that follows keeps that dialog.
-  d.onResponse(ok(['To: <sip:bob@example.com>;tag=n1', 'Record-Route: <sip:p2.example.com;lr>', 'Record-Route: <sip:p1.example.net;lr>', 'Expires: 600']), 0);
+  d.onResponse(
+    ok([
+      'To: <sip:bob@example.com>;tag=n1',
+      'Record-Route: <sip:p2.example.com;lr>',
+      'Record-Route: <sip:p1.example.net;lr>',
+      'Expires: 600',
+    ]),
+    0,
+  );
   assert.deepEqual(d.routeSet, ['<sip:p1.example.net;lr>', '<sip:p2.example.com;lr>']);
   assert.equal(d.state, 'pending');
 });
 
 test('through a sender: refresh when due, a refresh answered 481 ends it; a failed initial SUBSCRIBE ends it too', async () => {
-  const sender = new FakeSender((req) => (req.headers.get('cseq') === '2 SUBSCRIBE' ? 481 : respond(200, [['to', '<sip:bob@example.com>;tag=n1'], ['expires', '3'], ['contact', '<sip:bob@203.0.113.5>']])));
+  const sender = new FakeSender((req) =>
+    req.headers.get('cseq') === '2 SUBSCRIBE'
+      ? 481
+      : respond(200, [
+          ['to', '<sip:bob@example.com>;tag=n1'],
+          ['expires', '3'],
+          ['contact', '<sip:bob@203.0.113.5>'],
+        ]),
+  );
   const d = new SubscriberDialog({ ...PARAMS, expires: 3 });
   const now = Date.now();
   await d.send(sender, d.initialRequest(now));

@@ -11,7 +11,16 @@ import { notifyWatcherChanges } from '../../../core/notify/winfo-partials.js';
 import { Subscriptions, LiveSubscription } from '../../../core/state/subscriptions.js';
 import { PackageRegistry } from '../../../core/packages/registry.js';
 import { allowEveryone, userdelReason, type EventPackage, type PackageContext } from '../../../core/packages/types.js';
-import { FakeSender, MemoryStore, recordingHub, quietLog, testConfig, subscriptionRecord, respond, type Responder } from '../../support/fake-sip.js';
+import {
+  FakeSender,
+  MemoryStore,
+  recordingHub,
+  quietLog,
+  testConfig,
+  subscriptionRecord,
+  respond,
+  type Responder,
+} from '../../support/fake-sip.js';
 
 const ALICE = 'sip:alice@example.com';
 
@@ -133,7 +142,11 @@ test('a subscription that ends with a final NOTIFY due: terminated with its reas
   await t.sender.count(2);
   const [na, nb] = [t.sender.sent[0]!.request, t.sender.sent[1]!.request];
   assert.equal(na.headers.get('subscription-state'), 'terminated;reason=timeout');
-  assert.equal(na.body.toString(), `<presence entity="${ALICE}" state="one"/>`, 'RFC 6665 §4.4.3: the final NOTIFY after expiry carries the state');
+  assert.equal(
+    na.body.toString(),
+    `<presence entity="${ALICE}" state="one"/>`,
+    'RFC 6665 §4.4.3: the final NOTIFY after expiry carries the state',
+  );
   assert.equal(nb.headers.get('subscription-state'), 'terminated;reason=rejected');
   assert.equal(nb.body.length, 0);
   assert.equal(t.store.cseqs.size, 0, 'a final NOTIFY writes nothing');
@@ -174,6 +187,9 @@ test('watcher-info partials: a watcher change reaches the presence.winfo subscri
   const n = t.sender.sent[0]!.request;
   assert.equal(n.callId, first.record.callId);
   assert.match(n.body.toString(), /state="partial"/);
-  assert.match(n.body.toString(), /<watcher id="w1" status="active" event="approved" duration-subscribed="3">sip:bob@example.org<\/watcher>/);
+  assert.match(
+    n.body.toString(),
+    /<watcher id="w1" status="active" event="approved" duration-subscribed="3">sip:bob@example.org<\/watcher>/,
+  );
   t.subscriptions.stop();
 });

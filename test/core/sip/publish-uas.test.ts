@@ -39,9 +39,21 @@ function setup() {
   const config = testConfig({ worker_threads: 0 });
   const store = new MemoryStore();
   const { hub } = recordingHub();
-  const pool = new WorkerPool({ dbPath: '', xcapTable: 'xcap', limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } }, 0, store as never, 0);
+  const pool = new WorkerPool(
+    { dbPath: '', xcapTable: 'xcap', limits: { maxBytes: config.max_xml_size, maxDepth: config.max_xml_depth } },
+    0,
+    store as never,
+    0,
+  );
   const publications = new Publications({ config, store, log: quietLog(), hub });
-  const ctx: PackageContext = { pool, store, config, publications: (uri, event) => publications.of(uri, event), watchers: () => [], stale: () => undefined };
+  const ctx: PackageContext = {
+    pool,
+    store,
+    config,
+    publications: (uri, event) => publications.of(uri, event),
+    watchers: () => [],
+    stale: () => undefined,
+  };
   const uas = new PublishUas({ config, packages: new PackageRegistry([presencePackage]), ctx, log: quietLog(), publications });
   return { store, hub, publications, uas, ctx };
 }

@@ -31,7 +31,10 @@ test('put, find, of (newest first), remove; a refresh replaces the publication i
   const b = pub('b', 3000);
   const c = pub('c', 2000);
   for (const p of [a, b, c]) await pubs.put(p, undefined);
-  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag), ['b', 'c', 'a']);
+  assert.deepEqual(
+    pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag),
+    ['b', 'c', 'a'],
+  );
   assert.equal(pubs.presentityCount, 1);
   assert.equal(pubs.find('sip:alice@example.com', 'presence', 'b'), b);
   assert.equal(pubs.find('sip:alice@example.com', 'message-summary', 'b'), undefined);
@@ -47,7 +50,10 @@ test('put, find, of (newest first), remove; a refresh replaces the publication i
   assert.equal(store.publications.size, 3);
   assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a')?.entityTag, 'a2', 'stored under its first entity-tag');
   assert.equal(store.getPublication('sip:alice@example.com', 'presence', 'a2'), undefined);
-  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag), ['a2', 'b', 'c']);
+  assert.deepEqual(
+    pubs.of('sip:alice@example.com', 'presence').map((p) => p.entityTag),
+    ['a2', 'b', 'c'],
+  );
 
   store.removePublication = remove;
   await pubs.remove(b);

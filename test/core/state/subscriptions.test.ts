@@ -7,7 +7,12 @@ import assert from 'node:assert/strict';
 import { Subscriptions, LiveSubscription, type SubscriptionEvents } from '../../../core/state/subscriptions.js';
 import { MemoryStore, recordingHub, quietLog, testConfig, subscriptionRecord } from '../../support/fake-sip.js';
 
-function setup(): { store: MemoryStore; subs: Subscriptions; events: Array<[string, unknown]>; hub: ReturnType<typeof recordingHub>['hub'] } {
+function setup(): {
+  store: MemoryStore;
+  subs: Subscriptions;
+  events: Array<[string, unknown]>;
+  hub: ReturnType<typeof recordingHub>['hub'];
+} {
   const store = new MemoryStore();
   const { hub, events } = recordingHub();
   const subs = new Subscriptions({ config: testConfig(), store, log: quietLog(), hub });

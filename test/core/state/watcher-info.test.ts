@@ -24,7 +24,9 @@ test('created, approved, and a pending one that times out becomes waiting (store
     onChange();
   });
   const alice = 'sip:alice@example.com';
-  const bob = new LiveSubscription(subscriptionRecord(alice, { watcherUri: 'sip:bob@example.org', state: 'pending', subHandling: 'confirm' }));
+  const bob = new LiveSubscription(
+    subscriptionRecord(alice, { watcherUri: 'sip:bob@example.org', state: 'pending', subHandling: 'confirm' }),
+  );
   const carol = new LiveSubscription(subscriptionRecord(alice, { watcherUri: '<sip:carol@example.org>' }));
   subscriptions.add(bob);
   subscriptions.add(carol);
@@ -50,7 +52,10 @@ test('created, approved, and a pending one that times out becomes waiting (store
   assert.deepEqual([last.entry.uri, last.entry.status, last.entry.event], ['sip:bob@example.org', 'waiting', 'timeout']);
   assert.equal(last.entry.id, bob.id, 'the same <watcher> id');
   assert.equal(store.getWatcher(alice, 'presence', 'sip:bob@example.org')?.status, 'waiting');
-  assert.deepEqual(winfo.waitingOf(alice).map((w) => w.watcherUri), ['sip:bob@example.org']);
+  assert.deepEqual(
+    winfo.waitingOf(alice).map((w) => w.watcherUri),
+    ['sip:bob@example.org'],
+  );
 
   // The rules now block bob: his waiting entry ends rejected.
   assert.equal(await winfo.reevaluate(alice, async (aor) => (aor === 'sip:bob@example.org' ? 'block' : 'allow')), 1);
