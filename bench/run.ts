@@ -179,7 +179,7 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
     };
     r('PUBLISH/s', (f) => f.publish?.perSecond);
     r('SUBSCRIBE/s', (f) => f.subscribe?.perSecond);
-    args.watchers.forEach((w, i) => r(`fan-out NOTIFY/s, ${w} watchers`, (f) => f.fanout[i]?.notifiesPerSecond));
+    for (const [i, w] of args.watchers.entries()) r(`fan-out NOTIFY/s, ${w} watchers`, (f) => f.fanout[i]?.notifiesPerSecond);
     r('latency p50 (kamailio ÷ presenced)', (f) => f.latency?.p50Ms, true);
     r('BLF dialog PUBLISH/s', (f) => f.blf?.publish?.perSecond);
     r('BLF change → last of 1,000 NOTIFYs p50 (kamailio ÷ presenced)', (f) => f.blf?.latency?.p50Ms, true);

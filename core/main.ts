@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<void> {
     } else usage();
   }
 
-  let config;
+  let config: Awaited<ReturnType<typeof loadConfig>>;
   try {
     config = await loadConfig(configPath);
   } catch (err) {

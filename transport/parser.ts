@@ -5,7 +5,7 @@
  * records — rather than throws on — problems found after the start line, so the transaction
  * layer can still answer 400 with a reason when the Via is usable.
  */
-import { COMPACT_FORMS, SipRequest, SipResponse, SipMessage, EMPTY, parseVia, ownString } from './message.js';
+import { COMPACT_FORMS, SipRequest, SipResponse, type SipMessage, EMPTY, parseVia, ownString } from './message.js';
 
 export class SipParseError extends Error {
   constructor(message: string) {
@@ -239,7 +239,7 @@ export function validateRequest(req: SipRequest, problems: string[]): string | u
   } catch {
     return 'Malformed Via header';
   }
-  let cseq;
+  let cseq: SipRequest['cseq'];
   try {
     cseq = req.cseq;
   } catch {

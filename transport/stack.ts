@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { randomBytes } from 'node:crypto';
-import { SipRequest, SipResponse, createResponse, ownString, type Via, type OutgoingRequest } from './message.js';
+import { type SipRequest, SipResponse, createResponse, ownString, type Via, type OutgoingRequest } from './message.js';
 import { parseMessage, validateRequest, hasRoutableVia, UNSUPPORTED_VERSION, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
 import { UdpListener } from './udp.js';

@@ -8,7 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import type { Flow, Logger, Source } from './flows.js';
-import { StreamFramer, SipParseError } from './parser.js';
+import { StreamFramer, type SipParseError } from './parser.js';
 
 /** The stream transports this pool serves. */
 export type StreamProtocol = 'tcp' | 'tls';
@@ -167,7 +167,7 @@ export class TcpTransport {
 
   private onData(conn: TcpConnection, chunk: Buffer): void {
     conn.lastActivity = Date.now();
-    let framed;
+    let framed: ReturnType<StreamFramer['push']>;
     try {
       framed = conn.framer.push(chunk);
     } catch (err) {

@@ -11,7 +11,7 @@
  * action of presenced's own namespace (RFC 4745 §8 leaves actions to extensions):
  * `<wr:winfo-handling>` block < allow, combined by maximum; no grant: block.
  */
-import { withDocument, elementChildren, XmlRejected, type XmlLimits, XmlElement, XmlDocument } from './xml.js';
+import { withDocument, elementChildren, XmlRejected, type XmlLimits, type XmlElement, type XmlDocument } from './xml.js';
 import { PIDF_NS, DM_NS, RPID_NS } from './pidf.js';
 import { NS } from './namespaces.js';
 

@@ -56,7 +56,7 @@ export type Cell = string | number | undefined;
 export function table(rows: Cell[][]): string {
   const text = rows.map((r) => r.map((c) => (c === undefined ? '' : typeof c === 'number' ? fmt(c) : c)));
   const widths: number[] = [];
-  for (const r of text) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  for (const r of text) for (const [i, c] of r.entries()) widths[i] = Math.max(widths[i] ?? 0, c.length);
   const numeric = rows[1]?.map((c) => typeof c === 'number') ?? [];
   const line = (r: string[]): string =>
     r

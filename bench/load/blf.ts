@@ -8,7 +8,7 @@
  *   N phones watching one extension): fanoutLatency() of scenarios.ts with dialog-info bodies.
  */
 import { headerValue, type Reply } from './driver.js';
-import { type PresenceLoad, type Counts } from './scenarios.js';
+import type { PresenceLoad, Counts } from './scenarios.js';
 import { DOMAIN } from '../fixtures/messages.js';
 import { percentile } from '../lib/report.js';
 

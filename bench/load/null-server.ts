@@ -158,7 +158,10 @@ function onRequest(buf: Buffer, rinfo: dgram.RemoteInfo): void {
     const expires = header(lines, 'expires', 'expires') ?? '3600';
     const existing = dialogs.get(callId);
     if (/;\s*tag=/i.test(to)) {
-      if (!existing) return respond(lines, rinfo, '481 Call/Transaction Does Not Exist', '');
+      if (!existing) {
+        respond(lines, rinfo, '481 Call/Transaction Does Not Exist', '');
+        return;
+      }
       respond(lines, rinfo, '200 OK', `Expires: ${expires}\r\n`);
       if (expires === '0') {
         dialogs.delete(callId);

@@ -4,7 +4,7 @@
  * PUBLISH→last-NOTIFY latency. Each returns plain numbers; run.ts prints and stores them.
  */
 import { randomBytes } from 'node:crypto';
-import { SipDriver, headerValue, tagOf, type InboundRequest, type Reply } from './driver.js';
+import { type SipDriver, headerValue, tagOf, type InboundRequest, type Reply } from './driver.js';
 import { pidfDocument, DOMAIN } from '../fixtures/messages.js';
 import { percentile } from '../lib/report.js';
 

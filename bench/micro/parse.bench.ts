@@ -4,7 +4,7 @@
  * receive side). The "as the stack does" variants add what SipStack.receive does next.
  */
 import { parseMessage, validateRequest } from '../../transport/parser.js';
-import { SipRequest, SipResponse } from '../../transport/message.js';
+import type { SipRequest, SipResponse } from '../../transport/message.js';
 import { pidfDocument, publishRequest, NOTIFY_200, DOMAIN } from '../fixtures/messages.js';
 import { measure, isMain, runStandalone, type MicroOptions, type MicroRow } from './harness.js';
 

@@ -15,7 +15,7 @@ import { PackageRegistry } from '../../core/packages/registry.js';
 import { createLogger } from '../../core/log.js';
 import { buildConfig, ConfigError } from '../../core/config.js';
 import { parseMessage } from '../../transport/parser.js';
-import { createResponse, SipRequest, type SipResponse } from '../../transport/message.js';
+import { createResponse, type SipRequest, type SipResponse } from '../../transport/message.js';
 import type { IncomingRequest } from '../../transport/stack.js';
 import { startNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';

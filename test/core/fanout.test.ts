@@ -58,7 +58,7 @@ for (const mix of ['udp', 'tcp', 'udp+tcp'] as const) {
       });
 
       const second = await publishAndCollect(publisher, p, 'round-2', dialogs, first.etag);
-      second.notifies.forEach((n, i) => assert.ok(cseqOf(n) > cseqOf(first.notifies[i]!), 'CSeq grows per dialog'));
+      for (const [i, n] of second.notifies.entries()) assert.ok(cseqOf(n) > cseqOf(first.notifies[i]!), 'CSeq grows per dialog');
       // Milliseconds when nothing holds it up; a fan-out that waited on a timer or a retransmission
       // per watcher would take seconds each. The bound leaves room for a loaded machine.
       assert.ok(second.ms < 10_000, `fan-out to ${WATCHERS} took ${second.ms} ms`);

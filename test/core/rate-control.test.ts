@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNode, type RunningNode } from '../support/node.js';
 import type { TestUa } from '../support/sip-ua.js';
-import { SipRequest, type SipResponse } from '../../transport/message.js';
+import type { SipRequest, SipResponse } from '../../transport/message.js';
 import {
   pidf,
   publish,

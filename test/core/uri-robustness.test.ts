@@ -12,7 +12,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { buildConfig, ConfigError } from '../../core/config.js';
-import { SipRequest, SipResponse } from '../../transport/message.js';
+import type { SipRequest, SipResponse } from '../../transport/message.js';
 import { startNode, type RunningNode } from '../support/node.js';
 import { pidf, publish, subscribe, parseSubState, bodyOf, showsOpen, withUa, putRules, rules } from '../support/presence.js';
 import type { TestUa } from '../support/sip-ua.js';

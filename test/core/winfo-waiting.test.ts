@@ -16,7 +16,7 @@ import { rpc } from '../support/rpc.js';
 import type { TestUa } from '../support/sip-ua.js';
 import type { SipRequest } from '../../transport/message.js';
 import {
-  Dialog,
+  type Dialog,
   bodyOf,
   collectFor,
   openUa,

@@ -170,7 +170,7 @@ test('BLF: a SIPp call through Kamailio (dialog + pua_dialoginfo) lights the cal
     assert.ok(at('terminated') > at('confirmed'), trace);
     assert.equal(order[order.length - 1], 'none', trace);
     assert.equal(order.lastIndexOf('early'), at('early'), `the lamp never rings again: ${trace}`);
-    seen.forEach((s, i) => assert.equal(s.version, i, `version of NOTIFY ${i}: ${trace}`));
+    for (const [i, s] of seen.entries()) assert.equal(s.version, i, `version of NOTIFY ${i}: ${trace}`);
 
     // Waited for: the caller's hang-up NOTIFY may come after the callee's.
     await callerLamp.dialog.nextNotify(15_000, (n) => dialogView(bodyOf(n)).dialogs.some((d) => d.state === 'terminated'));

@@ -110,7 +110,7 @@ export function sipCases(size: number): Array<[string, string]> {
 /** Everything the receive path and core/ ask of a request, and the TCP framer. */
 export function exerciseSip(text: string): void {
   const buf = Buffer.from(text, 'utf8');
-  let parsed;
+  let parsed: ReturnType<typeof parseMessage>;
   try {
     parsed = parseMessage(buf, true);
   } catch (err) {

@@ -20,7 +20,7 @@ import type { UA, UAConfiguration } from 'jssip/lib/UA.js';
 import type { Subscriber } from 'jssip/lib/Subscriber.js';
 import type { IncomingResponse } from 'jssip/lib/SIPMessage.js';
 import { parseMessage } from '../../transport/parser.js';
-import { SipRequest, SipResponse } from '../../transport/message.js';
+import { SipRequest, type SipResponse } from '../../transport/message.js';
 
 const require = createRequire(import.meta.url);
 

@@ -78,19 +78,19 @@ function startUa(ns: string, task: NetnsUaTask): { next<T>(): Promise<T>; exited
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => {
     buf += c;
-    let nl;
+    let nl: number;
     while ((nl = buf.indexOf('\n')) !== -1) {
       lines.push(buf.slice(0, nl));
       buf = buf.slice(nl + 1);
     }
-    waiting.splice(0).forEach((w) => w());
+    for (const w of waiting.splice(0)) w();
   });
   child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   let gone = false;
   void exited.then(() => {
     gone = true;
-    waiting.splice(0).forEach((w) => w());
+    for (const w of waiting.splice(0)) w();
   });
   return {
     async next<T>(): Promise<T> {

@@ -124,7 +124,7 @@ test('fuzz: the TCP framer cuts any chunking of a stream of messages into the sa
           at += n;
         }
         assert.equal(out.length, messages.length);
-        out.forEach((m, i) => assert.ok(m.equals(messages[i]!), `message ${i}`));
+        for (const [i, m] of out.entries()) assert.ok(m.equals(messages[i]!), `message ${i}`);
         assert.ok(framer.work <= 8 * stream.length, `framer work ${framer.work} for ${stream.length} bytes`);
       },
     ),

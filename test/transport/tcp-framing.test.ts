@@ -97,7 +97,7 @@ test('several messages in one TCP chunk are all answered', async () => {
     responses.map((r) => r.status),
     [200, 200, 200, 200, 200, 200, 405],
   );
-  responses.forEach((res, i) => assert.equal(res.callId, reqs[i]!.callId));
+  for (const [i, res] of responses.entries()) assert.equal(res.callId, reqs[i]!.callId);
   const last = await barrier();
   const answered = ua.received
     .slice(from)
