@@ -13,6 +13,8 @@ export interface NodeStats {
   readonly presentities: number;
   readonly notifySent: number;
   readonly notifyFailed: number;
+  /** NOTIFYs by outcome (2xx, 481, timeout, transport-error, other). */
+  readonly notifyOutcomes: ReadonlyMap<string, number>;
   readonly watchersRemovedByFailure: number;
   readonly clientTransactions: number;
   readonly connections: number;
@@ -125,6 +127,12 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
   const byStatus = (m: Map<string, Map<number, number>>): Array<[string[], number]> =>
     [...m].flatMap(([method, statuses]) => [...statuses].map(([status, n]): [string[], number] => [[method, String(status)], n]));
   const sip = stats.sip;
+  labelled(
+    'presenced_notify_outcomes_total',
+    'NOTIFY requests by outcome: 2xx, 481 (the subscriber has no such dialog), timeout (Timer F or 408), transport-error, other (another final status).',
+    ['outcome'],
+    () => [...stats.notifyOutcomes].map(([k, n]): [string[], number] => [[k], n]),
+  );
   labelled('presenced_sip_requests_total', 'SIP requests received, by method (other = a method the node does not know).', ['method'], () =>
     flat(sip.requestsReceived),
   );

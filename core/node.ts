@@ -207,6 +207,7 @@ export class PresenceNode {
           get notifySent() {
             return notifier.stats.sent;
           },
+          notifyOutcomes: notifier.stats.outcomes,
           get notifyFailed() {
             return notifier.stats.failed;
           },

@@ -38,7 +38,11 @@ export interface NotifyStats {
   sent: number;
   failed: number;
   removedByFailure: number;
+  /** NOTIFYs by outcome: 2xx, 481, timeout, transport-error, other (any other final status). */
+  readonly outcomes: Map<NotifyOutcome, number>;
 }
+
+export type NotifyOutcome = '2xx' | '481' | 'timeout' | 'transport-error' | 'other';
 
 interface BodyEntry {
   body: Promise<string | undefined>;
@@ -55,7 +59,7 @@ const MAX_IN_FLIGHT = 1000;
 
 export class Notifier {
   private readonly bodies = new Map<string, BodyEntry>();
-  readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0 };
+  readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0, outcomes: new Map() };
 
   constructor(private readonly deps: NotifierDeps) {
     const { hub } = deps;
@@ -314,6 +318,17 @@ export class Notifier {
     const rec = sub.record;
     const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
     if (sub.lastNotify) sub.lastNotify.status = status;
+    const kind: NotifyOutcome =
+      outcome.kind === 'timeout'
+        ? 'timeout'
+        : outcome.kind === 'transport-error'
+          ? 'transport-error'
+          : status < 300
+            ? '2xx'
+            : status === 481
+              ? '481'
+              : 'other';
+    this.stats.outcomes.set(kind, (this.stats.outcomes.get(kind) ?? 0) + 1);
     if (status >= 200 && status < 300) this.stats.sent++;
     else {
       this.stats.failed++;

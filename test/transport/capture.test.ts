@@ -116,6 +116,47 @@ test('a capture of a NOTIFY the node sends and of the 200 the subscriber returns
   }
 });
 
+test('NOTIFY outcomes are counted by kind: a 200, and a 481 that ends the subscription', async () => {
+  const scrape = async (): Promise<Map<string, number>> => {
+    const text = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
+    const out = new Map<string, number>();
+    for (const m of text.matchAll(/^presenced_notify_outcomes_total\{outcome="([^"]+)",node="[^"]*"\} (\d+)$/gm))
+      out.set(m[1]!, Number(m[2]));
+    return out;
+  };
+  const before = await scrape();
+  const ua = await TestUa.open('udp', node.udpPort);
+  try {
+    // The first NOTIFY is answered 200, the second (the presentity's new state) 481.
+    const subscribe = (callId: string) =>
+      ua.request({
+        method: 'SUBSCRIBE',
+        uri: 'sip:outcome-carol@example.com',
+        to: '<sip:outcome-carol@example.com>',
+        callId,
+        headers: { Event: 'message-summary', Expires: '60', Accept: 'application/simple-message-summary' },
+      });
+    assert.equal((await subscribe('outcome-200')).status, 200);
+    await ua.nextRequest('NOTIFY', (r) => r.callId === 'outcome-200');
+    ua.answer = (req) => (req.method === 'NOTIFY' ? 481 : 405);
+    const pub = await ua.request({
+      method: 'PUBLISH',
+      uri: 'sip:outcome-carol@example.com',
+      headers: { Event: 'message-summary', Expires: '60', 'Content-Type': 'application/simple-message-summary' },
+      body: 'Messages-Waiting: yes\r\n',
+    });
+    assert.equal(pub.status, 200);
+    await ua.nextRequest('NOTIFY', (r) => r.callId === 'outcome-200');
+    // The 481 ends the subscription (RFC 6665 §4.2.2): wait for the node to say so.
+    await node.waitForLog((l) => l.callId === 'outcome-200' && l.msg === 'NOTIFY not accepted');
+    const after = await scrape();
+    assert.ok((after.get('2xx') ?? 0) - (before.get('2xx') ?? 0) >= 1, 'the 200');
+    assert.equal((after.get('481') ?? 0) - (before.get('481') ?? 0), 1, 'the 481');
+  } finally {
+    await ua.close();
+  }
+});
+
 test('refusals are counted by method and status in /metrics and logged with event and reason', async () => {
   const ua = await TestUa.open('udp', node.udpPort);
   try {
