@@ -8,6 +8,7 @@ import { createLogger } from './log.js';
 import { PresenceNode } from './node.js';
 import { VERSION } from './version.js';
 import { rpcCommand } from './cli.js';
+import { isOrphanCommitFailure } from './store/store.js';
 import { ListenError } from '../transport/listen.js';
 
 function usage(): never {
@@ -46,6 +47,13 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   const log = createLogger(config.log_level);
+  // Every unhandled rejection still ends the process (Node's default), except lmdb-js's orphan
+  // batch-start write of a failed commit (store.ts): the store has already turned that failure into
+  // 503s for the writes that were in it, and stays up (issue 12, a full disk).
+  process.on('unhandledRejection', (reason) => {
+    if (isOrphanCommitFailure(reason)) return;
+    throw reason;
+  });
   const node = new PresenceNode(config, log);
   try {
     await node.start();
