@@ -43,7 +43,15 @@ function arity(params: unknown[], min: number, max: number, usage: string): void
     throw new RpcError(INVALID_PARAMS, `expected ${min === max ? min : `${min} to ${max}`} params; usage: ${usage}`);
 }
 
+/** Longest URI the node accepts anywhere (max_uri_length's upper bound): longer ones cannot be store keys. */
+const MAX_URI_BYTES = 900;
+
 function presentity(uri: string): string {
+  if (Buffer.byteLength(uri) > MAX_URI_BYTES)
+    throw new RpcError(
+      INVALID_PARAMS,
+      `a presentity URI of ${Buffer.byteLength(uri)} bytes is longer than any the node stores (${MAX_URI_BYTES})`,
+    );
   try {
     return presentityOf(uri);
   } catch (err) {

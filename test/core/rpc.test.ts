@@ -163,3 +163,12 @@ test('`presenced rpc METHOD` calls the admin port and prints the result; errors 
     },
   );
 });
+
+test('a presentity URI longer than any the node stores gets invalid params (-32602), not an internal error', async () => {
+  const long = `sip:${'a'.repeat(3000)}@example.com`;
+  for (const method of ['presence.presentity_show', 'presence.watcher_list']) {
+    const r = await rpc(node.rpcPort, method, [long]);
+    assert.equal(r.error?.code, -32602, method);
+    assert.match(r.error?.message ?? '', /longer than any the node stores/);
+  }
+});
