@@ -127,3 +127,21 @@ const TOKEN_RE = /^[A-Za-z0-9\-.!%*_+`'~]+$/;
 export function isToken(s: string): boolean {
   return TOKEN_RE.test(s);
 }
+
+/** The SIP methods of the IANA registry: a request with another method is not recognised (501). */
+export const SIP_METHODS: ReadonlySet<string> = new Set([
+  'ACK',
+  'BYE',
+  'CANCEL',
+  'INFO',
+  'INVITE',
+  'MESSAGE',
+  'NOTIFY',
+  'OPTIONS',
+  'PRACK',
+  'PUBLISH',
+  'REFER',
+  'REGISTER',
+  'SUBSCRIBE',
+  'UPDATE',
+]);

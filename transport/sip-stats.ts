@@ -4,30 +4,14 @@
  * refusal log is rate-limited, so a flood of bad requests cannot fill the disk.
  */
 import type { Logger } from './flows.js';
+import { SIP_METHODS } from './grammar.js';
 
 /**
- * Methods counted under their own name; anything else is `other`, so a peer inventing methods
- * cannot grow the label set (and the memory behind it) without bound.
+ * Methods of the SIP registry are counted under their own name; anything else is `other`, so a
+ * peer inventing methods cannot grow the label set (and the memory behind it) without bound.
  */
-const KNOWN_METHODS = new Set([
-  'ACK',
-  'BYE',
-  'CANCEL',
-  'INFO',
-  'INVITE',
-  'MESSAGE',
-  'NOTIFY',
-  'OPTIONS',
-  'PRACK',
-  'PUBLISH',
-  'REFER',
-  'REGISTER',
-  'SUBSCRIBE',
-  'UPDATE',
-]);
-
 export function methodLabel(method: string): string {
-  return KNOWN_METHODS.has(method) ? method : 'other';
+  return SIP_METHODS.has(method) ? method : 'other';
 }
 
 /** Counts by label values; each map stays small (bounded methods × statuses 100–699). */

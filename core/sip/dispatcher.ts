@@ -5,30 +5,13 @@
  */
 import type { IncomingRequest } from '../../transport/stack.js';
 import type { SipResponse } from '../../transport/message.js';
+import { SIP_METHODS } from '../../transport/grammar.js';
 import type { Logger } from '../log.js';
 import { SipError } from '../errors.js';
 import { newTag } from '../ids.js';
 import type { PackageRegistry } from '../packages/registry.js';
 
 export type MethodHandler = (incoming: IncomingRequest) => Promise<SipResponse | void> | SipResponse | void;
-
-/** The SIP methods of the IANA registry: a request with another method is not recognised (501). */
-const SIP_METHODS = new Set([
-  'ACK',
-  'BYE',
-  'CANCEL',
-  'INFO',
-  'INVITE',
-  'MESSAGE',
-  'NOTIFY',
-  'OPTIONS',
-  'PRACK',
-  'PUBLISH',
-  'REFER',
-  'REGISTER',
-  'SUBSCRIBE',
-  'UPDATE',
-]);
 
 export class Dispatcher {
   private readonly handlers = new Map<string, MethodHandler>();
