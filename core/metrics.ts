@@ -3,7 +3,7 @@
  * scrape time from the live objects, so nothing on the SIP path pays for them.
  */
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
-import { LATENCY_BUCKETS, type SipCounters } from '../transport/sip-stats.js';
+import { LATENCY_BUCKETS, type LatencyHistogram, type SipCounters } from '../transport/sip-stats.js';
 
 /** What /metrics reads at scrape time: counts the node's parts keep anyway. */
 export interface NodeStats {
@@ -34,6 +34,9 @@ export interface NodeStats {
   storeUsage(): Promise<{ fileBytes: number; usedBytes: number }>;
   readonly storeWritable: boolean;
   readonly storeWriteFailures: number;
+  /** A presentity's change → each watcher's NOTIFY leaving, and store write → commit. */
+  readonly changeToNotify: LatencyHistogram;
+  readonly storeCommit: LatencyHistogram;
   /** The SIP stack's counters by method, status and event. */
   readonly sip: SipCounters;
   /** RPC calls by `method outcome`. */
@@ -157,36 +160,44 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
     ['reason'],
     () => flat(sip.dropped),
   );
-  // Request arrival → final response, by method (PUBLISH → 200 includes the store commit; RFC 3903 §6).
-  // Filled by the stack without allocation; turned into Prometheus' cumulative buckets here.
-  const answerName = 'presenced_sip_answer_seconds';
-  const answerHelp = 'Time from a request arriving to its final response being sent, by method.';
-  const answerMetric = {
-    name: answerName,
-    help: answerHelp,
-    type: 'histogram',
-    aggregator: 'sum',
-    reset: () => undefined,
-    get: async () => ({
-      name: answerName,
-      help: answerHelp,
+  // Histograms filled by their owners without allocation (transport/sip-stats.ts LatencyHistogram),
+  // turned into Prometheus' cumulative buckets at scrape time.
+  const histogram = (name: string, help: string, read: () => Iterable<[Record<string, string>, LatencyHistogram]>): void => {
+    const metric = {
+      name,
+      help,
       type: 'histogram',
       aggregator: 'sum',
-      values: [...sip.answerTime].flatMap(([method, h]) => {
-        let cumulative = 0;
-        const buckets = [...LATENCY_BUCKETS.map(String), '+Inf'].map((le, i) => {
-          cumulative += h.counts[i]!;
-          return { metricName: `${answerName}_bucket`, labels: { method, le }, value: cumulative };
-        });
-        return [
-          ...buckets,
-          { metricName: `${answerName}_sum`, labels: { method }, value: h.sum },
-          { metricName: `${answerName}_count`, labels: { method }, value: h.count },
-        ];
+      reset: () => undefined,
+      get: async () => ({
+        name,
+        help,
+        type: 'histogram',
+        aggregator: 'sum',
+        values: [...read()].flatMap(([labels, h]) => {
+          let cumulative = 0;
+          const buckets = [...LATENCY_BUCKETS.map(String), '+Inf'].map((le, i) => {
+            cumulative += h.counts[i]!;
+            return { metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative };
+          });
+          return [...buckets, { metricName: `${name}_sum`, labels, value: h.sum }, { metricName: `${name}_count`, labels, value: h.count }];
+        }),
       }),
-    }),
+    };
+    registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
   };
-  registry.registerMetric(answerMetric as unknown as Parameters<Registry['registerMetric']>[0]);
+  // Request arrival → final response, by method (PUBLISH → 200 includes the store commit; RFC 3903 §6).
+  histogram('presenced_sip_answer_seconds', 'Time from a request arriving to its final response being sent, by method.', () =>
+    [...sip.answerTime].map(([method, h]): [Record<string, string>, LatencyHistogram] => [{ method }, h]),
+  );
+  histogram(
+    'presenced_notify_change_seconds',
+    "Time from a presentity's committed change to each watcher's NOTIFY of it leaving (composition, CSeq write, queueing behind NOTIFYs in flight).",
+    () => [[{}, stats.changeToNotify]],
+  );
+  histogram('presenced_store_commit_seconds', 'Time from a store write being queued to its commit (LMDB, synced).', () => [
+    [{}, stats.storeCommit],
+  ]);
   const split = (m: ReadonlyMap<string, number>): Array<[string[], number]> => [...m].map(([k, n]) => [k.split(' '), n]);
   const xcap = stats.xcapRequests;
   if (xcap)

@@ -208,6 +208,8 @@ export class PresenceNode {
             return notifier.stats.sent;
           },
           notifyOutcomes: notifier.stats.outcomes,
+          changeToNotify: notifier.stats.changeToNotify,
+          storeCommit: store.commitTime,
           get notifyFailed() {
             return notifier.stats.failed;
           },

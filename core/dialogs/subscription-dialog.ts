@@ -42,6 +42,8 @@ export interface LastNotify {
 export class NotifierDialog {
   /** The last NOTIFY sent in this dialog (one object per dialog, overwritten by each NOTIFY). */
   lastNotify: LastNotify | undefined;
+  /** The presentity change (performance.now()) this dialog's NOTIFYs have covered: changes before it was created do not count. */
+  changeSeen = performance.now();
   /** A NOTIFY of this subscription is awaiting its final response (or a node-wide slot). */
   inFlight = false;
   /** Sent once the in-flight NOTIFY is answered (RFC 6665 §4.2.2: one NOTIFY at a time, newest state). */

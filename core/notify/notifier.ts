@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { EventHub } from '../events.js';
 import type { StoreWriter } from '../store/interfaces.js';
 import { StoreWriteError } from '../store/store.js';
+import { LatencyHistogram } from '../../transport/sip-stats.js';
 import type { SipSender, Pending } from '../dialogs/subscription-dialog.js';
 import type { LiveSubscription, Subscriptions } from '../state/subscriptions.js';
 import type { StateEvents } from '../state/watcher-info.js';
@@ -40,6 +41,8 @@ export interface NotifyStats {
   removedByFailure: number;
   /** NOTIFYs by outcome: 2xx, 481, timeout, transport-error, other (any other final status). */
   readonly outcomes: Map<NotifyOutcome, number>;
+  /** A presentity's committed change → each watcher's NOTIFY of it leaving. */
+  readonly changeToNotify: LatencyHistogram;
 }
 
 export type NotifyOutcome = '2xx' | '481' | 'timeout' | 'transport-error' | 'other';
@@ -59,7 +62,9 @@ const MAX_IN_FLIGHT = 1000;
 
 export class Notifier {
   private readonly bodies = new Map<string, BodyEntry>();
-  readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0, outcomes: new Map() };
+  readonly stats: NotifyStats = { sent: 0, failed: 0, removedByFailure: 0, outcomes: new Map(), changeToNotify: new LatencyHistogram() };
+  /** When each watched presentity (presentity + event) last changed (performance.now()), for changeToNotify. */
+  private readonly changedAt = new Map<string, number>();
 
   constructor(private readonly deps: NotifierDeps) {
     const { hub } = deps;
@@ -86,7 +91,11 @@ export class Notifier {
 
   /** The presentity's state changed: recompose once, then NOTIFY every active watcher. */
   presentityChanged(presentityUri: string, event: string): void {
-    this.bodies.delete(presentityKey(presentityUri, event));
+    const key = presentityKey(presentityUri, event);
+    this.bodies.delete(key);
+    // Only presentities someone watches are timed (the map stays as small as the watched set).
+    if (this.deps.subscriptions.watcherCount(presentityUri, event) > 0) this.changedAt.set(key, performance.now());
+    else this.changedAt.delete(key);
     for (const sub of this.deps.subscriptions.watchersOf(presentityUri, event)) {
       if (sub.record.state === 'active') this.schedule(sub, { kind: 'state' });
     }
@@ -263,6 +272,12 @@ export class Notifier {
       last.body = body;
       last.status = 0;
       last.why = '';
+      // The first NOTIFY of this dialog after a change it had not yet been told of: time it.
+      const changed = this.changedAt.get(sub.presentityKey);
+      if (changed !== undefined && changed > sub.changeSeen) {
+        this.stats.changeToNotify.observe((performance.now() - changed) / 1000);
+        sub.changeSeen = changed;
+      }
       const outcome = await this.deps.sender.sendRequest(wire.request(cseq, state, this.encode(body), pkg?.notifyType), wire.target);
       const forgetting = this.afterOutcome(sub, pending, outcome);
       if (forgetting) await forgetting;

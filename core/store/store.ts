@@ -22,6 +22,7 @@ import { stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { SipError } from '../errors.js';
+import { LatencyHistogram } from '../../transport/sip-stats.js';
 import { codecs, publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from './records.js';
 
 type Key = string | Array<string>;
@@ -193,20 +194,30 @@ export class Store {
    * 503 and 200 at random), and a commit that fails becomes a StoreWriteError for the caller to
    * answer with.
    */
+  /** Write queued → committed, for /metrics (presenced_store_commit_seconds). */
+  readonly commitTime = new LatencyHistogram();
+
   private committed<T>(write: () => Promise<T>): Promise<T> {
     if (!this.health.writable) {
       this.health.failures++;
       return Promise.reject(new StoreWriteError('refused: the store is full'));
     }
     let pending: Promise<T>;
+    const queued = performance.now();
     try {
       pending = write();
     } catch (err) {
       return Promise.reject(this.failed(err));
     }
-    return pending.then(undefined, (err: unknown) => {
-      throw this.failed(err);
-    });
+    return pending.then(
+      (v) => {
+        this.commitTime.observe((performance.now() - queued) / 1000);
+        return v;
+      },
+      (err: unknown) => {
+        throw this.failed(err);
+      },
+    );
   }
 
   private failed(err: unknown): StoreWriteError {

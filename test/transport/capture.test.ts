@@ -152,6 +152,12 @@ test('NOTIFY outcomes are counted by kind: a 200, and a 481 that ends the subscr
     const after = await scrape();
     assert.ok((after.get('2xx') ?? 0) - (before.get('2xx') ?? 0) >= 1, 'the 200');
     assert.equal((after.get('481') ?? 0) - (before.get('481') ?? 0), 1, 'the 481');
+    // The change (the PUBLISH) → its NOTIFY leaving, and the store's commits, as histograms.
+    const text = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
+    const count = (name: string): number => Number(new RegExp(`^${name}_count\\{node="[^"]*"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    assert.ok(count('presenced_notify_change_seconds') >= 1, 'change → NOTIFY timed');
+    assert.ok(count('presenced_store_commit_seconds') >= 2, 'the SUBSCRIBE and the PUBLISH committed');
+    assert.match(text, /^presenced_notify_change_seconds_bucket\{le="\+Inf",node="[^"]*"\} \d+$/m);
   } finally {
     await ua.close();
   }
