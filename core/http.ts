@@ -73,3 +73,21 @@ export function refuseLargeBeforeContinue(
     handler(req, res);
   });
 }
+
+/**
+ * Requests node:http's parser refuses before any handler sees them (two Content-Lengths, CL with
+ * TE, a bad request line, headers too large, a request too slow): answered as node:http does by
+ * default (400, 431 or 408, then the connection closed, RFC 9112 §6.3), and reported to `refused`
+ * so they are counted and logged like every other refusal.
+ */
+export function answerClientErrors(server: http.Server, refused: (status: number, reason: string) => void): void {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    if (err.code !== 'ECONNRESET' && socket.writable) {
+      const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      refused(status, err.code ?? err.message);
+    }
+    socket.destroy();
+  });
+}

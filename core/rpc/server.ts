@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import { RpcError, PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INTERNAL_ERROR } from './errors.js';
 import type { RpcMethod } from './methods.js';
 import type { ConsoleAssets } from '../console/assets.js';
-import { listenHttp, requestTarget, refuseLargeBeforeContinue } from '../http.js';
+import { listenHttp, requestTarget, refuseLargeBeforeContinue, answerClientErrors } from '../http.js';
 
 const MAX_BODY = 1 << 20;
 /** Bodies up to this size over MAX_BODY are read and dropped before the 413; past it the connection is closed at once. */
@@ -44,6 +44,10 @@ export class RpcServer {
     this.console = this.deps.console ? await this.deps.console() : undefined;
     const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
     refuseLargeBeforeContinue(server, MAX_BODY, (req, res) => this.onRequest(req, res));
+    answerClientErrors(server, (status, reason) => {
+      this.count('http', `refused-${status}`);
+      this.deps.log.info({ status, reason }, 'RPC port: HTTP request refused by the parser');
+    });
     this.server = server;
     return listenHttp(server, 'rpc_listen', this.deps.address, this.deps.port);
   }
@@ -99,7 +103,7 @@ export class RpcServer {
     const tooLarge = `JSON-RPC body over ${MAX_BODY} bytes\n`;
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > DRAIN_LIMIT) {
-      answer(res, 413, 'text/plain', tooLarge, [], true);
+      this.tooLarge(res, tooLarge, true);
       return;
     }
     const chunks: Buffer[] = [];
@@ -111,14 +115,14 @@ export class RpcServer {
       if (size > DRAIN_LIMIT) {
         done = true;
         req.pause();
-        answer(res, 413, 'text/plain', tooLarge, [], true);
+        this.tooLarge(res, tooLarge, true);
       } else if (size <= MAX_BODY) chunks.push(chunk);
     });
     req.on('end', () => {
       if (done) return;
       done = true;
       if (size > MAX_BODY) {
-        answer(res, 413, 'text/plain', tooLarge);
+        this.tooLarge(res, tooLarge, false);
         return;
       }
       this.dispatch(Buffer.concat(chunks, size).toString('utf8')).then((out) => {
@@ -184,7 +188,14 @@ export class RpcServer {
     return isNotification ? undefined : { jsonrpc: '2.0', id, result: result ?? null };
   }
 
-  private count(method: string, outcome: 'ok' | 'error'): void {
+  /** 413 for a JSON-RPC body over MAX_BODY: counted (method `http`) and logged like the parser's refusals. */
+  private tooLarge(res: ServerResponse, text: string, close: boolean): void {
+    this.count('http', 'refused-413');
+    this.deps.log.info({ status: 413, reason: text.trim() }, 'RPC port: HTTP request refused');
+    answer(res, 413, 'text/plain', text, [], close);
+  }
+
+  private count(method: string, outcome: string): void {
     const key = `${method} ${outcome}`;
     this.deps.calls.set(key, (this.deps.calls.get(key) ?? 0) + 1);
   }

@@ -33,7 +33,7 @@ import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
 import { RlsServicesDirectory, RLS_AUID } from './rls-services.js';
-import { listenHttp, requestTarget, refuseLargeBeforeContinue } from '../http.js';
+import { listenHttp, requestTarget, refuseLargeBeforeContinue, answerClientErrors } from '../http.js';
 
 export interface XcapChange {
   auid: string;
@@ -156,6 +156,13 @@ export class XcapServer {
       this.onRequest(req, res),
     );
     refuseLargeBeforeContinue(server, this.deps.config.max_xml_size, (req, res) => this.onRequest(req, res));
+    answerClientErrors(server, (status, reason) =>
+      this.counted({ method: 'other', path: '', target: '' } as Request, {
+        status,
+        headers: [],
+        body: `HTTP request refused by the parser: ${reason}`,
+      }),
+    );
     this.server = server;
     return listenHttp(server, 'xcap_listen', address, port);
   }

@@ -230,3 +230,22 @@ test('XCAP: HEAD has the Content-Length of the GET and no body', async () => {
   assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(get.text)));
   assert.equal(await head.text(), '');
 });
+
+test('requests the HTTP parser refuses are counted in /metrics and logged, on both ports', async () => {
+  const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${R}/metrics`)).text();
+  const value = (text: string, series: RegExp): number => Number(series.exec(text)?.[1] ?? 0);
+  const xcapSeries = /^presenced_xcap_requests_total\{auid="other",method="other",status="400",node="[^"]*"\} (\d+)$/m;
+  const rpcSeries = /^presenced_rpc_calls_total\{method="http",outcome="refused-400",node="[^"]*"\} (\d+)$/m;
+  const before = await scrape();
+  const smuggled = `GET ${CAPS} HTTP/1.1\r\nHost: x\r\n\r\n`;
+  await refusedAndClosed(
+    X,
+    `GET ${CAPS} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+  );
+  await refusedAndClosed(R, `POST /RPC HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`);
+  const after = await scrape();
+  assert.equal(value(after, xcapSeries) - value(before, xcapSeries), 1);
+  assert.equal(value(after, rpcSeries) - value(before, rpcSeries), 1);
+  await node.waitForLog((l) => l.msg === 'XCAP request refused' && l.status === 400);
+  await node.waitForLog((l) => l.msg === 'RPC port: HTTP request refused by the parser' && l.status === 400);
+});
