@@ -32,10 +32,11 @@ export class SipCounters {
   /** Event packages counted under their own name (the packages the node serves). */
   constructor(private readonly eventLabels: ReadonlySet<string> = new Set()) {}
 
-  request(method: string, event?: () => string | undefined): void {
+  /** A request received; its Event header is read only for the methods counted by event (no closure per request). */
+  request(method: string, req?: { headers: { get(name: string): string | undefined | null } }): void {
     bump(this.requestsReceived, methodLabel(method));
     if (method !== 'PUBLISH' && method !== 'SUBSCRIBE' && method !== 'NOTIFY') return;
-    const name = eventPackage(event?.());
+    const name = eventPackage(req?.headers.get('event') ?? undefined);
     const label = name === undefined ? 'none' : this.eventLabels.has(name) ? name : 'other';
     let byEvent = this.requestsByEvent.get(method);
     if (!byEvent) this.requestsByEvent.set(method, (byEvent = new Map()));

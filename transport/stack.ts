@@ -387,7 +387,7 @@ export class SipStack {
   }
 
   private receiveRequest(req: SipRequest, problems: string[], source: Source, size: number): void {
-    this.stats.request(req.method, () => req.headers.get('event') ?? undefined);
+    this.stats.request(req.method, req);
     if (!hasRoutableVia(req)) {
       this.stats.drop('no-via');
       this.refusalLog.dropped({ callId: req.callId, remote: `${source.address}:${source.port}` }, 'dropped request without a usable Via');

@@ -5,30 +5,14 @@
  * (once per limit_log_interval) with the key; what is already held keeps working (refresh,
  * removal, unsubscribe) and frees room. A bad limit value stops the start with exit 2.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, runExpectingFailure, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
+import { fleet } from '../support/fleet.js';
 import { pidf, publish, subscribe, uniqueUri } from '../support/presence.js';
 
-const nodes: RunningNode[] = [];
-const uas: TestUa[] = [];
-after(async () => {
-  for (const ua of uas) await ua.close();
-  for (const n of nodes) await n.stop();
-});
-
-async function node(config: Record<string, unknown>): Promise<RunningNode> {
-  const n = await startNode({ limit_log_interval: 86400, force_active: 1, overload_retry_after: 30, ...config });
-  nodes.push(n);
-  return n;
-}
-
-async function ua(n: RunningNode): Promise<TestUa> {
-  const u = await TestUa.open('udp', n.udpPort);
-  uas.push(u);
-  return u;
-}
+const { node, ua } = fleet({ limit_log_interval: 86400, force_active: 1, overload_retry_after: 30 });
 
 async function refusals(n: RunningNode, limit: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${n.rpcPort}/metrics`)).text();

@@ -10,7 +10,7 @@
  * stack in one turn of the event loop, before the first PUBLISH can have its store commit; so
  * exactly the first of them is in flight when the others arrive.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
@@ -18,26 +18,10 @@ import { SipResponse, type SipRequest } from '../../transport/message.js';
 import { OverloadGuard, Refusals, udpQueueOf, udpReceiveQueue } from '../../transport/overload.js';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
+import { fleet } from '../support/fleet.js';
 import { pidf, publish, uniqueUri } from '../support/presence.js';
 
-const nodes: RunningNode[] = [];
-const uas: TestUa[] = [];
-after(async () => {
-  for (const ua of uas) await ua.close();
-  for (const n of nodes) await n.stop();
-});
-
-async function node(config: Record<string, unknown>): Promise<RunningNode> {
-  const n = await startNode({ limit_log_interval: 86400, ...config });
-  nodes.push(n);
-  return n;
-}
-
-async function ua(n: RunningNode, proto: 'udp' | 'tcp'): Promise<TestUa> {
-  const u = await TestUa.open(proto, proto === 'udp' ? n.udpPort : n.tcpPort);
-  uas.push(u);
-  return u;
-}
+const { node, ua } = fleet({ limit_log_interval: 86400 });
 
 function buildPublish(u: TestUa): SipRequest {
   const p = uniqueUri('ov');
