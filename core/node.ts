@@ -6,7 +6,8 @@
  */
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
-import { SipStack } from '../transport/stack.js';
+import { SipStack, type IncomingRequest } from '../transport/stack.js';
+import type { SipResponse } from '../transport/message.js';
 import { createEventHub } from './events.js';
 import { SERVER_HEADER } from './version.js';
 import { Store } from './store/store.js';
@@ -204,10 +205,13 @@ export class PresenceNode {
     if (!config.passive_mode) {
       dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications, limits }).handle);
       const subscribe = this.subscribeUas.handle;
-      dispatcher.register(
-        'SUBSCRIBE',
-        lists ? async (incoming) => ((await lists.claims(incoming.request)) ? lists.handle(incoming) : subscribe(incoming)) : subscribe,
-      );
+      // A SUBSCRIBE to a service URI, or in one of its dialogs, is the list server's; any other, the presence server's.
+      const listOrPresence = async (incoming: IncomingRequest): Promise<SipResponse | undefined> => {
+        const claimed = lists!.claims(incoming.request);
+        if (claimed === false) return (await subscribe(incoming)) ?? undefined;
+        return (claimed === true || (await claimed) ? await lists!.handle(incoming) : await subscribe(incoming)) ?? undefined;
+      };
+      dispatcher.register('SUBSCRIBE', lists ? listOrPresence : subscribe);
       if (lists) dispatcher.register('NOTIFY', lists.handleNotify);
     }
     stack.onRequest(dispatcher.handle);

@@ -196,7 +196,7 @@ export class ListServer {
   // ───── SUBSCRIBE ─────
 
   /** Whether a SUBSCRIBE is the list server's: in one of its dialogs, or to a service URI. */
-  async claims(req: SipRequest): Promise<boolean> {
+  claims(req: SipRequest): boolean | Promise<boolean> {
     if (this.deps.config.disable_rls) return false;
     const toTag = req.toTag;
     if (toTag !== undefined) return this.byDialog.has(dialogKey(req.callId, toTag, req.fromTag ?? ''));
@@ -305,7 +305,7 @@ export class ListServer {
     if (expires === 0) {
       // A fetch (RFC 6665 §4.4.3): one NOTIFY with the full state, terminated, nothing kept.
       incoming.respond(res);
-      this.attach(sub);
+      this.attach(sub, false); // no back-end SUBSCRIBE for a one-off answer: resources served elsewhere show no state
       await this.sendNow(sub, 'timeout');
       this.detach(sub);
       return;
@@ -399,14 +399,15 @@ export class ListServer {
   }
 
   /** Take up the service's resources: local ones watched, others subscribed to through the proxy. */
-  private attach(sub: ListSubscription): void {
-    for (const res of sub.service.resources) this.addMember(sub, res);
+  private attach(sub: ListSubscription, remote = true): void {
+    for (const res of sub.service.resources) this.addMember(sub, res, remote);
   }
 
-  private addMember(sub: ListSubscription, res: ListResource): void {
+  private addMember(sub: ListSubscription, res: ListResource, remote = true): void {
     const m: Member = { res, id: sub.nextInstanceId(), local: this.isLocal(res) };
     sub.members.set(res.key, m);
     const k = presentityKey(res.key, sub.record.event);
+    if (!m.local && !remote) return;
     if (m.local) {
       let set = this.watching.get(k);
       if (!set) this.watching.set(k, (set = new Set()));

@@ -156,3 +156,67 @@ test('a list of local resources: 200, full state with each resource, then partia
     await ua.close();
   }
 });
+
+test('a resource served elsewhere: a back-end SUBSCRIBE through outbound_proxy, its NOTIFYs folded into the list', async () => {
+  // The "other node" serves b.example.com; this list server's own domain is a.example.com.
+  const other = await startNode({ force_active: 1 });
+  const lists = await startNode({
+    force_active: 1,
+    waitn_time: 0,
+    outbound_proxy: `sip:127.0.0.1:${other.udpPort}`,
+    rls_local_domains: ['a.example.com'],
+  });
+  const ua = await TestUa.open('udp', lists.udpPort);
+  const publisher = await TestUa.open('udp', other.udpPort);
+  try {
+    const owner = 'sip:owner@a.example.com';
+    const service = 'sip:remote-buddies@a.example.com';
+    const local = 'sip:carl@a.example.com';
+    const remote = 'sip:dora@b.example.com';
+    const x = new Xcap(lists.xcapPort);
+    assert.equal((await x.put(`/rls-services/users/${owner}/index`, rlsDoc({ [service]: [local, remote] }), CT.rlsServices)).status, 201);
+    const s = await subscribe(ua, service, { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s.res.status, 200);
+    // Full state at once; the remote resource shows its instance once its back-end NOTIFY came.
+    let seen: ReturnType<typeof rlmi> | undefined;
+    for (;;) {
+      const d = rlmi(await s.dialog.nextNotify(60_000));
+      const r = d.resources.find((x) => x.uri === remote);
+      if (r?.state === 'active') {
+        seen = d;
+        break;
+      }
+    }
+    assert.ok(seen);
+    // dora publishes on the other node: her state reaches the list through the back-end subscription.
+    assert.equal((await publish(publisher, remote, { body: pidf(remote, 'd1', 'open', 'from afar') })).status, 200);
+    for (;;) {
+      const d = rlmi(await s.dialog.nextNotify(60_000));
+      const r = d.resources.find((x) => x.uri === remote);
+      const part = r?.cid ? d.parts.find((p) => p.headers.get('content-id') === `<${r.cid}>`) : undefined;
+      if (part && /from afar/.test(part.body)) {
+        assert.equal(d.fullState, false);
+        assert.deepEqual(
+          d.resources.map((x) => x.uri),
+          [remote],
+          'partial state names only the resource that changed',
+        );
+        break;
+      }
+    }
+    // The other node sees the list subscriber as dora's watcher (the back-end's From).
+    const watchers = await fetch(`http://127.0.0.1:${other.rpcPort}/RPC`, {
+      method: 'POST',
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'presence.watcher_list', params: [remote, 'presence'] }),
+    }).then((r) => r.json() as Promise<{ result: Array<{ watcher_uri: string }> }>);
+    assert.deepEqual(
+      watchers.result.map((w) => w.watcher_uri),
+      [ua.aor],
+    );
+  } finally {
+    await ua.close();
+    await publisher.close();
+    await lists.stop();
+    await other.stop();
+  }
+});
