@@ -16,6 +16,7 @@ import { createMetrics } from './metrics.js';
 import { Publications } from './state/publications.js';
 import { Subscriptions } from './state/subscriptions.js';
 import { WatcherInfo, type StateEvents } from './state/watcher-info.js';
+import { ListWatchers } from './state/list-watchers.js';
 import { PackageRegistry } from './packages/registry.js';
 import type { EventPackage, PackageContext } from './packages/types.js';
 import { presencePackage } from './packages/presence.js';
@@ -128,6 +129,7 @@ export class PresenceNode {
     const limits = new StateLimits(config, stack.refusals);
     const subscriptions = (this.subscriptions = new Subscriptions({ config, store, log, hub, limits }));
     const watcherInfo = (this.watcherInfo = new WatcherInfo({ config, store, hub, subscriptions, log }));
+    const listWatchers = new ListWatchers(hub);
 
     // Event packages, and what they compose from.
     const ctx: PackageContext = {
@@ -135,7 +137,14 @@ export class PresenceNode {
       store,
       config,
       publications: (uri, event) => publications.of(uri, event),
-      watchers: (uri) => watcherInfo.list(uri),
+      // Direct watchers, and the ones that reach the presentity only through a list served here.
+      watchers: (uri) => {
+        const direct = watcherInfo.list(uri);
+        const viaLists = listWatchers.list(uri);
+        if (viaLists.length === 0) return direct;
+        const seen = new Set(direct.map((w) => w.uri));
+        return [...direct, ...viaLists.filter((w) => !seen.has(w.uri))];
+      },
       stale: (presentityUri, event) => hub.emit('body.stale', { presentityUri, event }),
     };
 
@@ -199,6 +208,7 @@ export class PresenceNode {
         transform: (bodyKey, body) => pool.run('rules.transform', { xml: body, transformations: JSON.parse(bodyKey) as Transformations }),
         contact: notifier.contact,
         limits,
+        watchers: listWatchers,
       });
     }
     const lists = this.lists;

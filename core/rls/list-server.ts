@@ -37,6 +37,7 @@ import { type ServiceLists, serviceKey as serviceKeyOf, type ListResource, type 
 import { splitNotify, type ResourceEntry, type ResourceInstance } from './rlmi.js';
 import { Backends } from './backends.js';
 import { shardOf } from './shard.js';
+import type { ListWatchers } from '../state/list-watchers.js';
 
 /** The part of the store the list server writes (core/store/store.ts). */
 export interface ListStore {
@@ -61,6 +62,8 @@ export interface ListServerDeps {
   /** Our Contact toward a peer (the notifier's: server_address, else the listener). */
   contact: (proto: Protocol, peer?: string) => string;
   limits?: StateLimits;
+  /** Watcher info of list members served here (their owners see them in presence.winfo). */
+  watchers?: ListWatchers;
 }
 
 /** One resource of one list subscription. */
@@ -412,6 +415,7 @@ export class ListServer {
       let set = this.watching.get(k);
       if (!set) this.watching.set(k, (set = new Set()));
       set.add(sub);
+      if (sub.record.event === 'presence') this.deps.watchers?.hold(res.key, uriAor(sub.record.watcherUri), sub.record.watcherDisplay);
     } else {
       const pkg = this.deps.packages.get(sub.record.event);
       this.backends.acquire(sub, res, sub.record.event, uriAor(sub.record.watcherUri), sub.record.watcherUri, pkg?.notifyType);
@@ -423,7 +427,7 @@ export class ListServer {
     if (m.local) {
       const k = presentityKey(m.res.key, sub.record.event);
       const set = this.watching.get(k);
-      set?.delete(sub);
+      if (set?.delete(sub) && sub.record.event === 'presence') this.deps.watchers?.release(m.res.key, uriAor(sub.record.watcherUri));
       if (set && set.size === 0) {
         this.watching.delete(k);
         this.bodies.delete(k);
@@ -576,6 +580,12 @@ export class ListServer {
     if (!pkg) return { id: m.id, state: 'terminated', reason: 'noresource' };
     m.auth ??= Promise.resolve(this.deps.authorize(m.res.key, uriAor(sub.record.watcherUri), pkg));
     const auth = await m.auth;
+    if (pkg.name === 'presence' && sub.members.get(m.res.key) === m)
+      this.deps.watchers?.set(
+        m.res.key,
+        uriAor(sub.record.watcherUri),
+        auth.handling === 'block' ? 'terminated' : auth.handling === 'confirm' ? 'pending' : 'active',
+      );
     if (auth.handling === 'block') return { id: m.id, state: 'terminated', reason: 'rejected' };
     if (auth.handling === 'confirm') return { id: m.id, state: 'pending' };
     const substitute = pkg.substituteBody?.(auth.handling, m.res.key);

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { publish, pidf, subscribe, subState } from '../support/presence.js';
+import { publish, pidf, subscribe, subState, subscribeWinfo, parseWinfo, putRules, rules } from '../support/presence.js';
 import { Xcap, CT, NS } from '../support/xcap-http.js';
 import type { SipRequest } from '../../transport/message.js';
 
@@ -218,5 +218,49 @@ test('a resource served elsewhere: a back-end SUBSCRIBE through outbound_proxy, 
     await publisher.close();
     await lists.stop();
     await other.stop();
+  }
+});
+
+test("a list member served here is the owner's watcher: pending in her watcher info, active in the list once her rules allow it", async () => {
+  const n = await startNode({ force_active: 0, waitn_time: 0 });
+  const bobUa = await TestUa.open('udp', n.udpPort);
+  const aliceUa = await TestUa.open('tcp', n.tcpPort);
+  try {
+    const alice = 'sip:wl-alice@example.com';
+    const service = `sip:bobs-list@example.com`;
+    const x = new Xcap(n.xcapPort);
+    assert.equal((await x.put(`/rls-services/users/${bobUa.aor}/index`, rlsDoc({ [service]: [alice] }), CT.rlsServices)).status, 201);
+    // alice watches her own watchers.
+    const w = await subscribeWinfo(aliceUa, alice, alice);
+    assert.equal(w.res.status, 200);
+    assert.deepEqual(parseWinfo((await w.dialog.nextNotify()).body.toString()).watchers, []);
+
+    // bob subscribes to his list: alice has no rule for him, so she is pending there...
+    const s = await subscribe(bobUa, service, { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s.res.status, 200);
+    const d0 = rlmi(await s.dialog.nextNotify());
+    assert.equal(d0.resources[0]!.state, 'pending');
+    // ...and bob is a pending watcher in alice's watcher info.
+    const p1 = parseWinfo((await w.dialog.nextNotify()).body.toString());
+    assert.deepEqual(
+      p1.watchers.map((x) => [x.uri, x.status, x.event]),
+      [[bobUa.aor, 'pending', 'subscribe']],
+    );
+
+    // alice allows bob: his list shows her active, her watcher info says approved.
+    assert.equal(await putRules(n.xcapPort, alice, rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'allow' }])), 201);
+    const d1 = rlmi(await s.dialog.nextNotify());
+    assert.equal(d1.fullState, false);
+    assert.equal(d1.resources[0]!.state, 'active');
+    const p2 = parseWinfo((await w.dialog.nextNotify()).body.toString());
+    assert.deepEqual(
+      p2.watchers.map((x) => [x.uri, x.status, x.event]),
+      [[bobUa.aor, 'active', 'approved']],
+    );
+    assert.equal(p2.watchers[0]!.id, p1.watchers[0]!.id, 'the same <watcher> id');
+  } finally {
+    await bobUa.close();
+    await aliceUa.close();
+    await n.stop();
   }
 });
