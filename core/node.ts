@@ -199,7 +199,7 @@ export class PresenceNode {
         lists: new ServiceLists(
           {
             services: () => directory.all(),
-            select: (ref) => references.select(ref),
+            select: (ref, owner) => references.select(ref, owner),
             parse: (xml, as) => pool.run('rls.parse', { xml, as }),
           },
           log,
