@@ -113,6 +113,7 @@ export interface Config {
   max_notify_body_length: number;
   to_presence_code: number;
   max_backend_subs: number;
+  rls_list_subscribers: 'owner' | 'any';
   rls_local_domains: string[];
   cluster_nodes: number;
   cluster_index: number;
@@ -342,6 +343,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to' | 'ou
   max_notify_body_length: [0, int(0, 1 << 30)],
   to_presence_code: [1, int(0, 699)],
   max_backend_subs: [0, int(0, 100_000_000)],
+  rls_list_subscribers: ['owner', oneOf('owner', 'any')],
   rls_local_domains: [[], stringList],
   cluster_nodes: [1, int(1, 1024)],
   cluster_index: [0, int(0, 1023)],

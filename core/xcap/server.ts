@@ -28,7 +28,7 @@ import type { XcapDocument } from '../store/records.js';
 import type { NodeSelector, XcapFailure, RlsService } from '../../workers/xcap.js';
 import { USAGE_BY_AUID, xcapCapsDocument, XCAP_EL_TYPE, XCAP_ATT_TYPE, type AppUsage } from './auids.js';
 import { XcapError, xcapErrors, failureToError, STATUS_TEXT } from './errors.js';
-import { parseXcapUri, type XcapUri } from './uri.js';
+import { parseXcapUri, sameXui, type XcapUri } from './uri.js';
 import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
@@ -120,16 +120,6 @@ function hasDotSegment(path: string): boolean {
     if (s === '.' || s === '..') return true;
   }
   return false;
-}
-
-/** XUIs compare with the scheme dropped and the host part case-insensitive. */
-function sameXui(a: string, b: string): boolean {
-  const norm = (x: string): string => {
-    const s = x.replace(/^sip:/i, '');
-    const at = s.lastIndexOf('@');
-    return at < 0 ? s : s.slice(0, at) + '@' + s.slice(at + 1).toLowerCase();
-  };
-  return norm(a) === norm(b);
 }
 
 export class XcapServer {
@@ -507,7 +497,7 @@ export class XcapServer {
         source: 'embedded',
       };
       if (await store.putXcapIf(doc, current ? current.etag : undefined)) {
-        if (services) this.rls.committed(Store.xcapKey(doc.auid, doc.xui, doc.name), doc.etag, services);
+        if (services) this.rls.committed(Store.xcapKey(doc.auid, doc.xui, doc.name), doc.etag, services, doc.xui);
         this.changed(doc.auid, doc.xui, doc.name, doc);
         return { status: created ? 201 : 200, headers: [['ETag', quoteEtag(doc.etag)]] };
       }
