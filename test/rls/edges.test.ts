@@ -59,7 +59,7 @@ test('a fetch (Expires: 0) of a list: 200, one full-state NOTIFY with Subscripti
   const service = uniqueUri('list');
   const a = uniqueUri('a');
   await open(a);
-  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(a) }]));
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(a) }]));
   const { res, dialog } = await subscribeList(ua, service, { expires: 0 });
   assert.equal(res.status, 200, `${res.status} ${res.reason}`);
   const n = await dialog.nextNotify();
@@ -73,7 +73,7 @@ test('a fetch (Expires: 0) of a list: 200, one full-state NOTIFY with Subscripti
 
 test('rls_max_expires caps the granted duration', async () => {
   const service = uniqueUri('list');
-  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
   const { res, dialog } = await subscribeList(ua, service, { expires: 3600 });
   assert.equal(res.status, 200);
   const granted = Number(res.headers.get('expires'));
@@ -88,7 +88,7 @@ test('the Request-URI matches a service URI by RFC 3261 comparison (scheme and h
   const service = `sip:Case-${tag}@example.com`;
   const a = uniqueUri('a');
   await open(a);
-  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(a) }]));
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(a) }]));
   const { res, dialog } = await subscribeList(ua, `SIP:Case-${tag}@EXAMPLE.COM`);
   assert.equal(res.status, 200, `${res.status} ${res.reason}`);
   const n = await dialog.nextNotify();
@@ -98,7 +98,7 @@ test('the Request-URI matches a service URI by RFC 3261 comparison (scheme and h
 });
 
 test('a list naming its own service URI, and <external> lists referencing each other in a cycle: answered, finite, node up', async () => {
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const self = uniqueUri('self');
   const cyc = uniqueUri('cyc');
   const [a, b] = [uniqueUri('a'), uniqueUri('b')];
@@ -141,9 +141,9 @@ test('a subscriber answering 481 to a list NOTIFY loses the subscription (RFC 66
   const service = uniqueUri('list');
   const a = uniqueUri('a');
   await open(a);
-  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(a) }]));
   const sub = await TestUa.open('udp', node.udpPort);
   try {
+    await putServices(xcap, sub.aor, rlsServices([{ uri: service, list: entry(a) }]));
     assert.equal(await putRules(node.xcapPort, a, rules([{ id: 'w', who: `<cr:one id="${sub.aor}"/>`, handling: 'allow' }])), 200);
     const { res, dialog } = await subscribeList(sub, service);
     assert.equal(res.status, 200);
@@ -168,7 +168,7 @@ test('a resource whose owner blocks the subscriber later: its instance becomes t
   const [a, b] = [uniqueUri('a'), uniqueUri('b')];
   await open(a);
   await open(b);
-  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(a) + entry(b) }]));
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(a) + entry(b) }]));
   const { res, dialog } = await subscribeList(ua, service);
   assert.equal(res.status, 200);
   const view = new ListView();
@@ -185,7 +185,7 @@ test('a resource whose owner blocks the subscriber later: its instance becomes t
 
 test('rls_event ["presence","dialog"] and a service without <packages>: a dialog list subscription is accepted', async () => {
   const service = uniqueUri('list');
-  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
   const { res, dialog } = await subscribeList(ua, service, { event: 'dialog' });
   assert.equal(res.status, 200, `${res.status} ${res.reason}`);
   const n = await dialog.nextNotify();
@@ -200,7 +200,7 @@ test('disable_rls=1: a SUBSCRIBE to a service URI is an ordinary presentity subs
   const u = await TestUa.open('udp', plain.udpPort);
   try {
     const service = uniqueUri('list');
-    await putServices(new Xcap(plain.xcapPort), uniqueUri('owner'), rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
+    await putServices(new Xcap(plain.xcapPort), u.aor, rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
     const { res, dialog } = await subscribeList(u, service);
     assert.ok(res.status === 200 || res.status === 202, `${res.status} ${res.reason}`);
     const n = await dialog.nextNotify();

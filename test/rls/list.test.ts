@@ -23,6 +23,7 @@ import {
   rlsServices,
   subscribeList,
   type ResourceView,
+  docFor,
 } from '../support/rls.js';
 import { parseListNotify, urisOf } from '../support/rlmi.js';
 
@@ -64,7 +65,7 @@ function checkListNotify(n: SipRequest, service: string): void {
 }
 
 test('list of local resources: 200, full-state NOTIFY (version 0, allow→active, no rule→pending, block→terminated), partial NOTIFY on a change, rule change, refresh → full state, unsubscribe → final NOTIFY', async () => {
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const service = uniqueUri('list');
   const [a, b, c] = [uniqueUri('a'), uniqueUri('b'), uniqueUri('c')];
   assert.equal(await allow(a, ua.aor), 201);
@@ -151,7 +152,7 @@ test('list of local resources: 200, full-state NOTIFY (version 0, allow→active
 });
 
 test('a list SUBSCRIBE without Supported: eventlist → 421 with Require: eventlist (RFC 4662 §4.1, RFC 3261 §21.4.16)', async () => {
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const service = uniqueUri('list');
   await putServices(xcap, owner, rlsServices([{ uri: service, list: entry(uniqueUri('x')) }]));
   const { res } = await subscribeList(ua, service, { eventlist: false });
@@ -160,7 +161,7 @@ test('a list SUBSCRIBE without Supported: eventlist → 421 with Require: eventl
 });
 
 test('a list SUBSCRIBE for an event the service does not offer → 489 Bad Event with Allow-Events (RFC 6665 §4.2.1.1)', async () => {
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const service = uniqueUri('list');
   await putServices(xcap, owner, rlsServices([{ uri: service, list: entry(uniqueUri('x')), packages: ['presence'] }]));
   const { res } = await subscribeList(ua, service, { event: 'dialog' });
@@ -170,7 +171,7 @@ test('a list SUBSCRIBE for an event the service does not offer → 489 Bad Event
 });
 
 test('nested <list>, <entry-ref>, <external>, <resource-list>: flattened in document order, duplicates dropped, display names kept', async () => {
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const [a, d, e, fUri, g] = [uniqueUri('a'), uniqueUri('d'), uniqueUri('e'), uniqueUri('f'), uniqueUri('g')];
   for (const u of [a, d, e, fUri, g]) {
     assert.equal(await allow(u, ua.aor), 201);
@@ -229,7 +230,7 @@ test('nested <list>, <entry-ref>, <external>, <resource-list>: flattened in docu
 });
 
 test('document change through XCAP: full-state NOTIFY with the resource added and the removed one gone; service deleted → terminated;reason=noresource', async () => {
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const service = uniqueUri('list');
   const [a, b, h] = [uniqueUri('a'), uniqueUri('b'), uniqueUri('h')];
   for (const u of [a, b, h]) {
@@ -260,7 +261,7 @@ test('document change through XCAP: full-state NOTIFY with the resource added an
   await view.until(dialog, (v) => basicOf(v.resources.get(a)) === 'closed');
   for (const { parsed } of view.notifies.slice(2)) assert.ok(!urisOf(parsed).includes(b), 'no NOTIFY names the removed b');
 
-  const del = await xcap.delete(`/rls-services/users/${owner}/index`);
+  const del = await xcap.delete(`/rls-services/users/${owner}/${docFor(service)}`);
   assert.equal(del.status, 200);
   const end = await dialog.nextNotify(undefined, (r) => parseSubState(r).state === 'terminated');
   const ss = parseSubState(end);
@@ -269,16 +270,15 @@ test('document change through XCAP: full-state NOTIFY with the resource added an
 
 for (const proto of ['tcp', 'ws'] as const) {
   test(`over ${proto.toUpperCase()}: full state, then a partial NOTIFY on a change`, async () => {
-    const owner = uniqueUri('owner');
     const service = uniqueUri('list');
     const a = uniqueUri('a');
-    const watcherAor = proto === 'ws' ? uniqueUri('wsw') : '';
+    const watcherAor = uniqueUri('wsw');
     if (proto === 'ws') assert.equal(await allow(a, watcherAor), 201);
     await published(a, 'open');
-    await putServices(xcap, owner, rlsServices([{ uri: service, list: entry(a) }]));
     if (proto === 'tcp') {
       const t = await TestUa.open('tcp', node.tcpPort);
       try {
+        await putServices(xcap, t.aor, rlsServices([{ uri: service, list: entry(a) }]));
         assert.equal(await allow(a, t.aor), 201);
         const { res, dialog } = await subscribeList(t, service);
         assert.equal(res.status, 200);
@@ -297,6 +297,7 @@ for (const proto of ['tcp', 'ws'] as const) {
       return;
     }
     // WebSocket: JsSIP (a real SIP stack) as the list subscriber, the NOTIFYs read raw off its socket.
+    await putServices(xcap, watcherAor, rlsServices([{ uri: service, list: entry(a) }]));
     const client = await JsSipClient.connect(node.wsPort, watcherAor);
     try {
       const sub = client.ua.subscribe(service, 'presence', 'application/pidf+xml, application/rlmi+xml, multipart/related', {
@@ -335,5 +336,19 @@ test('a SUBSCRIBE to a URI that is no service is an ordinary presentity subscrip
   assert.ok(!hasOptionTag(n, 'require', 'eventlist'), 'not a list: no Require: eventlist');
   assert.match(n.headers.get('content-type') ?? '', /^application\/pidf\+xml/);
   assert.ok(n instanceof SipRequest && showsOpen(n.body.toString()));
+  await refreshList(dialog, 0);
+});
+
+test('rls_list_subscribers "owner" (default): a stranger’s SUBSCRIBE to the service URI is the presence server’s, not the list', async () => {
+  const service = uniqueUri('list');
+  const a = uniqueUri('a');
+  await published(a, 'open');
+  await putServices(xcap, uniqueUri('owner'), rlsServices([{ uri: service, list: entry(a) }]));
+  const { res, dialog } = await subscribeList(ua, service);
+  assert.ok(res.status >= 200 && res.status < 300, `${res.status} ${res.reason}`);
+  const n = await dialog.nextNotify();
+  assert.ok(!hasOptionTag(n, 'require', 'eventlist'), 'no list for a stranger');
+  assert.doesNotMatch(n.headers.get('content-type') ?? '', /multipart/);
+  assert.doesNotMatch(n.body.toString(), new RegExp(a), 'the list’s members are not revealed');
   await refreshList(dialog, 0);
 });

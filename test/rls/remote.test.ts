@@ -63,7 +63,7 @@ for (const via of ['direct', 'front proxy'] as const) {
     const ua = await TestUa.open('udp', list.udpPort);
     const uaOther = await TestUa.open('udp', other.udpPort);
     try {
-      const owner = `sip:owner-${rand()}@local.test`;
+      const owner = ua.aor;
       const service = `sip:list-${rand()}@local.test`;
       const a = `sip:a-${rand()}@local.test`;
       const x = `sip:x-${rand()}@remote.test`;

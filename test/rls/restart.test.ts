@@ -27,7 +27,7 @@ test('SIGKILL and restart: the list subscription resumes in the same dialog, CSe
   nodes.push(first);
   const ua = await TestUa.open('udp', first.udpPort);
   try {
-    const owner = uniqueUri('owner');
+    const owner = ua.aor;
     const service = uniqueUri('list');
     const [a, b] = [uniqueUri('a'), uniqueUri('b')];
     for (const u of [a, b]) {
@@ -60,6 +60,11 @@ test('SIGKILL and restart: the list subscription resumes in the same dialog, CSe
       assert.equal(parseSubState(n.req).state, 'active');
     }
     assert.equal(basicOf(view.resources.get(a)), 'closed', 'a’s state from before the kill is still known');
+
+    // A barrier: a change of a, seen in the list, comes after every NOTIFY owed for earlier
+    // changes (the one of b may come twice: in a full state sent on resuming, and on its own).
+    assert.equal((await publish(ua, a, { body: pidf(a, 't', 'open'), expires: 3600 })).status, 200);
+    await view.until(dialog, (v) => basicOf(v.resources.get(a)) === 'open');
 
     // The dialog's refresh reaches the restarted node: 200 and full state.
     const r = await refreshList(dialog, 600);

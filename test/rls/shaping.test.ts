@@ -29,7 +29,7 @@ async function setup(
   const node = await startNode(config);
   nodes.push(node);
   const ua = await TestUa.open('udp', node.udpPort);
-  const owner = uniqueUri('owner');
+  const owner = ua.aor;
   const service = uniqueUri('list');
   const uris = Array.from({ length: count }, () => uniqueUri('r'));
   for (const u of uris) {

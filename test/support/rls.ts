@@ -4,6 +4,7 @@
  * way RFC 4662 §4.6 tells a subscriber to (full state replaces, partial state updates, the
  * version goes up by one per NOTIFY).
  */
+import { createHash } from 'node:crypto';
 import type { SipRequest, SipResponse } from '../../transport/message.js';
 import { Dialog } from './presence.js';
 import type { TestUa } from './sip-ua.js';
@@ -47,7 +48,19 @@ export function rlsServices(services: ServiceSpec[]): string {
 export const entry = (uri: string, name?: string): string =>
   name === undefined ? `<rl:entry uri="${uri}"/>` : `<rl:entry uri="${uri}"><rl:display-name>${name}</rl:display-name></rl:entry>`;
 
-export async function putServices(xcap: Xcap, owner: string, xml: string, doc = 'index'): Promise<void> {
+/**
+ * The rls-services document name for a service: one document per service (by its first
+ * service URI), so that tests of one owner do not replace each other's lists.
+ */
+export const docFor = (service: string): string => `rls-${createHash('sha1').update(service).digest('hex').slice(0, 12)}`;
+
+/** PUT `owner`'s rls-services document (default name: docFor of its first service URI). */
+export async function putServices(
+  xcap: Xcap,
+  owner: string,
+  xml: string,
+  doc = docFor(/<service uri="([^"]*)"/.exec(xml)?.[1] ?? ''),
+): Promise<void> {
   const r = await xcap.put(`/rls-services/users/${owner}/${doc}`, xml, CT.rlsServices);
   if (r.status !== 200 && r.status !== 201) throw new Error(`PUT rls-services of ${owner}: ${r.status} ${r.text}`);
 }
