@@ -129,3 +129,50 @@ for (const via of ['direct', 'front proxy'] as const) {
     }
   });
 }
+
+test('a remote resource without a rule for the subscriber is pending, then active once allowed there; after SIGKILL of the list node, remote changes still reach the list', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dataDir = mkdtempSync(join(tmpdir(), 'presenced-rls-remote-'));
+  const config = { waitn_time: 0, outbound_proxy: `sip:127.0.0.1:${other.udpPort}`, rls_local_domains: ['local.test'] };
+  let list = await startNode(config, { dataDir });
+  const ua = await TestUa.open('udp', list.udpPort);
+  const uaOther = await TestUa.open('udp', other.udpPort);
+  try {
+    const service = `sip:list-${rand()}@local.test`;
+    const x = `sip:x-${rand()}@remote.test`;
+    assert.equal((await publish(uaOther, x, { body: pidf(x, 'tx', 'open'), expires: 3600 })).status, 200);
+    await putServices(new Xcap(list.xcapPort), ua.aor, rlsServices([{ uri: service, list: entry(x) }]));
+    const { res, dialog } = await subscribeList(ua, service, { expires: 3600 });
+    assert.equal(res.status, 200);
+    const view = new ListView();
+    await view.until(dialog, (v) => v.resources.get(x)?.state === 'pending');
+    assert.ok(!view.resources.get(x)!.body || !/<basic>open/.test(view.resources.get(x)!.body!.body), 'pending shows no state');
+
+    const allow = rules([{ id: 'w', who: `<cr:one id="${ua.aor}"/>`, handling: 'allow' }]);
+    assert.equal(await putRules(other.xcapPort, x, allow), 201);
+    await view.until(dialog, (v) => v.resources.get(x)?.state === 'active' && basicOf(v.resources.get(x)) === 'open');
+
+    // SIGKILL, restart on the same store and port: the other node's next NOTIFY for x finds the list again.
+    const lastCseq = Math.max(...view.notifies.map((n) => n.req.cseq.seq));
+    const port = list.udpPort;
+    await list.kill();
+    list = await startNode({ ...config, listen: [`udp:127.0.0.1:${port}`, 'tcp:127.0.0.1:0'] }, { dataDir });
+    assert.equal((await publish(uaOther, x, { body: pidf(x, 'tx', 'closed'), expires: 3600 })).status, 200);
+    await view.until(dialog, (v) => basicOf(v.resources.get(x)) === 'closed');
+    assert.ok(view.notifies.at(-1)!.req.cseq.seq > lastCseq, 'same dialog, CSeq goes on');
+    ua.serverPort = list.udpPort;
+    assert.equal((await refreshList(dialog, 0)).status, 200);
+    await until(
+      () => watcherList(other.rpcPort, x),
+      (w) => w.length === 0,
+      'the back-end subscription ended with the list',
+    );
+  } finally {
+    await ua.close();
+    await uaOther.close();
+    await list.kill();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
