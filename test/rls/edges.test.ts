@@ -225,3 +225,38 @@ test('bad values of the list server keys exit 2 naming the key', async () => {
     assert.match(r.stderr, new RegExp(key), `${key}: ${r.stderr}`);
   }
 });
+
+test('a list subscription that is not refreshed ends with a final NOTIFY terminated;reason=timeout (RFC 6665 §4.1.3)', async () => {
+  const service = uniqueUri('list');
+  const a = uniqueUri('a');
+  await open(a);
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(a) }]));
+  const { res, dialog } = await subscribeList(ua, service, { expires: 2 });
+  assert.equal(res.status, 200);
+  const view = new ListView();
+  view.apply(await dialog.nextNotify());
+  const end = await dialog.nextNotify(undefined, (r) => parseSubState(r).state === 'terminated');
+  assert.equal(parseSubState(end).reason, 'timeout', end.headers.get('subscription-state'));
+  assert.ok(hasOptionTag(end, 'require', 'eventlist'));
+  view.apply(end);
+  await untilMetric(node.rpcPort, 'presenced_rls_list_subscriptions', () => true, 'metric present');
+  assert.deepEqual(await watcherList(node.rpcPort, service), [], 'no list subscriber left');
+});
+
+test('rls_server_address is the Contact of the 2xx and of list NOTIFYs', async () => {
+  const n2 = await startNode({ waitn_time: 0, rls_server_address: 'sip:rls.example.net:5099' });
+  const u = await TestUa.open('udp', n2.udpPort);
+  try {
+    const service = uniqueUri('list');
+    await putServices(new Xcap(n2.xcapPort), u.aor, rlsServices([{ uri: service, list: entry(uniqueUri('a')) }]));
+    const { res, dialog } = await subscribeList(u, service);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('contact') ?? '', /^<sip:rls\.example\.net:5099>$/, `2xx Contact: ${res.headers.get('contact')}`);
+    const n = await dialog.nextNotify();
+    assert.match(n.headers.get('contact') ?? '', /^<?sip:([^@>]*@)?rls\.example\.net:5099[;>]?/, `Contact: ${n.headers.get('contact')}`);
+    await refreshList(dialog, 0);
+  } finally {
+    await u.close();
+    assert.equal(await n2.stop(), 0);
+  }
+});
