@@ -260,3 +260,43 @@ test('rls_server_address is the Contact of the 2xx and of list NOTIFYs', async (
     assert.equal(await n2.stop(), 0);
   }
 });
+
+test('Event: presence;id=… : every list NOTIFY carries the same id (RFC 6665 §8.2.1); a refresh with it is the same subscription', async () => {
+  const service = uniqueUri('list');
+  const a = uniqueUri('a');
+  await open(a);
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list: entry(a) }]));
+  const { res, dialog } = await subscribeList(ua, service, { event: 'presence;id=L7' });
+  assert.equal(res.status, 200, `${res.status} ${res.reason}`);
+  const view = new ListView();
+  const n0 = await dialog.nextNotify();
+  assert.match(n0.headers.get('event') ?? '', /^presence\s*;\s*id=L7$/);
+  view.apply(n0);
+  assert.equal((await publish(ua, a, { body: pidf(a, 't', 'closed'), expires: 600 })).status, 200);
+  const n1 = await dialog.nextNotify();
+  assert.match(n1.headers.get('event') ?? '', /^presence\s*;\s*id=L7$/);
+  view.apply(n1);
+  assert.equal((await refreshList(dialog, 0)).status, 200);
+});
+
+test('dangling references and odd entries (an <entry-ref> to nothing, an <external> to a missing document, a tel: URI): the list is served, the node stays up', async () => {
+  const service = uniqueUri('list');
+  const a = uniqueUri('a');
+  await open(a);
+  const root = `http://127.0.0.1:${node.xcapPort}/xcap-root`;
+  const list =
+    entry(a) +
+    `<rl:entry-ref ref="resource-lists/users/${ua.aor}/index/~~/resource-lists/list%5b@name=%22none%22%5d/entry%5b@uri=%22sip:none@example.com%22%5d"/>` +
+    `<rl:external anchor="${root}/resource-lists/users/${ua.aor}/missing-doc/~~/resource-lists/list%5b@name=%22x%22%5d"/>` +
+    entry('tel:+15551234567');
+  await putServices(xcap, ua.aor, rlsServices([{ uri: service, list }]));
+  const { res, dialog } = await subscribeList(ua, service);
+  assert.equal(res.status, 200, `${res.status} ${res.reason}`);
+  const view = new ListView();
+  view.apply(await dialog.nextNotify());
+  assert.equal(view.order[0], a);
+  assert.equal(basicOf(view.resources.get(a)), 'open');
+  assert.ok(!view.order.includes('sip:none@example.com'));
+  await alive();
+  await refreshList(dialog, 0);
+});
