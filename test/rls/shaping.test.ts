@@ -88,3 +88,48 @@ test('max_notify_body_length: a full state too long for one body comes in severa
     await ua.close();
   }
 });
+
+test('max_notify_body_length smaller than one resource’s body: every NOTIFY is still a valid list document and the node stays up', async () => {
+  const LIMIT = 600;
+  const { node, ua, service, uris } = await setup({ waitn_time: 0, max_notify_body_length: LIMIT }, 2, 'x'.repeat(1500));
+  try {
+    const { res, dialog } = await subscribeList(ua, service);
+    assert.equal(res.status, 200);
+    const view = new ListView();
+    view.apply(await dialog.nextNotify());
+    assert.equal(view.notifies[0]!.parsed.list.fullState, true);
+    assert.deepEqual(view.order, uris, 'the RLMI names every resource even if no state part fits');
+    // Whatever was sent for the oversize parts: the node answers and later changes still arrive.
+    const r = await ua.request({ method: 'OPTIONS', uri: `sip:127.0.0.1:${node.udpPort}` });
+    assert.equal(r.status, 200);
+    assert.equal((await refreshList(dialog, 0)).status, 200);
+    await dialog.nextNotify(undefined, (n) => /^terminated/.test(n.headers.get('subscription-state') ?? ''));
+  } finally {
+    await ua.close();
+  }
+});
+
+test('a list of 150 resources: full state, then each of 150 changes reaches the subscriber (waitn_time 0), every NOTIFY valid', async () => {
+  const { ua, service, uris } = await setup({ waitn_time: 0 }, 150);
+  try {
+    const { res, dialog } = await subscribeList(ua, service);
+    assert.equal(res.status, 200);
+    const view = new ListView();
+    view.apply(await dialog.nextNotify());
+    assert.deepEqual(view.order, uris);
+    assert.ok(uris.every((u) => basicOf(view.resources.get(u)) === 'open'));
+    await Promise.all(
+      uris.map(async (u) => assert.equal((await publish(ua, u, { body: pidf(u, 't', 'closed'), expires: 600 })).status, 200)),
+    );
+    await view
+      .until(dialog, (v) => uris.every((u) => basicOf(v.resources.get(u)) === 'closed'))
+      .catch((err: Error) => {
+        const open = uris.filter((u) => basicOf(view.resources.get(u)) !== 'closed').length;
+        const sizes = view.notifies.map((n) => `v${n.parsed.list.version}:${n.parsed.list.resources.length}`).join(' ');
+        throw new Error(`${err.message}; ${open} of ${uris.length} never shown closed; NOTIFYs (version:resources): ${sizes}`);
+      });
+    assert.equal((await refreshList(dialog, 0)).status, 200);
+  } finally {
+    await ua.close();
+  }
+});
