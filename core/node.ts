@@ -239,6 +239,7 @@ export class PresenceNode {
       port: config.rpc_listen.port,
       methods: createMethods({
         packages,
+        ctx,
         store,
         pool,
         publications,

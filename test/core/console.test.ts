@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { publish, subscribe, pidf } from '../support/presence.js';
+import { publish, subscribe, pidf, tuplesOf } from '../support/presence.js';
+import { rpcResult } from '../support/rpc.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test-artifacts');
@@ -61,6 +62,14 @@ test('the console shows a presentity published and watched over SIP: publication
     await section.waitFor();
     assert.equal(await section.locator(`tr[data-etag="${etag}"]`).count(), 1, 'the publication with its entity-tag');
     assert.match(await section.locator(`tr[data-etag="${etag}"] pre`).innerText(), /at my desk/);
+    // The composed state (presence.presentity_state): the PIDF a fully authorised watcher gets now.
+    const composed = section.locator('pre.composed');
+    assert.equal(await composed.getAttribute('data-content-type'), 'application/pidf+xml');
+    const shown = await composed.textContent();
+    const state = await rpcResult<{ body: string }>(node.rpcPort, 'presence.presentity_state', [presentity, 'presence']);
+    assert.equal(shown, state.body, 'the page shows the composed body as the RPC returns it');
+    assert.deepEqual(tuplesOf(shown!), [{ id: 'phone', basic: 'open' }]);
+    assert.match(shown!, /<note>at my desk<\/note>/);
     const row = section.locator(`tr[data-watcher="${watcherUri}"]`);
     assert.equal(await row.count(), 1, 'the watcher');
     assert.equal(await row.locator('.state').innerText(), 'pending', 'no pres-rules: pending, as presence_xml says');
