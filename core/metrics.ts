@@ -182,7 +182,7 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
   );
   labelled(
     'presenced_sip_dropped_total',
-    'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).',
+    'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response; unframeable and partial-timeout close a TCP/TLS connection; ws-no-sip-subprotocol, ws-frame-too-large).',
     ['reason'],
     () => flat(sip.dropped),
   );

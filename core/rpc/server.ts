@@ -64,7 +64,15 @@ export class RpcServer {
   async start(): Promise<number> {
     this.console = this.deps.console ? await this.deps.console() : undefined;
     const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => this.onRequest(req, res));
-    refuseLargeBeforeContinue(server, MAX_BODY, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(
+      server,
+      MAX_BODY,
+      (req, res) => this.onRequest(req, res),
+      (req, status, reason) => {
+        this.count('http', `refused-${status}`);
+        this.deps.log.info({ status, reason, method: req.method, target: (req.url ?? '').slice(0, 200) }, 'RPC port: HTTP request refused');
+      },
+    );
     answerClientErrors(server, (status, reason) => {
       this.count('http', `refused-${status}`);
       this.deps.log.info({ status, reason }, 'RPC port: HTTP request refused by the parser');
