@@ -70,12 +70,12 @@ export class RpcServer {
       (req, res) => this.onRequest(req, res),
       (req, status, reason) => {
         this.count('http', `refused-${status}`);
-        this.deps.log.info({ status, reason, method: req.method, target: (req.url ?? '').slice(0, 200) }, 'RPC port: HTTP request refused');
+        this.logRefusal({ status, reason, method: req.method, target: (req.url ?? '').slice(0, 200) }, 'RPC port: HTTP request refused');
       },
     );
     answerClientErrors(server, (status, reason) => {
       this.count('http', `refused-${status}`);
-      this.deps.log.info({ status, reason }, 'RPC port: HTTP request refused by the parser');
+      this.logRefusal({ status, reason }, 'RPC port: HTTP request refused by the parser');
     });
     this.server = server;
     return listenHttp(server, 'rpc_listen', this.deps.address, this.deps.port);
@@ -137,7 +137,7 @@ export class RpcServer {
     close = false,
   ): void {
     this.count('http', `refused-${status}`);
-    this.deps.log.info(
+    this.logRefusal(
       {
         status,
         reason,
@@ -275,7 +275,7 @@ export class RpcServer {
     this.count(label, 'error');
     const codes = this.deps.errorCodes;
     if (codes) codes.set(String(err.code), (codes.get(String(err.code)) ?? 0) + 1);
-    this.deps.log.info(
+    this.logRefusal(
       {
         method: (method ?? label).slice(0, 100),
         code: err.code,
@@ -290,6 +290,15 @@ export class RpcServer {
   /** 413 for a JSON-RPC body over MAX_BODY: counted (method `http`) and logged like the parser's refusals. */
   private tooLarge(req: IncomingMessage, res: ServerResponse, text: string, close: boolean): void {
     this.refuse(req, res, 413, text.trim(), [], close);
+  }
+
+  private refusalsLogged = { windowStart: 0, n: 0 };
+
+  /** A refusal is worth an info line, 50 a second at most (as the SIP and XCAP refusals): a flood cannot fill the disk. */
+  private logRefusal(fields: object, msg: string): void {
+    const now = Date.now();
+    if (now - this.refusalsLogged.windowStart >= 1000) this.refusalsLogged = { windowStart: now, n: 0 };
+    if (this.refusalsLogged.n++ < 50) this.deps.log.info(fields, msg);
   }
 
   private count(method: string, outcome: string): void {
