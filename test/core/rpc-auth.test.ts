@@ -172,6 +172,20 @@ test('digest: curl --digest and presenced rpc get in; a wrong password, a replay
     assert.match(err.stderr, /lists 2 users: say which with --user/);
     return true;
   });
+  // --cluster: the same credentials for every node listed.
+  const cluster = join(dir, 'cluster.rpc');
+  writeFileSync(cluster, `n1 ${base(digest)}/RPC\n`);
+  writeFileSync(pw, `${ADMIN.password}\n`);
+  const all = await run(process.execPath, [MAIN, 'rpc', '--cluster', cluster, '--user', ADMIN.user, '--password-file', pw, 'core.version']);
+  assert.match(JSON.parse(all.stdout)[0].result, /^presenced /);
+  await assert.rejects(
+    run(process.execPath, [MAIN, 'rpc', '--cluster', cluster, 'core.version']),
+    (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr, /n1: .*asks for credentials/);
+      return true;
+    },
+  );
   // Authenticated calls are logged with the user.
   await digest.waitForLog((l) => l.msg === 'RPC call' && l.method === 'core.uptime' && l.user === 'ops');
 });
