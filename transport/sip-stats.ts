@@ -18,7 +18,7 @@ export function methodLabel(method: string): string {
  * Why a message (or a connection's input) was dropped without a SIP answer: unparseable, no
  * usable Via, a response to nothing of ours; on a stream, input that cannot be framed or half a
  * message held past tcp_partial_timeout (the connection is closed); a WebSocket upgrade without
- * the "sip" subprotocol (HTTP 400) or a frame over max_message_size (closed with 1009).
+ * the "sip" subprotocol (HTTP 400) or a frame over max_message_size (the connection closed).
  */
 export type DropReason =
   | 'unparseable'
