@@ -113,6 +113,7 @@ export class RpcServer {
     if (result?.ok) return result.xui;
     // A body still on its way is drained by node:http (keep-alive) unless it is large or unframed by length.
     const close = Number(req.headers['content-length'] ?? 0) > MAX_BODY || req.headers['transfer-encoding'] !== undefined;
+    // Why (unknown user, wrong password, replay) goes to the log only: the answer tells a guesser nothing.
     this.refuse(
       req,
       res,
@@ -120,6 +121,7 @@ export class RpcServer {
       result?.reason ?? 'authentication required',
       [['WWW-Authenticate', auth.challenge(result !== undefined && !result.ok && result.stale)]],
       close,
+      'authentication required',
     );
     return undefined;
   }
@@ -135,6 +137,8 @@ export class RpcServer {
     reason: string,
     headers: Array<[string, string]> = [],
     close = false,
+    /** The answer's text when it must say less than the log line. */
+    answered = reason,
   ): void {
     this.count('http', `refused-${status}`);
     this.logRefusal(
@@ -147,7 +151,7 @@ export class RpcServer {
       },
       'RPC port: HTTP request refused',
     );
-    answer(res, status, 'text/plain', `${reason}\n`, headers, close);
+    answer(res, status, 'text/plain', `${answered}\n`, headers, close);
   }
 
   /**
