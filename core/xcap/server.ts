@@ -145,7 +145,17 @@ export class XcapServer {
     const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) =>
       this.onRequest(req, res),
     );
-    refuseLargeBeforeContinue(server, this.deps.config.max_xml_size, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(
+      server,
+      this.deps.config.max_xml_size,
+      (req, res) => this.onRequest(req, res),
+      (req, status, reason) =>
+        this.counted({ method: (req.method ?? '').toUpperCase(), path: requestTarget(req)?.path ?? '', target: req.url ?? '' } as Request, {
+          status,
+          headers: [],
+          body: `Expect: 100-continue refused: ${reason}`,
+        }),
+    );
     answerClientErrors(server, (status, reason) =>
       this.counted({ method: 'other', path: '', target: '' } as Request, {
         status,
@@ -188,7 +198,9 @@ export class XcapServer {
     });
     const target = requestTarget(req);
     if (!target) {
-      this.send(ex, { status: 400, headers: [], body: 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', close: true });
+      const reply = { status: 400, headers: [], body: 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', close: true };
+      this.send(ex, reply);
+      this.counted({ method, path: '', target: req.url ?? '' } as Request, reply);
       return;
     }
     const h = (name: string): string => {
