@@ -97,7 +97,7 @@ export function composeListNotify(p: ComposeInput): ListNotify {
   let body = '';
   for (const x of parts) body += `--${boundary}\r\n${x}\r\n`;
   body += `--${boundary}--\r\n`;
-  return { contentType: `multipart/related;type="${RLMI_TYPE}";start="<${rootCid}>";boundary="${boundary}"`, body };
+  return { contentType: `multipart/related;type="${RLMI_TYPE}";start="<${rootCid}>";boundary=${boundary}`, body };
 }
 
 /**
