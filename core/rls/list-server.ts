@@ -691,7 +691,7 @@ export class ListServer {
           if (this.byId.has(sub.id)) await this.deps.store.putListSubscription(rec); // version and CSeq survive a restart
         }
         sub.lastSentAt = Date.now();
-        const wire = sub.wireFor(this.deps.contact);
+        const wire = sub.wireFor((proto, peer) => this.contactFor(proto, peer));
         const outcome = await this.deps.sender.sendRequest(
           wire.request(cseq, state, Buffer.from(b.body, 'utf8'), b.contentType),
           wire.target,
