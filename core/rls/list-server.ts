@@ -144,6 +144,9 @@ function acceptsMultipart(accept: string[]): boolean {
   );
 }
 
+/** A UDP datagram's payload (65,507 bytes) less room for a NOTIFY's headers (a long route set included). */
+const UDP_BODY_MAX = 60_000;
+
 export class ListServer {
   private readonly byId = new Map<string, ListSubscription>();
   private readonly byDialog = new Map<string, ListSubscription>();
@@ -373,6 +376,19 @@ export class ListServer {
     for (const rr of incoming.request.headers.getAll('record-route')) res.headers.append('record-route', rr);
     return res;
   }
+
+  /**
+   * The longest list NOTIFY body for a subscriber's transport: max_notify_body_length, and over
+   * UDP never more than a datagram holds with the headers (RFC 768: 65,507 bytes of payload):
+   * a full state of a long list is split rather than lost.
+   */
+  private bodyLimit(transport: string): number {
+    const configured = this.deps.config.max_notify_body_length;
+    if (transport !== 'udp') return configured;
+    return configured === 0 ? UDP_BODY_MAX : Math.min(configured, UDP_BODY_MAX);
+  }
+
+  private readonly contactOf = (proto: Protocol, peer?: string): string => this.contactFor(proto, peer);
 
   private contactFor(proto: Protocol, peer?: string): string {
     const a = this.deps.config.rls_server_address;
@@ -678,7 +694,7 @@ export class ListServer {
           tag: rec.localTag,
           host: 'rls.presenced',
         },
-        this.deps.config.max_notify_body_length,
+        this.bodyLimit(rec.transport),
       );
       for (const [i, b] of bodies.entries()) {
         const last = i === bodies.length - 1;
@@ -691,7 +707,7 @@ export class ListServer {
           if (this.byId.has(sub.id)) await this.deps.store.putListSubscription(rec); // version and CSeq survive a restart
         }
         sub.lastSentAt = Date.now();
-        const wire = sub.wireFor((proto, peer) => this.contactFor(proto, peer));
+        const wire = sub.wireFor(this.contactOf);
         const outcome = await this.deps.sender.sendRequest(
           wire.request(cseq, state, Buffer.from(b.body, 'utf8'), b.contentType),
           wire.target,
