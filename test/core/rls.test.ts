@@ -335,3 +335,26 @@ test("references: <external>, <entry-ref> and <resource-list> are followed into 
     await ua.close();
   }
 });
+
+test('limits: each resource of a list counts toward max_subscriptions; beyond, the list SUBSCRIBE gets 503 with Retry-After', async () => {
+  const n = await startNode({ force_active: 1, max_subscriptions: 12 });
+  const ua = await TestUa.open('udp', n.udpPort);
+  try {
+    const x = new Xcap(n.xcapPort);
+    const ten = Array.from({ length: 10 }, (_, i) => `sip:lim-${i}@example.com`);
+    const doc = rlsDoc({ 'sip:lim-a@example.com': ten, 'sip:lim-b@example.com': ten });
+    assert.equal((await x.put(`/rls-services/users/${ua.aor}/index`, doc, CT.rlsServices)).status, 201);
+    const a = await subscribe(ua, 'sip:lim-a@example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(a.res.status, 200);
+    const b = await subscribe(ua, 'sip:lim-b@example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(b.res.status, 503, '10 + 10 resources are more than 12 subscriptions');
+    assert.ok(b.res.headers.get('retry-after'));
+    // Once the first list is gone, the second fits.
+    assert.equal((await a.dialog.request(0)).status, 200);
+    const again = await subscribe(ua, 'sip:lim-b@example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(again.res.status, 200);
+  } finally {
+    await ua.close();
+    await n.stop();
+  }
+});
