@@ -238,19 +238,22 @@ export class SubscribeUas {
         throw new SipError(400, 'Malformed Contact header');
       }
     }
-    rec.remoteCseq = cseq;
+    // A request the store refuses (503, full disk) changes nothing, its remote CSeq included.
     if (expires === 0) {
-      await this.deps.subscriptions.forget(sub, 'unsubscribed');
+      await this.deps.subscriptions.unsubscribe(sub);
+      rec.remoteCseq = cseq;
       incoming.respond(this.okResponse(incoming, rec.localTag, 0));
       this.deps.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
       return;
     }
-    rec.remoteTarget = ownString(remoteTarget);
-    if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
-    rec.expiresAt = Date.now() + expires * 1000;
-    rec.minInterval = rate!.minInterval;
-    rec.maxInterval = rate!.maxInterval;
-    await this.deps.subscriptions.refresh(sub);
+    await this.deps.subscriptions.refresh(sub, {
+      remoteCseq: cseq,
+      remoteTarget: ownString(remoteTarget),
+      flowId: incoming.source.flow ? incoming.source.flow.id : rec.flowId,
+      expiresAt: Date.now() + expires * 1000,
+      minInterval: rate!.minInterval,
+      maxInterval: rate!.maxInterval,
+    });
     incoming.respond(this.okResponse(incoming, rec.localTag, expires));
     this.deps.notifier.schedule(sub, { kind: 'state', immediate: true });
   }

@@ -98,8 +98,7 @@ test('refresh and authorize: committed first, then reported', async () => {
   const { store, subs, events } = setup();
   const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com', { state: 'pending', subHandling: 'confirm' }));
   subs.add(s);
-  s.record.expiresAt = Date.now() + 900_000;
-  await subs.refresh(s);
+  await subs.refresh(s, { expiresAt: Date.now() + 900_000 });
   assert.equal(store.subscriptions.get(s.id)!.expiresAt, s.record.expiresAt);
   await subs.authorize(s, 'allow', '{"x":1}');
   assert.equal(store.subscriptions.get(s.id)!.state, 'active');
@@ -108,6 +107,29 @@ test('refresh and authorize: committed first, then reported', async () => {
   assert.deepEqual(
     events.map(([, p]) => (p as { what: string }).what),
     ['created', 'refreshed', 'authorized'],
+  );
+  subs.stop();
+});
+
+test('a refresh or an unsubscribe the store refuses changes nothing, in memory as in the store', async () => {
+  const { store, subs, events } = setup();
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  await store.putSubscription(s.record);
+  subs.add(s);
+  const stored = { ...store.subscriptions.get(s.id)! };
+  const refuse = (): Promise<boolean> => Promise.reject(new Error('store full'));
+  store.putSubscription = refuse;
+  store.removeSubscription = refuse;
+  await assert.rejects(subs.refresh(s, { expiresAt: s.record.expiresAt + 900_000, remoteCseq: 7 }), /store full/);
+  assert.equal(s.record.expiresAt, stored.expiresAt);
+  assert.equal(s.record.remoteCseq, stored.remoteCseq);
+  await assert.rejects(subs.unsubscribe(s), /store full/);
+  assert.equal(subs.get(s.id), s);
+  assert.equal(subs.inDialog(s.record.callId, s.record.localTag, s.record.remoteTag), s);
+  assert.deepEqual(store.subscriptions.get(s.id), stored);
+  assert.deepEqual(
+    events.map(([n]) => n),
+    ['subscription.changed'],
   );
   subs.stop();
 });
