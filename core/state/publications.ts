@@ -73,10 +73,19 @@ export class Publications {
     return list.slice().sort((a, b) => b.receivedAt - a.receivedAt || compare(publicationId(a), publicationId(b)));
   }
 
-  /** The live publication an entity-tag names (RFC 3903 §6 step 3), if it has not expired. */
+  /**
+   * The live publication an entity-tag names (RFC 3903 §6 step 3), if it has not expired, grace
+   * included: Kamailio keeps a publication expires_offset seconds past its expiry, and one that
+   * is kept can still be refreshed, modified or removed.
+   */
   find(presentityUri: string, event: string, entityTag: string): Publication | undefined {
     const p = this.live.get(timerKey({ presentityUri, event, entityTag }));
-    return p && p.expiresAt > Date.now() ? p : undefined;
+    return p && this.removedAt(p) > Date.now() ? p : undefined;
+  }
+
+  /** When a publication is removed: its expiry plus the grace of expires_offset. */
+  private removedAt(p: Publication): number {
+    return p.expiresAt + this.deps.config.expires_offset * 1000;
   }
 
   /**
@@ -103,13 +112,13 @@ export class Publications {
 
   constructor(private readonly deps: PublicationDeps) {}
 
-  /** Re-arm expiry for every stored publication; remove those that expired while the node was down. */
+  /** Re-arm expiry for every stored publication; remove those whose grace (expires_offset) ran out while the node was down. */
   async recover(): Promise<{ live: number; expired: number }> {
     const now = Date.now();
     let live = 0;
     const expired: Publication[] = [];
     for (const p of this.deps.store.allPublications()) {
-      if (p.expiresAt <= now) expired.push(p);
+      if (this.removedAt(p) <= now) expired.push(p);
       else {
         live++;
         this.arm(p);
@@ -143,7 +152,7 @@ export class Publications {
   private arm(p: Publication): void {
     const key = timerKey(p);
     if (this.live.get(key) === undefined) this.counted(p, 1);
-    this.live.set(key, p.expiresAt + this.deps.config.expires_offset * 1000, p);
+    this.live.set(key, this.removedAt(p), p);
   }
 
   private disarm(p: Publication): void {
@@ -173,12 +182,12 @@ export class Publications {
     this.changed(p.presentityUri, p.event);
   }
 
-  /** presence.cleanup: drop every expired publication now. */
+  /** presence.cleanup: drop every expired publication now (past its grace, as the expiry timers do). */
   async cleanup(): Promise<number> {
     const now = Date.now();
     let n = 0;
     for (const p of this.deps.store.allPublications()) {
-      if (p.expiresAt <= now) {
+      if (this.removedAt(p) <= now) {
         await this.expire(p);
         n++;
       }

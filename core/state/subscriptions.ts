@@ -229,7 +229,12 @@ export class Subscriptions {
   }
 
   private arm(sub: LiveSubscription): void {
-    this.timers.set(sub.id, sub.record.expiresAt + this.deps.config.expires_offset * 1000, sub);
+    this.timers.set(sub.id, this.removedAt(sub.record), sub);
+  }
+
+  /** When a subscription is removed: its expiry plus the grace of expires_offset (Kamailio's presence module). */
+  private removedAt(rec: Subscription): number {
+    return rec.expiresAt + this.deps.config.expires_offset * 1000;
   }
 
   /** End a subscription with a final NOTIFY (expiry, deauthorisation, administrative removal). */
@@ -280,8 +285,8 @@ export class Subscriptions {
   }
 
   /**
-   * After a restart: live subscriptions resume in their dialogs (CSeq continues); those that
-   * expired while the node was down are removed and reported ended with a terminated NOTIFY due,
+   * After a restart: live subscriptions resume in their dialogs (CSeq continues); those whose
+   * grace (expires_offset) ran out while the node was down are removed and reported ended with a terminated NOTIFY due,
    * once every live subscription (its winfo subscribers too) is back. `outcomeOf` gives each
    * live one its authorisation body key before it can receive a NOTIFY.
    */
@@ -293,7 +298,8 @@ export class Subscriptions {
       rec.flowId = ''; // connections of the previous process are gone
       ownStrings(rec);
       const sub = new LiveSubscription(rec);
-      if (rec.expiresAt <= now) {
+      // Within its grace (expires_offset) it resumes, and ends when the grace does, as it would have without the restart.
+      if (this.removedAt(rec) <= now) {
         expired.push(sub);
         // A store that cannot write (disk full) does not stop the start: the record goes at the next one.
         await this.deps.store

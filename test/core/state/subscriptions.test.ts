@@ -160,3 +160,21 @@ test('recover: live ones resume (flow gone, body key from the authoriser); expir
   );
   subs.stop();
 });
+
+test('expires_offset: a subscription past its expiry but within the grace resumes after a restart; past the grace it ends', async () => {
+  const store = new MemoryStore();
+  const { hub, events } = recordingHub();
+  const subs = new Subscriptions({ config: testConfig({ expires_offset: 60 }), store, log: quietLog(), hub });
+  const grace = subscriptionRecord('sip:alice@example.com', { expiresAt: Date.now() - 5_000 });
+  const gone = subscriptionRecord('sip:alice@example.com', { expiresAt: Date.now() - 61_000 });
+  await store.putSubscription(grace);
+  await store.putSubscription(gone);
+  assert.deepEqual(await subs.recover(async () => ''), { live: 1, expired: 1 });
+  assert.ok(subs.get(grace.id), 'within the grace: resumed');
+  assert.equal(store.subscriptions.has(gone.id), false);
+  assert.deepEqual(
+    ended(events).map((e) => e.sub.id),
+    [gone.id],
+  );
+  subs.stop();
+});
