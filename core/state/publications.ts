@@ -30,7 +30,7 @@ export class Publications {
    */
   private readonly live = new ExpiryTimers<Publication>((p) => {
     this.counted(p, -1); // the timers let go of it before calling
-    this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
+    this.expire(p, true).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
   });
   /** Live publications per presentity and event (for composition on the main thread, and /metrics without a store scan). */
   private readonly perPresentity = new Map<string, Publication[]>();
@@ -172,12 +172,24 @@ export class Publications {
     }
   }
 
-  private async expire(p: Publication): Promise<void> {
+  /** `fromTimer`: its expiry timer fired (and let go of it), so it was live until now. */
+  private async expire(p: Publication, fromTimer = false): Promise<void> {
     const key = timerKey(p);
     const current = this.live.get(key);
+    const wasLive = fromTimer || current !== undefined;
     if (current) this.disarm(current);
     else if (this.deps.store.getPublication(p.presentityUri, p.event, publicationId(p))?.entityTag !== p.entityTag) return; // gone or replaced already
-    await this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p));
+    try {
+      await this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p));
+    } catch (err) {
+      if (!wasLive) throw err; // a sweep of the store: nothing changed for the watchers
+      // It is gone from memory, so from what the watchers are sent: they are told. The store
+      // keeps it (full disk) until the clean_period sweep or the next start removes it.
+      this.deps.log.error(
+        { err, presentityUri: p.presentityUri, entityTag: p.entityTag },
+        'removing an expired publication from the store failed',
+      );
+    }
     this.deps.log.info({ presentityUri: p.presentityUri, event: p.event, entityTag: p.entityTag }, 'publication expired');
     this.changed(p.presentityUri, p.event);
   }

@@ -245,7 +245,13 @@ export class Subscriptions {
   /** Remove from memory and store; `final`: the reason of the terminated NOTIFY due. Idempotent. */
   forget = async (sub: LiveSubscription, why: string, final?: string): Promise<void> => {
     if (!this.drop(sub)) return;
-    await this.deps.store.removeSubscription(sub.id);
+    try {
+      await this.deps.store.removeSubscription(sub.id);
+    } catch (err) {
+      // It is gone from memory: it still gets its final NOTIFY and leaves watcher info. The store
+      // keeps the record (full disk); past its expiry, the next start removes it.
+      this.deps.log.error({ err, callId: sub.record.callId }, 'removing an ended subscription from the store failed');
+    }
     this.ended(sub, why, final);
   };
 

@@ -124,3 +124,20 @@ test('expires_offset: a publication past its expiry but within the grace is reco
   assert.ok(store.getPublication('sip:alice@example.com', 'presence', 'grace'));
   pubs.stop();
 });
+
+test('a publication that expires while the store cannot write is still gone for the watchers (reported); a sweep of the store does not report it again', async () => {
+  const store = new MemoryStore();
+  const { hub, events } = recordingHub();
+  const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
+  const keepAlive = setInterval(() => undefined, 1000);
+  const changed = new Promise<void>((resolve) => hub.on('presentity.changed', () => resolve()));
+  await pubs.put(pub('short', 1000, { expiresAt: Date.now() + 20 }), undefined);
+  store.removePublication = () => Promise.reject(new Error('store full'));
+  await changed;
+  clearInterval(keepAlive);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence'), []);
+  assert.ok(store.getPublication('sip:alice@example.com', 'presence', 'short'), 'the store still has it');
+  await assert.rejects(pubs.cleanup(), /store full/);
+  assert.equal(events.length, 1, 'reported once');
+  pubs.stop();
+});

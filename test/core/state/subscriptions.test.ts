@@ -178,3 +178,18 @@ test('expires_offset: a subscription past its expiry but within the grace resume
   );
   subs.stop();
 });
+
+test('a subscription that expires while the store cannot write still ends: reported, with its terminated NOTIFY due', async () => {
+  const { store, subs, events } = setup();
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  await store.putSubscription(s.record);
+  subs.add(s);
+  store.removeSubscription = () => Promise.reject(new Error('store full'));
+  await subs.terminate(s, 'timeout');
+  assert.equal(subs.get(s.id), undefined);
+  assert.deepEqual(
+    ended(events).map((e) => [e.sub.id, e.final]),
+    [[s.id, 'timeout']],
+  );
+  subs.stop();
+});
