@@ -6,18 +6,23 @@
  * in chunks so the driver holds only one chunk; their Vias point at the driver, which counts
  * the responses without keeping them. Every BATCH messages an OPTIONS must be answered (sent
  * again every 500 ms: junk may fill the socket buffer), so the node is never more than a batch
- * behind. RSS of the node: after a warm-up, right after the last message, and once Timer J
- * (32 s over UDP) has released every finished server transaction (--settle seconds).
+ * behind. RSS of the node, and its V8 heap used after a full garbage collection (through the
+ * inspector it opens on an ephemeral loopback port for this run): after a warm-up, right after
+ * the last message, and once Timer J (32 s over UDP) has released every finished server
+ * transaction (--settle seconds). Right after, the heap holds the transactions of the last 32 s.
  *
  *   node dist/bench/load/fuzz-rss.js               1,000,000 messages, settle 35 s
  *   node dist/bench/load/fuzz-rss.js --quick       100,000 messages
  *   node dist/bench/load/fuzz-rss.js --count N --settle S
  */
 import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { FUZZ_SEED, mutatedRequest, amplifiedRequest } from '../../test/support/sip-arbitraries.js';
 import { startPresenced, memoryOf } from './targets.js';
-import { machine, machineLine, table, writeResults } from '../lib/report.js';
+import { machine, machineLine, table, writeResults, RESULTS_DIR } from '../lib/report.js';
 
 const CHUNK = 10_000;
 const BATCH = 200;
@@ -50,9 +55,45 @@ function chunk(i: number, port: number, n: number): Buffer[] {
     );
 }
 
+interface Inspector {
+  send(data: string): void;
+  close(): void;
+  on(event: 'message', listener: (data: Buffer) => void): void;
+  once(event: 'open' | 'error', listener: (err?: Error) => void): void;
+}
+const WebSocket = createRequire(import.meta.url)('ws') as new (url: string) => Inspector;
+
+/**
+ * A full garbage collection in the node, through its inspector (HeapProfiler.collectGarbage): the
+ * heap used after it is what the node retains, where a plain reading also counts garbage V8 has
+ * not collected yet (it grows the heap lazily on a machine with memory to spare).
+ */
+async function collectGarbage(url: string): Promise<void> {
+  const ws = new WebSocket(url);
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', (err) => reject(err));
+  });
+  await new Promise<void>((resolve) => {
+    ws.on('message', (data) => {
+      if ((JSON.parse(data.toString()) as { id?: number }).id === 1) resolve();
+    });
+    ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' }));
+  });
+  ws.close();
+}
+
 async function main(): Promise<void> {
   const m = machine();
-  const node = await startPresenced({ workerThreads: 0, cpuProf: false, rules: false, label: 'presenced-fuzz-rss' });
+  const label = 'presenced-fuzz-rss';
+  // The node (only) listens for an inspector on an ephemeral loopback port, named in its log.
+  const options = process.env.NODE_OPTIONS;
+  process.env.NODE_OPTIONS = `${options ?? ''} --inspect=127.0.0.1:0`.trim();
+  const node = await startPresenced({ workerThreads: 0, cpuProf: false, rules: false, label });
+  if (options === undefined) delete process.env.NODE_OPTIONS;
+  else process.env.NODE_OPTIONS = options;
+  const inspectorUrl = /Debugger listening on (ws:\/\/\S+)/.exec(readFileSync(join(RESULTS_DIR, `${label}.log`), 'utf8'))?.[1];
+  if (!inspectorUrl) throw new Error('the node did not open its inspector');
   const sock = dgram.createSocket('udp4');
   await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', () => resolve()));
   const port = sock.address().port;
@@ -99,7 +140,11 @@ async function main(): Promise<void> {
       .split('\n')
       .filter((l) => l.startsWith(name + '{') || l.startsWith(name + ' '))
       .reduce((s, l) => s + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-  const heapMiB = async (): Promise<number> => (await metric('presenced_nodejs_heap_size_used_bytes')) / 2 ** 20;
+  /** V8 heap used after a full collection. */
+  const heapMiB = async (): Promise<number> => {
+    await collectGarbage(inspectorUrl);
+    return (await metric('presenced_nodejs_heap_size_used_bytes')) / 2 ** 20;
+  };
   try {
     for (let i = 0; i < 200; i++) await barrier(); // warm-up: JIT, pools
     const before = rssMiB();
@@ -161,7 +206,7 @@ async function main(): Promise<void> {
         ['RSS right after', Number(after.toFixed(1)), 'MiB'],
         [`RSS ${settleS} s later`, Number(settled.toFixed(1)), 'MiB'],
         [
-          'V8 heap used before / right after / later',
+          'V8 heap used after a full GC: before / right after / later',
           `${heapBefore.toFixed(1)} / ${heapAfter.toFixed(1)} / ${heapSettled.toFixed(1)}`,
           'MiB',
         ],
