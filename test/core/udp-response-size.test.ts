@@ -94,3 +94,21 @@ test('any other response no datagram holds (an OPTIONS 200 copying a long Via st
   // A small one is answered as before.
   assert.equal((await udp.request(base)).status, 200);
 });
+
+test('a 420 lists each unsupported option tag once, and a bounded number of them: never larger than the request', async () => {
+  const udp = await openUa(node, 'udp');
+  uas.push(udp);
+  const repeated = await udp.request({
+    method: 'OPTIONS',
+    uri: 'sip:presenced@127.0.0.1',
+    headers: [['require', Array(20_000).fill('a').join(',')]],
+  });
+  assert.equal(repeated.status, 420);
+  assert.equal(repeated.headers.get('unsupported'), 'a');
+  const distinct = Array.from({ length: 5_000 }, (_, i) => `tag${i}`);
+  const many = await udp.request({ method: 'OPTIONS', uri: 'sip:presenced@127.0.0.1', headers: [['require', distinct.join(',')]] });
+  assert.equal(many.status, 420);
+  const listed = many.headers.getAll('unsupported');
+  assert.ok(listed.length > 0 && listed.join(', ').length <= 1024, `${listed.length} tags listed`);
+  assert.deepEqual(listed, distinct.slice(0, listed.length));
+});
