@@ -18,6 +18,8 @@ import { microTable, type MicroRow, type MicroSuite } from './micro/harness.js';
 import { runLoad, FILL_WATCHERS_PER_PRESENTITY, BLF_WATCHERS, type LoadFigures } from './load/suite.js';
 import { startPresenced, startNullServer, startKamailio, externalTarget, type RunningTarget } from './load/targets.js';
 import { profileTable, selfTimes } from './load/profile.js';
+import { rlsPlan } from './load/rls.js';
+import { startKamailioRls, runRls, rlsTable, type RlsFigures } from './load/rls-suite.js';
 
 const out = (s = ''): void => void process.stdout.write(s + '\n');
 
@@ -191,6 +193,44 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   return table(rows) + ratio;
 }
 
+/** Issue 14: the list server on fresh targets (presenced per --workers value, Kamailio rls), the same driver. */
+async function rlsPass(plan: Array<{ kind: string; workers: number }>, args: BenchArgs): Promise<RlsFigures[]> {
+  out(
+    `\n── resource list server (issue 14): ${args.rlsSubscribers.toLocaleString('en-US')} list subscribers × ${args.rlsResources} resources, ` +
+      `waitn_time ${args.waitn} s on both, UDP, ${args.rlsConcurrency} list SUBSCRIBEs in flight ──`,
+  );
+  const figs: RlsFigures[] = [];
+  for (const p of plan) {
+    if (p.kind !== 'presenced' && p.kind !== 'kamailio') continue;
+    // One subscriber more than asked for: the first warms the path before the memory baseline.
+    const rp = rlsPlan(args.rlsResources, args.rlsSubscribers + 1);
+    const target =
+      p.kind === 'kamailio'
+        ? await startKamailioRls({ children: args.kamailioChildren, label: 'kamailio-rls', plan: rp, waitn: args.waitn })
+        : await startPresenced({
+            workerThreads: p.workers,
+            cpuProf: args.cpuProf,
+            rules: false,
+            label: `presenced-w${p.workers}`,
+            extra: { waitn_time: args.waitn, ...args.nodeConfig },
+          });
+    running.add(target);
+    out(`\n${target.label}: ${target.description}`);
+    try {
+      figs.push(await runRls(target, p.kind, rp, args, out));
+    } finally {
+      await target.stop();
+      running.delete(target);
+    }
+    const f = figs[figs.length - 1]!;
+    if (f.unknownNotifies || f.terminatedNotifies)
+      out(`  note: ${f.unknownNotifies} NOTIFYs for unknown dialogs, ${f.terminatedNotifies} terminated (before the unsubscribe: none expected)`);
+  }
+  out('\n── resource list server figures ──');
+  out(rlsTable(figs, args));
+  return figs;
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const args = parseArgs(argv);
@@ -232,7 +272,8 @@ async function main(): Promise<void> {
       if (t === 'presenced') for (const w of args.workers) plan.push({ kind: t, workers: w });
       else plan.push({ kind: t, workers: 0 });
     }
-    for (const p of plan) {
+    const classic = [...args.phases].some((ph) => ph !== 'rls');
+    for (const p of classic ? plan : []) {
       const s = await start(p.kind, args, p.workers);
       running.add(s.target);
       out(`\n${s.target.label}: ${s.target.description}`);
@@ -261,8 +302,11 @@ async function main(): Promise<void> {
     }
     results.load = figs;
     results.profiles = profiles;
-    out('\n── end-to-end figures ──');
-    out(loadTables(figs, args));
+    if (classic) {
+      out('\n── end-to-end figures ──');
+      out(loadTables(figs, args));
+    }
+    if (args.phases.has('rls')) results.rls = await rlsPass(plan, args);
     if (figs.some((f) => f.target.startsWith('ceiling'))) {
       out('\nThe ceiling column is the driver against bench/load/null-server.ts (no store, no XML): what the generator can');
       out('send and receive on this machine. A target figure near it is limited by the generator, not by the target.');

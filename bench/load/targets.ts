@@ -160,7 +160,7 @@ export async function waitForSip(target: Endpoint, timeoutMs: number, exited?: (
 }
 
 /** SIGTERM the child (by PID), wait, SIGKILL it and any descendant still there after `graceMs`. */
-async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+export async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const tree = processTree(child.pid);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
