@@ -222,11 +222,11 @@ export async function runRls(
       const n = await load.changes({ rate, durationS: args.duration, warmupS: args.warmup, drainS: Math.max(10, 3 * args.waitn) });
       fig.notify.push({ ...n, cpuPct: mc() });
     }
+    fig.terminatedNotifies = load.terminatedNotifies;
     fig.unsubscribed = await load.unsubscribeAll(args.rlsConcurrency);
   } finally {
     fig.unknownNotifies = load.unknownNotifies;
     fig.repeatedNotifies = load.repeatedNotifies;
-    fig.terminatedNotifies = load.terminatedNotifies;
     fig.timeouts = driver.stats.timeouts;
     await driver.close();
   }
@@ -239,7 +239,7 @@ export function rlsTable(figs: RlsFigures[], args: BenchArgs): string {
     rows.push([name, unit, ...figs.map(get)]);
   };
   const p = figs[0]?.plan;
-  row(`List SUBSCRIBE (${p?.lists ?? '?'} lists × ${p?.resources ?? '?'} resources), done`, 'lists/s', (f) => f.subscribe?.perSecond);
+  row(`List SUBSCRIBE (${p?.lists ?? '?'} lists × ${p?.resources ?? '?'} resources) → first NOTIFY`, 'lists/s', (f) => f.subscribe?.perSecond);
   row('  failures', '%', (f) => f.subscribe?.failurePct);
   row('  SUBSCRIBE → first NOTIFY p50', 'ms', (f) => f.subscribe?.firstNotifyMs.p50);
   row('  SUBSCRIBE → first NOTIFY p99', 'ms', (f) => f.subscribe?.firstNotifyMs.p99);
