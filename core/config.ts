@@ -10,6 +10,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import type { ListenSpec, TlsSettings } from '../transport/stack.js';
 import type { Protocol } from '../transport/flows.js';
+import { SipUri } from '../transport/uri.js';
 
 export interface Config {
   // operator's contract
@@ -102,6 +103,21 @@ export interface Config {
   max_publications: number;
   max_publications_per_presentity: number;
   limit_log_interval: number;
+  // rls (Kamailio rls module parameter names; the ones presence has too carry an rls_ prefix)
+  disable_rls: number;
+  rls_event: string[];
+  waitn_time: number;
+  rls_max_expires: number;
+  outbound_proxy: string;
+  rls_server_address: string;
+  max_notify_body_length: number;
+  to_presence_code: number;
+  max_backend_subs: number;
+  rls_local_domains: string[];
+  cluster_nodes: number;
+  cluster_index: number;
+  /** outbound_proxy parsed: where back-end SUBSCRIBEs for resources served elsewhere go. */
+  outbound_proxy_target?: { proto: Protocol; host: string; port: number };
   // tls (Kamailio tls module parameter names)
   tls_certificate: string;
   tls_private_key: string;
@@ -238,7 +254,7 @@ const userMap: Check = (v, key) => {
 };
 
 /** key → [default, check]. The order here is the order of the README table. */
-const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [unknown, Check]> = {
+const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to' | 'outbound_proxy_target'>, [unknown, Check]> = {
   listen: [['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], listenList],
   xcap_listen: ['127.0.0.1:8080', hostPort],
   xcap_root: ['/xcap-root', xcapRoot],
@@ -317,6 +333,18 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to'>, [un
   max_publications: [200_000, int(0, 100_000_000)],
   max_publications_per_presentity: [64, int(0, 100_000_000)],
   limit_log_interval: [10, int(1, 86400)],
+  disable_rls: [0, flag],
+  rls_event: [['presence'], stringList],
+  waitn_time: [5, int(0, 3600)],
+  rls_max_expires: [7200, int(1, 86400 * 365)],
+  outbound_proxy: ['', str],
+  rls_server_address: ['', str],
+  max_notify_body_length: [0, int(0, 1 << 30)],
+  to_presence_code: [1, int(0, 699)],
+  max_backend_subs: [0, int(0, 100_000_000)],
+  rls_local_domains: [[], stringList],
+  cluster_nodes: [1, int(1, 1024)],
+  cluster_index: [0, int(0, 1023)],
 };
 
 export const CONFIG_KEYS = Object.keys(SCHEMA);
@@ -372,6 +400,12 @@ export function buildConfig(raw: unknown): Config {
       `udp_mtu_try_proto: ${cfg.udp_mtu_try_proto} needs a ${cfg.udp_mtu_try_proto} listener in listen (or set udp_mtu to 0)`,
     );
   }
+  if (cfg.cluster_index >= cfg.cluster_nodes)
+    throw new ConfigError(
+      `cluster_index (${cfg.cluster_index}) must be below cluster_nodes (${cfg.cluster_nodes}): nodes are numbered from 0`,
+    );
+  cfg.rls_event = cfg.rls_event.map((e) => e.trim().toLowerCase());
+  if (cfg.outbound_proxy !== '') cfg.outbound_proxy_target = proxyTarget(cfg.outbound_proxy);
   cfg.duplicate_to = cfg.duplicate_uri === '' ? undefined : captureAddress(cfg.duplicate_uri);
   if (cfg.trace_on && !cfg.duplicate_to) {
     throw new ConfigError(
@@ -383,6 +417,19 @@ export function buildConfig(raw: unknown): Config {
     throw new ConfigError(`${missing}: must be set together with ${missing === 'tls_certificate' ? 'tls_private_key' : 'tls_certificate'}`);
   }
   return cfg;
+}
+
+/** rls outbound_proxy: a SIP URI naming the next hop (host, port, transport). */
+function proxyTarget(uri: string): { proto: Protocol; host: string; port: number } {
+  let u: SipUri;
+  try {
+    u = SipUri.parse(uri);
+  } catch {
+    throw new ConfigError(`outbound_proxy: "${uri}" is not a SIP URI (e.g. sip:proxy.example.com:5060;transport=udp)`);
+  }
+  const proto = u.transport as Protocol;
+  if (!PROTOCOLS.includes(proto)) throw new ConfigError(`outbound_proxy: transport ${proto} is not one of ${PROTOCOLS.join(', ')}`);
+  return { proto, host: u.host, port: u.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
 }
 
 /** siptrace duplicate_uri: `sip:ADDRESS:PORT` (or `udp:`), an IP literal, as Kamailio takes it. */

@@ -43,6 +43,13 @@ export interface NodeStats {
   readonly rpcCalls: ReadonlyMap<string, number>;
   /** XCAP requests by `auid method status` (embedded server only). */
   readonly xcapRequests?: ReadonlyMap<string, number>;
+  /** The resource list server: list subscriptions, back-end subscriptions by kind, list NOTIFYs sent and failed. */
+  readonly rls?: {
+    readonly lists: number;
+    readonly backends: { local: number; sip: number };
+    readonly notifies: number;
+    readonly failed: number;
+  };
   /** SIP capture copies sent and failed (trace_on only). */
   readonly capture?: { readonly sent: number; readonly failed: number };
 }
@@ -102,6 +109,23 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
       for (const event of stats.events) this.set({ event }, stats.presentitiesOf(event));
     },
   });
+  const rls = stats.rls;
+  if (rls) {
+    gauge('presenced_rls_list_subscriptions', 'Live list subscriptions of the resource list server (RFC 4662).', () => rls.lists);
+    new Gauge({
+      name: 'presenced_rls_backend_subscriptions',
+      help: 'Back-end subscriptions of the list server: local = resources served by this node (watched without SIP), sip = SUBSCRIBE dialogs through outbound_proxy.',
+      labelNames: ['kind'],
+      registers: [registry],
+      collect() {
+        const b = rls.backends;
+        this.set({ kind: 'local' }, b.local);
+        this.set({ kind: 'sip' }, b.sip);
+      },
+    });
+    counter('presenced_rls_notify_sent_total', 'List NOTIFY requests answered with 2xx.', () => rls.notifies);
+    counter('presenced_rls_notify_failed_total', 'List NOTIFY requests that failed (non-2xx, timeout, transport).', () => rls.failed);
+  }
   counter('presenced_notify_sent_total', 'NOTIFY requests answered with 2xx.', () => stats.notifySent);
   counter('presenced_notify_failed_total', 'NOTIFY requests that failed (non-2xx, timeout, transport).', () => stats.notifyFailed);
   counter('presenced_watchers_removed_total', 'Subscriptions removed because their NOTIFY failed.', () => stats.watchersRemovedByFailure);

@@ -31,6 +31,10 @@ import { PublishUas } from './sip/publish-uas.js';
 import { SubscribeUas } from './sip/subscribe-uas.js';
 import { XcapServer, type XcapChange } from './xcap/server.js';
 import { XcapClient } from './xcap/client.js';
+import { RlsServicesDirectory } from './xcap/rls-services.js';
+import { XcapReferences } from './xcap/reference.js';
+import { ListServer } from './rls/list-server.js';
+import { ServiceLists } from './rls/lists.js';
 import { RpcServer } from './rpc/server.js';
 import { createMethods } from './rpc/methods.js';
 import type { Transformations } from '../workers/pres-rules.js';
@@ -67,6 +71,8 @@ export class PresenceNode {
   /** xcap_client mode (integrated_xcap_server = 0): rules fetched from the xcap_server URLs. */
   private readonly xcapClient: XcapClient | undefined;
   private readonly rpc: RpcServer;
+  /** The resource list server (RFC 4662); undefined with disable_rls or passive_mode. */
+  private readonly lists: ListServer | undefined;
   /** siptrace: copies of every SIP message to the capture server (trace_on). */
   private readonly capture: HepSender | undefined;
   private sweeper: NodeJS.Timeout | undefined;
@@ -168,9 +174,41 @@ export class PresenceNode {
     // SIP: the UAS of each method, behind the dispatcher.
     const dispatcher = (this.dispatcher = new Dispatcher(packages, log, config.max_uri_length));
     this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization, limits });
+    // The list server: services from the rls-services documents, back-ends inside the node or through outbound_proxy.
+    if (!config.passive_mode && !config.disable_rls) {
+      const directory = new RlsServicesDirectory(store, pool, log);
+      const references = new XcapReferences(store, pool, config.xcap_root);
+      this.lists = new ListServer({
+        config,
+        store,
+        log,
+        hub,
+        packages,
+        ctx,
+        sender: stack,
+        lists: new ServiceLists(
+          {
+            services: () => directory.all(),
+            select: (ref) => references.select(ref),
+            parse: (xml, as) => pool.run('rls.parse', { xml, as }),
+          },
+          log,
+        ),
+        authorize: (resourceUri, watcherAor, pkg) => authorization.evaluate(resourceUri, watcherAor, pkg),
+        transform: (bodyKey, body) => pool.run('rules.transform', { xml: body, transformations: JSON.parse(bodyKey) as Transformations }),
+        contact: notifier.contact,
+        limits,
+      });
+    }
+    const lists = this.lists;
     if (!config.passive_mode) {
       dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications, limits }).handle);
-      dispatcher.register('SUBSCRIBE', this.subscribeUas.handle);
+      const subscribe = this.subscribeUas.handle;
+      dispatcher.register(
+        'SUBSCRIBE',
+        lists ? async (incoming) => ((await lists.claims(incoming.request)) ? lists.handle(incoming) : subscribe(incoming)) : subscribe,
+      );
+      if (lists) dispatcher.register('NOTIFY', lists.handleNotify);
     }
     stack.onRequest(dispatcher.handle);
 
@@ -195,6 +233,7 @@ export class PresenceNode {
         notifier,
         authorization,
         startedAt: this.startedAt,
+        ...(lists ? { lists } : {}),
       }),
       metrics: createMetrics(
         {
@@ -252,6 +291,24 @@ export class PresenceNode {
           rpcCalls,
           ...(xcap ? { xcapRequests: xcap.stats } : {}),
           ...(capture ? { capture } : {}),
+          ...(lists
+            ? {
+                rls: {
+                  get lists() {
+                    return lists.listCount;
+                  },
+                  get backends() {
+                    return lists.backendCounts;
+                  },
+                  get notifies() {
+                    return lists.stats.notifies;
+                  },
+                  get failed() {
+                    return lists.stats.failed;
+                  },
+                },
+              }
+            : {}),
         },
         config.node_name,
       ),
@@ -276,6 +333,7 @@ export class PresenceNode {
     const waiting = this.watcherInfo.load();
     const subs = await this.subscriptions.recover(this.authorization.recoveredBodyKey);
     this.watcherInfo.start();
+    const lists = this.lists ? await this.lists.recover() : undefined;
     this.publications.notifyRecovered();
     this.dispatcher.ready = true;
     this.log.info(
@@ -285,6 +343,7 @@ export class PresenceNode {
         subscriptions: subs.live,
         subscriptionsExpired: subs.expired,
         waitingWatchers: waiting,
+        ...(lists ? { listSubscriptions: lists.live, listSubscriptionsExpired: lists.expired } : {}),
       },
       'store recovered',
     );
@@ -308,6 +367,7 @@ export class PresenceNode {
     if (this.sweeper) clearInterval(this.sweeper);
     this.publications.stop();
     this.subscribeUas.stop();
+    this.lists?.stop();
     this.subscriptions.stop();
     await this.notifier.stop();
     this.watcherInfo.stop();

@@ -8,6 +8,7 @@ import { xcapTasks } from './xcap.js';
 import { composeDialogInfo } from './dialog.js';
 import { composeDialogDocument, validateDialogInfo, type ComposedDialogInfo, type DialogFilter } from './dialog-info.js';
 import { composeReginfo } from './reginfo.js';
+import { parseRlsFragment } from './rls.js';
 import { evaluateRules, applyTransformations, spheresOf, type RulesOutcome, type Transformations } from './pres-rules.js';
 
 /** A user's document of an auid: `index` (RFC 5025 §9.1, RFC 4827), else the first one in its tree. */
@@ -82,6 +83,8 @@ const coreTasks = {
   },
   'rules.transform': (p: { xml: string; transformations: Transformations }): string =>
     applyTransformations(p.xml, p.transformations, limits()),
+  /** RFC 4826: a <service>, or a <list> / <entry> a reference selected (the list server follows references itself). */
+  'rls.parse': parseRlsFragment,
   'pidf.checkBasic': (p: { presentityUri: string; status: string }): number =>
     checkBasic(bodiesOf(p.presentityUri, 'presence'), p.status, limits()),
   'pidf.checkActivities': (p: { presentityUri: string; activity: string }): number =>

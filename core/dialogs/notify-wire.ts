@@ -58,7 +58,8 @@ export class NotifyWire {
   private readonly startLine: string;
   private readonly dialogHeaders: string;
 
-  constructor(rec: Subscription, contact: string) {
+  /** `extraHeaders`: more constant header lines, each ending in CRLF (a list's `Require: eventlist`). */
+  constructor(rec: Subscription, contact: string, extraHeaders = '') {
     this.remoteTarget = rec.remoteTarget;
     this.flowId = rec.flowId;
     this.target = notifyTarget(rec);
@@ -66,7 +67,7 @@ export class NotifyWire {
     this.startLine = ownString(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
     let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>${rec.remoteTag ? ';tag=' + rec.remoteTag : ''}\r\nCall-ID: ${rec.callId}\r\n`;
     for (const r of routes) h += `Route: ${r}\r\n`;
-    h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n`;
+    h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n${extraHeaders}`;
     this.dialogHeaders = ownString(h);
   }
 

@@ -8,6 +8,7 @@ import { presentityOf, uriAor } from '../uris.js';
 import { SipError } from '../errors.js';
 import type { WorkerPool } from '../pool.js';
 import type { StoreReader } from '../store/interfaces.js';
+import type { Subscription } from '../store/records.js';
 import type { Publications } from '../state/publications.js';
 import type { Subscriptions } from '../state/subscriptions.js';
 import type { WatcherInfo } from '../state/watcher-info.js';
@@ -27,6 +28,11 @@ export interface RpcDeps {
   authorization: Authorization;
   /** When the node started (ms since epoch). */
   startedAt: number;
+  /** The resource list server (RFC 4662), when it runs: list subscribers of a service URI, and the lists watching a resource. */
+  lists?: {
+    subscribersOf(serviceUri: string, event: string): Subscription[];
+    backendWatchersOf(resourceUri: string, event: string): Array<{ watcherUri: string; service: string }>;
+  };
 }
 
 export type RpcMethod = (params: unknown[]) => Promise<unknown> | unknown;
@@ -139,6 +145,29 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
         call_id: s.record.callId,
         contact: s.record.remoteTarget,
         transport: s.record.transport,
+      })),
+      // List subscribers of a service URI (RFC 4662), and the lists that watch this resource on a subscriber's behalf.
+      ...(node.lists?.subscribersOf(uri, ev) ?? []).map((r) => ({
+        watcher_uri: r.watcherUri,
+        event: r.event,
+        status: r.state,
+        sub_handling: r.subHandling,
+        expires: Math.max(0, Math.round((r.expiresAt - now) / 1000)),
+        call_id: r.callId,
+        contact: r.remoteTarget,
+        transport: r.transport,
+        list: true,
+      })),
+      ...(node.lists?.backendWatchersOf(uri, ev) ?? []).map((w) => ({
+        watcher_uri: w.watcherUri,
+        event: ev,
+        status: 'active',
+        sub_handling: '',
+        expires: 0,
+        call_id: '',
+        contact: '',
+        transport: '',
+        via_list: w.service,
       })),
       // Watchers whose pending subscription ended (RFC 3857 §4.7.1): no dialog, kept until
       // winfo_waiting_period runs out ("expires").

@@ -97,6 +97,7 @@ export class Store {
     private readonly cseqs: Database<number, Key>,
     private readonly watchers: Database<Buffer, Key>,
     private readonly xcap: Database<Buffer, Key>,
+    private readonly lists: Database<Buffer, Key>,
   ) {}
 
   static open(path: string, xcapTable: string, o: StoreOptions = {}): Store {
@@ -126,6 +127,7 @@ export class Store {
       db<number>('cseq', 'msgpack'),
       db<Buffer>('watcher', 'binary'),
       db<Buffer>(xcapTable, 'binary'),
+      db<Buffer>('list_subscription', 'binary'),
     );
     if (!readOnly) store.watchSpace();
     return store;
@@ -237,7 +239,7 @@ export class Store {
   async usage(): Promise<StoreUsage> {
     const root = this.env.getStats() as { pageSize: number; lastPageNumber: number; free: PageStats } & PageStats;
     let pages = pagesOf(root) + pagesOf(root.free) + 2; // + the two meta pages
-    for (const db of [this.pubs, this.subs, this.cseqs, this.watchers, this.xcap]) pages += pagesOf(db.getStats() as PageStats);
+    for (const db of [this.pubs, this.subs, this.cseqs, this.watchers, this.xcap, this.lists]) pages += pagesOf(db.getStats() as PageStats);
     let fileBytes = 0;
     try {
       fileBytes = (await stat(join(this.path, 'data.mdb'))).size;
@@ -317,6 +319,25 @@ export class Store {
 
   *allSubscriptions(): Iterable<Subscription> {
     for (const { value } of this.subs.getRange({ snapshot: false })) {
+      const s = codecs.subscription.decode(value);
+      const c = this.cseqs.get(s.id);
+      if (c !== undefined && c > s.localCseq) s.localCseq = c;
+      yield s;
+    }
+  }
+
+  // ───── list subscriptions (the resource list server's dialogs, RFC 4662): key = id ─────
+
+  putListSubscription(s: Subscription): Promise<boolean> {
+    return this.committed(() => this.lists.put(s.id, codecs.subscription.encode(s)));
+  }
+
+  removeListSubscription(id: string): Promise<boolean> {
+    return this.committed(() => Promise.all([this.cseqs.remove(id), this.lists.remove(id)]).then(([, removed]) => removed));
+  }
+
+  *allListSubscriptions(): Iterable<Subscription> {
+    for (const { value } of this.lists.getRange({ snapshot: false })) {
       const s = codecs.subscription.decode(value);
       const c = this.cseqs.get(s.id);
       if (c !== undefined && c > s.localCseq) s.localCseq = c;

@@ -111,6 +111,14 @@ export class RlsServicesDirectory {
     return this.composed;
   }
 
+  /** Every service of every user's document, after bringing the parsed copies in line with the store (the list server reads them). */
+  async all(): Promise<RlsService[]> {
+    await this.sync();
+    const out: RlsService[] = [];
+    for (const key of [...this.parsed.keys()].sort()) out.push(...this.parsed.get(key)!.services);
+    return out;
+  }
+
   /** The services of a document about to be written (parsed in the worker pool). */
   async servicesOf(xml: string): Promise<RlsService[]> {
     const [services] = await this.pool.run('xcap.rlsServices', { docs: [xml] });

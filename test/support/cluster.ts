@@ -6,27 +6,13 @@
  *     slot = core_hash(user "@" lower(host)) & 1023,  owner = (slot mod nodes) + 1
  */
 import { execFile } from 'node:child_process';
+import { coreHash } from '../../core/rls/shard.js';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'deploy', 'cluster', 'cluster.sh');
 
-/** Kamailio's core_hash (src/core/hashes.h) of a string's bytes, chars signed as on x86, unsigned 32-bit. */
-export function coreHash(text: string): number {
-  const b = Buffer.from(text, 'utf8');
-  const c = (i: number): number => (b[i]! >= 128 ? b[i]! - 256 : b[i]!);
-  let h = 0;
-  let i = 0;
-  let v: number;
-  for (; i + 4 <= b.length; i += 4) {
-    v = ((c(i) << 24) + (c(i + 1) << 16) + (c(i + 2) << 8) + c(i + 3)) >>> 0;
-    h = (h + (v ^ (v >>> 3))) >>> 0;
-  }
-  v = 0;
-  for (; i < b.length; i++) v = ((v << 8) + c(i)) >>> 0;
-  h = (h + ((v ^ (v >>> 3)) >>> 0)) >>> 0;
-  return (h + (h >>> 11) + (h >>> 13) + (h >>> 23)) >>> 0;
-}
+export { coreHash };
 
 /** The owning node (1-based) of `sip:user@host` in a cluster of `nodes` nodes. */
 export function ownerOf(presentity: string, nodes: number): number {

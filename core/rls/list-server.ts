@@ -1,0 +1,707 @@
+/**
+ * The resource list server (RFC 4662 over RFC 4826 rls-services): a SUBSCRIBE to a service URI
+ * with `Supported: eventlist` becomes one list subscription whose NOTIFYs carry the state of
+ * every resource of the list (multipart/related with an RLMI root, rlmi.ts), full state first
+ * and after each SUBSCRIBE, then partial state naming what changed.
+ *
+ * Each resource's state comes from a back-end subscription made on the list subscriber's behalf
+ * (RFC 4662 §5): authorised by that resource's own rules with the subscriber as watcher. A
+ * resource this node serves is watched inside the node (the hub's presentity.changed, its body
+ * composed by its event package once per change and shared by every list that holds it); any
+ * other one gets a real SUBSCRIBE through outbound_proxy (backends.ts), one per resource and
+ * subscriber, shared by that subscriber's lists.
+ *
+ * List subscriptions are stored like other dialogs (their own LMDB database) before the 2xx,
+ * their NOTIFY CSeq and RLMI version with each NOTIFY, so a restart resumes them.
+ */
+import type { IncomingRequest } from '../../transport/stack.js';
+import type { SipResponse, SipRequest } from '../../transport/message.js';
+import { ownString } from '../../transport/message.js';
+import { NameAddr } from '../../transport/uri.js';
+import type { Protocol } from '../../transport/flows.js';
+import type { ClientOutcome } from '../../transport/stack.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { EventHub, BaseEvents } from '../events.js';
+import { SipError } from '../errors.js';
+import { ExpiryTimers } from '../timers.js';
+import { newTag } from '../ids.js';
+import { presentityKey, uriAor, dialogKey } from '../uris.js';
+import type { StateLimits } from '../limits.js';
+import { SCHEMA_VERSION, type Subscription } from '../store/records.js';
+import { NotifierDialog, type SipSender } from '../dialogs/subscription-dialog.js';
+import { NotifyWire } from '../dialogs/notify-wire.js';
+import type { PackageRegistry } from '../packages/registry.js';
+import { parseEventHeader, type AuthorizationOutcome, type EventPackage, type PackageContext } from '../packages/types.js';
+import { type ServiceLists, serviceKey as serviceKeyOf, type ListResource, type ResolvedService } from './lists.js';
+import { splitNotify, type ResourceEntry, type ResourceInstance } from './rlmi.js';
+import { Backends } from './backends.js';
+import { shardOf } from './shard.js';
+
+/** The part of the store the list server writes (core/store/store.ts). */
+export interface ListStore {
+  putListSubscription(s: Subscription): Promise<boolean>;
+  removeListSubscription(id: string): Promise<boolean>;
+  allListSubscriptions(): Iterable<Subscription>;
+}
+
+export interface ListServerDeps {
+  config: Config;
+  store: ListStore;
+  log: Logger;
+  hub: EventHub<BaseEvents>;
+  packages: PackageRegistry;
+  ctx: PackageContext;
+  sender: SipSender;
+  lists: ServiceLists;
+  /** The resource's rules with the list subscriber as watcher (core/authorization). */
+  authorize: (resourceUri: string, watcherAor: string, pkg: EventPackage) => Promise<AuthorizationOutcome> | AuthorizationOutcome;
+  /** A composed body transformed for an outcome's key (RFC 5025 transformations). */
+  transform: (bodyKey: string, body: string) => Promise<string>;
+  /** Our Contact toward a peer (the notifier's: server_address, else the listener). */
+  contact: (proto: Protocol, peer?: string) => string;
+  limits?: StateLimits;
+}
+
+/** One resource of one list subscription. */
+interface Member {
+  res: ListResource;
+  /** RLMI instance id: stable for the life of the list subscription. */
+  id: string;
+  /** Served by this node (no SIP), or through a back-end SIP subscription. */
+  local: boolean;
+  /** Local: the authorisation outcome, evaluated once until the resource's rules change. */
+  auth?: Promise<AuthorizationOutcome>;
+}
+
+export class ListSubscription extends NotifierDialog {
+  service: ResolvedService;
+  members = new Map<string, Member>();
+  /** Resources whose state changed since the last NOTIFY (presentity keys). */
+  readonly dirty = new Set<string>();
+  /** The next NOTIFY carries full state (the first, and after each SUBSCRIBE or list change). */
+  full = true;
+  /** A NOTIFY is on its way: what changes meanwhile waits for it. */
+  sending = false;
+  /** When the last state NOTIFY left (waitn_time counts from it), and the timer of the one waiting. */
+  lastSentAt = 0;
+  timer: NodeJS.Timeout | undefined;
+  private instances = 0;
+  private listWire: NotifyWire | undefined;
+
+  constructor(record: Subscription, service: ResolvedService) {
+    super(record);
+    this.service = service;
+  }
+
+  nextInstanceId(): string {
+    return (++this.instances).toString(36);
+  }
+
+  /** The dialog's NOTIFY template, with `Require: eventlist` (RFC 4662 §4.3); rebuilt after a target refresh. */
+  wireFor(contact: (proto: Protocol, peer?: string) => string): NotifyWire {
+    const rec = this.record;
+    const w = this.listWire;
+    if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
+    return (this.listWire = new NotifyWire(rec, contact(rec.transport as Protocol, rec.sourceAddress), 'Require: eventlist\r\n'));
+  }
+}
+
+/** Merged-request memory (RFC 3261 §8.2.2.2) and dialog lookups are keyed like the presence server's. */
+function supportsEventlist(req: SipRequest): boolean {
+  for (const v of req.headers.getAll('supported')) for (const t of v.split(',')) if (t.trim().toLowerCase() === 'eventlist') return true;
+  return false;
+}
+
+/** Whether an Accept header allows list NOTIFYs (multipart/related, RFC 4662 §4.1 asks the subscriber to list it). */
+function acceptsMultipart(accept: string[]): boolean {
+  if (accept.length === 0) return true;
+  return accept.some((v) =>
+    v.split(',').some((a) => {
+      const range = a.split(';')[0]!.trim().toLowerCase();
+      return range === 'multipart/related' || range === 'multipart/*' || range === '*/*';
+    }),
+  );
+}
+
+export class ListServer {
+  private readonly byId = new Map<string, ListSubscription>();
+  private readonly byDialog = new Map<string, ListSubscription>();
+  /** Lists holding each locally served resource (presentity key → subscriptions). */
+  private readonly watching = new Map<string, Set<ListSubscription>>();
+  /** Composed body of each locally served resource, until it changes. */
+  private readonly bodies = new Map<string, Promise<string | undefined>>();
+  private readonly expiry = new ExpiryTimers<ListSubscription>((sub) => void this.expired(sub));
+  private readonly backends: Backends;
+  /** Re-resolving every list after a document change: one run at a time, one more at most waiting. */
+  private resolving: Promise<void> | undefined;
+  private resolveAgain = false;
+  readonly stats = { notifies: 0, failed: 0 };
+
+  constructor(private readonly deps: ListServerDeps) {
+    const { hub, config } = deps;
+    this.backends = new Backends({
+      config,
+      sender: deps.sender,
+      log: deps.log,
+      contact: (proto) => this.contactFor(proto),
+      changed: (subs, key) => {
+        for (const sub of subs) this.touch(sub as ListSubscription, key);
+      },
+    });
+    hub.on('presentity.changed', ({ presentityUri, event }) => this.resourceChanged(presentityKey(presentityUri, event)));
+    hub.on('document.changed', (c) => {
+      if (c.auid === 'rls-services' || c.auid === 'resource-lists') {
+        deps.lists.invalidate();
+        this.reresolveAll();
+      } else if (c.auid === 'pres-rules' && c.xui) {
+        for (const sub of this.watching.get(presentityKey(c.xui, 'presence')) ?? []) {
+          const m = sub.members.get(c.xui);
+          if (m) m.auth = undefined;
+          this.touch(sub, c.xui);
+        }
+      } else if (c.xui) {
+        for (const pkg of deps.packages.all())
+          if (pkg.stateDocuments?.includes(c.auid)) this.resourceChanged(presentityKey(c.xui, pkg.name));
+      }
+    });
+  }
+
+  get listCount(): number {
+    return this.byId.size;
+  }
+
+  /** Back-end subscriptions: locally served resources watched, and SIP ones. */
+  get backendCounts(): { local: number; sip: number } {
+    return { local: this.watching.size, sip: this.backends.count };
+  }
+
+  /** The list subscriptions of a service URI, for presence.watcher_list. */
+  subscribersOf(serviceUri: string, event: string): Subscription[] {
+    const out: Subscription[] = [];
+    const key = serviceKeyOf(serviceUri);
+    for (const sub of this.byId.values())
+      if (sub.record.event === event && serviceKeyOf(sub.record.presentityUri) === key) out.push(sub.record);
+    return out;
+  }
+
+  /** The list subscribers watching a locally served resource through their lists, for presence.watcher_list. */
+  backendWatchersOf(resourceUri: string, event: string): Array<{ watcherUri: string; service: string }> {
+    return [...(this.watching.get(presentityKey(resourceUri, event)) ?? [])].map((s) => ({
+      watcherUri: s.record.watcherUri,
+      service: s.record.presentityUri,
+    }));
+  }
+
+  // ───── SUBSCRIBE ─────
+
+  /** Whether a SUBSCRIBE is the list server's: in one of its dialogs, or to a service URI. */
+  async claims(req: SipRequest): Promise<boolean> {
+    if (this.deps.config.disable_rls) return false;
+    const toTag = req.toTag;
+    if (toTag !== undefined) return this.byDialog.has(dialogKey(req.callId, toTag, req.fromTag ?? ''));
+    return this.deps.lists.isService(req.uri);
+  }
+
+  handle = async (incoming: IncomingRequest): Promise<SipResponse | void> => {
+    const toTag = incoming.request.toTag;
+    if (toTag !== undefined) return this.inDialog(incoming, toTag);
+    return this.initial(incoming);
+  };
+
+  private packageFor(req: SipRequest, service: ResolvedService): EventPackage {
+    const { config, packages } = this.deps;
+    const served = (name: string): boolean =>
+      config.rls_event.includes(name) && (service.packages === null || service.packages.includes(name));
+    const pkg = packages.lookup(req.headers.get('event'));
+    if (!pkg || !served(pkg.name)) {
+      const names = packages.names().filter(served);
+      throw new SipError(489, 'Bad Event', [['allow-events', names.join(', ') || packages.names().join(', ')]]);
+    }
+    return pkg;
+  }
+
+  private expiresOf(req: SipRequest): number {
+    const { config } = this.deps;
+    let requested: number | undefined;
+    try {
+      requested = req.intHeader('expires');
+    } catch {
+      throw new SipError(400, 'Malformed Expires header');
+    }
+    if (requested === undefined) return Math.min(config.default_expires, config.rls_max_expires);
+    if (requested === 0) return 0;
+    if (requested < config.min_expires) {
+      if (config.min_expires_action === 1) throw new SipError(423, 'Interval Too Brief', [['min-expires', String(config.min_expires)]]);
+      return config.min_expires;
+    }
+    return Math.min(requested, config.rls_max_expires);
+  }
+
+  private async initial(incoming: IncomingRequest): Promise<SipResponse | void> {
+    const req = incoming.request;
+    const { config, store, log } = this.deps;
+    const service = await this.deps.lists.lookup(req.uri);
+    if (!service) throw new SipError(404, 'Not Found');
+    const pkg = this.packageFor(req, service);
+    // RFC 4662 §4.1: a list is served only to a subscriber that supports the extension.
+    if (!supportsEventlist(req)) throw new SipError(421, 'Extension Required', [['require', 'eventlist']]);
+    const accept = req.headers.getAll('accept');
+    if (!acceptsMultipart(accept)) throw new SipError(406, 'Not Acceptable', [['accept', 'multipart/related, application/rlmi+xml']]);
+    const contacts = req.headers.getAll('contact');
+    if (contacts.length !== 1)
+      throw new SipError(400, contacts.length === 0 ? 'Missing Contact header' : 'More than one Contact in SUBSCRIBE');
+    let remoteTarget: string;
+    try {
+      remoteTarget = NameAddr.parse(contacts[0]!).uri.toString();
+    } catch {
+      throw new SipError(400, 'Malformed Contact header');
+    }
+    const expires = this.expiresOf(req);
+    const from = req.from;
+    if (expires !== 0) this.deps.limits?.checkSubscription(from.uri.aor, this.byId.size, req.callId);
+    const event = parseEventHeader(req.headers.get('event') ?? '');
+    const now = Date.now();
+    const localTag = newTag(config.to_tag_pref);
+    const record: Subscription = {
+      schema: SCHEMA_VERSION,
+      id: localTag,
+      presentityUri: service.uri,
+      event: pkg.name,
+      eventId: event?.id ?? '',
+      watcherUri: from.uri.toString(),
+      watcherDisplay: from.displayName ?? '',
+      callId: req.callId,
+      localTag,
+      remoteTag: from.tag ?? '',
+      remoteCseq: req.cseq.seq,
+      localCseq: 0,
+      routeSet: req.headers.getAll('record-route'),
+      remoteTarget,
+      transport: incoming.source.proto,
+      flowId: incoming.source.flow?.id ?? '',
+      sourceAddress: incoming.source.address,
+      sourcePort: incoming.source.port,
+      expiresAt: now + expires * 1000,
+      state: 'active',
+      reason: '',
+      localUri: req.to.uri.toString(),
+      accept: accept.join(', '),
+      winfoVersion: 0,
+      createdAt: now,
+      subHandling: 'allow',
+      minInterval: 0,
+      maxInterval: 0,
+      eventView: '',
+      winfoId: '',
+    };
+    for (const k of Object.keys(record) as Array<keyof Subscription>) {
+      const v = record[k];
+      if (typeof v === 'string') (record as unknown as Record<string, unknown>)[k] = ownString(v);
+    }
+    record.routeSet = record.routeSet.map(ownString);
+    const sub = new ListSubscription(record, service);
+    const res = this.okResponse(incoming, localTag, expires);
+    if (expires === 0) {
+      // A fetch (RFC 6665 §4.4.3): one NOTIFY with the full state, terminated, nothing kept.
+      incoming.respond(res);
+      this.attach(sub);
+      await this.sendNow(sub, 'timeout');
+      this.detach(sub);
+      return;
+    }
+    await store.putListSubscription(record);
+    incoming.respond(res);
+    this.add(sub);
+    log.info(
+      {
+        callId: req.callId,
+        service: service.uri,
+        watcherUri: record.watcherUri,
+        event: pkg.name,
+        resources: service.resources.length,
+        expires,
+      },
+      'list subscription created',
+    );
+    this.schedule(sub, true);
+  }
+
+  private okResponse(incoming: IncomingRequest, localTag: string, expires: number): SipResponse {
+    const res = incoming.reply(200, 'OK', localTag);
+    res.headers.append('expires', String(expires));
+    res.headers.append('contact', this.contactFor(incoming.source.proto, incoming.source.address));
+    res.headers.append('require', 'eventlist');
+    res.headers.append('allow-events', this.deps.packages.names().join(', '));
+    for (const rr of incoming.request.headers.getAll('record-route')) res.headers.append('record-route', rr);
+    return res;
+  }
+
+  private contactFor(proto: Protocol, peer?: string): string {
+    const a = this.deps.config.rls_server_address;
+    if (a) return a.startsWith('<') ? a : `<${a}>`;
+    return this.deps.contact(proto, peer);
+  }
+
+  private async inDialog(incoming: IncomingRequest, toTag: string): Promise<SipResponse | void> {
+    const req = incoming.request;
+    const sub = this.byDialog.get(dialogKey(req.callId, toTag, req.fromTag ?? ''));
+    if (!sub || sub.ended) throw new SipError(481, 'Subscription Does Not Exist');
+    const pkg = this.deps.packages.lookup(req.headers.get('event'));
+    const event = parseEventHeader(req.headers.get('event') ?? '');
+    if (!pkg || pkg.name !== sub.record.event || (event?.id ?? '') !== sub.record.eventId)
+      throw new SipError(481, 'Subscription Does Not Exist');
+    const rec = sub.record;
+    const cseq = req.cseq.seq;
+    if (cseq < rec.remoteCseq) throw new SipError(500, 'CSeq Out Of Order');
+    const expires = this.expiresOf(req);
+    let remoteTarget = rec.remoteTarget;
+    const contact = req.headers.getAll('contact')[0];
+    if (contact && expires !== 0) {
+      try {
+        remoteTarget = NameAddr.parse(contact).uri.toString();
+      } catch {
+        throw new SipError(400, 'Malformed Contact header');
+      }
+    }
+    if (expires === 0) {
+      rec.remoteCseq = cseq;
+      await this.deps.store.removeListSubscription(rec.id);
+      incoming.respond(this.okResponse(incoming, rec.localTag, 0));
+      this.end(sub, 'timeout', 'unsubscribed');
+      return;
+    }
+    const before = { remoteCseq: rec.remoteCseq, remoteTarget: rec.remoteTarget, expiresAt: rec.expiresAt, flowId: rec.flowId };
+    rec.remoteCseq = cseq;
+    rec.remoteTarget = ownString(remoteTarget);
+    if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
+    rec.expiresAt = Date.now() + expires * 1000;
+    try {
+      await this.deps.store.putListSubscription(rec);
+    } catch (err) {
+      Object.assign(rec, before); // a refused refresh changes nothing
+      throw err;
+    }
+    this.expiry.set(rec.id, rec.expiresAt, sub);
+    incoming.respond(this.okResponse(incoming, rec.localTag, expires));
+    this.schedule(sub, true); // RFC 4662 §4.5 with RFC 6665 §4.2.1.2: a SUBSCRIBE is answered with full state
+  }
+
+  // ───── the lists' members ─────
+
+  private isLocal(res: ListResource): boolean {
+    const { config } = this.deps;
+    if (!config.outbound_proxy_target) return true;
+    const at = res.key.lastIndexOf('@');
+    const host = at < 0 ? '' : res.key.slice(at + 1).toLowerCase();
+    if (config.rls_local_domains.length > 0 && !config.rls_local_domains.some((d) => d.toLowerCase() === host)) return false;
+    return config.cluster_nodes === 1 || shardOf(res.key, config.cluster_nodes) === config.cluster_index;
+  }
+
+  /** Take up the service's resources: local ones watched, others subscribed to through the proxy. */
+  private attach(sub: ListSubscription): void {
+    for (const res of sub.service.resources) this.addMember(sub, res);
+  }
+
+  private addMember(sub: ListSubscription, res: ListResource): void {
+    const m: Member = { res, id: sub.nextInstanceId(), local: this.isLocal(res) };
+    sub.members.set(res.key, m);
+    const k = presentityKey(res.key, sub.record.event);
+    if (m.local) {
+      let set = this.watching.get(k);
+      if (!set) this.watching.set(k, (set = new Set()));
+      set.add(sub);
+    } else {
+      const pkg = this.deps.packages.get(sub.record.event);
+      this.backends.acquire(sub, res, sub.record.event, uriAor(sub.record.watcherUri), sub.record.watcherUri, pkg?.notifyType);
+    }
+  }
+
+  private removeMember(sub: ListSubscription, m: Member): void {
+    sub.members.delete(m.res.key);
+    if (m.local) {
+      const k = presentityKey(m.res.key, sub.record.event);
+      const set = this.watching.get(k);
+      set?.delete(sub);
+      if (set && set.size === 0) {
+        this.watching.delete(k);
+        this.bodies.delete(k);
+      }
+    } else this.backends.release(sub, m.res, sub.record.event, uriAor(sub.record.watcherUri));
+  }
+
+  private detach(sub: ListSubscription): void {
+    for (const m of [...sub.members.values()]) this.removeMember(sub, m);
+  }
+
+  private add(sub: ListSubscription): void {
+    this.byId.set(sub.id, sub);
+    this.byDialog.set(sub.dialogKey, sub);
+    this.expiry.set(sub.id, sub.record.expiresAt, sub);
+    this.attach(sub);
+  }
+
+  /** Gone: a final NOTIFY with `reason` (none when the subscriber is gone), nothing kept. */
+  private end(sub: ListSubscription, reason: string | undefined, why: string): void {
+    if (!this.byId.has(sub.id)) return;
+    this.byId.delete(sub.id);
+    this.byDialog.delete(sub.dialogKey);
+    this.expiry.clear(sub.id);
+    if (sub.timer) clearTimeout(sub.timer);
+    sub.timer = undefined;
+    this.deps.log.info({ callId: sub.record.callId, service: sub.record.presentityUri, why }, 'list subscription ended');
+    if (reason !== undefined) {
+      sub.full = true;
+      void this.sendNow(sub, reason).finally(() => this.detach(sub));
+    } else {
+      sub.fail();
+      this.detach(sub);
+    }
+  }
+
+  private expired(sub: ListSubscription): void {
+    this.deps.store
+      .removeListSubscription(sub.id)
+      .catch((err) => this.deps.log.error({ err, id: sub.id }, 'removing an expired list subscription failed'));
+    this.end(sub, 'timeout', 'expired');
+  }
+
+  /** Every live list against the documents as they are now: members added and removed, full state sent. */
+  private reresolveAll(): void {
+    if (this.resolving) {
+      this.resolveAgain = true;
+      return;
+    }
+    this.resolving = (async () => {
+      do {
+        this.resolveAgain = false;
+        for (const sub of [...this.byId.values()]) {
+          let service: ResolvedService | undefined;
+          try {
+            service = await this.deps.lists.lookup(sub.record.presentityUri);
+          } catch (err) {
+            this.deps.log.error({ err, service: sub.record.presentityUri }, 'resolving a list failed');
+            continue;
+          }
+          if (!this.byId.has(sub.id)) continue;
+          if (!service || !(service.packages === null || service.packages.includes(sub.record.event))) {
+            await this.deps.store.removeListSubscription(sub.id).catch(() => undefined);
+            this.end(sub, 'noresource', 'service removed');
+            continue;
+          }
+          this.update(sub, service);
+        }
+      } while (this.resolveAgain);
+    })().finally(() => (this.resolving = undefined));
+  }
+
+  private update(sub: ListSubscription, service: ResolvedService): void {
+    const old = sub.service;
+    sub.service = service;
+    const keys = new Set(service.resources.map((r) => r.key));
+    let changed = old.name !== service.name || old.resources.length !== service.resources.length;
+    for (const m of [...sub.members.values()]) {
+      if (!keys.has(m.res.key)) {
+        this.removeMember(sub, m);
+        changed = true;
+      }
+    }
+    for (const res of service.resources) {
+      const m = sub.members.get(res.key);
+      if (!m) {
+        this.addMember(sub, res);
+        changed = true;
+      } else if (m.res.name !== res.name || m.res.uri !== res.uri) {
+        m.res = res;
+        changed = true;
+      }
+    }
+    if (!changed) changed = old.resources.some((r, i) => r.key !== service.resources[i]!.key);
+    if (changed) this.schedule(sub, true);
+  }
+
+  // ───── changes ─────
+
+  private resourceChanged(key: string): void {
+    const subs = this.watching.get(key);
+    if (!subs) return;
+    this.bodies.delete(key);
+    const presentity = key.slice(0, key.indexOf('\u0000'));
+    for (const sub of subs) this.touch(sub, presentity);
+  }
+
+  private touch(sub: ListSubscription, resourceKey: string): void {
+    if (!sub.members.has(resourceKey)) return;
+    sub.dirty.add(resourceKey);
+    this.schedule(sub, false);
+  }
+
+  /** A NOTIFY is due: now, or when waitn_time has passed since the last one, or after the one in flight. */
+  private schedule(sub: ListSubscription, full: boolean): void {
+    if (full) {
+      sub.full = true;
+      // A NOTIFY a SUBSCRIBE calls for is never held back.
+      if (sub.timer) clearTimeout(sub.timer);
+      sub.timer = undefined;
+      sub.lastSentAt = 0;
+    }
+    if (sub.sending || sub.timer || sub.ended) return;
+    const wait = this.deps.config.waitn_time * 1000;
+    const due = sub.lastSentAt + wait - Date.now();
+    if (wait === 0 || due <= 0) {
+      void this.sendNow(sub);
+      return;
+    }
+    sub.timer = setTimeout(() => {
+      sub.timer = undefined;
+      void this.sendNow(sub);
+    }, due);
+    sub.timer.unref();
+  }
+
+  private composed(key: string, presentityUri: string, pkg: EventPackage): Promise<string | undefined> {
+    let b = this.bodies.get(key);
+    if (!b) {
+      b = pkg.compose(presentityUri, this.deps.ctx);
+      this.bodies.set(key, b);
+      b.catch(() => this.bodies.get(key) === b && this.bodies.delete(key));
+    }
+    return b;
+  }
+
+  /** What a member's RLMI <instance> says now. */
+  private async instanceOf(sub: ListSubscription, m: Member, pkg: EventPackage | undefined): Promise<ResourceInstance | undefined> {
+    if (!m.local) return this.backends.instance(m.res, sub.record.event, uriAor(sub.record.watcherUri), m.id);
+    if (!pkg) return { id: m.id, state: 'terminated', reason: 'noresource' };
+    m.auth ??= Promise.resolve(this.deps.authorize(m.res.key, uriAor(sub.record.watcherUri), pkg));
+    const auth = await m.auth;
+    if (auth.handling === 'block') return { id: m.id, state: 'terminated', reason: 'rejected' };
+    if (auth.handling === 'confirm') return { id: m.id, state: 'pending' };
+    const substitute = pkg.substituteBody?.(auth.handling, m.res.key);
+    let data = substitute ?? (await this.composed(presentityKey(m.res.key, pkg.name), m.res.key, pkg));
+    if (data !== undefined && substitute === undefined && auth.bodyKey !== '') data = await this.deps.transform(auth.bodyKey, data);
+    if (data !== undefined && pkg.versioned) data = data.split('\u0000version\u0000').join('0');
+    return data === undefined ? { id: m.id, state: 'active' } : { id: m.id, state: 'active', body: { type: pkg.notifyType, data } };
+  }
+
+  /**
+   * Send the list's state: full when due, else the resources that changed. `final`: the
+   * terminated NOTIFY with that reason. One at a time per subscription; what changes meanwhile
+   * follows it.
+   */
+  private async sendNow(sub: ListSubscription, final?: string): Promise<void> {
+    if (sub.ended && final === undefined) return;
+    if (sub.sending && final === undefined) return;
+    sub.sending = true;
+    if (final !== undefined) sub.end();
+    const rec = sub.record;
+    try {
+      const full = sub.full || final !== undefined;
+      const keys = full ? [...sub.members.keys()] : [...sub.dirty];
+      sub.full = false;
+      sub.dirty.clear();
+      if (keys.length === 0 && !full) return;
+      const pkg = this.deps.packages.get(rec.event);
+      const entries: ResourceEntry[] = await Promise.all(
+        keys.map(async (k) => {
+          const m = sub.members.get(k)!;
+          const instance = m ? await this.instanceOf(sub, m, pkg) : undefined;
+          return instance ? { uri: m.res.uri, name: m.res.name, instance } : { uri: m?.res.uri ?? k, name: m?.res.name ?? '' };
+        }),
+      );
+      const bodies = splitNotify(
+        {
+          uri: rec.presentityUri,
+          version: rec.winfoVersion,
+          fullState: full,
+          name: sub.service.name,
+          resources: entries,
+          tag: rec.localTag,
+          host: 'rls.presenced',
+        },
+        this.deps.config.max_notify_body_length,
+      );
+      for (const [i, b] of bodies.entries()) {
+        const last = i === bodies.length - 1;
+        rec.winfoVersion++;
+        const cseq = sub.nextCseq();
+        let state: string;
+        if (final !== undefined && last) state = `terminated;reason=${final}`;
+        else {
+          state = `active;expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
+          if (this.byId.has(sub.id)) await this.deps.store.putListSubscription(rec); // version and CSeq survive a restart
+        }
+        sub.lastSentAt = Date.now();
+        const wire = sub.wireFor(this.deps.contact);
+        const outcome = await this.deps.sender.sendRequest(
+          wire.request(cseq, state, Buffer.from(b.body, 'utf8'), b.contentType),
+          wire.target,
+        );
+        if (!this.afterOutcome(sub, outcome) || (final === undefined && sub.ended)) return;
+      }
+    } catch (err) {
+      this.deps.log.error({ err, callId: rec.callId }, 'list NOTIFY failed');
+      sub.full = true; // what it should have carried goes with the next one
+    } finally {
+      sub.sending = false;
+      if (!sub.ended && (sub.full || sub.dirty.size > 0)) this.schedule(sub, false);
+    }
+  }
+
+  /** Whether the subscription lives on after this NOTIFY's outcome (481, transport failure, timeout end it). */
+  private afterOutcome(sub: ListSubscription, outcome: ClientOutcome): boolean {
+    const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
+    if (status >= 200 && status < 300) {
+      this.stats.notifies++;
+      return true;
+    }
+    this.stats.failed++;
+    const fatal =
+      status === 481 ||
+      outcome.kind === 'transport-error' ||
+      ((outcome.kind === 'timeout' || status === 408) && this.deps.config.timeout_rm_subs === 1);
+    this.deps.log.info({ callId: sub.record.callId, service: sub.record.presentityUri, status }, 'list NOTIFY not accepted');
+    if (fatal && !sub.ended) {
+      this.deps.store.removeListSubscription(sub.id).catch(() => undefined);
+      this.end(sub, undefined, `NOTIFY answered ${status}`);
+    }
+    return !fatal;
+  }
+
+  // ───── back-end NOTIFYs (SIP) ─────
+
+  /** A NOTIFY in one of the back-end subscriptions' dialogs (or 481). */
+  handleNotify = (incoming: IncomingRequest): SipResponse | void => this.backends.receive(incoming);
+
+  // ───── recovery and stop ─────
+
+  async recover(): Promise<{ live: number; expired: number }> {
+    let live = 0;
+    let expired = 0;
+    const now = Date.now();
+    for (const rec of this.deps.store.allListSubscriptions()) {
+      if (rec.expiresAt <= now) {
+        expired++;
+        await this.deps.store.removeListSubscription(rec.id).catch(() => undefined);
+        continue;
+      }
+      const service = await this.deps.lists.lookup(rec.presentityUri);
+      if (!service) {
+        expired++;
+        await this.deps.store.removeListSubscription(rec.id).catch(() => undefined);
+        continue;
+      }
+      const sub = new ListSubscription(rec, service);
+      this.add(sub);
+      this.schedule(sub, true); // the state may have changed while the node was down
+      live++;
+    }
+    return { live, expired };
+  }
+
+  stop(): void {
+    this.expiry.clearAll();
+    for (const sub of this.byId.values()) if (sub.timer) clearTimeout(sub.timer);
+    this.backends.stop();
+  }
+}
