@@ -127,6 +127,23 @@ export interface RlsFigures {
   repeatedNotifies: number;
   terminatedNotifies: number;
   timeouts: number;
+  /** UDP datagrams the host dropped for full receive buffers during the pass (any socket: driver, target, others). */
+  udpDrops: number | undefined;
+}
+
+/** The host's UDP datagrams dropped for a full receive buffer so far (/proc/net/snmp Udp RcvbufErrors; every socket). */
+function udpRcvbufErrors(): number | undefined {
+  try {
+    const lines = readFileSync('/proc/net/snmp', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('Udp:'));
+    const names = lines[0]!.split(/\s+/);
+    const values = lines[1]!.split(/\s+/);
+    const i = names.indexOf('RcvbufErrors');
+    return i === -1 ? undefined : Number(values[i]);
+  } catch {
+    return undefined;
+  }
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -163,7 +180,9 @@ export async function runRls(
     repeatedNotifies: 0,
     terminatedNotifies: 0,
     timeouts: 0,
+    udpDrops: undefined,
   };
+  const drops0 = udpRcvbufErrors();
   const timeoutMs = Math.max(args.timeoutMs, 30_000);
   try {
     if (kind === 'presenced') await provisionPresenced(target, plan);
@@ -228,6 +247,8 @@ export async function runRls(
     fig.unknownNotifies = load.unknownNotifies;
     fig.repeatedNotifies = load.repeatedNotifies;
     fig.timeouts = driver.stats.timeouts;
+    const drops1 = udpRcvbufErrors();
+    fig.udpDrops = drops0 !== undefined && drops1 !== undefined ? drops1 - drops0 : undefined;
     await driver.close();
   }
   return fig;
@@ -270,6 +291,7 @@ export function rlsTable(figs: RlsFigures[], args: BenchArgs): string {
   }
   row('driver: request timeouts', 'count', (f) => f.timeouts);
   row('driver: NOTIFY retransmissions received', 'count', (f) => f.repeatedNotifies);
+  row('host: UDP datagrams dropped, receive buffer full', 'count', (f) => f.udpDrops);
   let out = table(rows);
   const kam = figs.find((f) => f.target.startsWith('kamailio'));
   const ours = figs.filter((f) => f.target.startsWith('presenced'));
