@@ -16,7 +16,7 @@ import { parseArgs, type BenchArgs } from './lib/args.js';
 import { machine, machineLine, table, writeResults, fmt, type Cell } from './lib/report.js';
 import { microTable, type MicroRow, type MicroSuite } from './micro/harness.js';
 import { runLoad, FILL_WATCHERS_PER_PRESENTITY, BLF_WATCHERS, type LoadFigures } from './load/suite.js';
-import { startPresenced, startNullServer, startKamailio, externalTarget, type RunningTarget } from './load/targets.js';
+import { startPresenced, startNullServer, startKamailio, externalTarget, freeUdpPort, type RunningTarget } from './load/targets.js';
 import { profileTable, selfTimes } from './load/profile.js';
 import { rlsPlan } from './load/rls.js';
 import { startKamailioRls, runRls, rlsTable, type RlsFigures } from './load/rls-suite.js';
@@ -200,20 +200,30 @@ async function rlsPass(plan: Array<{ kind: string; workers: number }>, args: Ben
       `waitn_time ${args.waitn} s on both, UDP, ${args.rlsConcurrency} list SUBSCRIBEs in flight ──`,
   );
   const figs: RlsFigures[] = [];
+  const passes: Array<{ kind: 'presenced' | 'kamailio'; workers: number; backends: 'local' | 'sip' }> = [];
   for (const p of plan) {
-    if (p.kind !== 'presenced' && p.kind !== 'kamailio') continue;
+    if (p.kind === 'kamailio') passes.push({ kind: 'kamailio', workers: 0, backends: 'sip' });
+    if (p.kind === 'presenced') for (const b of args.rlsBackends) passes.push({ kind: 'presenced', workers: p.workers, backends: b });
+  }
+  for (const p of passes) {
     // One subscriber more than asked for: the first warms the path before the memory baseline.
     const rp = rlsPlan(args.rlsResources, args.rlsSubscribers + 1);
-    const target =
-      p.kind === 'kamailio'
-        ? await startKamailioRls({ children: args.kamailioChildren, label: 'kamailio-rls', plan: rp, waitn: args.waitn })
-        : await startPresenced({
-            workerThreads: p.workers,
-            cpuProf: args.cpuProf,
-            rules: false,
-            label: `presenced-w${p.workers}`,
-            extra: { waitn_time: args.waitn, ...args.nodeConfig },
-          });
+    let target: RunningTarget;
+    if (p.kind === 'kamailio') {
+      target = await startKamailioRls({ children: args.kamailioChildren, label: 'kamailio-rls', plan: rp, waitn: args.waitn });
+    } else {
+      const port = await freeUdpPort();
+      // sip: every resource's domain is another node's, and that node is this one (outbound_proxy).
+      const sip = p.backends === 'sip' ? { outbound_proxy: `sip:127.0.0.1:${port}`, rls_local_domains: ['backend.invalid'] } : {};
+      target = await startPresenced({
+        workerThreads: p.workers,
+        cpuProf: args.cpuProf,
+        rules: false,
+        label: `presenced-w${p.workers}-${p.backends}`,
+        extra: { waitn_time: args.waitn, ...sip, ...args.nodeConfig },
+        sipPort: port,
+      });
+    }
     running.add(target);
     out(`\n${target.label}: ${target.description}`);
     try {

@@ -70,6 +70,8 @@ export interface BenchArgs {
   rlsRates: number[];
   rlsConcurrency: number;
   waitn: number;
+  /** presenced's back-ends in the rls phase: local (resources it serves, no SIP) and/or sip (SUBSCRIBEs to itself, as Kamailio). */
+  rlsBackends: Array<'local' | 'sip'>;
   verbose: boolean;
   argv: string[];
 }
@@ -118,6 +120,9 @@ const USAGE = `usage: npm run bench -- [options]
   --rls-subscribers N     list subscribers, each its own dialog (default 1000, quick 100)
   --rls-rate LIST         PUBLISH/s of the resources while the lists are subscribed (default 100, quick 20)
   --rls-concurrency N     list SUBSCRIBEs in flight (default 16)
+  --rls-backends LIST     presenced's back-ends: local (served here, no SIP) and/or sip (outbound_proxy = itself and
+                          rls_local_domains naming another domain, so each resource is a SIP SUBSCRIBE to itself
+                          per subscriber, as Kamailio's rls does) (default local,sip)
   --waitn S               waitn_time of both list servers, seconds (default 1: Kamailio's minimum)
   --verbose               progress lines
 `;
@@ -186,6 +191,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     'rls-rate',
     'rls-concurrency',
     'waitn',
+    'rls-backends',
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const s = (k: string): string | undefined => {
@@ -250,6 +256,10 @@ export function parseArgs(argv: string[]): BenchArgs {
     rlsRates: flags.has('rls-rate') ? list(s('rls-rate'), '--rls-rate') : [quick ? 20 : 100],
     rlsConcurrency: flags.has('rls-concurrency') ? num(s('rls-concurrency'), '--rls-concurrency') : 16,
     waitn: flags.has('waitn') ? num(s('waitn'), '--waitn') : 1,
+    rlsBackends: (s('rls-backends') ?? 'local,sip').split(',').map((b) => {
+      if (b !== 'local' && b !== 'sip') throw new Error(`--rls-backends: local or sip (got ${b})`);
+      return b;
+    }),
     verbose: flags.has('verbose'),
     argv,
   };
