@@ -214,7 +214,12 @@ async function rlsPass(plan: Array<{ kind: string; workers: number }>, args: Ben
     } else {
       const port = await freeUdpPort();
       // sip: every resource's domain is another node's, and that node is this one (outbound_proxy).
-      const sip = p.backends === 'sip' ? { outbound_proxy: `sip:127.0.0.1:${port}`, rls_local_domains: ['backend.invalid'] } : {};
+      // Its UDP queue limit off: the node's own back-end SUBSCRIBEs and NOTIFYs share the socket with the
+      // lists', and at the default (1 MB) the node 503'd its own back-end SUBSCRIBEs (lists never complete).
+      const sip =
+        p.backends === 'sip'
+          ? { outbound_proxy: `sip:127.0.0.1:${port}`, rls_local_domains: ['backend.invalid'], overload_max_udp_queue: 0 }
+          : {};
       target = await startPresenced({
         workerThreads: p.workers,
         cpuProf: args.cpuProf,
