@@ -6,7 +6,8 @@
  */
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
-import { SipStack } from '../transport/stack.js';
+import { SipStack, type IncomingRequest } from '../transport/stack.js';
+import type { SipResponse } from '../transport/message.js';
 import { createEventHub } from './events.js';
 import { SERVER_HEADER } from './version.js';
 import { Store } from './store/store.js';
@@ -15,6 +16,7 @@ import { createMetrics } from './metrics.js';
 import { Publications } from './state/publications.js';
 import { Subscriptions } from './state/subscriptions.js';
 import { WatcherInfo, type StateEvents } from './state/watcher-info.js';
+import { ListWatchers } from './state/list-watchers.js';
 import { PackageRegistry } from './packages/registry.js';
 import type { EventPackage, PackageContext } from './packages/types.js';
 import { presencePackage } from './packages/presence.js';
@@ -127,6 +129,7 @@ export class PresenceNode {
     const limits = new StateLimits(config, stack.refusals);
     const subscriptions = (this.subscriptions = new Subscriptions({ config, store, log, hub, limits }));
     const watcherInfo = (this.watcherInfo = new WatcherInfo({ config, store, hub, subscriptions, log }));
+    const listWatchers = new ListWatchers(hub);
 
     // Event packages, and what they compose from.
     const ctx: PackageContext = {
@@ -134,7 +137,14 @@ export class PresenceNode {
       store,
       config,
       publications: (uri, event) => publications.of(uri, event),
-      watchers: (uri) => watcherInfo.list(uri),
+      // Direct watchers, and the ones that reach the presentity only through a list served here.
+      watchers: (uri) => {
+        const direct = watcherInfo.list(uri);
+        const viaLists = listWatchers.list(uri);
+        if (viaLists.length === 0) return direct;
+        const seen = new Set(direct.map((w) => w.uri));
+        return [...direct, ...viaLists.filter((w) => !seen.has(w.uri))];
+      },
       stale: (presentityUri, event) => hub.emit('body.stale', { presentityUri, event }),
     };
 
@@ -198,16 +208,20 @@ export class PresenceNode {
         transform: (bodyKey, body) => pool.run('rules.transform', { xml: body, transformations: JSON.parse(bodyKey) as Transformations }),
         contact: notifier.contact,
         limits,
+        watchers: listWatchers,
       });
     }
     const lists = this.lists;
     if (!config.passive_mode) {
       dispatcher.register('PUBLISH', new PublishUas({ config, packages, ctx, log, publications, limits }).handle);
       const subscribe = this.subscribeUas.handle;
-      dispatcher.register(
-        'SUBSCRIBE',
-        lists ? async (incoming) => ((await lists.claims(incoming.request)) ? lists.handle(incoming) : subscribe(incoming)) : subscribe,
-      );
+      // A SUBSCRIBE to a service URI, or in one of its dialogs, is the list server's; any other, the presence server's.
+      const listOrPresence = async (incoming: IncomingRequest): Promise<SipResponse | undefined> => {
+        const claimed = lists!.claims(incoming.request);
+        if (claimed === false) return (await subscribe(incoming)) ?? undefined;
+        return (claimed === true || (await claimed) ? await lists!.handle(incoming) : await subscribe(incoming)) ?? undefined;
+      };
+      dispatcher.register('SUBSCRIBE', lists ? listOrPresence : subscribe);
       if (lists) dispatcher.register('NOTIFY', lists.handleNotify);
     }
     stack.onRequest(dispatcher.handle);

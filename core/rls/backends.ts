@@ -137,7 +137,12 @@ export class Backends {
       (outcome) => {
         if (outcome.kind === 'response') d.onResponse(outcome.response);
         else d.onFailure(outcome);
-        if (d.state === 'terminated' && this.byKey.get(b.key) === b) {
+        if (this.byKey.get(b.key) !== b) {
+          // No list needs it any more (released while the SUBSCRIBE was on its way): end it now.
+          if (b.dialog === d) this.drop(b);
+          return;
+        }
+        if (d.state === 'terminated') {
           const status = d.reason;
           this.set(b, { state: 'terminated', reason: status === '403' || status === '603' ? 'rejected' : 'noresource' });
           this.deps.log.info({ resource: b.resource.uri, watcherUri: b.watcherUri, status }, 'back-end SUBSCRIBE refused');

@@ -37,6 +37,7 @@ import { type ServiceLists, serviceKey as serviceKeyOf, type ListResource, type 
 import { splitNotify, type ResourceEntry, type ResourceInstance } from './rlmi.js';
 import { Backends } from './backends.js';
 import { shardOf } from './shard.js';
+import type { ListWatchers } from '../state/list-watchers.js';
 
 /** The part of the store the list server writes (core/store/store.ts). */
 export interface ListStore {
@@ -61,6 +62,8 @@ export interface ListServerDeps {
   /** Our Contact toward a peer (the notifier's: server_address, else the listener). */
   contact: (proto: Protocol, peer?: string) => string;
   limits?: StateLimits;
+  /** Watcher info of list members served here (their owners see them in presence.winfo). */
+  watchers?: ListWatchers;
 }
 
 /** One resource of one list subscription. */
@@ -196,7 +199,7 @@ export class ListServer {
   // ───── SUBSCRIBE ─────
 
   /** Whether a SUBSCRIBE is the list server's: in one of its dialogs, or to a service URI. */
-  async claims(req: SipRequest): Promise<boolean> {
+  claims(req: SipRequest): boolean | Promise<boolean> {
     if (this.deps.config.disable_rls) return false;
     const toTag = req.toTag;
     if (toTag !== undefined) return this.byDialog.has(dialogKey(req.callId, toTag, req.fromTag ?? ''));
@@ -305,7 +308,7 @@ export class ListServer {
     if (expires === 0) {
       // A fetch (RFC 6665 §4.4.3): one NOTIFY with the full state, terminated, nothing kept.
       incoming.respond(res);
-      this.attach(sub);
+      this.attach(sub, false); // no back-end SUBSCRIBE for a one-off answer: resources served elsewhere show no state
       await this.sendNow(sub, 'timeout');
       this.detach(sub);
       return;
@@ -399,18 +402,20 @@ export class ListServer {
   }
 
   /** Take up the service's resources: local ones watched, others subscribed to through the proxy. */
-  private attach(sub: ListSubscription): void {
-    for (const res of sub.service.resources) this.addMember(sub, res);
+  private attach(sub: ListSubscription, remote = true): void {
+    for (const res of sub.service.resources) this.addMember(sub, res, remote);
   }
 
-  private addMember(sub: ListSubscription, res: ListResource): void {
+  private addMember(sub: ListSubscription, res: ListResource, remote = true): void {
     const m: Member = { res, id: sub.nextInstanceId(), local: this.isLocal(res) };
     sub.members.set(res.key, m);
     const k = presentityKey(res.key, sub.record.event);
+    if (!m.local && !remote) return;
     if (m.local) {
       let set = this.watching.get(k);
       if (!set) this.watching.set(k, (set = new Set()));
       set.add(sub);
+      if (sub.record.event === 'presence') this.deps.watchers?.hold(res.key, uriAor(sub.record.watcherUri), sub.record.watcherDisplay);
     } else {
       const pkg = this.deps.packages.get(sub.record.event);
       this.backends.acquire(sub, res, sub.record.event, uriAor(sub.record.watcherUri), sub.record.watcherUri, pkg?.notifyType);
@@ -422,7 +427,7 @@ export class ListServer {
     if (m.local) {
       const k = presentityKey(m.res.key, sub.record.event);
       const set = this.watching.get(k);
-      set?.delete(sub);
+      if (set?.delete(sub) && sub.record.event === 'presence') this.deps.watchers?.release(m.res.key, uriAor(sub.record.watcherUri));
       if (set && set.size === 0) {
         this.watching.delete(k);
         this.bodies.delete(k);
@@ -575,6 +580,12 @@ export class ListServer {
     if (!pkg) return { id: m.id, state: 'terminated', reason: 'noresource' };
     m.auth ??= Promise.resolve(this.deps.authorize(m.res.key, uriAor(sub.record.watcherUri), pkg));
     const auth = await m.auth;
+    if (pkg.name === 'presence' && sub.members.get(m.res.key) === m)
+      this.deps.watchers?.set(
+        m.res.key,
+        uriAor(sub.record.watcherUri),
+        auth.handling === 'block' ? 'terminated' : auth.handling === 'confirm' ? 'pending' : 'active',
+      );
     if (auth.handling === 'block') return { id: m.id, state: 'terminated', reason: 'rejected' };
     if (auth.handling === 'confirm') return { id: m.id, state: 'pending' };
     const substitute = pkg.substituteBody?.(auth.handling, m.res.key);

@@ -54,6 +54,8 @@ export function serviceKey(uri: string): string {
 
 export class ServiceLists {
   private index: Promise<Map<string, { uri: string; xml: string }>> | undefined;
+  /** The index once loaded (until the next invalidate): lets isService answer without a promise. */
+  private loaded: Map<string, { uri: string; xml: string }> | undefined;
   private readonly resolved = new Map<string, Promise<ResolvedService | undefined>>();
 
   constructor(
@@ -64,12 +66,14 @@ export class ServiceLists {
   /** A document changed: everything is read again on next use. */
   invalidate(): void {
     this.index = undefined;
+    this.loaded = undefined;
     this.resolved.clear();
   }
 
-  /** Whether `uri` names a service (cheap after the first call: the index is cached). */
-  async isService(uri: string): Promise<boolean> {
-    return (await this.services()).has(serviceKey(uri));
+  /** Whether `uri` names a service: at once while the index is loaded (every SUBSCRIBE asks), else after loading it. */
+  isService(uri: string): boolean | Promise<boolean> {
+    if (this.loaded) return this.loaded.size > 0 && this.loaded.has(serviceKey(uri));
+    return this.services().then((m) => m.has(serviceKey(uri)));
   }
 
   async lookup(uri: string): Promise<ResolvedService | undefined> {
@@ -88,6 +92,7 @@ export class ServiceLists {
       const p = this.sources.services().then((all) => {
         const m = new Map<string, { uri: string; xml: string }>();
         for (const s of all) if (!m.has(serviceKey(s.uri))) m.set(serviceKey(s.uri), s);
+        if (this.index === p) this.loaded = m;
         return m;
       });
       this.index = p;

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
-import { publish, pidf, subscribe, subState } from '../support/presence.js';
+import { publish, pidf, subscribe, subState, subscribeWinfo, parseWinfo, putRules, rules } from '../support/presence.js';
 import { Xcap, CT, NS } from '../support/xcap-http.js';
 import type { SipRequest } from '../../transport/message.js';
 
@@ -154,5 +154,113 @@ test('a list of local resources: 200, full state with each resource, then partia
     assert.match(subState(n3), /^terminated/);
   } finally {
     await ua.close();
+  }
+});
+
+test('a resource served elsewhere: a back-end SUBSCRIBE through outbound_proxy, its NOTIFYs folded into the list', async () => {
+  // The "other node" serves b.example.com; this list server's own domain is a.example.com.
+  const other = await startNode({ force_active: 1 });
+  const lists = await startNode({
+    force_active: 1,
+    waitn_time: 0,
+    outbound_proxy: `sip:127.0.0.1:${other.udpPort}`,
+    rls_local_domains: ['a.example.com'],
+  });
+  const ua = await TestUa.open('udp', lists.udpPort);
+  const publisher = await TestUa.open('udp', other.udpPort);
+  try {
+    const owner = 'sip:owner@a.example.com';
+    const service = 'sip:remote-buddies@a.example.com';
+    const local = 'sip:carl@a.example.com';
+    const remote = 'sip:dora@b.example.com';
+    const x = new Xcap(lists.xcapPort);
+    assert.equal((await x.put(`/rls-services/users/${owner}/index`, rlsDoc({ [service]: [local, remote] }), CT.rlsServices)).status, 201);
+    const s = await subscribe(ua, service, { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s.res.status, 200);
+    // Full state at once; the remote resource shows its instance once its back-end NOTIFY came.
+    let seen: ReturnType<typeof rlmi> | undefined;
+    for (;;) {
+      const d = rlmi(await s.dialog.nextNotify(60_000));
+      const r = d.resources.find((x) => x.uri === remote);
+      if (r?.state === 'active') {
+        seen = d;
+        break;
+      }
+    }
+    assert.ok(seen);
+    // dora publishes on the other node: her state reaches the list through the back-end subscription.
+    assert.equal((await publish(publisher, remote, { body: pidf(remote, 'd1', 'open', 'from afar') })).status, 200);
+    for (;;) {
+      const d = rlmi(await s.dialog.nextNotify(60_000));
+      const r = d.resources.find((x) => x.uri === remote);
+      const part = r?.cid ? d.parts.find((p) => p.headers.get('content-id') === `<${r.cid}>`) : undefined;
+      if (part && /from afar/.test(part.body)) {
+        assert.equal(d.fullState, false);
+        assert.deepEqual(
+          d.resources.map((x) => x.uri),
+          [remote],
+          'partial state names only the resource that changed',
+        );
+        break;
+      }
+    }
+    // The other node sees the list subscriber as dora's watcher (the back-end's From).
+    const watchers = await fetch(`http://127.0.0.1:${other.rpcPort}/RPC`, {
+      method: 'POST',
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'presence.watcher_list', params: [remote, 'presence'] }),
+    }).then((r) => r.json() as Promise<{ result: Array<{ watcher_uri: string }> }>);
+    assert.deepEqual(
+      watchers.result.map((w) => w.watcher_uri),
+      [ua.aor],
+    );
+  } finally {
+    await ua.close();
+    await publisher.close();
+    await lists.stop();
+    await other.stop();
+  }
+});
+
+test("a list member served here is the owner's watcher: pending in her watcher info, active in the list once her rules allow it", async () => {
+  const n = await startNode({ force_active: 0, waitn_time: 0 });
+  const bobUa = await TestUa.open('udp', n.udpPort);
+  const aliceUa = await TestUa.open('tcp', n.tcpPort);
+  try {
+    const alice = 'sip:wl-alice@example.com';
+    const service = `sip:bobs-list@example.com`;
+    const x = new Xcap(n.xcapPort);
+    assert.equal((await x.put(`/rls-services/users/${bobUa.aor}/index`, rlsDoc({ [service]: [alice] }), CT.rlsServices)).status, 201);
+    // alice watches her own watchers.
+    const w = await subscribeWinfo(aliceUa, alice, alice);
+    assert.equal(w.res.status, 200);
+    assert.deepEqual(parseWinfo((await w.dialog.nextNotify()).body.toString()).watchers, []);
+
+    // bob subscribes to his list: alice has no rule for him, so she is pending there...
+    const s = await subscribe(bobUa, service, { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s.res.status, 200);
+    const d0 = rlmi(await s.dialog.nextNotify());
+    assert.equal(d0.resources[0]!.state, 'pending');
+    // ...and bob is a pending watcher in alice's watcher info.
+    const p1 = parseWinfo((await w.dialog.nextNotify()).body.toString());
+    assert.deepEqual(
+      p1.watchers.map((x) => [x.uri, x.status, x.event]),
+      [[bobUa.aor, 'pending', 'subscribe']],
+    );
+
+    // alice allows bob: his list shows her active, her watcher info says approved.
+    assert.equal(await putRules(n.xcapPort, alice, rules([{ id: 'bob', who: `<cr:one id="${bobUa.aor}"/>`, handling: 'allow' }])), 201);
+    const d1 = rlmi(await s.dialog.nextNotify());
+    assert.equal(d1.fullState, false);
+    assert.equal(d1.resources[0]!.state, 'active');
+    const p2 = parseWinfo((await w.dialog.nextNotify()).body.toString());
+    assert.deepEqual(
+      p2.watchers.map((x) => [x.uri, x.status, x.event]),
+      [[bobUa.aor, 'active', 'approved']],
+    );
+    assert.equal(p2.watchers[0]!.id, p1.watchers[0]!.id, 'the same <watcher> id');
+  } finally {
+    await bobUa.close();
+    await aliceUa.close();
+    await n.stop();
   }
 });
