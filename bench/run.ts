@@ -239,7 +239,9 @@ async function rlsPass(plan: Array<{ kind: string; workers: number }>, args: Ben
     }
     const f = figs[figs.length - 1]!;
     if (f.unknownNotifies || f.terminatedNotifies)
-      out(`  note: ${f.unknownNotifies} NOTIFYs for unknown dialogs, ${f.terminatedNotifies} terminated (before the unsubscribe: none expected)`);
+      out(
+        `  note: ${f.unknownNotifies} NOTIFYs for unknown dialogs, ${f.terminatedNotifies} terminated (before the unsubscribe: none expected)`,
+      );
   }
   out('\n── resource list server figures ──');
   out(rlsTable(figs, args));
@@ -276,18 +278,19 @@ async function main(): Promise<void> {
   const profiles: Array<{ target: string; file: string; top: ReturnType<typeof selfTimes>['rows'] }> = [];
   if (args.load) {
     out('\n── end-to-end (UDP on loopback, Node driver: bench/load/) ──');
-    out(
-      `phases: ${[...args.phases].join(', ')}; PUBLISH mix: initial + ${args.refreshes} refreshes + removal per cycle, ${args.concurrency} in flight; ` +
-        `${args.duration} s per timed phase after ${args.warmup} s warm-up; memory with ${args.subs.toLocaleString('en-US')} subscriptions ` +
-        `(fan-out watchers + ${FILL_WATCHERS_PER_PRESENTITY} per other presentity)${args.quick ? ' — quick mode: fewer subscriptions and shorter phases than the full run' : ''}; ` +
-        `driver: ${args.sockets} UDP sockets, no retransmission, ${args.timeoutMs} ms timeout.`,
-    );
+    const classic = [...args.phases].some((ph) => ph !== 'rls');
+    if (classic)
+      out(
+        `phases: ${[...args.phases].join(', ')}; PUBLISH mix: initial + ${args.refreshes} refreshes + removal per cycle, ${args.concurrency} in flight; ` +
+          `${args.duration} s per timed phase after ${args.warmup} s warm-up; memory with ${args.subs.toLocaleString('en-US')} subscriptions ` +
+          `(fan-out watchers + ${FILL_WATCHERS_PER_PRESENTITY} per other presentity)${args.quick ? ' — quick mode: fewer subscriptions and shorter phases than the full run' : ''}; ` +
+          `driver: ${args.sockets} UDP sockets, no retransmission, ${args.timeoutMs} ms timeout.`,
+      );
     const plan: Array<{ kind: string; workers: number }> = [];
     for (const t of args.targets) {
       if (t === 'presenced') for (const w of args.workers) plan.push({ kind: t, workers: w });
       else plan.push({ kind: t, workers: 0 });
     }
-    const classic = [...args.phases].some((ph) => ph !== 'rls');
     for (const p of classic ? plan : []) {
       const s = await start(p.kind, args, p.workers);
       running.add(s.target);

@@ -260,7 +260,11 @@ export function rlsTable(figs: RlsFigures[], args: BenchArgs): string {
     rows.push([name, unit, ...figs.map(get)]);
   };
   const p = figs[0]?.plan;
-  row(`List SUBSCRIBE (${p?.lists ?? '?'} lists × ${p?.resources ?? '?'} resources) → first NOTIFY`, 'lists/s', (f) => f.subscribe?.perSecond);
+  row(
+    `List SUBSCRIBE (${p?.lists ?? '?'} lists × ${p?.resources ?? '?'} resources) → first NOTIFY`,
+    'lists/s',
+    (f) => f.subscribe?.perSecond,
+  );
   row('  failures', '%', (f) => f.subscribe?.failurePct);
   row('  SUBSCRIBE → first NOTIFY p50', 'ms', (f) => f.subscribe?.firstNotifyMs.p50);
   row('  SUBSCRIBE → first NOTIFY p99', 'ms', (f) => f.subscribe?.firstNotifyMs.p99);

@@ -163,7 +163,7 @@ export class RlsLoad {
     readonly expires: number,
   ) {
     const n = plan.resources.length;
-    plan.resources.forEach((r, i) => this.resourceIndex.set(r, i));
+    for (const [i, r] of plan.resources.entries()) this.resourceIndex.set(r, i);
     this.published = new Int32Array(n);
     this.wanted = new Int32Array(n);
     this.etags = new Array<string | undefined>(n).fill(undefined);
