@@ -84,6 +84,12 @@ export interface Config {
   auth_key: string;
   /** The web console on rpc_listen (GET /console/). */
   web_console: number;
+  /** HTTP authentication of everything on rpc_listen: JSON-RPC, /metrics, the console. */
+  rpc_auth: 'none' | 'digest' | 'basic';
+  rpc_auth_users: Record<string, string>;
+  rpc_auth_realm: string;
+  /** 1 = GET /metrics answered without credentials even with rpc_auth (a scraper that cannot authenticate). */
+  rpc_metrics_open: number;
   max_xml_size: number;
   max_xml_depth: number;
   xcap_auth: 'none' | 'digest';
@@ -113,6 +119,7 @@ export interface Config {
   max_notify_body_length: number;
   to_presence_code: number;
   max_backend_subs: number;
+  rls_list_subscribers: 'owner' | 'any';
   rls_local_domains: string[];
   cluster_nodes: number;
   cluster_index: number;
@@ -253,6 +260,24 @@ const userMap: Check = (v, key) => {
   throw new ConfigError(`${key}: must be an object mapping XUI (sip:user@domain) to password`);
 };
 
+/** user name → password; a user name has no ':' (Basic splits on the first one, RFC 7617 §2) and no control characters. */
+const passwordMap: Check = (v, key) => {
+  if (!v || typeof v !== 'object' || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'string'))
+    throw new ConfigError(`${key}: must be an object mapping user name to password`);
+  for (const user of Object.keys(v))
+    if (user === '' || /[:\u0000-\u001f\u007f"]/.test(user))
+      throw new ConfigError(`${key}: user name ${JSON.stringify(user)} must be non-empty, without ':', '"' or control characters`);
+  return v;
+};
+
+/** A realm goes between quotes in WWW-Authenticate: printable, no quote or backslash. */
+const realm: Check = (v, key) => {
+  const s = str(v, key) as string;
+  if (!/^[\x20-\x7e]{1,100}$/.test(s) || /["\\]/.test(s))
+    throw new ConfigError(`${key}: must be 1-100 printable ASCII characters without '"' or '\\' (got ${JSON.stringify(s)})`);
+  return s;
+};
+
 /** key → [default, check]. The order here is the order of the README table. */
 const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to' | 'outbound_proxy_target'>, [unknown, Check]> = {
   listen: [['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'], listenList],
@@ -313,6 +338,10 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to' | 'ou
   hep_capture_id: [1, int(0, 0xffffffff)],
   auth_key: ['', str],
   web_console: [0, flag],
+  rpc_auth: ['none', oneOf('none', 'digest', 'basic')],
+  rpc_auth_users: [{}, passwordMap],
+  rpc_auth_realm: ['presenced', realm],
+  rpc_metrics_open: [0, flag],
   worker_threads: [-1, int(-1, 64)],
   worker_inline_max_bytes: [1536, int(0, 1 << 20)],
   max_xml_size: [65536, int(1024, 16 << 20)],
@@ -342,6 +371,7 @@ const SCHEMA: Record<keyof Omit<Config, 'db_path' | 'tls' | 'duplicate_to' | 'ou
   max_notify_body_length: [0, int(0, 1 << 30)],
   to_presence_code: [1, int(0, 699)],
   max_backend_subs: [0, int(0, 100_000_000)],
+  rls_list_subscribers: ['owner', oneOf('owner', 'any')],
   rls_local_domains: [[], stringList],
   cluster_nodes: [1, int(1, 1024)],
   cluster_index: [0, int(0, 1023)],
@@ -380,6 +410,9 @@ export function buildConfig(raw: unknown): Config {
   }
   for (const [i, u] of cfg.xcap_server.entries()) {
     if (!/^https?:\/\/[^/\s]+(\/\S*)?$/.test(u)) throw new ConfigError(`xcap_server[${i}]: "${u}" is not an http(s) URL of an XCAP root`);
+  }
+  if (cfg.rpc_auth !== 'none' && Object.keys(cfg.rpc_auth_users).length === 0) {
+    throw new ConfigError(`rpc_auth_users: needs at least one user when rpc_auth is "${cfg.rpc_auth}"`);
   }
   if (cfg.xcap_auth === 'digest' && Object.keys(cfg.xcap_auth_users).length === 0) {
     throw new ConfigError('xcap_auth_users: needs at least one user when xcap_auth is "digest"');

@@ -61,10 +61,12 @@ export function refuseLargeBeforeContinue(
   server: http.Server,
   maxBody: number,
   handler: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+  refused?: (req: http.IncomingMessage, status: number, reason: string) => void,
 ): void {
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (Number(req.headers['content-length'] ?? 0) > maxBody) {
       const body = `the body is larger than ${maxBody} bytes\n`;
+      refused?.(req, 413, body.trim());
       res.writeHead(413, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
       res.end(body);
       return;

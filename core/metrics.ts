@@ -41,6 +41,8 @@ export interface NodeStats {
   readonly sip: SipCounters;
   /** RPC calls by `method outcome`. */
   readonly rpcCalls: ReadonlyMap<string, number>;
+  /** JSON-RPC error answers by code (-32700, -32600, -32601, -32602, -32603). */
+  readonly rpcErrors?: ReadonlyMap<string, number>;
   /** XCAP requests by `auid method status` (embedded server only). */
   readonly xcapRequests?: ReadonlyMap<string, number>;
   /** The resource list server: list subscriptions, back-end subscriptions by kind, list NOTIFYs sent and failed. */
@@ -180,7 +182,7 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
   );
   labelled(
     'presenced_sip_dropped_total',
-    'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response).',
+    'SIP messages dropped without an answer, by reason (unparseable, no-via, stray-response; unframeable and partial-timeout close a TCP/TLS connection; ws-no-sip-subprotocol, ws-frame-too-large).',
     ['reason'],
     () => flat(sip.dropped),
   );
@@ -237,6 +239,14 @@ export function createMetrics(stats: NodeStats, nodeName: string): () => Promise
     ['method', 'outcome'],
     () => split(stats.rpcCalls),
   );
+  const rpcErrors = stats.rpcErrors;
+  if (rpcErrors)
+    labelled(
+      'presenced_rpc_errors_total',
+      'JSON-RPC error answers, by code (-32700 parse error, -32600 invalid request, -32601 no such method, -32602 invalid params, -32603 internal).',
+      ['code'],
+      () => [...rpcErrors].map(([k, n]): [string[], number] => [[k], n]),
+    );
   if (stats.capture) {
     const cap = stats.capture;
     counter('presenced_capture_sent_total', 'SIP capture (HEP) copies sent to duplicate_uri.', () => cap.sent);

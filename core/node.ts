@@ -199,7 +199,7 @@ export class PresenceNode {
         lists: new ServiceLists(
           {
             services: () => directory.all(),
-            select: (ref) => references.select(ref),
+            select: (ref, owner) => references.select(ref, owner),
             parse: (xml, as) => pool.run('rls.parse', { xml, as }),
           },
           log,
@@ -232,13 +232,26 @@ export class PresenceNode {
     }
     const xcap = this.xcap;
     const rpcCalls = new Map<string, number>();
+    const rpcErrors = new Map<string, number>();
     this.rpc = new RpcServer({
       calls: rpcCalls,
+      errorCodes: rpcErrors,
+      ...(config.rpc_auth !== 'none'
+        ? {
+            auth: {
+              scheme: config.rpc_auth,
+              realm: config.rpc_auth_realm,
+              users: config.rpc_auth_users,
+              metricsOpen: config.rpc_metrics_open === 1,
+            },
+          }
+        : {}),
       ...(config.web_console ? { console: loadConsoleAssets } : {}),
       address: config.rpc_listen.address,
       port: config.rpc_listen.port,
       methods: createMethods({
         packages,
+        ctx,
         store,
         pool,
         publications,
@@ -303,6 +316,7 @@ export class PresenceNode {
           },
           sip: stack.stats,
           rpcCalls,
+          rpcErrors,
           ...(xcap ? { xcapRequests: xcap.stats } : {}),
           ...(capture ? { capture } : {}),
           ...(lists

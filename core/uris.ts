@@ -34,3 +34,13 @@ export function uriAor(uri: string): string {
     return uri;
   }
 }
+
+/** XUIs compare with the scheme dropped and the host part case-insensitive (as the XCAP server compares them). */
+export function sameXui(a: string, b: string): boolean {
+  const norm = (x: string): string => {
+    const s = x.replace(/^sips?:/i, '');
+    const at = s.lastIndexOf('@');
+    return at < 0 ? s : s.slice(0, at) + '@' + s.slice(at + 1).toLowerCase();
+  };
+  return norm(a) === norm(b);
+}

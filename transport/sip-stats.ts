@@ -14,6 +14,21 @@ export function methodLabel(method: string): string {
   return SIP_METHODS.has(method) ? method : 'other';
 }
 
+/**
+ * Why a message (or a connection's input) was dropped without a SIP answer: unparseable, no
+ * usable Via, a response to nothing of ours; on a stream, input that cannot be framed or half a
+ * message held past tcp_partial_timeout (the connection is closed); a WebSocket upgrade without
+ * the "sip" subprotocol (HTTP 400) or a frame over max_message_size (the connection closed).
+ */
+export type DropReason =
+  | 'unparseable'
+  | 'no-via'
+  | 'stray-response'
+  | 'unframeable'
+  | 'partial-timeout'
+  | 'ws-no-sip-subprotocol'
+  | 'ws-frame-too-large';
+
 /** Counts by label values; each map stays small (bounded methods × statuses 100–699). */
 export class SipCounters {
   /** Requests received, by method (after parsing; retransmissions absorbed by a transaction included). */
@@ -52,7 +67,7 @@ export class SipCounters {
     bumpStatus(this.responsesReceived, methodLabel(method), status);
   }
 
-  drop(reason: 'unparseable' | 'no-via' | 'stray-response'): void {
+  drop(reason: DropReason): void {
     bump(this.dropped, reason);
   }
 

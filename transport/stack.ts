@@ -165,6 +165,7 @@ export class SipStack {
           idleTimeout: this.options.tcpIdleTimeout,
           partialTimeout: this.options.tcpPartialTimeout,
           admit: this.admitConnection,
+          dropped: (reason) => this.stats.drop(reason),
         },
         learn
           ? (d, s) => {
@@ -193,6 +194,10 @@ export class SipStack {
           },
           onClose: (f) => this.detachFlow(f),
           admit: this.admitConnection,
+          dropped: (reason, fields, msg) => {
+            this.stats.drop(reason);
+            this.refusalLog.dropped(fields, msg);
+          },
         },
         this.log,
         this.options.tls,
@@ -361,15 +366,13 @@ export class SipStack {
 
   private receiveResponse(res: SipResponse): void {
     let via: Via;
-    try {
-      via = res.topVia;
-    } catch {
-      return;
-    }
     let method: string;
     try {
+      via = res.topVia;
       method = res.cseq.method;
-    } catch {
+    } catch (err) {
+      this.stats.drop('unparseable');
+      this.refusalLog.dropped({ callId: res.callId, status: res.status, reason: (err as Error).message }, 'dropped unparseable message');
       return;
     }
     const key = via.branch ? via.branch + '|' + method : undefined;

@@ -35,6 +35,8 @@ export interface TcpLimits {
   partialTimeout: number;
   /** May a peer's new connection (remote ip:port) be kept? Refused ones are closed at once (max_connections). */
   admit?: (remote: string) => boolean;
+  /** Input dropped with the connection (counted for /metrics; the warning is logged here). */
+  dropped?: (reason: 'unframeable' | 'partial-timeout') => void;
 }
 
 let nextConnectionId = 1;
@@ -176,6 +178,7 @@ export class TcpTransport {
         { flow: conn.id, remote: `${conn.remoteAddress}:${conn.remotePort}`, reason: (err as SipParseError).message },
         `closing ${this.label} connection: unframeable input`,
       );
+      this.limits.dropped?.('unframeable');
       conn.close();
       return;
     }
@@ -198,6 +201,7 @@ export class TcpTransport {
     for (const conn of this.byId.values()) {
       if (conn.partialSince !== 0 && now - conn.partialSince > this.limits.partialTimeout) {
         this.log.warn({ flow: conn.id, pending: conn.framer.pending }, `closing ${this.label} connection: incomplete message timed out`);
+        this.limits.dropped?.('partial-timeout');
         conn.close();
       } else if (now - conn.lastActivity > this.limits.idleTimeout) {
         this.log.debug({ flow: conn.id }, `closing idle ${this.label} connection`);

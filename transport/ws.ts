@@ -60,6 +60,8 @@ export class WsListener {
       onClose: (flow: Flow) => void;
       /** May a new connection be accepted (max_connections)? A refused upgrade gets HTTP 503. */
       admit?: (remote: string) => boolean;
+      /** A refused upgrade or an oversized frame: counted and logged (rate-limited) by the stack. */
+      dropped?: (reason: 'ws-no-sip-subprotocol' | 'ws-frame-too-large', fields: object, msg: string) => void;
     },
     private readonly log: Logger,
     private readonly tls?: TlsSettings,
@@ -86,6 +88,11 @@ export class WsListener {
           .split(',')
           .map((p) => p.trim());
         if (!protocols.includes('sip')) {
+          this.hooks.dropped?.(
+            'ws-no-sip-subprotocol',
+            { remote: Buffer.from(res.getRemoteAddressAsText()).toString(), offered: protocols.join(',').slice(0, 100) },
+            `${this.proto} upgrade refused: no "sip" subprotocol`,
+          );
           res.writeStatus('400 Bad Request').end('WebSocket subprotocol "sip" required (RFC 7118)\n');
           return;
         }
@@ -116,9 +123,17 @@ export class WsListener {
           flow,
         });
       },
-      close: (ws) => {
+      close: (ws, code, message) => {
         const flow = ws.getUserData().flow;
         if (!flow) return;
+        // uWebSockets.js closes a connection whose frame is over maxPayloadLength itself, reported
+        // as 1006 with this text (not the 1009 of RFC 6455 §7.4.1 on the wire).
+        if (code === 1006 && Buffer.from(message).toString() === 'Received too big message')
+          this.hooks.dropped?.(
+            'ws-frame-too-large',
+            { remote: flow.remoteAddress, max: this.maxMessageSize },
+            `${this.proto} connection closed: a frame over max_message_size`,
+          );
         flow.closed = true;
         this.flows.delete(flow);
         this.hooks.onClose(flow);

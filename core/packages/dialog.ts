@@ -132,6 +132,8 @@ export function createDialogPackage(config: Config): EventPackage {
         forceDummy: ctx.config.force_dummy_dialog === 1,
         gone: gone.of(presentityUri),
       });
+      // An operator's look (ctx.preview) shows what a watcher would get now and uses nothing up.
+      if (ctx.preview) return r.body;
       gone.record(presentityUri, r.terminated);
       // This document shows a terminated dialog for the last time: the NOTIFYs of this change
       // share it (each took the body before it resolved), the next NOTIFY (a refresh, a new

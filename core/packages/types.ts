@@ -23,6 +23,8 @@ export interface PackageContext {
   watchers: (presentityUri: string) => WatcherEntry[];
   /** The body just composed serves the NOTIFYs of this change only (the hub's body.stale). */
   stale: (presentityUri: string, event: string) => void;
+  /** Composing for a look (RPC presence.presentity_state), not for NOTIFYs: a package changes nothing it remembers. */
+  preview?: boolean;
 }
 
 /** RFC 5025 §3.2.1 sub-handling, the outcome of authorising a watcher. */

@@ -37,6 +37,7 @@ import { type ServiceLists, serviceKey as serviceKeyOf, type ListResource, type 
 import { splitNotify, type ResourceEntry, type ResourceInstance } from './rlmi.js';
 import { Backends } from './backends.js';
 import { shardOf } from './shard.js';
+import { sameXui } from '../uris.js';
 import type { ListWatchers } from '../state/list-watchers.js';
 
 /** The part of the store the list server writes (core/store/store.ts). */
@@ -203,7 +204,24 @@ export class ListServer {
     if (this.deps.config.disable_rls) return false;
     const toTag = req.toTag;
     if (toTag !== undefined) return this.byDialog.has(dialogKey(req.callId, toTag, req.fromTag ?? ''));
-    return this.deps.lists.isService(req.uri);
+    const owner = this.deps.lists.ownerOf(req.uri);
+    if (owner === undefined) return false;
+    return typeof owner === 'string' ? this.mayList(req, owner) : owner.then((o) => o !== undefined && this.mayList(req, o));
+  }
+
+  /**
+   * Whether the subscriber may have the list (rls_list_subscribers): only the owner of the
+   * document that defines it (Kamailio rls looks for services in the subscriber's own
+   * rls-services document only), or anyone. Anyone else's SUBSCRIBE to the URI is the
+   * presence server's, as Kamailio passes it on (to_presence_code).
+   */
+  private mayList(req: SipRequest, owner: string): boolean {
+    if (this.deps.config.rls_list_subscribers === 'any') return true;
+    try {
+      return sameXui(owner, req.from.uri.aor);
+    } catch {
+      return false;
+    }
   }
 
   handle = async (incoming: IncomingRequest): Promise<SipResponse | void> => {

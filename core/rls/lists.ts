@@ -9,6 +9,7 @@
  */
 import type { Logger } from '../log.js';
 import { presentityOf } from '../uris.js';
+
 import type { ListItem, ParsedService } from '../../workers/rls.js';
 
 export interface ListResource {
@@ -22,6 +23,8 @@ export interface ListResource {
 
 export interface ResolvedService {
   uri: string;
+  /** The XUI whose rls-services document defines it. */
+  owner: string;
   /** The events the service serves (<packages>); null: every event of rls_event. */
   packages: string[] | null;
   /** The list's own <display-name>. */
@@ -32,9 +35,10 @@ export interface ResolvedService {
 /** What resolution reads: the services, references into the XCAP documents, and the worker that parses. */
 export interface ListSources {
   /** Every <service> of every user's rls-services document: uri and standalone XML. */
-  services(): Promise<Array<{ uri: string; xml: string }>>;
+  services(): Promise<Array<{ uri: string; xml: string; owner: string }>>;
   /** The element an XCAP reference selects (core/xcap/reference.ts). */
-  select(ref: string): Promise<{ ok: true; xml: string } | { ok: false; why: string }>;
+  /** The element an XCAP reference selects, read as `owner` may (its own tree and the global ones: RFC 4825 §5.7). */
+  select(ref: string, owner: string): Promise<{ ok: true; xml: string } | { ok: false; why: string }>;
   parse(xml: string, as: 'service' | 'item'): Promise<ParsedService | ListItem | null>;
 }
 
@@ -53,9 +57,9 @@ export function serviceKey(uri: string): string {
 }
 
 export class ServiceLists {
-  private index: Promise<Map<string, { uri: string; xml: string }>> | undefined;
+  private index: Promise<Map<string, { uri: string; xml: string; owner: string }>> | undefined;
   /** The index once loaded (until the next invalidate): lets isService answer without a promise. */
-  private loaded: Map<string, { uri: string; xml: string }> | undefined;
+  private loaded: Map<string, { uri: string; xml: string; owner: string }> | undefined;
   private readonly resolved = new Map<string, Promise<ResolvedService | undefined>>();
 
   constructor(
@@ -70,10 +74,13 @@ export class ServiceLists {
     this.resolved.clear();
   }
 
-  /** Whether `uri` names a service: at once while the index is loaded (every SUBSCRIBE asks), else after loading it. */
-  isService(uri: string): boolean | Promise<boolean> {
-    if (this.loaded) return this.loaded.size > 0 && this.loaded.has(serviceKey(uri));
-    return this.services().then((m) => m.has(serviceKey(uri)));
+  /**
+   * The XUI whose document defines the service `uri` (undefined: not a service): at once while
+   * the index is loaded (every SUBSCRIBE asks), else after loading it.
+   */
+  ownerOf(uri: string): string | undefined | Promise<string | undefined> {
+    if (this.loaded) return this.loaded.size === 0 ? undefined : this.loaded.get(serviceKey(uri))?.owner;
+    return this.services().then((m) => m.get(serviceKey(uri))?.owner);
   }
 
   async lookup(uri: string): Promise<ResolvedService | undefined> {
@@ -87,10 +94,10 @@ export class ServiceLists {
     return r;
   }
 
-  private services(): Promise<Map<string, { uri: string; xml: string }>> {
+  private services(): Promise<Map<string, { uri: string; xml: string; owner: string }>> {
     if (!this.index) {
       const p = this.sources.services().then((all) => {
-        const m = new Map<string, { uri: string; xml: string }>();
+        const m = new Map<string, { uri: string; xml: string; owner: string }>();
         for (const s of all) if (!m.has(serviceKey(s.uri))) m.set(serviceKey(s.uri), s);
         if (this.index === p) this.loaded = m;
         return m;
@@ -111,26 +118,32 @@ export class ServiceLists {
       this.log.warn({ service: service.uri }, 'rls-services <service> does not parse: list not served');
       return undefined;
     }
-    const out: ResolvedService = { uri: parsed.uri, packages: parsed.packages, name: '', resources: [] };
+    const out: ResolvedService = { uri: parsed.uri, owner: service.owner, packages: parsed.packages, name: '', resources: [] };
     const seen = new Set<string>();
     const budget = { references: MAX_REFERENCES, truncated: false };
+    const ctx = { service: service.uri, owner: service.owner };
     let root: ListItem | undefined = parsed.list;
-    if (!root && parsed.resourceList) root = await this.follow(parsed.resourceList, service.uri, budget);
+    if (!root && parsed.resourceList) root = await this.follow(parsed.resourceList, ctx, budget);
     if (root?.kind === 'list') {
       out.name = root.name;
-      await this.flatten(root, out, seen, budget, service.uri);
+      await this.flatten(root, out, seen, budget, ctx);
     }
     if (budget.truncated)
       this.log.warn({ service: service.uri, max: MAX_LIST_RESOURCES }, 'list longer than the list server serves: the rest is left out');
     return out;
   }
 
-  private async follow(ref: string, service: string, budget: { references: number }): Promise<ListItem | undefined> {
+  private async follow(
+    ref: string,
+    ctx: { service: string; owner: string },
+    budget: { references: number },
+  ): Promise<ListItem | undefined> {
+    const service = ctx.service;
     if (--budget.references < 0) {
       this.log.warn({ service, ref }, 'too many references in one list (a loop?): left out');
       return undefined;
     }
-    const r = await this.sources.select(ref);
+    const r = await this.sources.select(ref, ctx.owner);
     if (!r.ok) {
       this.log.info({ service, ref, why: r.why }, 'list reference does not resolve: left out');
       return undefined;
@@ -144,8 +157,9 @@ export class ServiceLists {
     out: ResolvedService,
     seen: Set<string>,
     budget: { references: number; truncated: boolean },
-    service: string,
+    ctx: { service: string; owner: string },
   ): Promise<void> {
+    const service = ctx.service;
     for (const item of list.items) {
       if (out.resources.length >= MAX_LIST_RESOURCES) {
         budget.truncated = true;
@@ -155,11 +169,11 @@ export class ServiceLists {
       let name = '';
       if (it.kind === 'entry-ref' || it.kind === 'external') {
         name = it.name;
-        it = await this.follow(it.kind === 'entry-ref' ? it.ref : it.anchor, service, budget);
+        it = await this.follow(it.kind === 'entry-ref' ? it.ref : it.anchor, ctx, budget);
         if (!it) continue;
       }
       if (it.kind === 'list') {
-        await this.flatten(it, out, seen, budget, service);
+        await this.flatten(it, out, seen, budget, ctx);
         continue;
       }
       if (it.kind !== 'entry') continue; // a reference to a reference is not followed further

@@ -4,6 +4,8 @@
  * node, so the nodes with data are printed (each with its name) and the empty answers are not.
  */
 
+import { postRpc, RpcHttpError, type RpcCredentials } from './client.js';
+
 /** Methods whose answer is a list about one presentity: an empty list means "not on this node". */
 const OWNER_METHODS = new Set(['presence.presentity_show', 'presence.watcher_list']);
 
@@ -30,18 +32,13 @@ export function parseClusterFile(text: string): ClusterNode[] {
 
 type Answer = { node: string; result?: unknown; error?: string };
 
-async function callOne(node: ClusterNode, method: string, params: unknown[]): Promise<Answer> {
+async function callOne(node: ClusterNode, method: string, params: unknown[], credentials: RpcCredentials | undefined): Promise<Answer> {
   try {
-    const res = await fetch(node.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-      signal: AbortSignal.timeout(5000),
-    });
-    const json = (await res.json()) as { result?: unknown; error?: { code: number; message: string } };
+    const json = await postRpc(node.url, { method, params }, credentials, AbortSignal.timeout(5000));
     if (json.error) return { node: node.name, error: `error ${json.error.code}: ${json.error.message}` };
     return { node: node.name, result: json.result };
   } catch (err) {
+    if (err instanceof RpcHttpError) return { node: node.name, error: err.message };
     return { node: node.name, error: `cannot reach ${node.url}: ${String((err as Error).cause ?? (err as Error).message)}` };
   }
 }
@@ -50,7 +47,7 @@ async function callOne(node: ClusterNode, method: string, params: unknown[]): Pr
  * Prints a JSON list of `{node, result}` (and `{node, error}` for nodes that failed). Exit status 0
  * when every node answered, 1 otherwise (the answers of the others are still printed).
  */
-export async function clusterCall(fileText: string, method: string, params: unknown[]): Promise<number> {
+export async function clusterCall(fileText: string, method: string, params: unknown[], credentials?: RpcCredentials): Promise<number> {
   let nodes: ClusterNode[];
   try {
     nodes = parseClusterFile(fileText);
@@ -58,7 +55,7 @@ export async function clusterCall(fileText: string, method: string, params: unkn
     process.stderr.write(`presenced rpc: --cluster file: ${(err as Error).message}\n`);
     return 2;
   }
-  const answers = await Promise.all(nodes.map((n) => callOne(n, method, params)));
+  const answers = await Promise.all(nodes.map((n) => callOne(n, method, params, credentials)));
   const shown = OWNER_METHODS.has(method)
     ? answers.filter((a) => a.error !== undefined || (Array.isArray(a.result) && a.result.length > 0))
     : answers;

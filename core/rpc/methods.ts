@@ -13,12 +13,15 @@ import type { Publications } from '../state/publications.js';
 import type { Subscriptions } from '../state/subscriptions.js';
 import type { WatcherInfo } from '../state/watcher-info.js';
 import type { PackageRegistry } from '../packages/registry.js';
+import { VERSION_SLOT, type PackageContext } from '../packages/types.js';
 import type { Notifier } from '../notify/notifier.js';
 import type { Authorization } from '../authorization/index.js';
 
 /** What the methods act on: the node's parts, handed over explicitly. */
 export interface RpcDeps {
   packages: PackageRegistry;
+  /** What the packages compose from: the notifier's own context (presence.presentity_state). */
+  ctx: PackageContext;
   store: StoreReader;
   pool: WorkerPool;
   publications: Publications;
@@ -127,6 +130,28 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
         body: Buffer.from(x.body).toString('utf8'),
       })),
     );
+  });
+
+  // presenced's own (issue 16): the body a fully authorised watcher would get now, composed by the
+  // package as the notifier composes it (no pres-rules transformation, no polite-block substitute,
+  // no RFC 4235 view). Composed as a preview: nothing the package remembers changes, no cached
+  // NOTIFY body is dropped. A versioned body (dialog, reg, presence.winfo) shows version 0: each
+  // subscription counts its own.
+  const previewCtx: PackageContext = { ...node.ctx, preview: true, stale: () => undefined };
+  const stateUsage = 'presence.presentity_state presentity_uri event';
+  m.set('presence.presentity_state', async (p) => {
+    arity(p, 2, 2, stateUsage);
+    const uri = presentity(str(p, 0, 'presentity_uri', stateUsage));
+    const pkg = node.packages.get(eventOf(str(p, 1, 'event', stateUsage)))!;
+    const body = await pkg.compose(uri, previewCtx);
+    return {
+      presentity_uri: uri,
+      event: pkg.name,
+      contentType: pkg.notifyType,
+      // null: the NOTIFY would carry no body (nothing published, and no dummy configured)
+      body: body === undefined ? null : pkg.versioned ? body.split(VERSION_SLOT).join('0') : body,
+      versioned: pkg.versioned,
+    };
   });
 
   const watcherUsage = 'presence.watcher_list presentity_uri [event]';

@@ -6,7 +6,7 @@
  */
 import type { StoreReader } from '../store/interfaces.js';
 import type { WorkerPool } from '../pool.js';
-import { parseXcapUri, type XcapUri } from './uri.js';
+import { parseXcapUri, sameXui, type XcapUri } from './uri.js';
 import type { NodeSelector } from '../../workers/xcap.js';
 import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { USAGE_BY_AUID } from './auids.js';
@@ -21,8 +21,12 @@ export class XcapReferences {
     private readonly root: string,
   ) {}
 
-  /** `ref` absolute (http[s]://host/ROOT/...) or relative to the XCAP root (`resource-lists/users/...`). */
-  async select(ref: string): Promise<Resolved> {
+  /**
+   * `ref` absolute (http[s]://host/ROOT/...) or relative to the XCAP root (`resource-lists/users/...`),
+   * read on behalf of `reader` (a XUI): its own tree and the global trees only, as the XCAP
+   * server lets a user read (a list must not reveal another user's documents).
+   */
+  async select(ref: string, reader: string): Promise<Resolved> {
     let path: string;
     let query = '';
     if (/^https?:\/\//i.test(ref)) {
@@ -46,6 +50,7 @@ export class XcapReferences {
       return { ok: false, why: (err as Error).message };
     }
     if (!uri) return { ok: false, why: `not under this server's XCAP root ${this.root}` };
+    if (uri.xui && !sameXui(uri.xui, reader)) return { ok: false, why: `a document of another user (${uri.xui})` };
     const usage = USAGE_BY_AUID.get(uri.auid);
     if (!usage) return { ok: false, why: `unknown auid ${uri.auid}` };
     const doc = this.store.getXcap(uri.auid, uri.xui, uri.name);

@@ -24,6 +24,8 @@ export const RLS_AUID = 'rls-services';
 interface Parsed {
   etag: string;
   services: RlsService[];
+  /** The XUI whose document it is. */
+  owner: string;
 }
 
 export interface ServiceConflict {
@@ -79,13 +81,14 @@ export class RlsServicesDirectory {
 
   private async syncNow(): Promise<string> {
     const seen = new Set<string>();
-    const stale: Array<{ key: string; etag: string; xml: string }> = [];
+    const stale: Array<{ key: string; etag: string; xml: string; owner: string }> = [];
     const digest = createHash('sha1');
     for (const doc of this.store.xcapUsersDocuments(RLS_AUID)) {
       const key = Store.xcapKey(doc.auid, doc.xui, doc.name);
       seen.add(key);
       digest.update(key).update('\0').update(doc.etag).update('\n');
-      if (this.parsed.get(key)?.etag !== doc.etag) stale.push({ key, etag: doc.etag, xml: Buffer.from(doc.body).toString('utf8') });
+      if (this.parsed.get(key)?.etag !== doc.etag)
+        stale.push({ key, etag: doc.etag, xml: Buffer.from(doc.body).toString('utf8'), owner: doc.xui });
     }
     for (const key of this.parsed.keys()) if (!seen.has(key)) this.parsed.delete(key);
     if (stale.length) {
@@ -93,7 +96,7 @@ export class RlsServicesDirectory {
       stale.forEach((s, i) => {
         const services = results[i];
         if (!services) this.log.warn({ key: s.key }, 'stored rls-services document does not parse; left out of the global index');
-        this.parsed.set(s.key, { etag: s.etag, services: services ?? [] });
+        this.parsed.set(s.key, { etag: s.etag, services: services ?? [], owner: s.owner });
       });
     }
     return digest.digest('base64url').slice(0, 22);
@@ -112,10 +115,13 @@ export class RlsServicesDirectory {
   }
 
   /** Every service of every user's document, after bringing the parsed copies in line with the store (the list server reads them). */
-  async all(): Promise<RlsService[]> {
+  async all(): Promise<Array<RlsService & { owner: string }>> {
     await this.sync();
-    const out: RlsService[] = [];
-    for (const key of [...this.parsed.keys()].sort()) out.push(...this.parsed.get(key)!.services);
+    const out: Array<RlsService & { owner: string }> = [];
+    for (const key of [...this.parsed.keys()].sort()) {
+      const p = this.parsed.get(key)!;
+      for (const s of p.services) out.push({ ...s, owner: p.owner });
+    }
     return out;
   }
 
@@ -152,7 +158,7 @@ export class RlsServicesDirectory {
   }
 
   /** Record what was just committed, so the next sync need not parse it again. */
-  committed(key: string, etag: string, services: RlsService[]): void {
-    this.parsed.set(key, { etag, services });
+  committed(key: string, etag: string, services: RlsService[], owner: string): void {
+    this.parsed.set(key, { etag, services, owner });
   }
 }

@@ -28,7 +28,7 @@ import type { XcapDocument } from '../store/records.js';
 import type { NodeSelector, XcapFailure, RlsService } from '../../workers/xcap.js';
 import { USAGE_BY_AUID, xcapCapsDocument, XCAP_EL_TYPE, XCAP_ATT_TYPE, type AppUsage } from './auids.js';
 import { XcapError, xcapErrors, failureToError, STATUS_TEXT } from './errors.js';
-import { parseXcapUri, type XcapUri } from './uri.js';
+import { parseXcapUri, sameXui, type XcapUri } from './uri.js';
 import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
@@ -122,16 +122,6 @@ function hasDotSegment(path: string): boolean {
   return false;
 }
 
-/** XUIs compare with the scheme dropped and the host part case-insensitive. */
-function sameXui(a: string, b: string): boolean {
-  const norm = (x: string): string => {
-    const s = x.replace(/^sip:/i, '');
-    const at = s.lastIndexOf('@');
-    return at < 0 ? s : s.slice(0, at) + '@' + s.slice(at + 1).toLowerCase();
-  };
-  return norm(a) === norm(b);
-}
-
 export class XcapServer {
   private server: http.Server | undefined;
   private readonly digest: DigestAuth | undefined;
@@ -155,7 +145,17 @@ export class XcapServer {
     const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) =>
       this.onRequest(req, res),
     );
-    refuseLargeBeforeContinue(server, this.deps.config.max_xml_size, (req, res) => this.onRequest(req, res));
+    refuseLargeBeforeContinue(
+      server,
+      this.deps.config.max_xml_size,
+      (req, res) => this.onRequest(req, res),
+      (req, status, reason) =>
+        this.counted({ method: (req.method ?? '').toUpperCase(), path: requestTarget(req)?.path ?? '', target: req.url ?? '' } as Request, {
+          status,
+          headers: [],
+          body: `Expect: 100-continue refused: ${reason}`,
+        }),
+    );
     answerClientErrors(server, (status, reason) =>
       this.counted({ method: 'other', path: '', target: '' } as Request, {
         status,
@@ -198,7 +198,9 @@ export class XcapServer {
     });
     const target = requestTarget(req);
     if (!target) {
-      this.send(ex, { status: 400, headers: [], body: 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', close: true });
+      const reply = { status: 400, headers: [], body: 'the request-target must be a path or an http URL (RFC 9112 §3.2)\n', close: true };
+      this.send(ex, reply);
+      this.counted({ method, path: '', target: req.url ?? '' } as Request, reply);
       return;
     }
     const h = (name: string): string => {
@@ -507,7 +509,7 @@ export class XcapServer {
         source: 'embedded',
       };
       if (await store.putXcapIf(doc, current ? current.etag : undefined)) {
-        if (services) this.rls.committed(Store.xcapKey(doc.auid, doc.xui, doc.name), doc.etag, services);
+        if (services) this.rls.committed(Store.xcapKey(doc.auid, doc.xui, doc.name), doc.etag, services, doc.xui);
         this.changed(doc.auid, doc.xui, doc.name, doc);
         return { status: created ? 201 : 200, headers: [['ETag', quoteEtag(doc.etag)]] };
       }

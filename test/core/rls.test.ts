@@ -84,14 +84,23 @@ function rlmi(n: SipRequest): {
 }
 
 test('a list of local resources: 200, full state with each resource, then partial state naming only what changed', async () => {
-  const owner = 'sip:rls-owner@example.com';
   const service = 'sip:rls-buddies@example.com';
   const alice = 'sip:rls-alice@example.com';
   const bob = 'sip:rls-bob@example.com';
+  const ua = await TestUa.open('udp', node.udpPort);
+  const stranger = await TestUa.open('udp', node.udpPort);
+  const owner = ua.aor;
   const put = await xcap.put(`/rls-services/users/${owner}/index`, rlsDoc({ [service]: [alice, bob] }), CT.rlsServices);
   assert.equal(put.status, 201, put.text);
-  const ua = await TestUa.open('udp', node.udpPort);
   try {
+    // Someone else's SUBSCRIBE to the URI is no list subscription (rls_list_subscribers = owner):
+    // the presence server answers it, as Kamailio passes it on.
+    const other = await subscribe(stranger, service, { expires: 0, headers: [['supported', 'eventlist']] });
+    assert.equal(other.res.status, 200);
+    const on = await other.dialog.nextNotify();
+    assert.equal(on.headers.get('require'), undefined);
+    assert.doesNotMatch(on.headers.get('content-type') ?? '', /multipart/);
+
     assert.equal((await publish(ua, alice, { body: pidf(alice, 'a1', 'open') })).status, 200);
 
     const no = await subscribe(ua, service, { expires: 300 });
@@ -154,6 +163,7 @@ test('a list of local resources: 200, full state with each resource, then partia
     assert.match(subState(n3), /^terminated/);
   } finally {
     await ua.close();
+    await stranger.close();
   }
 });
 
@@ -169,7 +179,7 @@ test('a resource served elsewhere: a back-end SUBSCRIBE through outbound_proxy, 
   const ua = await TestUa.open('udp', lists.udpPort);
   const publisher = await TestUa.open('udp', other.udpPort);
   try {
-    const owner = 'sip:owner@a.example.com';
+    const owner = ua.aor;
     const service = 'sip:remote-buddies@a.example.com';
     const local = 'sip:carl@a.example.com';
     const remote = 'sip:dora@b.example.com';
@@ -262,5 +272,60 @@ test("a list member served here is the owner's watcher: pending in her watcher i
     await bobUa.close();
     await aliceUa.close();
     await n.stop();
+  }
+});
+
+test("references: <external>, <entry-ref> and <resource-list> are followed into the owner's own documents only, nested lists flattened, each resource once", async () => {
+  const ua = await TestUa.open('tcp', node.tcpPort);
+  try {
+    const me = ua.aor;
+    const someone = 'sip:someone-else@example.com';
+    const mine = `<?xml version="1.0" encoding="UTF-8"?>
+<resource-lists xmlns="${NS.rl}">
+  <list name="friends"><entry uri="sip:ref-f1@example.com"><display-name>F One</display-name></entry><list name="inner"><entry uri="sip:ref-f2@example.com"/></list></list>
+  <list name="work"><entry uri="sip:ref-w1@example.com"/><entry uri="sip:ref-f1@example.com"/></list>
+</resource-lists>`;
+    const theirs = `<?xml version="1.0" encoding="UTF-8"?>
+<resource-lists xmlns="${NS.rl}"><list name="secret"><entry uri="sip:ref-secret@example.com"/></list></resource-lists>`;
+    assert.equal((await xcap.put(`/resource-lists/users/${me}/index`, mine, CT.resourceLists)).status, 201);
+    assert.equal((await xcap.put(`/resource-lists/users/${someone}/index`, theirs, CT.resourceLists)).status, 201);
+    const base = `http://127.0.0.1:${node.xcapPort}/xcap-root`;
+    const listSel = (xui: string, name: string): string =>
+      `resource-lists/users/${xui}/index/~~/resource-lists/list%5b@name=%22${name}%22%5d`;
+    const svc = 'sip:ref-service@example.com';
+    const svc2 = 'sip:ref-service2@example.com';
+    const doc = `<?xml version="1.0" encoding="UTF-8"?>
+<rls-services xmlns="${NS.rls}" xmlns:rl="${NS.rl}">
+  <service uri="${svc}">
+    <list name="all">
+      <rl:external anchor="${base}/${listSel(me, 'friends')}"/>
+      <rl:external anchor="${base}/${listSel(someone, 'secret')}"/>
+      <rl:entry-ref ref="${listSel(me, 'work')}/entry%5b@uri=%22sip:ref-w1@example.com%22%5d"/>
+      <rl:entry uri="sip:ref-f2@example.com"/>
+    </list>
+    <packages><package>presence</package></packages>
+  </service>
+  <service uri="${svc2}">
+    <resource-list>${base}/${listSel(me, 'work')}</resource-list>
+  </service>
+</rls-services>`;
+    assert.equal((await xcap.put(`/rls-services/users/${me}/index`, doc, CT.rlsServices)).status, 201);
+    const s = await subscribe(ua, svc, { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s.res.status, 200);
+    const d = rlmi(await s.dialog.nextNotify());
+    assert.deepEqual(
+      d.resources.map((r) => r.uri),
+      ['sip:ref-f1@example.com', 'sip:ref-f2@example.com', 'sip:ref-w1@example.com'],
+      "friends (nested list flattened), the entry-ref, the duplicate dropped; the other user's list left out",
+    );
+    const s2 = await subscribe(ua, svc2, { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s2.res.status, 200);
+    const d2 = rlmi(await s2.dialog.nextNotify());
+    assert.deepEqual(
+      d2.resources.map((r) => r.uri),
+      ['sip:ref-w1@example.com', 'sip:ref-f1@example.com'],
+    );
+  } finally {
+    await ua.close();
   }
 });

@@ -135,11 +135,25 @@ function FiguresBar() {
   </div>`;
 }
 
+/** presence.presentity_state: the NOTIFY body a fully authorised watcher would get now. */
+interface ComposedState {
+  contentType: string;
+  body: string | null;
+  versioned: boolean;
+}
+
 interface PresentityView {
   uri: string;
   publications: Publication[];
   watchers: Watcher[];
+  /** Per event shown: its composed state, or why it could not be read. */
+  composed: Map<string, ComposedState | string>;
   error?: string;
+}
+
+/** The events a presentity has something in: publications or watchers, in the order of EVENTS. */
+function eventsOf(publications: Publication[], watchers: Watcher[]): string[] {
+  return EVENTS.filter((e) => publications.some((p) => p.event === e) || watchers.some((w) => w.event === e));
 }
 
 async function loadPresentity(uri: string): Promise<PresentityView> {
@@ -148,10 +162,30 @@ async function loadPresentity(uri: string): Promise<PresentityView> {
       rpc<Publication[]>('presence.presentity_show', [uri]),
       rpc<Watcher[]>('presence.watcher_list', [uri]),
     ]);
-    return { uri, publications, watchers };
+    const composed = new Map<string, ComposedState | string>();
+    await Promise.all(
+      eventsOf(publications, watchers).map((ev) =>
+        rpc<ComposedState>('presence.presentity_state', [uri, ev]).then(
+          (state) => composed.set(ev, state),
+          (err: Error) => composed.set(ev, err.message),
+        ),
+      ),
+    );
+    return { uri, publications, watchers, composed };
   } catch (err) {
-    return { uri, publications: [], watchers: [], error: (err as Error).message };
+    return { uri, publications: [], watchers: [], composed: new Map(), error: (err as Error).message };
   }
+}
+
+function Composed(props: { state: ComposedState | string | undefined }) {
+  const { state } = props;
+  if (state === undefined) return null;
+  if (typeof state === 'string') return html`<p class="error">${state}</p>`;
+  if (state.body === null) return html`<p class="empty composed" data-content-type=${state.contentType}>a NOTIFY without body</p>`;
+  return html`<div>
+    <p class="empty">${state.contentType}${state.versioned ? ' (version shown as 0: each subscription counts its own)' : ''}</p>
+    <pre class="composed" data-content-type=${state.contentType}>${state.body}</pre>
+  </div>`;
 }
 
 function Explain(props: { presentity: string; watcher: Watcher; canExplain: boolean }) {
@@ -173,12 +207,14 @@ function Explain(props: { presentity: string; watcher: Watcher; canExplain: bool
 function Presentity(props: { view: PresentityView; canExplain: boolean }) {
   const { view } = props;
   if (view.error) return html`<div class="error" data-error>${view.error}</div>`;
-  const events = EVENTS.filter((e) => view.publications.some((p) => p.event === e) || view.watchers.some((w) => w.event === e));
+  const events = eventsOf(view.publications, view.watchers);
   if (events.length === 0) return html`<p class="empty">Nothing published and nobody watching <b>${view.uri}</b>.</p>`;
   return html`<div>
     ${events.map(
       (ev) => html`<section class="event" data-event=${ev}>
         <h3>${ev}</h3>
+        <h4>Composed state (the NOTIFY body a fully authorised watcher gets now)</h4>
+        <${Composed} state=${view.composed.get(ev)} />
         <h4>Publications</h4>
         ${
           view.publications.filter((p) => p.event === ev).length === 0
