@@ -1,7 +1,7 @@
 /**
  * The `rls` phase (issue 14) against one target: Kamailio's rls module started here from
  * bench/kamailio/rls.cfg with its xcap table filled from the plan, or presenced started by
- * run.ts (the plan's rls-services document PUT through its XCAP server). The figures come from
+ * run.ts (each subscriber's rls-services document PUT through its XCAP server). The figures come from
  * bench/load/rls.ts; this file starts Kamailio, provisions the list, reads memory and the
  * back-end subscription count, and prints the table.
  */
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { REPO_ROOT, RESULTS_DIR, table, fmt, type Cell } from '../lib/report.js';
 import type { BenchArgs } from '../lib/args.js';
 import { SipDriver } from './driver.js';
-import { RlsLoad, type RlsPlan, type RlsSubscribeResult, type RlsNotifyResult } from './rls.js';
+import { RlsLoad, rlsDocument, type RlsPlan, type RlsSubscribeResult, type RlsNotifyResult } from './rls.js';
 import { KAMAILIO_BIN, memoryOf, cpuSecondsOf, waitForSip, stopChild, type Memory, type RunningTarget } from './targets.js';
 import { DOMAIN } from '../fixtures/messages.js';
 
@@ -27,8 +27,8 @@ function dbtext(s: string): string {
 
 /**
  * Kamailio with rls (bench/kamailio/rls.cfg) on udp:127.0.0.1:5070. rls reads the rls-services
- * document of the *subscriber* (xcap row username/domain = the From user), so every list
- * subscriber gets a row holding the same document.
+ * document of the *subscriber* (xcap row username/domain = the From user): one row per list
+ * subscriber, its own document.
  */
 export async function startKamailioRls(o: { children: number; label: string; plan: RlsPlan; waitn: number }): Promise<RunningTarget> {
   if (!existsSync(KAMAILIO_BIN)) throw new Error(`${KAMAILIO_BIN} not found: apt-get install kamailio kamailio-presence-modules`);
@@ -40,11 +40,10 @@ export async function startKamailioRls(o: { children: number; label: string; pla
   for (const t of ['version', 'presentity', 'active_watchers', 'watchers', 'xcap', 'pua', 'rls_watchers', 'rls_presentity'])
     copyFileSync(join(KAMAILIO_TABLES, t), join(db, t));
   // id(int,auto) username domain doc doc_type etag source doc_uri port
-  const doc = dbtext(o.plan.document);
   let rows = '';
   o.plan.subscribers.forEach((user, i) => {
     const uri = `sip:${user}@${DOMAIN}`;
-    rows += `${i + 1}:${dbtext(user)}:${DOMAIN}:${doc}:${XCAP_RLS_SERVICES}:e${i}:0:${dbtext(`rls-services/users/${uri}/index`)}:0\n`;
+    rows += `${i + 1}:${dbtext(user)}:${DOMAIN}:${dbtext(rlsDocument(o.plan, i))}:${XCAP_RLS_SERVICES}:e${i}:0:${dbtext(`rls-services/users/${uri}/index`)}:0\n`;
   });
   appendFileSync(join(db, 'xcap'), rows);
   const cfg = join(REPO_ROOT, 'bench', 'kamailio', 'rls.cfg');
@@ -78,13 +77,25 @@ export async function startKamailioRls(o: { children: number; label: string; pla
   };
 }
 
-/** presenced: the document PUT under its owner; the global index makes the service known. */
+/** presenced: each subscriber's document PUT under that subscriber (8 at a time). */
 async function provisionPresenced(target: RunningTarget, plan: RlsPlan): Promise<void> {
   if (!target.xcap) throw new Error('rls: presenced target without an XCAP root');
-  const url = `${target.xcap.replace(/\/$/, '')}/rls-services/users/${plan.owner}/index`;
-  const res = await fetch(url, { method: 'PUT', headers: { 'content-type': 'application/rls-services+xml' }, body: plan.document });
-  const text = await res.text();
-  if (res.status < 200 || res.status >= 300) throw new Error(`rls: PUT ${url} answered ${res.status}: ${text.slice(0, 300)}`);
+  const root = target.xcap.replace(/\/$/, '');
+  let next = 0;
+  const put = async (): Promise<void> => {
+    while (next < plan.subscribers.length) {
+      const i = next++;
+      const url = `${root}/rls-services/users/sip:${plan.subscribers[i]}@${DOMAIN}/index`;
+      const res = await fetch(url, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/rls-services+xml' },
+        body: rlsDocument(plan, i),
+      });
+      const text = await res.text();
+      if (res.status < 200 || res.status >= 300) throw new Error(`rls: PUT ${url} answered ${res.status}: ${text.slice(0, 300)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, () => put()));
 }
 
 /** Sum of presenced_rls_backend_subscriptions (every kind) from the node's /metrics, or undefined. */
@@ -185,7 +196,11 @@ export async function runRls(
   const drops0 = udpRcvbufErrors();
   const timeoutMs = Math.max(args.timeoutMs, 30_000);
   try {
-    if (kind === 'presenced') await provisionPresenced(target, plan);
+    if (kind === 'presenced') {
+      const t0 = performance.now();
+      await provisionPresenced(target, plan);
+      log(`  rls: ${plan.subscribers.length} rls-services documents PUT in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
     fig.provision.publishFailures = await load.publishAll(16);
     log(`  rls: ${plan.resources.length} resources published (${fig.provision.publishFailures} failed); one list subscription to warm up`);
     const warm = await load.subscribeLists({ from: 0, to: 1, concurrency: 1, timeoutMs });

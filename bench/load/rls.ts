@@ -1,7 +1,7 @@
 /**
  * The resource list server figures (issue 14), the same driver against presenced's list server
- * and Kamailio's rls module: one service URI standing for `resources` resources, `subscribers`
- * list subscribers (each its own user and dialog over UDP, `Supported: eventlist`), measuring
+ * and Kamailio's rls module: `subscribers` list subscribers (each its own user, list of the same
+ * `resources` resources, and dialog over UDP, `Supported: eventlist`), measuring
  *
  * - SUBSCRIBE → the first NOTIFY (RFC 4662: full state, multipart/related with RLMI), and
  *   SUBSCRIBE → the moment the subscriber holds every resource's published state (when a
@@ -23,37 +23,41 @@ import { type SipDriver, headerValue, tagOf, type InboundRequest, type Reply } f
 import { DOMAIN } from '../fixtures/messages.js';
 import { percentile } from '../lib/report.js';
 
-/** Who subscribes to what: fixed before a target starts (Kamailio's xcap table is filled from it). */
+/**
+ * Who subscribes to what: fixed before a target starts (Kamailio's xcap table is filled from it).
+ * Every list subscriber owns its list, as a buddy list is one user's: its own rls-services
+ * document (users/SUBSCRIBER/index) with one service, its own service URI, the same resources.
+ * Kamailio's rls looks for a service in the subscriber's own document only, and presenced serves
+ * a list to its owner by default (rls_list_subscribers "owner").
+ */
 export interface RlsPlan {
   run: string;
-  /** Owner of the rls-services document (presenced: users/OWNER/index). */
-  owner: string;
-  serviceUri: string;
   resources: string[];
   /** List subscriber users (their From is sip:USER@DOMAIN). */
   subscribers: string[];
-  /** The rls-services document: one <service> with a <list> of every resource, package presence. */
-  document: string;
+  /** Each subscriber's service URI. */
+  serviceUris: string[];
 }
 
 export function rlsPlan(resources: number, subscribers: number): RlsPlan {
   const run = randomBytes(3).toString('hex');
-  const serviceUri = `sip:buddies-${run}@${DOMAIN}`;
-  const res = Array.from({ length: resources }, (_, i) => `sip:r${i}-${run}@${DOMAIN}`);
+  const users = Array.from({ length: subscribers }, (_, i) => `l${i}-${run}`);
+  return {
+    run,
+    resources: Array.from({ length: resources }, (_, i) => `sip:r${i}-${run}@${DOMAIN}`),
+    subscribers: users,
+    serviceUris: users.map((u) => `sip:buddies-${u}@${DOMAIN}`),
+  };
+}
+
+/** Subscriber i's rls-services document: one <service> with a <list> of every resource, package presence. */
+export function rlsDocument(plan: RlsPlan, i: number): string {
   let doc =
     '<?xml version="1.0" encoding="UTF-8"?>' +
     '<rls-services xmlns="urn:ietf:params:xml:ns:rls-services" xmlns:rl="urn:ietf:params:xml:ns:resource-lists">' +
-    `<service uri="${serviceUri}"><list name="buddies">`;
-  for (const r of res) doc += `<rl:entry uri="${r}"/>`;
-  doc += '</list><packages><package>presence</package></packages></service></rls-services>';
-  return {
-    run,
-    owner: `sip:owner-${run}@${DOMAIN}`,
-    serviceUri,
-    resources: res,
-    subscribers: Array.from({ length: subscribers }, (_, i) => `l${i}-${run}`),
-    document: doc,
-  };
+    `<service uri="${plan.serviceUris[i]}"><list name="buddies">`;
+  for (const r of plan.resources) doc += `<rl:entry uri="${r}"/>`;
+  return doc + '</list><packages><package>presence</package></packages></service></rls-services>';
 }
 
 /** A minimal PIDF (one tuple) with the version marker: 100 of them fit one UDP NOTIFY with room to spare. */
@@ -308,12 +312,13 @@ export class RlsLoad {
 
   private subscribeRequest(s: ListSub, expires: number): Promise<Reply> {
     const contact = `<sip:${s.user}@${this.driver.localHost}:${this.driver.ports[s.sock]}>`;
-    const to = s.toTag ? `<${this.plan.serviceUri}>;tag=${s.toTag}` : `<${this.plan.serviceUri}>`;
+    const service = this.plan.serviceUris[s.index]!;
+    const to = s.toTag ? `<${service}>;tag=${s.toTag}` : `<${service}>`;
     const h =
       `Max-Forwards: 70\r\nFrom: <sip:${s.user}@${DOMAIN}>;tag=${s.fromTag}\r\nTo: ${to}\r\nCall-ID: ${s.callId}\r\n` +
       `CSeq: ${s.cseq++} SUBSCRIBE\r\nContact: ${contact}\r\nEvent: presence\r\nSupported: eventlist\r\n` +
       `Accept: application/pidf+xml, application/rlmi+xml, multipart/related\r\nExpires: ${expires}\r\n`;
-    return this.driver.request(s.sock, 'SUBSCRIBE', this.plan.serviceUri, h);
+    return this.driver.request(s.sock, 'SUBSCRIBE', service, h);
   }
 
   /** Every resource published once (version 1), `concurrency` at a time; returns the failures. */

@@ -76,7 +76,7 @@ test('the rls driver reads resource versions out of multipart list NOTIFYs and a
     let completed = 0;
     a.onComplete = () => completed++;
 
-    await send(listNotify({ callId: a.callId, cseq: 1, full: true, parts: [[r0, 1]], service: plan.serviceUri }));
+    await send(listNotify({ callId: a.callId, cseq: 1, full: true, parts: [[r0, 1]], service: plan.serviceUris[0]! }));
     assert.match(answers[0]!, /^SIP\/2\.0 200 OK\r\n/);
     assert.match(answers[0]!, new RegExp(`Call-ID: ${a.callId.replace(/[.]/g, '\\.')}`));
     assert.equal(a.firstFullState, true);
@@ -86,9 +86,9 @@ test('the rls driver reads resource versions out of multipart list NOTIFYs and a
     assert.equal(completed, 0);
 
     // Out of CSeq order is read (a list server may send two at once); a CSeq seen before is a retransmission.
-    await send(listNotify({ callId: a.callId, cseq: 3, full: false, parts: [[r2, 1]], service: plan.serviceUri }));
-    await send(listNotify({ callId: a.callId, cseq: 2, full: false, parts: [[r1, 1]], service: plan.serviceUri }));
-    await send(listNotify({ callId: a.callId, cseq: 2, full: false, parts: [[r1, 1]], service: plan.serviceUri }));
+    await send(listNotify({ callId: a.callId, cseq: 3, full: false, parts: [[r2, 1]], service: plan.serviceUris[0]! }));
+    await send(listNotify({ callId: a.callId, cseq: 2, full: false, parts: [[r1, 1]], service: plan.serviceUris[0]! }));
+    await send(listNotify({ callId: a.callId, cseq: 2, full: false, parts: [[r1, 1]], service: plan.serviceUris[0]! }));
     assert.deepEqual([...a.versions], [1, 1, 1]);
     assert.equal(a.missing, 0);
     assert.equal(completed, 1);
@@ -99,7 +99,7 @@ test('the rls driver reads resource versions out of multipart list NOTIFYs and a
     const pub = (load as unknown as { pending: Array<Array<{ version: number; at: number; missing: number }>> }).pending;
     load.published[1] = 2;
     pub[1]!.push({ version: 2, at: performance.now(), missing: 2 });
-    await send(listNotify({ callId: a.callId, cseq: 4, full: false, parts: [[r1, 2]], service: plan.serviceUri }));
+    await send(listNotify({ callId: a.callId, cseq: 4, full: false, parts: [[r1, 2]], service: plan.serviceUris[0]! }));
     assert.equal(pub[1]!.length, 1, 'one list still lacks the change');
     await send(
       listNotify({
@@ -111,7 +111,7 @@ test('the rls driver reads resource versions out of multipart list NOTIFYs and a
           [r1, 3],
           [r2, 1],
         ],
-        service: plan.serviceUri,
+        service: plan.serviceUris[0]!,
       }),
     );
     assert.equal(pub[1]!.length, 0, 'every list holds it');
@@ -119,7 +119,7 @@ test('the rls driver reads resource versions out of multipart list NOTIFYs and a
     assert.equal(load.statesDelivered, 3 + 1 + 3);
     assert.equal(load.unknownNotifies, 0);
 
-    await send(listNotify({ callId: 'nobody@bench', cseq: 1, full: true, parts: [[r0, 9]], service: plan.serviceUri }));
+    await send(listNotify({ callId: 'nobody@bench', cseq: 1, full: true, parts: [[r0, 9]], service: plan.serviceUris[0]! }));
     assert.equal(load.unknownNotifies, 1);
   } finally {
     await driver.close();
