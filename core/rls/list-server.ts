@@ -67,15 +67,27 @@ export interface ListServerDeps {
   watchers?: ListWatchers;
 }
 
-/** One resource of one list subscription. */
+/** One resource of one list subscription (about 100 of these per list: kept small). */
 interface Member {
   res: ListResource;
-  /** RLMI instance id: stable for the life of the list subscription. */
-  id: string;
+  /** RLMI instance id (base 36 in the document): stable for the life of the list subscription. */
+  id: number;
   /** Served by this node (no SIP), or through a back-end SIP subscription. */
   local: boolean;
-  /** Local: the authorisation outcome, evaluated once until the resource's rules change. */
-  auth?: Promise<AuthorizationOutcome>;
+  /** Local: the authorisation outcome (shared objects, see outcomeOf), or its evaluation under way; undefined until first asked and after the resource's rules change. */
+  auth: AuthorizationOutcome | Promise<AuthorizationOutcome> | undefined;
+}
+
+/** One object per distinct outcome: a list of 100 resources holds 100 references, not 100 copies. */
+const outcomes = new Map<string, AuthorizationOutcome>();
+function outcomeOf(o: AuthorizationOutcome): AuthorizationOutcome {
+  const key = `${o.handling}\u0000${o.bodyKey}`;
+  let shared = outcomes.get(key);
+  if (!shared) {
+    shared = { handling: o.handling, bodyKey: o.bodyKey };
+    if (outcomes.size < 4096) outcomes.set(key, shared);
+  }
+  return shared;
 }
 
 export class ListSubscription extends NotifierDialog {
@@ -96,10 +108,14 @@ export class ListSubscription extends NotifierDialog {
   constructor(record: Subscription, service: ResolvedService) {
     super(record);
     this.service = service;
+    this.watcherAor = ownString(uriAor(record.watcherUri));
   }
 
-  nextInstanceId(): string {
-    return (++this.instances).toString(36);
+  /** The subscriber's address of record (one string for all its members). */
+  readonly watcherAor: string;
+
+  nextInstanceId(): number {
+    return ++this.instances;
   }
 
   /** The dialog's NOTIFY template, with `Require: eventlist` (RFC 4662 §4.3); rebuilt after a target refresh. */
@@ -127,6 +143,9 @@ function acceptsMultipart(accept: string[]): boolean {
     }),
   );
 }
+
+/** A UDP datagram's payload (65,507 bytes) less room for a NOTIFY's headers (a long route set included). */
+const UDP_BODY_MAX = 60_000;
 
 export class ListServer {
   private readonly byId = new Map<string, ListSubscription>();
@@ -358,6 +377,19 @@ export class ListServer {
     return res;
   }
 
+  /**
+   * The longest list NOTIFY body for a subscriber's transport: max_notify_body_length, and over
+   * UDP never more than a datagram holds with the headers (RFC 768: 65,507 bytes of payload):
+   * a full state of a long list is split rather than lost.
+   */
+  private bodyLimit(transport: string): number {
+    const configured = this.deps.config.max_notify_body_length;
+    if (transport !== 'udp') return configured;
+    return configured === 0 ? UDP_BODY_MAX : Math.min(configured, UDP_BODY_MAX);
+  }
+
+  private readonly contactOf = (proto: Protocol, peer?: string): string => this.contactFor(proto, peer);
+
   private contactFor(proto: Protocol, peer?: string): string {
     const a = this.deps.config.rls_server_address;
     if (a) return a.startsWith('<') ? a : `<${a}>`;
@@ -425,7 +457,7 @@ export class ListServer {
   }
 
   private addMember(sub: ListSubscription, res: ListResource, remote = true): void {
-    const m: Member = { res, id: sub.nextInstanceId(), local: this.isLocal(res) };
+    const m: Member = { res, id: sub.nextInstanceId(), local: this.isLocal(res), auth: undefined };
     sub.members.set(res.key, m);
     const k = presentityKey(res.key, sub.record.event);
     if (!m.local && !remote) return;
@@ -433,10 +465,10 @@ export class ListServer {
       let set = this.watching.get(k);
       if (!set) this.watching.set(k, (set = new Set()));
       set.add(sub);
-      if (sub.record.event === 'presence') this.deps.watchers?.hold(res.key, uriAor(sub.record.watcherUri), sub.record.watcherDisplay);
+      if (sub.record.event === 'presence') this.deps.watchers?.hold(res.key, sub.watcherAor);
     } else {
       const pkg = this.deps.packages.get(sub.record.event);
-      this.backends.acquire(sub, res, sub.record.event, uriAor(sub.record.watcherUri), sub.record.watcherUri, pkg?.notifyType);
+      this.backends.acquire(sub, res, sub.record.event, sub.watcherAor, sub.record.watcherUri, pkg?.notifyType);
     }
   }
 
@@ -445,12 +477,12 @@ export class ListServer {
     if (m.local) {
       const k = presentityKey(m.res.key, sub.record.event);
       const set = this.watching.get(k);
-      if (set?.delete(sub) && sub.record.event === 'presence') this.deps.watchers?.release(m.res.key, uriAor(sub.record.watcherUri));
+      if (set?.delete(sub) && sub.record.event === 'presence') this.deps.watchers?.release(m.res.key, sub.watcherAor);
       if (set && set.size === 0) {
         this.watching.delete(k);
         this.bodies.delete(k);
       }
-    } else this.backends.release(sub, m.res, sub.record.event, uriAor(sub.record.watcherUri));
+    } else this.backends.release(sub, m.res, sub.record.event, sub.watcherAor);
   }
 
   private detach(sub: ListSubscription): void {
@@ -594,23 +626,37 @@ export class ListServer {
 
   /** What a member's RLMI <instance> says now. */
   private async instanceOf(sub: ListSubscription, m: Member, pkg: EventPackage | undefined): Promise<ResourceInstance | undefined> {
-    if (!m.local) return this.backends.instance(m.res, sub.record.event, uriAor(sub.record.watcherUri), m.id);
-    if (!pkg) return { id: m.id, state: 'terminated', reason: 'noresource' };
-    m.auth ??= Promise.resolve(this.deps.authorize(m.res.key, uriAor(sub.record.watcherUri), pkg));
-    const auth = await m.auth;
+    if (!m.local) return this.backends.instance(m.res, sub.record.event, sub.watcherAor, m.id.toString(36));
+    if (!pkg) return { id: m.id.toString(36), state: 'terminated', reason: 'noresource' };
+    if (m.auth === undefined) {
+      const pending = Promise.resolve(this.deps.authorize(m.res.key, sub.watcherAor, pkg)).then(outcomeOf);
+      m.auth = pending;
+      // Kept resolved: a settled promise per member would cost more than the outcome it holds.
+      pending.then(
+        (o) => {
+          if (m.auth === pending) m.auth = o;
+        },
+        () => {
+          if (m.auth === pending) m.auth = undefined;
+        },
+      );
+    }
+    const auth = m.auth instanceof Promise ? await m.auth : m.auth;
     if (pkg.name === 'presence' && sub.members.get(m.res.key) === m)
       this.deps.watchers?.set(
         m.res.key,
-        uriAor(sub.record.watcherUri),
+        sub.watcherAor,
         auth.handling === 'block' ? 'terminated' : auth.handling === 'confirm' ? 'pending' : 'active',
       );
-    if (auth.handling === 'block') return { id: m.id, state: 'terminated', reason: 'rejected' };
-    if (auth.handling === 'confirm') return { id: m.id, state: 'pending' };
+    if (auth.handling === 'block') return { id: m.id.toString(36), state: 'terminated', reason: 'rejected' };
+    if (auth.handling === 'confirm') return { id: m.id.toString(36), state: 'pending' };
     const substitute = pkg.substituteBody?.(auth.handling, m.res.key);
     let data = substitute ?? (await this.composed(presentityKey(m.res.key, pkg.name), m.res.key, pkg));
     if (data !== undefined && substitute === undefined && auth.bodyKey !== '') data = await this.deps.transform(auth.bodyKey, data);
     if (data !== undefined && pkg.versioned) data = data.split('\u0000version\u0000').join('0');
-    return data === undefined ? { id: m.id, state: 'active' } : { id: m.id, state: 'active', body: { type: pkg.notifyType, data } };
+    return data === undefined
+      ? { id: m.id.toString(36), state: 'active' }
+      : { id: m.id.toString(36), state: 'active', body: { type: pkg.notifyType, data } };
   }
 
   /**
@@ -648,7 +694,7 @@ export class ListServer {
           tag: rec.localTag,
           host: 'rls.presenced',
         },
-        this.deps.config.max_notify_body_length,
+        this.bodyLimit(rec.transport),
       );
       for (const [i, b] of bodies.entries()) {
         const last = i === bodies.length - 1;
@@ -661,7 +707,7 @@ export class ListServer {
           if (this.byId.has(sub.id)) await this.deps.store.putListSubscription(rec); // version and CSeq survive a restart
         }
         sub.lastSentAt = Date.now();
-        const wire = sub.wireFor(this.deps.contact);
+        const wire = sub.wireFor(this.contactOf);
         const outcome = await this.deps.sender.sendRequest(
           wire.request(cseq, state, Buffer.from(b.body, 'utf8'), b.contentType),
           wire.target,

@@ -56,6 +56,20 @@ export function serviceKey(uri: string): string {
   }
 }
 
+/**
+ * One copy of each resource's key across every list (the same contacts are in many users'
+ * lists: 1,000 lists of 100 resources hold 100,000 references to a few thousand strings).
+ * Bounded: past the bound, keys are kept per list as they come.
+ */
+const interned = new Map<string, string>();
+const INTERN_MAX = 200_000;
+function intern(key: string): string {
+  const k = interned.get(key);
+  if (k !== undefined) return k;
+  if (interned.size < INTERN_MAX) interned.set(key, key);
+  return key;
+}
+
 export class ServiceLists {
   private index: Promise<Map<string, { uri: string; xml: string; owner: string }>> | undefined;
   /** The index once loaded (until the next invalidate): lets isService answer without a promise. */
@@ -186,7 +200,8 @@ export class ServiceLists {
       }
       if (seen.has(key)) continue;
       seen.add(key);
-      out.resources.push({ uri: it.uri, key, name: it.name || name });
+      key = intern(key);
+      out.resources.push({ uri: it.uri === key ? key : it.uri, key, name: it.name || name });
     }
   }
 }

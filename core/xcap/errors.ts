@@ -45,6 +45,9 @@ export class XcapError extends Error {
     this.name = 'XcapError';
   }
 
+  /** Why, for the log line only, when the client is told less (a 401). */
+  why: string | undefined;
+
   get contentType(): string | undefined {
     return this.element ? XCAP_ERROR_TYPE : undefined;
   }

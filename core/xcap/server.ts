@@ -82,6 +82,8 @@ interface Reply {
   headers: Array<[string, string]>;
   body?: string | Uint8Array;
   close?: boolean;
+  /** Why it was refused, for the log line only (a 401 tells the client nothing of it). */
+  why?: string;
 }
 
 const ALLOW_DOCUMENT = 'GET, HEAD, PUT, DELETE';
@@ -254,7 +256,7 @@ export class XcapServer {
     if (this.refusalsLogged.n++ >= 50) return;
     const body = typeof reply.body === 'string' ? reply.body : '';
     this.deps.log.info(
-      { method: request.method, url: request.path.slice(0, 300), status: reply.status, reason: body.slice(0, 300) },
+      { method: request.method, url: request.path.slice(0, 300), status: reply.status, reason: reply.why ?? body.slice(0, 300) },
       'XCAP request refused',
     );
   }
@@ -263,7 +265,7 @@ export class XcapServer {
     if (err instanceof XcapError) {
       const headers: Array<[string, string]> = [...err.headers];
       if (err.contentType) headers.push(['Content-Type', err.contentType]);
-      return { status: err.status, headers, body: err.body, close: err.closeConnection };
+      return { status: err.status, headers, body: err.body, close: err.closeConnection, ...(err.why ? { why: err.why } : {}) };
     }
     // The store could not commit (disk full): nothing was written, try again later (RFC 7231 §6.6.4).
     if (err instanceof StoreWriteError) return { status: 503, headers: [['Retry-After', String(STORE_RETRY_AFTER)]], body: '' };
@@ -391,9 +393,13 @@ export class XcapServer {
     const digest = this.digest!;
     const result = request.authorization ? digest.verify(request.authorization, request.method, request.target) : undefined;
     if (!result || !result.ok) {
-      throw new XcapError(401, result?.reason ?? 'authentication required', undefined, [
+      // Which check failed (unknown user, wrong password, ...) goes to the log, not to the client:
+      // a guesser must not learn which user names exist.
+      const refused = new XcapError(401, 'authentication required', undefined, [
         ['WWW-Authenticate', digest.challenge(result?.stale ?? false)],
       ]);
+      refused.why = result?.reason ?? 'no credentials';
+      throw refused;
     }
     if (uri.xui ? !sameXui(uri.xui, result.xui) : request.method !== 'GET' && request.method !== 'HEAD') {
       throw new XcapError(403, `${result.xui} may not ${request.method} this document`);

@@ -156,6 +156,12 @@ test('a list of local resources: 200, full state with each resource, then partia
       [alice, bob, carol],
     );
 
+    // /metrics shows the list subscription and the resources it watches inside the node.
+    const metrics = await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^presenced_rls_list_subscriptions\{[^}]*\} 1$/m);
+    assert.match(metrics, /^presenced_rls_backend_subscriptions\{kind="local"[^}]*\} 3$/m);
+    assert.match(metrics, /^presenced_rls_backend_subscriptions\{kind="sip"[^}]*\} 0$/m);
+
     // Unsubscribe: 200 and a final NOTIFY.
     const un = await s.dialog.request(0);
     assert.equal(un.status, 200);
