@@ -16,8 +16,10 @@ import { parseArgs, type BenchArgs } from './lib/args.js';
 import { machine, machineLine, table, writeResults, fmt, type Cell } from './lib/report.js';
 import { microTable, type MicroRow, type MicroSuite } from './micro/harness.js';
 import { runLoad, FILL_WATCHERS_PER_PRESENTITY, BLF_WATCHERS, type LoadFigures } from './load/suite.js';
-import { startPresenced, startNullServer, startKamailio, externalTarget, type RunningTarget } from './load/targets.js';
+import { startPresenced, startNullServer, startKamailio, externalTarget, freeUdpPort, type RunningTarget } from './load/targets.js';
 import { profileTable, selfTimes } from './load/profile.js';
+import { rlsPlan } from './load/rls.js';
+import { startKamailioRls, runRls, rlsTable, type RlsFigures } from './load/rls-suite.js';
 
 const out = (s = ''): void => void process.stdout.write(s + '\n');
 
@@ -191,6 +193,61 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   return table(rows) + ratio;
 }
 
+/** Issue 14: the list server on fresh targets (presenced per --workers value, Kamailio rls), the same driver. */
+async function rlsPass(plan: Array<{ kind: string; workers: number }>, args: BenchArgs): Promise<RlsFigures[]> {
+  out(
+    `\n── resource list server (issue 14): ${args.rlsSubscribers.toLocaleString('en-US')} list subscribers × ${args.rlsResources} resources, ` +
+      `waitn_time ${args.waitn} s on both, UDP, ${args.rlsConcurrency} list SUBSCRIBEs in flight ──`,
+  );
+  const figs: RlsFigures[] = [];
+  const passes: Array<{ kind: 'presenced' | 'kamailio'; workers: number; backends: 'local' | 'sip' }> = [];
+  for (const p of plan) {
+    if (p.kind === 'kamailio') passes.push({ kind: 'kamailio', workers: 0, backends: 'sip' });
+    if (p.kind === 'presenced') for (const b of args.rlsBackends) passes.push({ kind: 'presenced', workers: p.workers, backends: b });
+  }
+  for (const p of passes) {
+    // One subscriber more than asked for: the first warms the path before the memory baseline.
+    const rp = rlsPlan(args.rlsResources, args.rlsSubscribers + 1);
+    let target: RunningTarget;
+    if (p.kind === 'kamailio') {
+      target = await startKamailioRls({ children: args.kamailioChildren, label: 'kamailio-rls', plan: rp, waitn: args.waitn });
+    } else {
+      const port = await freeUdpPort();
+      // sip: every resource's domain is another node's, and that node is this one (outbound_proxy).
+      // Its UDP queue limit off: the node's own back-end SUBSCRIBEs and NOTIFYs share the socket with the
+      // lists', and at the default (1 MB) the node 503'd its own back-end SUBSCRIBEs (lists never complete).
+      const sip =
+        p.backends === 'sip'
+          ? { outbound_proxy: `sip:127.0.0.1:${port}`, rls_local_domains: ['backend.invalid'], overload_max_udp_queue: 0 }
+          : {};
+      target = await startPresenced({
+        workerThreads: p.workers,
+        cpuProf: args.cpuProf,
+        rules: false,
+        label: `presenced-w${p.workers}-${p.backends}`,
+        extra: { waitn_time: args.waitn, ...sip, ...args.nodeConfig },
+        sipPort: port,
+      });
+    }
+    running.add(target);
+    out(`\n${target.label}: ${target.description}`);
+    try {
+      figs.push(await runRls(target, p.kind, rp, args, out));
+    } finally {
+      await target.stop();
+      running.delete(target);
+    }
+    const f = figs[figs.length - 1]!;
+    if (f.unknownNotifies || f.terminatedNotifies)
+      out(
+        `  note: ${f.unknownNotifies} NOTIFYs for unknown dialogs, ${f.terminatedNotifies} terminated (before the unsubscribe: none expected)`,
+      );
+  }
+  out('\n── resource list server figures ──');
+  out(rlsTable(figs, args));
+  return figs;
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const args = parseArgs(argv);
@@ -221,18 +278,20 @@ async function main(): Promise<void> {
   const profiles: Array<{ target: string; file: string; top: ReturnType<typeof selfTimes>['rows'] }> = [];
   if (args.load) {
     out('\n── end-to-end (UDP on loopback, Node driver: bench/load/) ──');
-    out(
-      `phases: ${[...args.phases].join(', ')}; PUBLISH mix: initial + ${args.refreshes} refreshes + removal per cycle, ${args.concurrency} in flight; ` +
-        `${args.duration} s per timed phase after ${args.warmup} s warm-up; memory with ${args.subs.toLocaleString('en-US')} subscriptions ` +
-        `(fan-out watchers + ${FILL_WATCHERS_PER_PRESENTITY} per other presentity)${args.quick ? ' — quick mode: fewer subscriptions and shorter phases than the full run' : ''}; ` +
-        `driver: ${args.sockets} UDP sockets, no retransmission, ${args.timeoutMs} ms timeout.`,
-    );
+    const classic = [...args.phases].some((ph) => ph !== 'rls');
+    if (classic)
+      out(
+        `phases: ${[...args.phases].join(', ')}; PUBLISH mix: initial + ${args.refreshes} refreshes + removal per cycle, ${args.concurrency} in flight; ` +
+          `${args.duration} s per timed phase after ${args.warmup} s warm-up; memory with ${args.subs.toLocaleString('en-US')} subscriptions ` +
+          `(fan-out watchers + ${FILL_WATCHERS_PER_PRESENTITY} per other presentity)${args.quick ? ' — quick mode: fewer subscriptions and shorter phases than the full run' : ''}; ` +
+          `driver: ${args.sockets} UDP sockets, no retransmission, ${args.timeoutMs} ms timeout.`,
+      );
     const plan: Array<{ kind: string; workers: number }> = [];
     for (const t of args.targets) {
       if (t === 'presenced') for (const w of args.workers) plan.push({ kind: t, workers: w });
       else plan.push({ kind: t, workers: 0 });
     }
-    for (const p of plan) {
+    for (const p of classic ? plan : []) {
       const s = await start(p.kind, args, p.workers);
       running.add(s.target);
       out(`\n${s.target.label}: ${s.target.description}`);
@@ -261,8 +320,11 @@ async function main(): Promise<void> {
     }
     results.load = figs;
     results.profiles = profiles;
-    out('\n── end-to-end figures ──');
-    out(loadTables(figs, args));
+    if (classic) {
+      out('\n── end-to-end figures ──');
+      out(loadTables(figs, args));
+    }
+    if (args.phases.has('rls')) results.rls = await rlsPass(plan, args);
     if (figs.some((f) => f.target.startsWith('ceiling'))) {
       out('\nThe ceiling column is the driver against bench/load/null-server.ts (no store, no XML): what the generator can');
       out('send and receive on this machine. A target figure near it is limited by the generator, not by the target.');

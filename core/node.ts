@@ -208,6 +208,7 @@ export class PresenceNode {
         transform: (bodyKey, body) => pool.run('rules.transform', { xml: body, transformations: JSON.parse(bodyKey) as Transformations }),
         contact: notifier.contact,
         limits,
+        subscriptionCount: () => subscriptions.count,
         watchers: listWatchers,
       });
     }

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { type SipRequest, SipResponse, createResponse, ownString, type Via, type OutgoingRequest } from './message.js';
 import { parseMessage, validateRequest, hasRoutableVia, UNSUPPORTED_VERSION, type ParsedMessage } from './parser.js';
 import { type Flow, type Logger, type Protocol, type Source, type Target, bareHost, uriHost, isReliable } from './flows.js';
-import { UdpListener } from './udp.js';
+import { UdpListener, DatagramTooLargeError, MAX_DATAGRAM } from './udp.js';
 import { TcpTransport, type StreamProtocol, type TlsSettings } from './tcp.js';
 import { WsListener } from './ws.js';
 import { ListenError, hostPort } from './listen.js';
@@ -76,6 +76,13 @@ export interface IncomingRequest {
   respond(response: SipResponse): void;
   /** Build a response with the request's Via/From/To/Call-ID/CSeq (and our To-tag). */
   reply(status: number, reason?: string, toTag?: string): SipResponse;
+  /**
+   * Whether `response` can go back on the transport the request came on (RFC 3261 §18.2.2:
+   * always that one): over UDP one datagram, at most 65,507 bytes; a connection takes any size.
+   * A TU about to commit state its 2xx acknowledges asks first, and refuses what it could not
+   * acknowledge (the stack answers a response that does not fit with 513 instead).
+   */
+  fits(response: SipResponse): boolean;
 }
 
 export type RequestHandler = (incoming: IncomingRequest) => void | Promise<void>;
@@ -447,6 +454,7 @@ export class SipStack {
       respond: (res) => this.respondVia(tx, res, req, arrived),
       // RFC 3261 §8.2.6.2: a UAS response carries a To tag (the TU passes the dialog's own).
       reply: (status, reason, toTag) => createResponse(req, status, reason, toTag ?? this.newTag()),
+      fits: (res) => reliable || this.fitsDatagram(res),
     };
     let result: void | Promise<void>;
     try {
@@ -464,15 +472,43 @@ export class SipStack {
     if (!res.headers.has('server')) res.headers.append('server', this.options.userAgent);
     const awaited = tx.state === 'trying' || tx.state === 'proceeding';
     try {
-      tx.respond(res);
+      try {
+        tx.respond(res);
+      } catch (err) {
+        if (!(err instanceof DatagramTooLargeError)) throw err;
+        // RFC 3261 §18.2.2: a response goes back over the transport the request came on, and no
+        // datagram holds this one (Kamailio logs the failed send and the client hears nothing
+        // until it times out). It is refused instead, with what does fit: the request's own
+        // Via/From/To/Call-ID/CSeq. 513 tells the client it is about size: over TCP it would pass.
+        // (Every Via is copied, RFC 3261 §8.2.6.2: a Via stack that fills a datagram leaves nothing to send.)
+        this.log.warn({ callId: req.callId, status: res.status, bytes: err.size }, 'response too large for UDP: answered 513 instead');
+        res = createResponse(req, 513, 'Response Too Large For UDP', res.toTag ?? this.newTag());
+        res.headers.append('server', this.options.userAgent);
+        tx.respond(res);
+      }
     } catch (err) {
+      // RFC 3261 §17.2.4: a transport error ends the transaction (it would otherwise wait in
+      // Trying for ever). A 513 that does not fit either (the Via stack alone fills a datagram) ends here.
       this.log.error({ err, callId: req.callId }, 'response could not be sent');
+      tx.terminate();
       return;
     } finally {
       if (awaited && tx.state !== 'trying' && tx.state !== 'proceeding') this.overload.inFlight--;
     }
     if (arrived !== undefined && res.status >= 200) this.stats.answered(req.method, performance.now() - arrived);
     this.counted(req, res);
+  }
+
+  /**
+   * Whether a response fits in one UDP datagram. Its size in UTF-16 code units bounds its UTF-8
+   * bytes to three times as many: only a response near the limit is serialised to know.
+   */
+  private fitsDatagram(res: SipResponse): boolean {
+    const server = res.headers.has('server') ? 0 : this.options.userAgent.length + 10;
+    let units = res.startLine().length + 40 + server; // + CRLFs, Content-Length
+    for (const [name, value] of res.headers.entries) units += name.length + value.length + 4;
+    if (units * 3 + res.body.length <= MAX_DATAGRAM) return true;
+    return res.toBuffer().length + server <= MAX_DATAGRAM;
   }
 
   /** Counts a response we sent and logs a refusal (RFC 3261 §21.4–21.6: 4xx, 5xx, 6xx). */

@@ -7,7 +7,15 @@ import dns from 'node:dns';
 import type { Logger, Source } from './flows.js';
 
 /** The largest UDP payload over IPv4 (65,535 - 8 - 20). */
-const MAX_DATAGRAM = 65_507;
+export const MAX_DATAGRAM = 65_507;
+
+/** A message that no UDP datagram can carry: nothing was sent. */
+export class DatagramTooLargeError extends Error {
+  constructor(readonly size: number) {
+    super(`message of ${size} bytes is too large for UDP (at most ${MAX_DATAGRAM})`);
+    this.name = 'DatagramTooLargeError';
+  }
+}
 
 export class UdpListener {
   private socket: dgram.Socket | undefined;
@@ -57,7 +65,7 @@ export class UdpListener {
   send(data: Buffer, host: string, port: number): void {
     const socket = this.socket;
     if (!socket) throw new Error(`UDP listener ${this.address}:${this.boundPort} is closed`);
-    if (data.length > MAX_DATAGRAM) throw new Error(`message of ${data.length} bytes is too large for UDP (at most ${MAX_DATAGRAM})`);
+    if (data.length > MAX_DATAGRAM) throw new DatagramTooLargeError(data.length);
     socket.send(data, port, host);
   }
 

@@ -6,8 +6,8 @@
 export type Target = 'ceiling' | 'presenced' | 'kamailio' | 'external';
 const TARGETS: readonly Target[] = ['ceiling', 'presenced', 'kamailio', 'external'];
 
-export type Phase = 'publish' | 'subscribe' | 'fanout' | 'memory' | 'blf' | 'overload';
-export const PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf', 'overload'];
+export type Phase = 'publish' | 'subscribe' | 'fanout' | 'memory' | 'blf' | 'overload' | 'rls';
+export const PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf', 'overload', 'rls'];
 /** The phases run without --phases (overload only when asked for: it leaves the server loaded). */
 const DEFAULT_PHASES: readonly Phase[] = ['publish', 'subscribe', 'fanout', 'memory', 'blf'];
 
@@ -64,6 +64,14 @@ export interface BenchArgs {
   phases: Set<Phase>;
   /** Kamailio UDP children (kamailio -n). */
   kamailioChildren: number;
+  /** rls phase: resources in the list, list subscribers, PUBLISH/s of the change phases, lists in flight, waitn_time. */
+  rlsResources: number;
+  rlsSubscribers: number;
+  rlsRates: number[];
+  rlsConcurrency: number;
+  waitn: number;
+  /** presenced's back-ends in the rls phase: local (resources it serves, no SIP) and/or sip (SUBSCRIBEs to itself, as Kamailio). */
+  rlsBackends: Array<'local' | 'sip'>;
   verbose: boolean;
   argv: string[];
 }
@@ -105,6 +113,17 @@ const USAGE = `usage: npm run bench -- [options]
                           with --sip: ceiling,external); e.g. --targets presenced,kamailio for the comparison
   --rules                 presenced with force_active 0: allow-all pres-rules PUT through its own XCAP server
   --kamailio-children N   kamailio UDP worker processes (default 4)
+  --phases rls            the resource list server (issue 14) on fresh targets, presenced and/or kamailio
+                          (bench/kamailio/rls.cfg): list SUBSCRIBE → first / complete NOTIFY, memory per list
+                          and per back-end subscription, list NOTIFYs/s while resources change at --rls-rate
+  --rls-resources N       resources in the list (default 100, quick 20)
+  --rls-subscribers N     list subscribers, each its own dialog (default 1000, quick 100)
+  --rls-rate LIST         PUBLISH/s of the resources while the lists are subscribed (default 100, quick 20)
+  --rls-concurrency N     list SUBSCRIBEs in flight (default 16)
+  --rls-backends LIST     presenced's back-ends: local (served here, no SIP) and/or sip (outbound_proxy = itself and
+                          rls_local_domains naming another domain, so each resource is a SIP SUBSCRIBE to itself
+                          per subscriber, as Kamailio's rls does) (default local,sip)
+  --waitn S               waitn_time of both list servers, seconds (default 1: Kamailio's minimum)
   --verbose               progress lines
 `;
 
@@ -167,6 +186,12 @@ export function parseArgs(argv: string[]): BenchArgs {
     'verbose',
     'targets',
     'rules',
+    'rls-resources',
+    'rls-subscribers',
+    'rls-rate',
+    'rls-concurrency',
+    'waitn',
+    'rls-backends',
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new Error(`unknown option --${k}\n${USAGE}`);
   const s = (k: string): string | undefined => {
@@ -226,6 +251,15 @@ export function parseArgs(argv: string[]): BenchArgs {
     cpuProf: flags.has('cpu-prof'),
     phases,
     kamailioChildren: flags.has('kamailio-children') ? num(s('kamailio-children'), '--kamailio-children') : 4,
+    rlsResources: flags.has('rls-resources') ? num(s('rls-resources'), '--rls-resources') : quick ? 20 : 100,
+    rlsSubscribers: flags.has('rls-subscribers') ? num(s('rls-subscribers'), '--rls-subscribers') : quick ? 100 : 1000,
+    rlsRates: flags.has('rls-rate') ? list(s('rls-rate'), '--rls-rate') : [quick ? 20 : 100],
+    rlsConcurrency: flags.has('rls-concurrency') ? num(s('rls-concurrency'), '--rls-concurrency') : 16,
+    waitn: flags.has('waitn') ? num(s('waitn'), '--waitn') : 1,
+    rlsBackends: (s('rls-backends') ?? 'local,sip').split(',').map((b) => {
+      if (b !== 'local' && b !== 'sip') throw new Error(`--rls-backends: local or sip (got ${b})`);
+      return b;
+    }),
     verbose: flags.has('verbose'),
     argv,
   };

@@ -111,7 +111,7 @@ export function cpuSecondsOf(pid: number): number {
 
 // ───────────────────────────── helpers ─────────────────────────────
 
-async function freeUdpPort(): Promise<number> {
+export async function freeUdpPort(): Promise<number> {
   const s = dgram.createSocket('udp4');
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
   const port = s.address().port;
@@ -160,7 +160,7 @@ export async function waitForSip(target: Endpoint, timeoutMs: number, exited?: (
 }
 
 /** SIGTERM the child (by PID), wait, SIGKILL it and any descendant still there after `graceMs`. */
-async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+export async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const tree = processTree(child.pid);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -190,11 +190,13 @@ export interface PresencedOptions {
   label: string;
   /** More configuration keys for the node (--node-config), over the bench's own. */
   extra?: Record<string, unknown>;
+  /** The UDP port to listen on (default: one free now), for a configuration that names the node's own address. */
+  sipPort?: number;
 }
 
 export async function startPresenced(o: PresencedOptions): Promise<RunningTarget & { profileDir: string | undefined }> {
   const dir = mkdtempSync(join(tmpdir(), 'presenced-bench-'));
-  const sipPort = await freeUdpPort();
+  const sipPort = o.sipPort ?? (await freeUdpPort());
   const xcapPort = await freeTcpPort();
   const rpcPort = await freeTcpPort();
   const config = {

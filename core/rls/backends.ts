@@ -48,6 +48,8 @@ interface Backend {
 const BACKEND_EXPIRES = 3600;
 /** After the notifier ends one with a reason that allows it, or a refresh fails: subscribe again this much later. */
 const RESUBSCRIBE_MS = 5000;
+/** Outcomes of a back-end SUBSCRIBE worth trying again: overload, timeout, transport failure, server errors. */
+const TRANSIENT = new Set(['408', '480', '500', '503', '504', 'transport-error']);
 
 export class Backends {
   private readonly byKey = new Map<string, Backend>();
@@ -144,6 +146,24 @@ export class Backends {
         }
         if (d.state === 'terminated') {
           const status = d.reason;
+          // Overload, a lost request or a server error is passing: subscribe again later (after
+          // Retry-After when the answer has one, RFC 3261 §21.5.4), the resource's state unknown meanwhile.
+          if (TRANSIENT.has(status)) {
+            let retry: number | undefined;
+            if (outcome.kind === 'response') {
+              try {
+                retry = outcome.response.intHeader('retry-after');
+              } catch {
+                retry = undefined;
+              }
+            }
+            this.deps.log.info(
+              { resource: b.resource.uri, watcherUri: b.watcherUri, status },
+              'back-end SUBSCRIBE failed for now: trying again',
+            );
+            this.again(b, Math.min(Math.max(retry ?? RESUBSCRIBE_MS / 1000, 1), 300) * 1000);
+            return;
+          }
           this.set(b, { state: 'terminated', reason: status === '403' || status === '603' ? 'rejected' : 'noresource' });
           this.deps.log.info({ resource: b.resource.uri, watcherUri: b.watcherUri, status }, 'back-end SUBSCRIBE refused');
         }

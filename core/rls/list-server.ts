@@ -63,6 +63,8 @@ export interface ListServerDeps {
   /** Our Contact toward a peer (the notifier's: server_address, else the listener). */
   contact: (proto: Protocol, peer?: string) => string;
   limits?: StateLimits;
+  /** Live presence subscriptions (with the lists' members, the total max_subscriptions bounds). */
+  subscriptionCount?: () => number;
   /** Watcher info of list members served here (their owners see them in presence.winfo). */
   watchers?: ListWatchers;
 }
@@ -111,6 +113,8 @@ export class ListSubscription extends NotifierDialog {
     this.watcherAor = ownString(uriAor(record.watcherUri));
   }
 
+  /** Whether its members count toward the limits (until it ends). */
+  counted = true;
   /** The subscriber's address of record (one string for all its members). */
   readonly watcherAor: string;
 
@@ -146,6 +150,8 @@ function acceptsMultipart(accept: string[]): boolean {
 
 /** A UDP datagram's payload (65,507 bytes) less room for a NOTIFY's headers (a long route set included). */
 const UDP_BODY_MAX = 60_000;
+/** A list NOTIFY that could not be built or sent (composition, store): tried again this much later. */
+const RETRY_AFTER_FAILURE_MS = 1000;
 
 export class ListServer {
   private readonly byId = new Map<string, ListSubscription>();
@@ -156,6 +162,10 @@ export class ListServer {
   private readonly bodies = new Map<string, Promise<string | undefined>>();
   private readonly expiry = new ExpiryTimers<ListSubscription>((sub) => void this.expired(sub));
   private readonly backends: Backends;
+  /** Members of every live list (each a resource watched on a subscriber's behalf). */
+  private memberTotal = 0;
+  /** The node is stopping: nothing more is sent or scheduled. */
+  private stopped = false;
   /** Re-resolving every list after a document change: one run at a time, one more at most waiting. */
   private resolving: Promise<void> | undefined;
   private resolveAgain = false;
@@ -299,7 +309,14 @@ export class ListServer {
     }
     const expires = this.expiresOf(req);
     const from = req.from;
-    if (expires !== 0) this.deps.limits?.checkSubscription(from.uri.aor, this.byId.size, req.callId);
+    // Limits (core/limits.ts): a list counts once toward its subscriber's subscriptions, and each of
+    // its resources toward the node's total (what a list of 1,000 costs is 1,000 watchers' state).
+    if (expires !== 0)
+      this.deps.limits?.checkSubscription(
+        from.uri.aor,
+        (this.deps.subscriptionCount?.() ?? 0) + this.memberTotal + service.resources.length,
+        req.callId,
+      );
     const event = parseEventHeader(req.headers.get('event') ?? '');
     const now = Date.now();
     const localTag = newTag(config.to_tag_pref);
@@ -459,6 +476,7 @@ export class ListServer {
   private addMember(sub: ListSubscription, res: ListResource, remote = true): void {
     const m: Member = { res, id: sub.nextInstanceId(), local: this.isLocal(res), auth: undefined };
     sub.members.set(res.key, m);
+    this.memberTotal++;
     const k = presentityKey(res.key, sub.record.event);
     if (!m.local && !remote) return;
     if (m.local) {
@@ -473,7 +491,7 @@ export class ListServer {
   }
 
   private removeMember(sub: ListSubscription, m: Member): void {
-    sub.members.delete(m.res.key);
+    if (sub.members.delete(m.res.key) && sub.counted) this.memberTotal--;
     if (m.local) {
       const k = presentityKey(m.res.key, sub.record.event);
       const set = this.watching.get(k);
@@ -491,6 +509,7 @@ export class ListServer {
 
   private add(sub: ListSubscription): void {
     this.byId.set(sub.id, sub);
+    this.deps.limits?.subscriptionAdded(sub.watcherAor);
     this.byDialog.set(sub.dialogKey, sub);
     this.expiry.set(sub.id, sub.record.expiresAt, sub);
     this.attach(sub);
@@ -500,6 +519,10 @@ export class ListServer {
   private end(sub: ListSubscription, reason: string | undefined, why: string): void {
     if (!this.byId.has(sub.id)) return;
     this.byId.delete(sub.id);
+    this.deps.limits?.subscriptionRemoved(sub.watcherAor);
+    // Its members stop counting now, though its final NOTIFY still shows them.
+    this.memberTotal -= sub.members.size;
+    sub.counted = false;
     this.byDialog.delete(sub.dialogKey);
     this.expiry.clear(sub.id);
     if (sub.timer) clearTimeout(sub.timer);
@@ -600,7 +623,7 @@ export class ListServer {
       sub.timer = undefined;
       sub.lastSentAt = 0;
     }
-    if (sub.sending || sub.timer || sub.ended) return;
+    if (sub.sending || sub.timer || sub.ended || this.stopped) return;
     const wait = this.deps.config.waitn_time * 1000;
     const due = sub.lastSentAt + wait - Date.now();
     if (wait === 0 || due <= 0) {
@@ -667,9 +690,11 @@ export class ListServer {
   private async sendNow(sub: ListSubscription, final?: string): Promise<void> {
     if (sub.ended && final === undefined) return;
     if (sub.sending && final === undefined) return;
+    if (this.stopped) return;
     sub.sending = true;
     if (final !== undefined) sub.end();
     const rec = sub.record;
+    let failed = false;
     try {
       const full = sub.full || final !== undefined;
       const keys = full ? [...sub.members.keys()] : [...sub.dirty];
@@ -715,11 +740,21 @@ export class ListServer {
         if (!this.afterOutcome(sub, outcome) || (final === undefined && sub.ended)) return;
       }
     } catch (err) {
-      this.deps.log.error({ err, callId: rec.callId }, 'list NOTIFY failed');
+      failed = true;
+      if (!this.stopped) this.deps.log.error({ err, callId: rec.callId }, 'list NOTIFY failed');
       sub.full = true; // what it should have carried goes with the next one
     } finally {
       sub.sending = false;
-      if (!sub.ended && (sub.full || sub.dirty.size > 0)) this.schedule(sub, false);
+      if (failed) {
+        // Tried again a little later (composition or store failure), never in a tight loop.
+        if (!sub.ended && !this.stopped && !sub.timer) {
+          sub.timer = setTimeout(() => {
+            sub.timer = undefined;
+            void this.sendNow(sub);
+          }, RETRY_AFTER_FAILURE_MS);
+          sub.timer.unref();
+        }
+      } else if (!sub.ended && (sub.full || sub.dirty.size > 0)) this.schedule(sub, false);
     }
   }
 
@@ -775,6 +810,7 @@ export class ListServer {
   }
 
   stop(): void {
+    this.stopped = true;
     this.expiry.clearAll();
     for (const sub of this.byId.values()) if (sub.timer) clearTimeout(sub.timer);
     this.backends.stop();

@@ -70,7 +70,7 @@ export class Dispatcher {
     const scheme = req.uri.slice(0, req.uri.indexOf(':')).toLowerCase();
     if (scheme !== 'sip' && scheme !== 'sips' && scheme !== 'pres') throw new SipError(416, 'Unsupported URI Scheme');
     const require = req.headers.getAll('require');
-    if (require.length > 0) throw new SipError(420, 'Bad Extension', [['unsupported', require.join(', ')]]);
+    if (require.length > 0) throw new SipError(420, 'Bad Extension', [['unsupported', unsupportedList(require)]]);
     const mf = req.headers.get('max-forwards');
     if (mf !== undefined && Number(mf) === 0 && req.method !== 'OPTIONS') throw new SipError(483, 'Too Many Hops');
   }
@@ -86,4 +86,22 @@ export class Dispatcher {
     res.headers.append('accept-language', 'en');
     return res;
   }
+}
+
+/** Characters of option tags an Unsupported header lists at most (past the first tag). */
+const UNSUPPORTED_MAX = 1024;
+
+/**
+ * RFC 3261 §8.2.2.3: the Unsupported header of a 420 lists the option tags not supported; each
+ * once, and no more than UNSUPPORTED_MAX characters of them. A Require of thousands of tags would
+ * otherwise get a 420 larger than the request: one no UDP datagram holds (answered 513 instead),
+ * and an amplifier towards a forged source address. The client learns tags it must drop.
+ */
+function unsupportedList(tags: string[]): string {
+  let list = '';
+  for (const tag of new Set(tags)) {
+    if (list.length > 0 && list.length + 2 + tag.length > UNSUPPORTED_MAX) break;
+    list = list.length === 0 ? tag : `${list}, ${tag}`;
+  }
+  return list;
 }

@@ -174,6 +174,7 @@ export class SubscribeUas {
     const { notifier, subscriptions } = this.deps;
 
     const res = this.okResponse(incoming, localTag, expires);
+    this.mustFit(incoming, res);
     if (expires === 0) {
       // A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, terminated, nothing stored.
       incoming.respond(res);
@@ -238,21 +239,36 @@ export class SubscribeUas {
         throw new SipError(400, 'Malformed Contact header');
       }
     }
-    rec.remoteCseq = cseq;
+    const res = this.okResponse(incoming, rec.localTag, expires);
+    this.mustFit(incoming, res);
+    // A request the store refuses (503, full disk) changes nothing, its remote CSeq included.
     if (expires === 0) {
-      await this.deps.subscriptions.forget(sub, 'unsubscribed');
-      incoming.respond(this.okResponse(incoming, rec.localTag, 0));
+      await this.deps.subscriptions.unsubscribe(sub);
+      rec.remoteCseq = cseq;
+      incoming.respond(res);
       this.deps.notifier.schedule(sub, { kind: 'terminate', reason: 'timeout' });
       return;
     }
-    rec.remoteTarget = ownString(remoteTarget);
-    if (incoming.source.flow) rec.flowId = incoming.source.flow.id;
-    rec.expiresAt = Date.now() + expires * 1000;
-    rec.minInterval = rate!.minInterval;
-    rec.maxInterval = rate!.maxInterval;
-    await this.deps.subscriptions.refresh(sub);
-    incoming.respond(this.okResponse(incoming, rec.localTag, expires));
+    await this.deps.subscriptions.refresh(sub, {
+      remoteCseq: cseq,
+      remoteTarget: ownString(remoteTarget),
+      flowId: incoming.source.flow ? incoming.source.flow.id : rec.flowId,
+      expiresAt: Date.now() + expires * 1000,
+      minInterval: rate!.minInterval,
+      maxInterval: rate!.maxInterval,
+    });
+    incoming.respond(res);
     this.deps.notifier.schedule(sub, { kind: 'state', immediate: true });
+  }
+
+  /**
+   * The 2xx must reach the subscriber before the state it acknowledges is committed: RFC 3261
+   * §18.2.2 sends it back over the request's transport, and over UDP one datagram may be too
+   * small for it (a SUBSCRIBE through many Record-Routing proxies, each copied into the 2xx,
+   * RFC 3261 §12.1.1). Refused then, with nothing created or changed; over TCP it would pass.
+   */
+  private mustFit(incoming: IncomingRequest, res: SipResponse): void {
+    if (!incoming.fits(res)) throw new SipError(513, 'Response Too Large For UDP');
   }
 
   stop(): void {

@@ -30,7 +30,7 @@ export class Publications {
    */
   private readonly live = new ExpiryTimers<Publication>((p) => {
     this.counted(p, -1); // the timers let go of it before calling
-    this.expire(p).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
+    this.expire(p, true).catch((err) => this.deps.log.error({ err, presentityUri: p.presentityUri }, 'publication expiry failed'));
   });
   /** Live publications per presentity and event (for composition on the main thread, and /metrics without a store scan). */
   private readonly perPresentity = new Map<string, Publication[]>();
@@ -73,10 +73,19 @@ export class Publications {
     return list.slice().sort((a, b) => b.receivedAt - a.receivedAt || compare(publicationId(a), publicationId(b)));
   }
 
-  /** The live publication an entity-tag names (RFC 3903 §6 step 3), if it has not expired. */
+  /**
+   * The live publication an entity-tag names (RFC 3903 §6 step 3), if it has not expired, grace
+   * included: Kamailio keeps a publication expires_offset seconds past its expiry, and one that
+   * is kept can still be refreshed, modified or removed.
+   */
   find(presentityUri: string, event: string, entityTag: string): Publication | undefined {
     const p = this.live.get(timerKey({ presentityUri, event, entityTag }));
-    return p && p.expiresAt > Date.now() ? p : undefined;
+    return p && this.removedAt(p) > Date.now() ? p : undefined;
+  }
+
+  /** When a publication is removed: its expiry plus the grace of expires_offset. */
+  private removedAt(p: Publication): number {
+    return p.expiresAt + this.deps.config.expires_offset * 1000;
   }
 
   /**
@@ -103,13 +112,13 @@ export class Publications {
 
   constructor(private readonly deps: PublicationDeps) {}
 
-  /** Re-arm expiry for every stored publication; remove those that expired while the node was down. */
+  /** Re-arm expiry for every stored publication; remove those whose grace (expires_offset) ran out while the node was down. */
   async recover(): Promise<{ live: number; expired: number }> {
     const now = Date.now();
     let live = 0;
     const expired: Publication[] = [];
     for (const p of this.deps.store.allPublications()) {
-      if (p.expiresAt <= now) expired.push(p);
+      if (this.removedAt(p) <= now) expired.push(p);
       else {
         live++;
         this.arm(p);
@@ -143,7 +152,7 @@ export class Publications {
   private arm(p: Publication): void {
     const key = timerKey(p);
     if (this.live.get(key) === undefined) this.counted(p, 1);
-    this.live.set(key, p.expiresAt + this.deps.config.expires_offset * 1000, p);
+    this.live.set(key, this.removedAt(p), p);
   }
 
   private disarm(p: Publication): void {
@@ -163,22 +172,34 @@ export class Publications {
     }
   }
 
-  private async expire(p: Publication): Promise<void> {
+  /** `fromTimer`: its expiry timer fired (and let go of it), so it was live until now. */
+  private async expire(p: Publication, fromTimer = false): Promise<void> {
     const key = timerKey(p);
     const current = this.live.get(key);
+    const wasLive = fromTimer || current !== undefined;
     if (current) this.disarm(current);
     else if (this.deps.store.getPublication(p.presentityUri, p.event, publicationId(p))?.entityTag !== p.entityTag) return; // gone or replaced already
-    await this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p));
+    try {
+      await this.deps.store.removePublication(p.presentityUri, p.event, publicationId(p));
+    } catch (err) {
+      if (!wasLive) throw err; // a sweep of the store: nothing changed for the watchers
+      // It is gone from memory, so from what the watchers are sent: they are told. The store
+      // keeps it (full disk) until the clean_period sweep or the next start removes it.
+      this.deps.log.error(
+        { err, presentityUri: p.presentityUri, entityTag: p.entityTag },
+        'removing an expired publication from the store failed',
+      );
+    }
     this.deps.log.info({ presentityUri: p.presentityUri, event: p.event, entityTag: p.entityTag }, 'publication expired');
     this.changed(p.presentityUri, p.event);
   }
 
-  /** presence.cleanup: drop every expired publication now. */
+  /** presence.cleanup: drop every expired publication now (past its grace, as the expiry timers do). */
   async cleanup(): Promise<number> {
     const now = Date.now();
     let n = 0;
     for (const p of this.deps.store.allPublications()) {
-      if (p.expiresAt <= now) {
+      if (this.removedAt(p) <= now) {
         await this.expire(p);
         n++;
       }

@@ -175,11 +175,46 @@ export class Subscriptions {
     this.deps.hub.emit('subscription.changed', { sub, what });
   }
 
-  /** A refresh (RFC 6665 §4.2.1.2) changed the record: committed, then the expiry re-armed. */
-  async refresh(sub: LiveSubscription): Promise<void> {
-    await this.deps.store.putSubscription(sub.record);
+  /**
+   * A refresh (RFC 6665 §4.2.1.2): `changes` committed, then applied to the live record and the
+   * expiry re-armed. A write the store refuses (full disk) changes nothing, in memory as in the
+   * store: the subscriber keeps its previous expiry (RFC 6665 §4.1.2.2), and so does the node.
+   */
+  async refresh(sub: LiveSubscription, changes: Partial<Subscription>): Promise<void> {
+    const rec = sub.record as unknown as Record<string, unknown>;
+    const before: Record<string, unknown> = {};
+    for (const k of Object.keys(changes)) before[k] = rec[k];
+    // Written as the live record (not a copy): a write queued after this one (a new authorisation
+    // outcome) then carries the refresh too, whatever order they commit in.
+    Object.assign(rec, changes);
+    try {
+      await this.deps.store.putSubscription(sub.record);
+    } catch (err) {
+      for (const k of Object.keys(before)) if (rec[k] === (changes as Record<string, unknown>)[k]) rec[k] = before[k];
+      throw err;
+    }
     this.arm(sub);
     this.deps.hub.emit('subscription.changed', { sub, what: 'refreshed' });
+  }
+
+  /** Subscriptions whose unsubscribe is being committed: nothing may write their record meanwhile. */
+  private readonly leaving = new Set<string>();
+
+  /**
+   * An unsubscribe (RFC 6665 §4.2.1.4): the record leaves the store first, then memory. A removal
+   * the store refuses (full disk) throws and changes nothing: the subscription stays live in
+   * memory and in the store, as it does for the subscriber, who got a 503 to its unsubscribe and
+   * so still holds the subscription (RFC 6665 §4.1.2.2). Removing it from memory alone would
+   * have it come back at the next restart, after a 200 that said it was gone.
+   */
+  async unsubscribe(sub: LiveSubscription): Promise<void> {
+    this.leaving.add(sub.id);
+    try {
+      await this.deps.store.removeSubscription(sub.id);
+    } finally {
+      this.leaving.delete(sub.id);
+    }
+    if (this.drop(sub)) this.ended(sub, 'unsubscribed');
   }
 
   /** A new authorisation outcome (rules changed): committed, then reported. */
@@ -188,12 +223,18 @@ export class Subscriptions {
     rec.subHandling = handling;
     sub.bodyKey = bodyKey;
     rec.state = handling === 'confirm' ? 'pending' : 'active';
+    if (this.leaving.has(sub.id)) return; // its record is being removed: not written back
     await this.deps.store.putSubscription(rec);
     this.deps.hub.emit('subscription.changed', { sub, what: 'authorized' });
   }
 
   private arm(sub: LiveSubscription): void {
-    this.timers.set(sub.id, sub.record.expiresAt + this.deps.config.expires_offset * 1000, sub);
+    this.timers.set(sub.id, this.removedAt(sub.record), sub);
+  }
+
+  /** When a subscription is removed: its expiry plus the grace of expires_offset (Kamailio's presence module). */
+  private removedAt(rec: Subscription): number {
+    return rec.expiresAt + this.deps.config.expires_offset * 1000;
   }
 
   /** End a subscription with a final NOTIFY (expiry, deauthorisation, administrative removal). */
@@ -203,7 +244,20 @@ export class Subscriptions {
 
   /** Remove from memory and store; `final`: the reason of the terminated NOTIFY due. Idempotent. */
   forget = async (sub: LiveSubscription, why: string, final?: string): Promise<void> => {
-    if (this.byId.get(sub.id) !== sub) return;
+    if (!this.drop(sub)) return;
+    try {
+      await this.deps.store.removeSubscription(sub.id);
+    } catch (err) {
+      // It is gone from memory: it still gets its final NOTIFY and leaves watcher info. The store
+      // keeps the record (full disk); past its expiry, the next start removes it.
+      this.deps.log.error({ err, callId: sub.record.callId }, 'removing an ended subscription from the store failed');
+    }
+    this.ended(sub, why, final);
+  };
+
+  /** Out of every index, its expiry disarmed; false when it was not (or no longer) live. */
+  private drop(sub: LiveSubscription): boolean {
+    if (this.byId.get(sub.id) !== sub) return false;
     this.byId.delete(sub.id);
     this.deps.limits?.subscriptionRemoved(uriAor(sub.record.watcherUri));
     const there = this.byCallId.get(sub.record.callId);
@@ -219,7 +273,10 @@ export class Subscriptions {
       if (set.size === 0) this.byPresentity.delete(sub.presentityKey);
     }
     this.timers.clear(sub.id);
-    await this.deps.store.removeSubscription(sub.id);
+    return true;
+  }
+
+  private ended(sub: LiveSubscription, why: string, final?: string): void {
     this.deps.log.info(
       {
         callId: sub.record.callId,
@@ -231,11 +288,11 @@ export class Subscriptions {
       'subscription ended',
     );
     this.deps.hub.emit('subscription.ended', final === undefined ? { sub, why } : { sub, why, final });
-  };
+  }
 
   /**
-   * After a restart: live subscriptions resume in their dialogs (CSeq continues); those that
-   * expired while the node was down are removed and reported ended with a terminated NOTIFY due,
+   * After a restart: live subscriptions resume in their dialogs (CSeq continues); those whose
+   * grace (expires_offset) ran out while the node was down are removed and reported ended with a terminated NOTIFY due,
    * once every live subscription (its winfo subscribers too) is back. `outcomeOf` gives each
    * live one its authorisation body key before it can receive a NOTIFY.
    */
@@ -247,7 +304,8 @@ export class Subscriptions {
       rec.flowId = ''; // connections of the previous process are gone
       ownStrings(rec);
       const sub = new LiveSubscription(rec);
-      if (rec.expiresAt <= now) {
+      // Within its grace (expires_offset) it resumes, and ends when the grace does, as it would have without the restart.
+      if (this.removedAt(rec) <= now) {
         expired.push(sub);
         // A store that cannot write (disk full) does not stop the start: the record goes at the next one.
         await this.deps.store

@@ -9,10 +9,9 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, writeSync, closeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { fill, mountTmpfs, unmountTmpfs } from '../support/disk.js';
 import { startNode, type RunningNode } from '../support/node.js';
 import { openUa, publish, subscribe, watch, pidf, uniqueUri, bodyOf, parseSubState } from '../support/presence.js';
 import type { TestUa } from '../support/sip-ua.js';
@@ -22,34 +21,6 @@ import { rpcResult, presentityShow } from '../support/rpc.js';
 
 const TMPFS_SIZE = '24m';
 const BIG_NOTE = 'n'.repeat(16_000);
-
-/** Fill the filesystem of `dir` with one file until the kernel says ENOSPC; returns its path. */
-function fill(dir: string): string {
-  const path = join(dir, 'filler');
-  const fd = openSync(path, 'w');
-  const chunk = Buffer.alloc(64 * 1024, 7);
-  try {
-    for (;;) writeSync(fd, chunk);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-  // What is left is below one chunk: fill that too, byte runs of decreasing size.
-  const fd2 = openSync(join(dir, 'filler2'), 'w');
-  try {
-    for (let n = 32 * 1024; n >= 1; n >>= 1) {
-      try {
-        for (;;) writeSync(fd2, chunk, 0, n);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-      }
-    }
-  } finally {
-    closeSync(fd2);
-  }
-  return path;
-}
 
 async function metric(node: RunningNode, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${node.rpcPort}/metrics`)).text();
@@ -75,15 +46,13 @@ describe('a full disk under the store', () => {
   const uas: TestUa[] = [];
 
   before(() => {
-    mnt = mkdtempSync(join(tmpdir(), 'presenced-fulldisk-'));
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_SIZE}`, 'tmpfs', mnt]);
+    mnt = mountTmpfs(TMPFS_SIZE);
   });
 
   after(async () => {
     await Promise.all(uas.map((u) => u.close()));
     await Promise.all(nodes.map((n) => n.kill()));
-    execFileSync('umount', [mnt]);
-    rmSync(mnt, { recursive: true, force: true });
+    unmountTmpfs(mnt);
   });
 
   for (const variant of [
@@ -127,7 +96,7 @@ describe('a full disk under the store', () => {
       if (variant.before > 0)
         assert.ok((await metric(node, 'presenced_store_file_bytes')) > 1 << 20, 'the data file outgrew the 1 MiB map');
 
-      const filler = fill(mnt);
+      const free = fill(mnt);
       // The node watches the free space and refuses writes below its reserve, before LMDB meets ENOSPC.
       await node.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('store full'));
 
@@ -170,8 +139,7 @@ describe('a full disk under the store', () => {
       assert.match(String(logged[0]!.msg), /Free space/);
 
       // Space freed: writes are accepted again.
-      rmSync(filler);
-      rmSync(join(mnt, 'filler2'));
+      free();
       await node.waitForLog((l) => l.msg === 'store writable again');
       assert.equal((await publishNew('after')).status, 200, 'PUBLISH after space was freed');
       const again = await subscribe(watcherUa, uniqueUri('again'), { expires: 600 });

@@ -335,3 +335,65 @@ test("references: <external>, <entry-ref> and <resource-list> are followed into 
     await ua.close();
   }
 });
+
+test('limits: each resource of a list counts toward max_subscriptions; beyond, the list SUBSCRIBE gets 503 with Retry-After', async () => {
+  const n = await startNode({ force_active: 1, max_subscriptions: 12 });
+  const ua = await TestUa.open('udp', n.udpPort);
+  try {
+    const x = new Xcap(n.xcapPort);
+    const ten = Array.from({ length: 10 }, (_, i) => `sip:lim-${i}@example.com`);
+    const doc = rlsDoc({ 'sip:lim-a@example.com': ten, 'sip:lim-b@example.com': ten });
+    assert.equal((await x.put(`/rls-services/users/${ua.aor}/index`, doc, CT.rlsServices)).status, 201);
+    const a = await subscribe(ua, 'sip:lim-a@example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(a.res.status, 200);
+    const b = await subscribe(ua, 'sip:lim-b@example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(b.res.status, 503, '10 + 10 resources are more than 12 subscriptions');
+    assert.ok(b.res.headers.get('retry-after'));
+    // Once the first list is gone, the second fits.
+    assert.equal((await a.dialog.request(0)).status, 200);
+    const again = await subscribe(ua, 'sip:lim-b@example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(again.res.status, 200);
+  } finally {
+    await ua.close();
+    await n.stop();
+  }
+});
+
+test('a back-end SUBSCRIBE refused for now (503 with Retry-After) is tried again, and the resource shows its state once it is taken', async () => {
+  const other = await startNode({ force_active: 1, max_subscriptions: 1 });
+  const lists = await startNode({
+    force_active: 1,
+    waitn_time: 0,
+    outbound_proxy: `sip:127.0.0.1:${other.udpPort}`,
+    rls_local_domains: ['a.example.com'],
+  });
+  const ua = await TestUa.open('udp', lists.udpPort);
+  const direct = await TestUa.open('udp', other.udpPort);
+  try {
+    const remote = 'sip:busy@b.example.com';
+    // The other node's only subscription slot is taken.
+    const held = await subscribe(direct, 'sip:someone@b.example.com', { expires: 300 });
+    assert.equal(held.res.status, 200);
+    const x = new Xcap(lists.xcapPort);
+    assert.equal(
+      (await x.put(`/rls-services/users/${ua.aor}/index`, rlsDoc({ 'sip:retry-list@a.example.com': [remote] }), CT.rlsServices)).status,
+      201,
+    );
+    const s = await subscribe(ua, 'sip:retry-list@a.example.com', { expires: 300, headers: [['supported', 'eventlist']] });
+    assert.equal(s.res.status, 200);
+    const first = rlmi(await s.dialog.nextNotify());
+    assert.notEqual(first.resources[0]?.state, 'active');
+    await lists.waitForLog((l) => l.msg === 'back-end SUBSCRIBE failed for now: trying again', 60_000);
+    // The slot frees: the next try is taken, and the list shows the resource active.
+    assert.equal((await held.dialog.request(0)).status, 200);
+    for (;;) {
+      const d = rlmi(await s.dialog.nextNotify(60_000));
+      if (d.resources.find((r) => r.uri === remote)?.state === 'active') break;
+    }
+  } finally {
+    await ua.close();
+    await direct.close();
+    await lists.stop();
+    await other.stop();
+  }
+});

@@ -205,6 +205,7 @@ export function incomingRequest(lines: string[], body = ''): { incoming: Incomin
     source: { proto: 'udp', address: '198.51.100.7', port: 5070, localAddress: '192.0.2.1', localPort: 5060 },
     respond: (res) => void responses.push(res),
     reply: (status, reason, toTag) => createResponse(request, status, reason, toTag),
+    fits: () => true,
   };
   return { incoming, responses };
 }

@@ -109,3 +109,35 @@ test('recover: live ones back in memory; expired ones removed, reported only onc
   assert.deepEqual(events, [['presentity.changed', { presentityUri: 'sip:bob@example.com', event: 'presence' }]]);
   pubs.stop();
 });
+
+test('expires_offset: a publication past its expiry but within the grace is recovered and found by its entity-tag; past the grace it is removed', async () => {
+  const store = new MemoryStore();
+  const now = Date.now();
+  await store.putPublication(pub('grace', 1000, { expiresAt: now - 5_000 }));
+  await store.putPublication(pub('gone', 1000, { presentityUri: 'sip:bob@example.com', expiresAt: now - 61_000 }));
+  const { hub } = recordingHub();
+  const pubs = new Publications({ config: testConfig({ expires_offset: 60 }), store, log: quietLog(), hub });
+  assert.deepEqual(await pubs.recover(), { live: 1, expired: 1 });
+  assert.equal(pubs.find('sip:alice@example.com', 'presence', 'grace')?.entityTag, 'grace', 'within the grace: SIP-If-Match finds it');
+  assert.equal(store.getPublication('sip:bob@example.com', 'presence', 'gone'), undefined);
+  assert.equal(await pubs.cleanup(), 0, 'presence.cleanup leaves the one within its grace');
+  assert.ok(store.getPublication('sip:alice@example.com', 'presence', 'grace'));
+  pubs.stop();
+});
+
+test('a publication that expires while the store cannot write is still gone for the watchers (reported); a sweep of the store does not report it again', async () => {
+  const store = new MemoryStore();
+  const { hub, events } = recordingHub();
+  const pubs = new Publications({ config: testConfig(), store, log: quietLog(), hub });
+  const keepAlive = setInterval(() => undefined, 1000);
+  const changed = new Promise<void>((resolve) => hub.on('presentity.changed', () => resolve()));
+  await pubs.put(pub('short', 1000, { expiresAt: Date.now() + 20 }), undefined);
+  store.removePublication = () => Promise.reject(new Error('store full'));
+  await changed;
+  clearInterval(keepAlive);
+  assert.deepEqual(pubs.of('sip:alice@example.com', 'presence'), []);
+  assert.ok(store.getPublication('sip:alice@example.com', 'presence', 'short'), 'the store still has it');
+  await assert.rejects(pubs.cleanup(), /store full/);
+  assert.equal(events.length, 1, 'reported once');
+  pubs.stop();
+});

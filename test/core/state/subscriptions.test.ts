@@ -98,8 +98,7 @@ test('refresh and authorize: committed first, then reported', async () => {
   const { store, subs, events } = setup();
   const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com', { state: 'pending', subHandling: 'confirm' }));
   subs.add(s);
-  s.record.expiresAt = Date.now() + 900_000;
-  await subs.refresh(s);
+  await subs.refresh(s, { expiresAt: Date.now() + 900_000 });
   assert.equal(store.subscriptions.get(s.id)!.expiresAt, s.record.expiresAt);
   await subs.authorize(s, 'allow', '{"x":1}');
   assert.equal(store.subscriptions.get(s.id)!.state, 'active');
@@ -108,6 +107,29 @@ test('refresh and authorize: committed first, then reported', async () => {
   assert.deepEqual(
     events.map(([, p]) => (p as { what: string }).what),
     ['created', 'refreshed', 'authorized'],
+  );
+  subs.stop();
+});
+
+test('a refresh or an unsubscribe the store refuses changes nothing, in memory as in the store', async () => {
+  const { store, subs, events } = setup();
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  await store.putSubscription(s.record);
+  subs.add(s);
+  const stored = { ...store.subscriptions.get(s.id)! };
+  const refuse = (): Promise<boolean> => Promise.reject(new Error('store full'));
+  store.putSubscription = refuse;
+  store.removeSubscription = refuse;
+  await assert.rejects(subs.refresh(s, { expiresAt: s.record.expiresAt + 900_000, remoteCseq: 7 }), /store full/);
+  assert.equal(s.record.expiresAt, stored.expiresAt);
+  assert.equal(s.record.remoteCseq, stored.remoteCseq);
+  await assert.rejects(subs.unsubscribe(s), /store full/);
+  assert.equal(subs.get(s.id), s);
+  assert.equal(subs.inDialog(s.record.callId, s.record.localTag, s.record.remoteTag), s);
+  assert.deepEqual(store.subscriptions.get(s.id), stored);
+  assert.deepEqual(
+    events.map(([n]) => n),
+    ['subscription.changed'],
   );
   subs.stop();
 });
@@ -135,6 +157,39 @@ test('recover: live ones resume (flow gone, body key from the authoriser); expir
       ['subscription.changed', 'resumed'],
       ['subscription.ended', 'timeout'],
     ],
+  );
+  subs.stop();
+});
+
+test('expires_offset: a subscription past its expiry but within the grace resumes after a restart; past the grace it ends', async () => {
+  const store = new MemoryStore();
+  const { hub, events } = recordingHub();
+  const subs = new Subscriptions({ config: testConfig({ expires_offset: 60 }), store, log: quietLog(), hub });
+  const grace = subscriptionRecord('sip:alice@example.com', { expiresAt: Date.now() - 5_000 });
+  const gone = subscriptionRecord('sip:alice@example.com', { expiresAt: Date.now() - 61_000 });
+  await store.putSubscription(grace);
+  await store.putSubscription(gone);
+  assert.deepEqual(await subs.recover(async () => ''), { live: 1, expired: 1 });
+  assert.ok(subs.get(grace.id), 'within the grace: resumed');
+  assert.equal(store.subscriptions.has(gone.id), false);
+  assert.deepEqual(
+    ended(events).map((e) => e.sub.id),
+    [gone.id],
+  );
+  subs.stop();
+});
+
+test('a subscription that expires while the store cannot write still ends: reported, with its terminated NOTIFY due', async () => {
+  const { store, subs, events } = setup();
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  await store.putSubscription(s.record);
+  subs.add(s);
+  store.removeSubscription = () => Promise.reject(new Error('store full'));
+  await subs.terminate(s, 'timeout');
+  assert.equal(subs.get(s.id), undefined);
+  assert.deepEqual(
+    ended(events).map((e) => [e.sub.id, e.final]),
+    [[s.id, 'timeout']],
   );
   subs.stop();
 });
