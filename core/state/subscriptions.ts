@@ -64,6 +64,9 @@ export interface SubscriptionDeps {
   limits?: StateLimits;
 }
 
+/** How often removals the store refused (full disk) are tried again. */
+const REMOVAL_RETRY_MS = 5000;
+
 /** Record fields with few distinct values across a node (a proxy's address, "presence", "udp"): one copy each. */
 const FEW_VALUES = new Set(['event', 'transport', 'sourceAddress', 'state', 'reason', 'accept', 'subHandling']);
 const fewValues = new Map<string, string>();
@@ -249,11 +252,40 @@ export class Subscriptions {
       await this.deps.store.removeSubscription(sub.id);
     } catch (err) {
       // It is gone from memory: it still gets its final NOTIFY and leaves watcher info. The store
-      // keeps the record (full disk); past its expiry, the next start removes it.
-      this.deps.log.error({ err, callId: sub.record.callId }, 'removing an ended subscription from the store failed');
+      // keeps the record (full disk) until a later try removes it (retryRemovals), so a restart
+      // meanwhile does not bring back a subscription its watcher was told had ended.
+      this.deps.log.error({ err, callId: sub.record.callId }, 'removing an ended subscription from the store failed: trying again');
+      this.removalsDue.add(sub.id);
+      this.retryRemovals();
     }
     this.ended(sub, why, final);
   };
+
+  /** Records of ended subscriptions the store could not remove yet (full disk). */
+  private readonly removalsDue = new Set<string>();
+  private removalTimer: NodeJS.Timeout | undefined;
+
+  /** Try the removals the store refused again every few seconds until they are committed. */
+  private retryRemovals(): void {
+    if (this.removalTimer || this.removalsDue.size === 0) return;
+    this.removalTimer = setTimeout(async () => {
+      for (const id of [...this.removalsDue]) {
+        if (this.byId.has(id)) {
+          this.removalsDue.delete(id); // live again under the same id: its record is current
+          continue;
+        }
+        try {
+          await this.deps.store.removeSubscription(id);
+          this.removalsDue.delete(id);
+        } catch {
+          break; // still full: the next round tries again
+        }
+      }
+      this.removalTimer = undefined;
+      this.retryRemovals();
+    }, REMOVAL_RETRY_MS);
+    this.removalTimer.unref();
+  }
 
   /** Out of every index, its expiry disarmed; false when it was not (or no longer) live. */
   private drop(sub: LiveSubscription): boolean {
@@ -324,5 +356,7 @@ export class Subscriptions {
   /** Clean stop: no more timers. */
   stop(): void {
     this.timers.clearAll();
+    if (this.removalTimer) clearTimeout(this.removalTimer);
+    this.removalTimer = undefined;
   }
 }

@@ -193,3 +193,29 @@ test('a subscription that expires while the store cannot write still ends: repor
   );
   subs.stop();
 });
+
+test('a removal the store refused (full disk) is tried again until committed: a restart then does not bring the ended subscription back', async () => {
+  const { store, subs } = setup();
+  const s = new LiveSubscription(subscriptionRecord('sip:alice@example.com'));
+  await store.putSubscription(s.record);
+  subs.add(s);
+  const remove = store.removeSubscription.bind(store);
+  let refused = 0;
+  let committed!: () => void;
+  const done = new Promise<void>((resolve) => (committed = resolve));
+  store.removeSubscription = (id: string) => {
+    if (refused++ < 2) return Promise.reject(new Error('store full'));
+    return remove(id).then((r) => {
+      committed();
+      return r;
+    });
+  };
+  await subs.terminate(s, 'timeout');
+  assert.ok(store.subscriptions.has(s.id), 'still in the store while it is full');
+  const alive = setInterval(() => undefined, 1000); // the node's retry timer does not hold the process: this does
+  await done; // the retries (every 5 s) reach a store with room again
+  clearInterval(alive);
+  assert.equal(store.subscriptions.has(s.id), false);
+  assert.equal(refused, 3, 'refused twice, then committed');
+  subs.stop();
+});
