@@ -11,7 +11,7 @@ import { startNode, type RunningNode } from '../support/node.js';
 import { TestUa } from '../support/sip-ua.js';
 import { Xcap } from '../support/xcap-http.js';
 import { pidf, publish, putRules, rules, showsOpen, parseSubState, uniqueUri, tuplesOf } from '../support/presence.js';
-import { JsSipClient } from '../support/ws-client.js';
+import { JsSipClient, SubscriberEvents } from '../support/ws-client.js';
 import { SipRequest, SipResponse } from '../../transport/message.js';
 import {
   ListView,
@@ -310,6 +310,7 @@ for (const proto of ['tcp', 'ws'] as const) {
         expires: 600,
         extraHeaders: ['Supported: eventlist'],
       });
+      const events = new SubscriberEvents(sub);
       sub.subscribe();
       const view = new ListView();
       const n0 = await client.nextRequest('NOTIFY');
@@ -326,6 +327,9 @@ for (const proto of ['tcp', 'ws'] as const) {
       const oks = client.frames.filter((fr) => fr.message instanceof SipResponse && fr.message.cseq.method === 'SUBSCRIBE');
       assert.equal((oks[0]!.message as SipResponse).status, 200);
       sub.terminate();
+      // JsSIP keeps the subscription's timers (its 600 s expiry among them) until the final
+      // NOTIFY ends it: wait for that, or the test process would stay alive for them.
+      await events.next('terminated');
     } finally {
       await client.stop();
     }
