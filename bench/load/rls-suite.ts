@@ -5,18 +5,25 @@
  * bench/load/rls.ts; this file starts Kamailio, provisions the list, reads memory and the
  * back-end subscription count, and prints the table.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, openSync, closeSync, readFileSync, existsSync, copyFileSync, mkdirSync, appendFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, readFileSync, existsSync, mkdirSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT, RESULTS_DIR, table, fmt, type Cell } from '../lib/report.js';
+import { REPO_ROOT, table, fmt, type Cell } from '../lib/report.js';
 import type { BenchArgs } from '../lib/args.js';
 import { SipDriver } from './driver.js';
 import { RlsLoad, rlsDocument, type RlsPlan, type RlsSubscribeResult, type RlsNotifyResult } from './rls.js';
-import { KAMAILIO_BIN, memoryOf, cpuSecondsOf, waitForSip, stopChild, type Memory, type RunningTarget } from './targets.js';
+import {
+  KAMAILIO_BIN,
+  memoryOf,
+  cpuSecondsOf,
+  stopChild,
+  kamailioDatabase,
+  launchKamailio,
+  type Memory,
+  type RunningTarget,
+} from './targets.js';
 import { DOMAIN } from '../fixtures/messages.js';
 
-const KAMAILIO_TABLES = '/usr/share/kamailio/dbtext/kamailio';
 /** Kamailio's doc_type of an rls-services document in the xcap table (xcap_client's RLS_SERVICE, 1 << 3). */
 const XCAP_RLS_SERVICES = 8;
 
@@ -34,11 +41,8 @@ export async function startKamailioRls(o: { children: number; label: string; pla
   if (!existsSync(KAMAILIO_BIN)) throw new Error(`${KAMAILIO_BIN} not found: apt-get install kamailio kamailio-presence-modules`);
   const dir = mkdtempSync(join(tmpdir(), 'kamailio-rls-bench-'));
   const run = join(dir, 'run');
-  const db = join(dir, 'db');
   mkdirSync(run);
-  mkdirSync(db);
-  for (const t of ['version', 'presentity', 'active_watchers', 'watchers', 'xcap', 'pua', 'rls_watchers', 'rls_presentity'])
-    copyFileSync(join(KAMAILIO_TABLES, t), join(db, t));
+  const { db } = kamailioDatabase(dir, ['rls_watchers', 'rls_presentity']);
   // id(int,auto) username domain doc doc_type etag source doc_uri port
   let rows = '';
   o.plan.subscribers.forEach((user, i) => {
@@ -47,21 +51,8 @@ export async function startKamailioRls(o: { children: number; label: string; pla
   });
   appendFileSync(join(db, 'xcap'), rows);
   const cfg = join(REPO_ROOT, 'bench', 'kamailio', 'rls.cfg');
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const logPath = join(RESULTS_DIR, `${o.label}.log`);
-  const logFd = openSync(logPath, 'w');
-  const args = ['-f', cfg, '-DD', '-E', '-n', String(o.children), '-m', '4096', '-M', '64', '-Y', run];
-  args.push('-A', `DBURL="text://${db}"`, '-A', `WAITN=${o.waitn}`);
-  const child = spawn(KAMAILIO_BIN, args, { stdio: ['ignore', logFd, logFd] });
-  closeSync(logFd);
-  const sip = { host: '127.0.0.1', port: 5070 };
-  try {
-    await waitForSip(sip, 20_000, () => child.exitCode !== null);
-  } catch (err) {
-    await stopChild(child, 2000);
-    rmSync(dir, { recursive: true, force: true });
-    throw new Error(`kamailio did not start (${(err as Error).message}); log: ${logPath}\n${readFileSync(logPath, 'utf8').slice(-2000)}`);
-  }
+  const defines = ['-A', `DBURL="text://${db}"`, '-A', `WAITN=${o.waitn}`];
+  const { child, sip } = await launchKamailio({ label: o.label, cfg, dir, run, children: o.children, pkgMb: 64, defines });
   return {
     label: o.label,
     sip,

@@ -286,12 +286,44 @@ export const KAMAILIO_BIN = '/usr/sbin/kamailio';
 const KAMAILIO_TABLES = '/usr/share/kamailio/dbtext/kamailio';
 
 /** db_text tables copied from Kamailio's templates; db_text holds them in shared memory (db_mode 1 in the cfg). */
-function kamailioDatabase(dir: string): { defines: string[]; what: string } {
+export function kamailioDatabase(dir: string, moreTables: string[] = []): { db: string; defines: string[]; what: string } {
   const db = join(dir, 'db');
   mkdirSync(db);
-  for (const t of ['version', 'presentity', 'active_watchers', 'watchers', 'xcap', 'pua'])
+  for (const t of ['version', 'presentity', 'active_watchers', 'watchers', 'xcap', 'pua', ...moreTables])
     copyFileSync(join(KAMAILIO_TABLES, t), join(db, t));
-  return { defines: ['-A', `DBURL="text://${db}"`], what: `db_text in ${db} (tables in shared memory)` };
+  return { db, defines: ['-A', `DBURL="text://${db}"`], what: `db_text in ${db} (tables in shared memory)` };
+}
+
+/**
+ * Start Kamailio on a configuration in the foreground (-DD; the PID we hold is the main process,
+ * its log in bench/results/LABEL.log) and wait for it to answer on udp:127.0.0.1:5070; on failure
+ * it is stopped, `dir` removed, and the error carries the log's tail.
+ */
+export async function launchKamailio(o: {
+  label: string;
+  cfg: string;
+  dir: string;
+  run: string;
+  children: number;
+  pkgMb: number;
+  defines: string[];
+}): Promise<{ child: ChildProcess; sip: { host: string; port: number } }> {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const logPath = join(RESULTS_DIR, `${o.label}.log`);
+  const logFd = openSync(logPath, 'w');
+  // -E: log to stderr.
+  const args = ['-f', o.cfg, '-DD', '-E', '-n', String(o.children), '-m', '4096', '-M', String(o.pkgMb), '-Y', o.run, ...o.defines];
+  const child = spawn(KAMAILIO_BIN, args, { stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
+  const sip = { host: '127.0.0.1', port: 5070 };
+  try {
+    await waitForSip(sip, 20_000, () => child.exitCode !== null);
+  } catch (err) {
+    await stopChild(child, 2000);
+    rmSync(o.dir, { recursive: true, force: true });
+    throw new Error(`kamailio did not start (${(err as Error).message}); log: ${logPath}\n${readFileSync(logPath, 'utf8').slice(-2000)}`);
+  }
+  return { child, sip };
 }
 
 export async function startKamailio(o: { children: number; label: string }): Promise<RunningTarget> {
@@ -305,21 +337,15 @@ export async function startKamailio(o: { children: number; label: string }): Pro
   mkdirSync(run);
   const database = kamailioDatabase(dir);
   const cfg = join(REPO_ROOT, 'bench', 'kamailio', 'kamailio.cfg');
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const logPath = join(RESULTS_DIR, `${o.label}.log`);
-  const logFd = openSync(logPath, 'w');
-  // -DD: stay in the foreground (the PID we hold is the main process); -E: log to stderr.
-  const args = ['-f', cfg, '-DD', '-E', '-n', String(o.children), '-m', '4096', '-M', '32', '-Y', run, ...database.defines];
-  const child = spawn(KAMAILIO_BIN, args, { stdio: ['ignore', logFd, logFd] });
-  closeSync(logFd);
-  const sip = { host: '127.0.0.1', port: 5070 };
-  try {
-    await waitForSip(sip, 20_000, () => child.exitCode !== null);
-  } catch (err) {
-    await stopChild(child, 2000);
-    rmSync(dir, { recursive: true, force: true });
-    throw new Error(`kamailio did not start (${(err as Error).message}); log: ${logPath}\n${readFileSync(logPath, 'utf8').slice(-2000)}`);
-  }
+  const { child, sip } = await launchKamailio({
+    label: o.label,
+    cfg,
+    dir,
+    run,
+    children: o.children,
+    pkgMb: 32,
+    defines: database.defines,
+  });
   let version = 'kamailio';
   try {
     version = (await runText(KAMAILIO_BIN, ['-v'])).split('\n')[0]!.trim();
