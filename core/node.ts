@@ -185,8 +185,9 @@ export class PresenceNode {
     const dispatcher = (this.dispatcher = new Dispatcher(packages, log, config.max_uri_length));
     this.subscribeUas = new SubscribeUas({ config, store, packages, log, subscriptions, watcherInfo, notifier, authorization, limits });
     // The list server: services from the rls-services documents, back-ends inside the node or through outbound_proxy.
+    // One reading of the users' rls-services documents, for the XCAP server's global index and uniqueness and for the list server.
+    const rlsServices = new RlsServicesDirectory(store, pool, log);
     if (!config.passive_mode && !config.disable_rls) {
-      const directory = new RlsServicesDirectory(store, pool, log);
       const references = new XcapReferences(store, pool, config.xcap_root);
       this.lists = new ListServer({
         config,
@@ -198,7 +199,7 @@ export class PresenceNode {
         sender: stack,
         lists: new ServiceLists(
           {
-            services: () => directory.all(),
+            services: () => rlsServices.all(),
             select: (ref, owner) => references.select(ref, owner),
             parse: (xml, as) => pool.run('rls.parse', { xml, as }),
           },
@@ -229,7 +230,7 @@ export class PresenceNode {
 
     // XCAP and RPC.
     if (config.integrated_xcap_server && !config.passive_mode) {
-      this.xcap = new XcapServer({ config, store, pool, log, onDocumentChanged });
+      this.xcap = new XcapServer({ config, store, pool, log, onDocumentChanged, rlsServices });
     }
     const xcap = this.xcap;
     const rpcCalls = new Map<string, number>();

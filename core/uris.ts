@@ -6,8 +6,20 @@
 import { SipUri, NameAddr, normalizedAor } from '../transport/uri.js';
 import { SipError } from './errors.js';
 
+/** The last Request-URI keyed and its key: a SUBSCRIBE is keyed by the list server's check and then by its UAS. */
+let lastUri: string | undefined;
+let lastKey = '';
+
 /** `sip:alice@example.com` from a Request-URI: no port, no parameters, host lower-cased. */
 export function presentityOf(uri: string): string {
+  if (uri === lastUri) return lastKey;
+  const key = keyOf(uri);
+  lastUri = uri;
+  lastKey = key;
+  return key;
+}
+
+function keyOf(uri: string): string {
   let u: SipUri;
   try {
     u = SipUri.parse(uri);

@@ -106,11 +106,22 @@ export class SubscriberDialog {
     return this.request(0, now);
   }
 
+  /**
+   * When a refresh is due (ms since epoch): a margin before expiry taken from the duration granted
+   * (a third of it, at most 30 s); undefined when none will be (not active or pending, no expiry
+   * known yet, or an unsubscribe on its way).
+   */
+  refreshAt(): number | undefined {
+    if (this.state !== 'active' && this.state !== 'pending') return undefined;
+    if (this.asked === 0 || this.expiresAt === 0) return undefined;
+    const granted = Math.min(this.params.expires * 1000, Math.max(0, this.expiresAt - this.askedAt));
+    return this.expiresAt - refreshMargin(granted);
+  }
+
   /** Whether a refresh should be sent now (an active or pending dialog close to its expiry). */
   refreshDue(now = Date.now()): boolean {
-    if (this.state !== 'active' && this.state !== 'pending') return false;
-    if (this.asked === 0) return false;
-    return now >= this.expiresAt - refreshMargin(this.params.expires * 1000);
+    const at = this.refreshAt();
+    return at !== undefined && now >= at;
   }
 
   /** Where the next request goes: the first route, else the remote target (RFC 3261 §8.1.2). */

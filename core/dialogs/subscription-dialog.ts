@@ -25,6 +25,44 @@ export interface SipSender {
   addressReady(proto: Protocol, peer: string): Promise<unknown> | undefined;
 }
 
+export type NotifyOutcome = '2xx' | '481' | 'timeout' | 'transport-error' | 'other';
+
+/** What a NOTIFY's outcome means for its subscription (RFC 6665 §4.2.2). */
+export interface NotifyResult {
+  /** The final status, 408 for a timeout and 503 for a transport failure. */
+  status: number;
+  kind: NotifyOutcome;
+  /** The subscription is over: 481, a transport failure, or a timeout when `timeoutEnds` (Kamailio's timeout_rm_subs). */
+  fatal: boolean;
+  /** For a failure: why, for the log. */
+  why: string;
+}
+
+export function notifyResult(outcome: ClientOutcome, timeoutEnds: boolean): NotifyResult {
+  const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
+  const kind: NotifyOutcome =
+    outcome.kind === 'timeout'
+      ? 'timeout'
+      : outcome.kind === 'transport-error'
+        ? 'transport-error'
+        : status < 300
+          ? '2xx'
+          : status === 481
+            ? '481'
+            : 'other';
+  const timedOut = outcome.kind === 'timeout' || status === 408;
+  const fatal = status === 481 || outcome.kind === 'transport-error' || (timedOut && timeoutEnds);
+  const why =
+    kind === '2xx'
+      ? ''
+      : outcome.kind === 'transport-error'
+        ? outcome.error.message
+        : outcome.kind === 'timeout'
+          ? 'timeout (Timer F)'
+          : `${status}`;
+  return { status, kind, fatal, why };
+}
+
 /** The dialog's last NOTIFY, for presence.explain: what left, when, and how it was answered. */
 export interface LastNotify {
   /** When it left (ms since epoch). */
@@ -126,7 +164,12 @@ export class NotifierDialog {
     const rec = this.record;
     const w = this.wire;
     if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
-    return (this.wire = new NotifyWire(rec, contact(rec.transport as Protocol, rec.sourceAddress)));
+    return (this.wire = new NotifyWire(rec, contact(rec.transport as Protocol, rec.sourceAddress), this.notifyHeaders));
+  }
+
+  /** Constant header lines every NOTIFY of this dialog carries besides the dialog's own (CRLF-ended); none here. */
+  protected get notifyHeaders(): string {
+    return '';
   }
 
   /** Whether the NOTIFY template exists (its Contact is fixed with the dialog's first NOTIFY). */

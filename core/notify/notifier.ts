@@ -14,7 +14,7 @@ import type { EventHub } from '../events.js';
 import type { StoreWriter } from '../store/interfaces.js';
 import { StoreWriteError } from '../store/store.js';
 import { LatencyHistogram } from '../../transport/sip-stats.js';
-import type { SipSender, Pending } from '../dialogs/subscription-dialog.js';
+import { notifyResult, type SipSender, type Pending, type NotifyOutcome } from '../dialogs/subscription-dialog.js';
 import type { LiveSubscription, Subscriptions } from '../state/subscriptions.js';
 import type { StateEvents } from '../state/watcher-info.js';
 import type { PackageRegistry } from '../packages/registry.js';
@@ -45,7 +45,7 @@ export interface NotifyStats {
   readonly changeToNotify: LatencyHistogram;
 }
 
-export type NotifyOutcome = '2xx' | '481' | 'timeout' | 'transport-error' | 'other';
+export type { NotifyOutcome };
 
 interface BodyEntry {
   body: Promise<string | undefined>;
@@ -332,24 +332,12 @@ export class Notifier {
   /** Act on a NOTIFY's outcome; a promise only when the subscription has to be forgotten. */
   private afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> | undefined {
     const rec = sub.record;
-    const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
+    const { status, kind, fatal, why } = notifyResult(outcome, this.deps.config.timeout_rm_subs === 1);
     if (sub.lastNotify) sub.lastNotify.status = status;
-    const kind: NotifyOutcome =
-      outcome.kind === 'timeout'
-        ? 'timeout'
-        : outcome.kind === 'transport-error'
-          ? 'transport-error'
-          : status < 300
-            ? '2xx'
-            : status === 481
-              ? '481'
-              : 'other';
     this.stats.outcomes.set(kind, (this.stats.outcomes.get(kind) ?? 0) + 1);
-    if (status >= 200 && status < 300) this.stats.sent++;
+    if (kind === '2xx') this.stats.sent++;
     else {
       this.stats.failed++;
-      const why =
-        outcome.kind === 'transport-error' ? outcome.error.message : outcome.kind === 'timeout' ? 'timeout (Timer F)' : `${status}`;
       if (sub.lastNotify) sub.lastNotify.why = why;
       this.deps.log.info(
         { callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why },
@@ -362,8 +350,6 @@ export class Notifier {
     }
     // RFC 6665 §4.2.2: 481 ends the subscription, and so does a transport failure; a timeout (Timer F or 408)
     // does when timeout_rm_subs = 1 (Kamailio's parameter, default 1).
-    const timedOut = outcome.kind === 'timeout' || status === 408;
-    const fatal = status === 481 || outcome.kind === 'transport-error' || (timedOut && this.deps.config.timeout_rm_subs === 1);
     if (fatal) {
       sub.settle();
       sub.fail();

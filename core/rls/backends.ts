@@ -177,11 +177,9 @@ export class Backends {
   private arm(b: Backend): void {
     if (b.timer) clearTimeout(b.timer);
     b.timer = undefined;
-    const d = b.dialog;
-    if (d.state !== 'active' && d.state !== 'pending') return;
-    if (d.expiresAt === 0) return;
-    const left = d.expiresAt - Date.now();
-    b.timer = setTimeout(() => this.refresh(b), Math.max(0, left - Math.min(left / 3, 30_000)));
+    const at = b.dialog.refreshAt();
+    if (at === undefined) return;
+    b.timer = setTimeout(() => this.refresh(b), Math.max(0, at - Date.now()));
     b.timer.unref();
   }
 

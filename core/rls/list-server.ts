@@ -28,9 +28,10 @@ import { ExpiryTimers } from '../timers.js';
 import { newTag } from '../ids.js';
 import { presentityKey, uriAor, dialogKey } from '../uris.js';
 import type { StateLimits } from '../limits.js';
-import { SCHEMA_VERSION, type Subscription } from '../store/records.js';
-import { NotifierDialog, type SipSender } from '../dialogs/subscription-dialog.js';
-import { NotifyWire } from '../dialogs/notify-wire.js';
+import type { Subscription } from '../store/records.js';
+import { grantedExpires, accepts, remoteTargetOf, dialogRecord } from '../dialogs/subscribe-request.js';
+import { ownStrings } from '../state/subscriptions.js';
+import { NotifierDialog, notifyResult, type SipSender } from '../dialogs/subscription-dialog.js';
 import type { PackageRegistry } from '../packages/registry.js';
 import { parseEventHeader, type AuthorizationOutcome, type EventPackage, type PackageContext } from '../packages/types.js';
 import { type ServiceLists, serviceKey as serviceKeyOf, type ListResource, type ResolvedService } from './lists.js';
@@ -105,7 +106,6 @@ export class ListSubscription extends NotifierDialog {
   lastSentAt = 0;
   timer: NodeJS.Timeout | undefined;
   private instances = 0;
-  private listWire: NotifyWire | undefined;
 
   constructor(record: Subscription, service: ResolvedService) {
     super(record);
@@ -122,30 +122,16 @@ export class ListSubscription extends NotifierDialog {
     return ++this.instances;
   }
 
-  /** The dialog's NOTIFY template, with `Require: eventlist` (RFC 4662 §4.3); rebuilt after a target refresh. */
-  wireFor(contact: (proto: Protocol, peer?: string) => string): NotifyWire {
-    const rec = this.record;
-    const w = this.listWire;
-    if (w && w.remoteTarget === rec.remoteTarget && w.flowId === rec.flowId) return w;
-    return (this.listWire = new NotifyWire(rec, contact(rec.transport as Protocol, rec.sourceAddress), 'Require: eventlist\r\n'));
+  /** Every list NOTIFY says `Require: eventlist` (RFC 4662 §4.3). */
+  protected override get notifyHeaders(): string {
+    return 'Require: eventlist\r\n';
   }
 }
 
-/** Merged-request memory (RFC 3261 §8.2.2.2) and dialog lookups are keyed like the presence server's. */
+/** Whether the subscriber supports resource lists (RFC 4662 §4.1: eventlist in Supported). */
 function supportsEventlist(req: SipRequest): boolean {
   for (const v of req.headers.getAll('supported')) for (const t of v.split(',')) if (t.trim().toLowerCase() === 'eventlist') return true;
   return false;
-}
-
-/** Whether an Accept header allows list NOTIFYs (multipart/related, RFC 4662 §4.1 asks the subscriber to list it). */
-function acceptsMultipart(accept: string[]): boolean {
-  if (accept.length === 0) return true;
-  return accept.some((v) =>
-    v.split(',').some((a) => {
-      const range = a.split(';')[0]!.trim().toLowerCase();
-      return range === 'multipart/related' || range === 'multipart/*' || range === '*/*';
-    }),
-  );
 }
 
 /** A UDP datagram's payload (65,507 bytes) less room for a NOTIFY's headers (a long route set included). */
@@ -271,23 +257,6 @@ export class ListServer {
     return pkg;
   }
 
-  private expiresOf(req: SipRequest): number {
-    const { config } = this.deps;
-    let requested: number | undefined;
-    try {
-      requested = req.intHeader('expires');
-    } catch {
-      throw new SipError(400, 'Malformed Expires header');
-    }
-    if (requested === undefined) return Math.min(config.default_expires, config.rls_max_expires);
-    if (requested === 0) return 0;
-    if (requested < config.min_expires) {
-      if (config.min_expires_action === 1) throw new SipError(423, 'Interval Too Brief', [['min-expires', String(config.min_expires)]]);
-      return config.min_expires;
-    }
-    return Math.min(requested, config.rls_max_expires);
-  }
-
   private async initial(incoming: IncomingRequest): Promise<SipResponse | void> {
     const req = incoming.request;
     const { config, store, log } = this.deps;
@@ -296,18 +265,12 @@ export class ListServer {
     const pkg = this.packageFor(req, service);
     // RFC 4662 §4.1: a list is served only to a subscriber that supports the extension.
     if (!supportsEventlist(req)) throw new SipError(421, 'Extension Required', [['require', 'eventlist']]);
+    // RFC 4662 §4.1 asks the subscriber to list multipart/related in Accept.
     const accept = req.headers.getAll('accept');
-    if (!acceptsMultipart(accept)) throw new SipError(406, 'Not Acceptable', [['accept', 'multipart/related, application/rlmi+xml']]);
-    const contacts = req.headers.getAll('contact');
-    if (contacts.length !== 1)
-      throw new SipError(400, contacts.length === 0 ? 'Missing Contact header' : 'More than one Contact in SUBSCRIBE');
-    let remoteTarget: string;
-    try {
-      remoteTarget = NameAddr.parse(contacts[0]!).uri.toString();
-    } catch {
-      throw new SipError(400, 'Malformed Contact header');
-    }
-    const expires = this.expiresOf(req);
+    if (accept.length > 0 && !accepts(accept, 'multipart/related'))
+      throw new SipError(406, 'Not Acceptable', [['accept', 'multipart/related, application/rlmi+xml']]);
+    const remoteTarget = remoteTargetOf(req);
+    const expires = grantedExpires(req, this.deps.config, this.deps.config.rls_max_expires);
     const from = req.from;
     // Limits (core/limits.ts): a list counts once toward its subscriber's subscriptions, and each of
     // its resources toward the node's total (what a list of 1,000 costs is 1,000 watchers' state).
@@ -320,43 +283,24 @@ export class ListServer {
     const event = parseEventHeader(req.headers.get('event') ?? '');
     const now = Date.now();
     const localTag = newTag(config.to_tag_pref);
-    const record: Subscription = {
-      schema: SCHEMA_VERSION,
-      id: localTag,
-      presentityUri: service.uri,
-      event: pkg.name,
-      eventId: event?.id ?? '',
-      watcherUri: from.uri.toString(),
-      watcherDisplay: from.displayName ?? '',
-      callId: req.callId,
-      localTag,
-      remoteTag: from.tag ?? '',
-      remoteCseq: req.cseq.seq,
-      localCseq: 0,
-      routeSet: req.headers.getAll('record-route'),
-      remoteTarget,
-      transport: incoming.source.proto,
-      flowId: incoming.source.flow?.id ?? '',
-      sourceAddress: incoming.source.address,
-      sourcePort: incoming.source.port,
-      expiresAt: now + expires * 1000,
-      state: 'active',
-      reason: '',
-      localUri: req.to.uri.toString(),
-      accept: accept.join(', '),
-      winfoVersion: 0,
-      createdAt: now,
-      subHandling: 'allow',
-      minInterval: 0,
-      maxInterval: 0,
-      eventView: '',
-      winfoId: '',
-    };
-    for (const k of Object.keys(record) as Array<keyof Subscription>) {
-      const v = record[k];
-      if (typeof v === 'string') (record as unknown as Record<string, unknown>)[k] = ownString(v);
-    }
-    record.routeSet = record.routeSet.map(ownString);
+    const record = dialogRecord(
+      incoming,
+      {
+        localTag,
+        presentityUri: service.uri,
+        event: pkg.name,
+        eventId: event?.id ?? '',
+        remoteTarget,
+        expires,
+        state: 'active',
+        subHandling: 'allow',
+        minInterval: 0,
+        maxInterval: 0,
+        eventView: '',
+      },
+      now,
+    );
+    ownStrings(record);
     const sub = new ListSubscription(record, service);
     const res = this.okResponse(incoming, localTag, expires);
     if (expires === 0) {
@@ -424,7 +368,7 @@ export class ListServer {
     const rec = sub.record;
     const cseq = req.cseq.seq;
     if (cseq < rec.remoteCseq) throw new SipError(500, 'CSeq Out Of Order');
-    const expires = this.expiresOf(req);
+    const expires = grantedExpires(req, this.deps.config, this.deps.config.rls_max_expires);
     let remoteTarget = rec.remoteTarget;
     const contact = req.headers.getAll('contact')[0];
     if (contact && expires !== 0) {
@@ -728,11 +672,11 @@ export class ListServer {
         let state: string;
         if (final !== undefined && last) state = `terminated;reason=${final}`;
         else {
-          state = `active;expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
+          state = sub.activeState();
           if (this.byId.has(sub.id)) await this.deps.store.putListSubscription(rec); // version and CSeq survive a restart
         }
         sub.lastSentAt = Date.now();
-        const wire = sub.wireFor(this.contactOf);
+        const wire = sub.template(this.contactOf);
         const outcome = await this.deps.sender.sendRequest(
           wire.request(cseq, state, Buffer.from(b.body, 'utf8'), b.contentType),
           wire.target,
@@ -760,17 +704,13 @@ export class ListServer {
 
   /** Whether the subscription lives on after this NOTIFY's outcome (481, transport failure, timeout end it). */
   private afterOutcome(sub: ListSubscription, outcome: ClientOutcome): boolean {
-    const status = outcome.kind === 'response' ? outcome.response.status : outcome.kind === 'timeout' ? 408 : 503;
-    if (status >= 200 && status < 300) {
+    const { status, kind, fatal, why } = notifyResult(outcome, this.deps.config.timeout_rm_subs === 1);
+    if (kind === '2xx') {
       this.stats.notifies++;
       return true;
     }
     this.stats.failed++;
-    const fatal =
-      status === 481 ||
-      outcome.kind === 'transport-error' ||
-      ((outcome.kind === 'timeout' || status === 408) && this.deps.config.timeout_rm_subs === 1);
-    this.deps.log.info({ callId: sub.record.callId, service: sub.record.presentityUri, status }, 'list NOTIFY not accepted');
+    this.deps.log.info({ callId: sub.record.callId, service: sub.record.presentityUri, status, why }, 'list NOTIFY not accepted');
     if (fatal && !sub.ended) {
       this.deps.store.removeListSubscription(sub.id).catch(() => undefined);
       this.end(sub, undefined, `NOTIFY answered ${status}`);

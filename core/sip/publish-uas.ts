@@ -14,7 +14,7 @@ import type { EventPackage, PackageContext } from '../packages/types.js';
 import { SipError } from '../errors.js';
 import { newEntityTag } from '../ids.js';
 import { presentityOf, presentityKey } from '../uris.js';
-import { grantedExpires } from './expires.js';
+import { grantedExpires } from '../dialogs/subscribe-request.js';
 import { ownPublication, type StateLimits } from '../limits.js';
 
 export interface PublishUasDeps {

@@ -11,7 +11,7 @@ import { ownString } from '../../transport/message.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { StateStore } from '../store/interfaces.js';
-import { SCHEMA_VERSION, type Subscription } from '../store/records.js';
+import type { Subscription } from '../store/records.js';
 import { requestedIntervals } from '../dialogs/rate-control.js';
 import { LiveSubscription, ownStrings, type Subscriptions } from '../state/subscriptions.js';
 import type { WatcherInfo } from '../state/watcher-info.js';
@@ -24,7 +24,7 @@ import { SipError } from '../errors.js';
 import { ExpiryTimers } from '../timers.js';
 import { newTag } from '../ids.js';
 import { presentityOf } from '../uris.js';
-import { grantedExpires } from './expires.js';
+import { grantedExpires, accepts, remoteTargetOf, dialogRecord } from '../dialogs/subscribe-request.js';
 
 export interface SubscribeUasDeps {
   config: Config;
@@ -37,28 +37,6 @@ export interface SubscribeUasDeps {
   authorization: Authorization;
   /** Subscription limits per watcher and in total (core/limits.ts). */
   limits?: StateLimits;
-}
-
-/**
- * Accept matching (RFC 3261 §20.1, HTTP semantics): the most specific media range that matches
- * (the type, then type/*, then * / *) decides, and q=0 on it means "not acceptable".
- */
-function accepts(accept: string[], type: string): boolean {
-  const wildcard = `${type.split('/')[0]}/*`;
-  let best = -1; // 2 exact, 1 type/*, 0 */*
-  let acceptable = false;
-  for (const a of accept) {
-    const semi = a.indexOf(';');
-    const range = (semi === -1 ? a : a.slice(0, semi)).trim().toLowerCase();
-    const rank = range === type ? 2 : range === wildcard ? 1 : range === '*/*' ? 0 : -1;
-    if (rank < best || rank === -1) continue;
-    const q = semi === -1 ? undefined : /(?:^|;)\s*q\s*=\s*([0-9.]+)/i.exec(a.slice(semi))?.[1];
-    const ok = q === undefined || Number(q) > 0;
-    // Of two ranges equally specific, one that accepts wins.
-    acceptable = rank > best ? ok : acceptable || ok;
-    best = rank;
-  }
-  return acceptable;
 }
 
 /** Merged-request memory (RFC 3261 §8.2.2.2): how long an initial SUBSCRIBE's identity is kept. */
@@ -89,15 +67,7 @@ export class SubscribeUas {
     if (acceptValues.length > 0 && !accepts(acceptValues, pkg.notifyType)) {
       throw new SipError(406, 'Not Acceptable', [['accept', pkg.notifyType]]);
     }
-    const contacts = req.headers.getAll('contact');
-    if (contacts.length === 0) throw new SipError(400, 'Missing Contact header');
-    if (contacts.length > 1) throw new SipError(400, 'More than one Contact in SUBSCRIBE');
-    let remoteTarget: string;
-    try {
-      remoteTarget = NameAddr.parse(contacts[0]!).uri.toString();
-    } catch {
-      throw new SipError(400, 'Malformed Contact header');
-    }
+    const remoteTarget = remoteTargetOf(req);
     const from = req.from;
     // RFC 4475 §3.4.1: an RFC 2543 peer sends no From tag; its dialog is keyed with an empty one.
     const fromTag = from.tag ?? '';
@@ -128,46 +98,27 @@ export class SubscribeUas {
     const remembered: { branch: string; subId?: string } = { branch: ownString(branch) };
     this.recentInitial.set(mergeKey, now + MERGE_WINDOW_MS, remembered);
 
-    const watcherUri = from.uri.toString();
     const auth = await this.deps.authorization.evaluate(presentityUri, from.uri.aor, pkg);
     if (auth.handling === 'block') throw new SipError(403, 'Forbidden');
 
     const localTag = newTag(config.to_tag_pref);
-    // Every field the record will ever have is written here, `schema` (stamped by the store's
-    // encoder) and `winfoId` (set below) included: a property added later costs each of the
-    // node's records a separate property array (about 50 bytes).
-    const record: Subscription = {
-      schema: SCHEMA_VERSION,
-      id: localTag,
-      presentityUri,
-      event: pkg.name,
-      eventId: event?.id ?? '',
-      watcherUri,
-      watcherDisplay: from.displayName ?? '',
-      callId: req.callId,
-      localTag,
-      remoteTag: fromTag,
-      remoteCseq: cseq.seq,
-      localCseq: 0,
-      routeSet: req.headers.getAll('record-route'),
-      remoteTarget,
-      transport: incoming.source.proto,
-      flowId: incoming.source.flow?.id ?? '',
-      sourceAddress: incoming.source.address,
-      sourcePort: incoming.source.port,
-      expiresAt: now + expires * 1000,
-      state: auth.handling === 'confirm' ? 'pending' : 'active',
-      reason: '',
-      localUri: req.to.uri.toString(),
-      accept: acceptValues.join(', '),
-      winfoVersion: 0,
-      createdAt: now,
-      subHandling: auth.handling,
-      minInterval: rate.minInterval,
-      maxInterval: rate.maxInterval,
-      eventView: event && pkg.viewOf ? pkg.viewOf(event.params) : '',
-      winfoId: '',
-    };
+    const record = dialogRecord(
+      incoming,
+      {
+        localTag,
+        presentityUri,
+        event: pkg.name,
+        eventId: event?.id ?? '',
+        remoteTarget,
+        expires,
+        state: auth.handling === 'confirm' ? 'pending' : 'active',
+        subHandling: auth.handling,
+        minInterval: rate.minInterval,
+        maxInterval: rate.maxInterval,
+        eventView: event && pkg.viewOf ? pkg.viewOf(event.params) : '',
+      },
+      now,
+    );
     ownStrings(record);
     const sub = new LiveSubscription(record);
     sub.bodyKey = auth.bodyKey;
@@ -189,7 +140,15 @@ export class SubscribeUas {
     subscriptions.add(sub);
     remembered.subId = record.id;
     this.deps.log.info(
-      { callId: req.callId, presentityUri, watcherUri, event: pkg.name, state: record.state, expires, ...rateLog(record) },
+      {
+        callId: req.callId,
+        presentityUri,
+        watcherUri: record.watcherUri,
+        event: pkg.name,
+        state: record.state,
+        expires,
+        ...rateLog(record),
+      },
       'subscription created',
     );
     notifier.schedule(sub, { kind: 'state', immediate: true });

@@ -6,7 +6,8 @@
  */
 import type { StoreReader } from '../store/interfaces.js';
 import type { WorkerPool } from '../pool.js';
-import { parseXcapUri, sameXui, type XcapUri } from './uri.js';
+import { parseXcapUri, type XcapUri } from './uri.js';
+import { sameXui } from '../uris.js';
 import type { NodeSelector } from '../../workers/xcap.js';
 import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { USAGE_BY_AUID } from './auids.js';

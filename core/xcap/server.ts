@@ -28,7 +28,8 @@ import type { XcapDocument } from '../store/records.js';
 import type { NodeSelector, XcapFailure, RlsService } from '../../workers/xcap.js';
 import { USAGE_BY_AUID, xcapCapsDocument, XCAP_EL_TYPE, XCAP_ATT_TYPE, type AppUsage } from './auids.js';
 import { XcapError, xcapErrors, failureToError, STATUS_TEXT } from './errors.js';
-import { parseXcapUri, sameXui, type XcapUri } from './uri.js';
+import { parseXcapUri, type XcapUri } from './uri.js';
+import { sameXui } from '../uris.js';
 import { parseNodeSelector, parseNamespaceBindings } from './selectors.js';
 import { evaluatePreconditions, quoteEtag } from './conditional.js';
 import { DigestAuth } from './auth.js';
@@ -50,6 +51,8 @@ export interface XcapServerDeps {
   log: Logger;
   /** Called after a committed change of any document (PUT, DELETE, node PUT/DELETE). */
   onDocumentChanged: (change: XcapChange) => void;
+  /** The rls-services directory (global index, uniqueness), shared with the list server; one of its own otherwise. */
+  rlsServices?: RlsServicesDirectory;
 }
 
 /** What the handler uses of a request. */
@@ -136,7 +139,7 @@ export class XcapServer {
   constructor(private readonly deps: XcapServerDeps) {
     const { config } = deps;
     if (config.xcap_auth === 'digest') this.digest = new DigestAuth(config.xcap_auth_realm, config.xcap_auth_users);
-    this.rls = new RlsServicesDirectory(deps.store, deps.pool, deps.log);
+    this.rls = deps.rlsServices ?? new RlsServicesDirectory(deps.store, deps.pool, deps.log);
     const body = xcapCapsDocument();
     this.caps = { body, etag: createHash('sha1').update(body).digest('base64url').slice(0, 16) };
   }

@@ -99,5 +99,3 @@ export function documentPathOf(root: string, auid: string, xui: string, name: st
   const doc = name.split('/').map(encodeURIComponent).join('/');
   return xui ? `${root}/${auid}/users/${encodeXui(xui)}/${doc}` : `${root}/${auid}/global/${doc}`;
 }
-
-export { sameXui } from '../uris.js';

@@ -10,6 +10,8 @@ import { TestUa } from '../support/sip-ua.js';
 import { publish, pidf, subscribe, subState, subscribeWinfo, parseWinfo, putRules, rules } from '../support/presence.js';
 import { Xcap, CT, NS } from '../support/xcap-http.js';
 import type { SipRequest } from '../../transport/message.js';
+import { parseListNotify, type MimePart } from '../support/rlmi.js';
+import { rlsServices, entry } from '../support/rls.js';
 
 let node: RunningNode;
 let xcap: Xcap;
@@ -21,65 +23,30 @@ after(async () => {
   await node.stop();
 });
 
+/** An rls-services document of presence lists, service URI → its entries (test/support/rls.ts writes it). */
 function rlsDoc(services: Record<string, string[]>): string {
-  let x = `<?xml version="1.0" encoding="UTF-8"?>\n<rls-services xmlns="${NS.rls}" xmlns:rl="${NS.rl}">\n`;
-  for (const [uri, entries] of Object.entries(services)) {
-    x += `<service uri="${uri}"><list name="l">${entries.map((e) => `<rl:entry uri="${e}"/>`).join('')}</list><packages><package>presence</package></packages></service>\n`;
-  }
-  return x + '</rls-services>\n';
+  return rlsServices(
+    Object.entries(services).map(([uri, entries]) => ({ uri, list: entries.map((e) => entry(e)).join(''), packages: ['presence'] })),
+  );
 }
 
-interface Part {
-  headers: Map<string, string>;
-  body: string;
-}
-
-/** Split a multipart/related body by the boundary of its Content-Type (RFC 2046 §5.1.1). */
-function parts(n: SipRequest): { start: string; parts: Part[] } {
-  const ct = n.headers.get('content-type') ?? '';
-  const boundary = /boundary="?([^";]+)"?/.exec(ct)?.[1];
-  const start = /start="?<([^">]+)>"?/.exec(ct)?.[1] ?? '';
-  assert.ok(boundary, `no boundary in ${ct}`);
-  const text = n.body.toString('utf8');
-  assert.ok(text.endsWith(`--${boundary}--\r\n`), 'closing delimiter');
-  const chunks = text
-    .slice(0, text.lastIndexOf(`\r\n--${boundary}--`))
-    .split(`--${boundary}\r\n`)
-    .slice(1);
-  return {
-    start,
-    parts: chunks.map((c) => {
-      const end = c.indexOf('\r\n\r\n');
-      const headers = new Map<string, string>();
-      for (const line of c.slice(0, end).split('\r\n')) {
-        const i = line.indexOf(':');
-        headers.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
-      }
-      return { headers, body: c.slice(end + 4).replace(/\r\n$/, '') };
-    }),
-  };
-}
-
+/**
+ * A list NOTIFY as these tests read it, through the strict reader of test/support/rlmi.ts (it
+ * refuses a body whose framing, start, root type or cids are wrong): each resource's first
+ * instance, and the parts other than the root.
+ */
 function rlmi(n: SipRequest): {
   version: number;
   fullState: boolean;
   resources: Array<{ uri: string; state?: string; cid?: string }>;
-  parts: Part[];
+  parts: MimePart[];
 } {
-  const p = parts(n);
-  const root = p.parts.find((x) => x.headers.get('content-id') === `<${p.start}>`);
-  assert.ok(root, 'root part named by start');
-  assert.match(root.headers.get('content-type') ?? '', /^application\/rlmi\+xml/);
-  const list = /<list [^>]*>/.exec(root.body)![0];
-  const resources = [...root.body.matchAll(/<resource uri="([^"]+)">([\s\S]*?)<\/resource>/g)].map((m) => {
-    const inst = /<instance [^>]*>/.exec(m[2]!)?.[0] ?? '';
-    return { uri: m[1]!, state: /state="([^"]+)"/.exec(inst)?.[1], cid: /cid="([^"]+)"/.exec(inst)?.[1] };
-  });
+  const l = parseListNotify(n);
   return {
-    version: Number(/version="(\d+)"/.exec(list)![1]),
-    fullState: /fullState="true"/.test(list),
-    resources,
-    parts: p.parts,
+    version: l.list.version,
+    fullState: l.list.fullState,
+    resources: l.list.resources.map((r) => ({ uri: r.uri, state: r.instances[0]?.state, cid: r.instances[0]?.cid })),
+    parts: [...l.parts.values()],
   };
 }
 
