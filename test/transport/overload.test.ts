@@ -17,8 +17,9 @@ import { readFileSync } from 'node:fs';
 import { SipResponse, type SipRequest } from '../../transport/message.js';
 import { OverloadGuard, Refusals, udpQueueOf, udpReceiveQueue } from '../../transport/overload.js';
 import { startNode, type RunningNode } from '../support/node.js';
-import { TestUa } from '../support/sip-ua.js';
+import type { TestUa } from '../support/sip-ua.js';
 import { fleet } from '../support/fleet.js';
+import { backstop } from '../support/wait.js';
 import { pidf, publish, uniqueUri } from '../support/presence.js';
 
 const { node, ua } = fleet({ limit_log_interval: 86400 });
@@ -47,6 +48,26 @@ function finalTo(u: TestUa, req: SipRequest): Promise<SipResponse> {
       `response to ${req.method}`,
     )
     .then((r) => r.message as SipResponse);
+}
+
+/** Datagrams the kernel dropped at the UDP sockets bound to `ports` (the last column of /proc/net/udp). */
+function udpDrops(ports: readonly number[]): number {
+  let total = 0;
+  for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 13 || !f[0]!.endsWith(':')) continue;
+    if (ports.includes(parseInt(f[1]!.slice(f[1]!.lastIndexOf(':') + 1), 16))) total += Number(f[f.length - 1]);
+  }
+  return total;
+}
+
+async function waitUntil(cond: () => boolean, what: string): Promise<void> {
+  const backstopMs = backstop();
+  const deadline = performance.now() + backstopMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${backstopMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 async function metric(n: RunningNode, name: string, label: string): Promise<number> {
@@ -252,7 +273,18 @@ test('requests that waited in a full UDP receive queue: the excess gets 503 + Re
     while (!cond()) await new Promise((resolve) => setTimeout(resolve, 2));
   };
   const reqs = Array.from({ length: 300 }, () => u.build({ method: 'OPTIONS', uri: `sip:127.0.0.1:${n.udpPort}` }));
-  const answers = reqs.map((r) => finalTo(u, r));
+  // A datagram the kernel drops (the node's queue, or ours when 300 answers arrive while this
+  // process waits for a busy core) is counted by the kernel; this UA does not retransmit, so the
+  // count stands in for "the answer was lost on the way", and every other request must be answered.
+  const dropsBefore = udpDrops([n.udpPort, u.localPort]);
+  const branches = new Set<string | undefined>(reqs.map((r) => r.topVia.branch));
+  const answered = (): SipResponse[] => {
+    const byBranch = new Map<string | undefined, SipResponse>();
+    for (const { message: m } of u.received) {
+      if (m instanceof SipResponse && m.status >= 200 && branches.has(m.topVia.branch)) byBranch.set(m.topVia.branch, m);
+    }
+    return [...byBranch.values()];
+  };
   // The node stops reading: everything sent now waits in its socket's receive queue.
   process.kill(n.pid, 'SIGSTOP');
   try {
@@ -265,7 +297,14 @@ test('requests that waited in a full UDP receive queue: the excess gets 503 + Re
   } finally {
     process.kill(n.pid, 'SIGCONT');
   }
-  const res = await Promise.all(answers);
+  let dropped = 0;
+  let res: SipResponse[] = [];
+  await waitUntil(() => {
+    dropped = udpDrops([n.udpPort, u.localPort]) - dropsBefore;
+    res = answered();
+    return res.length + dropped >= 300;
+  }, 'every request answered or counted as dropped by the kernel');
+  assert.equal(res.length + dropped, 300, `${res.length} answered, ${dropped} dropped by the kernel`);
   const statuses = res.map((r) => r.status);
   assert.ok(
     statuses.every((s) => s === 200 || s === 503),
@@ -275,8 +314,10 @@ test('requests that waited in a full UDP receive queue: the excess gets 503 + Re
   assert.ok(refused.length > 0, 'the excess is refused');
   assert.ok(refused.length < 300, 'what the node read before it saw the queue was served');
   for (const r of refused) assert.equal(r.headers.get('retry-after'), '2');
-  assert.equal(await metric(n, 'presenced_limit_refusals_total', 'overload_max_udp_queue'), refused.length);
-  t.diagnostic(`${300 - refused.length} served, ${refused.length} refused`);
+  // A refusal whose 503 the kernel dropped is still counted by the node.
+  const counted = await metric(n, 'presenced_limit_refusals_total', 'overload_max_udp_queue');
+  assert.ok(counted >= refused.length && counted <= refused.length + dropped, `${counted} refusals counted`);
+  t.diagnostic(`${res.length - refused.length} served, ${refused.length} refused, ${dropped} dropped by the kernel`);
   // Once the node has seen its queue empty again, the next request is taken.
   const queueGauge = async (): Promise<number> => {
     const text = await (await fetch(`http://127.0.0.1:${n.rpcPort}/metrics`)).text();
