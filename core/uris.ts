@@ -41,7 +41,8 @@ export function dialogKey(callId: string, localTag: string, remoteTag: string): 
 /** The address of record of a (name-addr or bare) URI; the text itself when it does not parse. */
 export function uriAor(uri: string): string {
   try {
-    return NameAddr.parse(uri).uri.aor;
+    const aor = NameAddr.parse(uri).uri.aor;
+    return aor === uri ? uri : aor; // the caller's string when it is one already: no copy to keep
   } catch {
     return uri;
   }

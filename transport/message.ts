@@ -402,6 +402,22 @@ export function ownString(s: string): string {
   return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
 }
 
+const fewValues = new Map<string, string>();
+/** Bound on the values sharedString() keeps: past it, each caller gets a copy of its own. */
+const FEW_VALUES_MAX = 4096;
+
+/**
+ * One flat copy for a value that many long-lived records hold and that has few distinct values
+ * across a node (a proxy's address, "presence", "udp", our Contact): every holder shares it.
+ */
+export function sharedString(v: string): string {
+  let s = fewValues.get(v);
+  if (s !== undefined) return s;
+  s = ownString(v);
+  if (fewValues.size < FEW_VALUES_MAX) fewValues.set(s, s);
+  return s;
+}
+
 /**
  * A request as the stack sends it in a client transaction: the stack chooses the top Via
  * (branch, sent-by) and asks for the bytes once. SipRequest is one; a transaction user with a

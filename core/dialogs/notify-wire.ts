@@ -1,9 +1,9 @@
 /**
  * The wire form of one subscription dialog's NOTIFYs (RFC 6665 §4.2.2, RFC 3261 §12.2.1.1): where
- * they go and the constant part of their headers, serialised once per dialog (and again only
- * after a target refresh); a NOTIFY then only adds its Via, CSeq, Subscription-State and body.
+ * they go, resolved once per dialog (and again only after a target refresh), and their bytes,
+ * written from the dialog's record with the Via, CSeq, Subscription-State and body of each NOTIFY.
  */
-import { ownString, type OutgoingRequest } from '../../transport/message.js';
+import { sharedString, type OutgoingRequest } from '../../transport/message.js';
 import { SipUri, NameAddr } from '../../transport/uri.js';
 import type { Target, Protocol } from '../../transport/flows.js';
 import type { Subscription } from '../store/records.js';
@@ -16,7 +16,7 @@ export function dialogTarget(routeSet: readonly string[], remoteTarget: string):
 
 function targetOf(uri: SipUri): Target {
   const proto = uri.transport as Protocol;
-  return { proto, host: uri.host, port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
+  return { proto, host: sharedString(uri.host), port: uri.port ?? (proto === 'tls' || proto === 'wss' ? 5061 : 5060) };
 }
 
 /**
@@ -47,28 +47,30 @@ export function notifyTarget(rec: Subscription): Target {
 }
 
 /**
- * The constant part of one dialog's NOTIFYs (RFC 6665 §4.2.2, RFC 3261 §12.2.1.1): Request-URI,
- * Route set, From/To with tags, Call-ID, Contact and Event, serialised once. A NOTIFY then only
- * adds its Via (the stack's), CSeq, Subscription-State and body.
+ * Where one dialog's NOTIFYs go and what they carry besides the dialog's record (RFC 6665
+ * §4.2.2, RFC 3261 §12.2.1.1): the target, resolved once (a URI parse), our Contact, fixed with
+ * the dialog's first NOTIFY, and constant extra header lines. The header lines of the dialog
+ * (Request-URI, Route set, From/To with tags, Call-ID, Event) are written from the record at
+ * each NOTIFY: kept serialised they cost about 330 bytes per subscription, written they cost a
+ * concatenation (`npm run bench -- --only micro --filter notify`).
  */
 export class NotifyWire {
+  /** The remote target and flow the wire was made for: a target refresh or a new flow makes a new one. */
   readonly remoteTarget: string;
   readonly flowId: string;
   readonly target: Target;
-  private readonly startLine: string;
-  private readonly dialogHeaders: string;
+  private readonly contact: string;
 
   /** `extraHeaders`: more constant header lines, each ending in CRLF (a list's `Require: eventlist`). */
-  constructor(rec: Subscription, contact: string, extraHeaders = '') {
+  constructor(
+    private readonly rec: Subscription,
+    contact: string,
+    private readonly extraHeaders = '',
+  ) {
     this.remoteTarget = rec.remoteTarget;
     this.flowId = rec.flowId;
     this.target = notifyTarget(rec);
-    const { requestUri, routes } = dialogRouting(rec.routeSet, rec.remoteTarget);
-    this.startLine = ownString(`NOTIFY ${requestUri} SIP/2.0\r\nVia: `);
-    let h = `\r\nMax-Forwards: 70\r\nFrom: <${rec.localUri}>;tag=${rec.localTag}\r\nTo: <${rec.watcherUri}>${rec.remoteTag ? ';tag=' + rec.remoteTag : ''}\r\nCall-ID: ${rec.callId}\r\n`;
-    for (const r of routes) h += `Route: ${r}\r\n`;
-    h += `Contact: ${contact}\r\nEvent: ${rec.eventId ? `${rec.event};id=${rec.eventId}` : rec.event}\r\n${extraHeaders}`;
-    this.dialogHeaders = ownString(h);
+    this.contact = sharedString(contact);
   }
 
   /** One NOTIFY of this dialog. `body` is shared between watchers and never written to. */
@@ -77,7 +79,35 @@ export class NotifyWire {
   }
 
   serialize(via: string, cseq: number, state: string, body: Buffer | undefined, contentType: string | undefined): Buffer {
-    let head = this.startLine + via + this.dialogHeaders + 'CSeq: ' + cseq + ' NOTIFY\r\nSubscription-State: ' + state + '\r\n';
+    const rec = this.rec;
+    let head: string;
+    if (rec.routeSet.length === 0) head = 'NOTIFY ' + rec.remoteTarget + ' SIP/2.0\r\nVia: ' + via + '\r\nMax-Forwards: 70\r\n';
+    else {
+      const { requestUri, routes } = dialogRouting(rec.routeSet, rec.remoteTarget);
+      head = 'NOTIFY ' + requestUri + ' SIP/2.0\r\nVia: ' + via + '\r\nMax-Forwards: 70\r\n';
+      for (const r of routes) head += 'Route: ' + r + '\r\n';
+    }
+    head +=
+      'From: <' +
+      rec.localUri +
+      '>;tag=' +
+      rec.localTag +
+      '\r\nTo: <' +
+      rec.watcherUri +
+      (rec.remoteTag ? '>;tag=' + rec.remoteTag : '>') +
+      '\r\nCall-ID: ' +
+      rec.callId +
+      '\r\nContact: ' +
+      this.contact +
+      '\r\nEvent: ' +
+      (rec.eventId ? rec.event + ';id=' + rec.eventId : rec.event) +
+      '\r\n' +
+      this.extraHeaders +
+      'CSeq: ' +
+      cseq +
+      ' NOTIFY\r\nSubscription-State: ' +
+      state +
+      '\r\n';
     if (body === undefined) return Buffer.from(head + 'Content-Length: 0\r\n\r\n', 'utf8');
     head += 'Content-Type: ' + (contentType ?? 'application/octet-stream') + '\r\nContent-Length: ' + body.length + '\r\n\r\n';
     const headLength = Buffer.byteLength(head, 'utf8');

@@ -5,7 +5,7 @@
  * (`subscription.changed`, `subscription.ended`); the notifier and watcher info listen. The
  * SUBSCRIBE transaction itself is sip/subscribe-uas.ts.
  */
-import { ownString } from '../../transport/message.js';
+import { ownString, sharedString } from '../../transport/message.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { EventHub } from '../events.js';
@@ -69,17 +69,9 @@ const REMOVAL_RETRY_MS = 5000;
 
 /** Record fields with few distinct values across a node (a proxy's address, "presence", "udp"): one copy each. */
 const FEW_VALUES = new Set(['event', 'transport', 'sourceAddress', 'state', 'reason', 'accept', 'subHandling']);
-const fewValues = new Map<string, string>();
-/** Bound on the copies kept: past it, values are owned per record as the rest. */
-const FEW_VALUES_MAX = 4096;
 
-function shared(v: string): string {
-  let s = fewValues.get(v);
-  if (s !== undefined) return s;
-  s = ownString(v);
-  if (fewValues.size < FEW_VALUES_MAX) fewValues.set(s, s);
-  return s;
-}
+/** The route set of every dialog without one (never written to: a dialog's route set is fixed). */
+const NO_ROUTES = Object.freeze([]) as unknown as string[];
 
 /**
  * Every string of a subscription record made its own (see ownString()), and those with few
@@ -89,9 +81,11 @@ export function ownStrings(rec: Subscription): void {
   const r = rec as unknown as Record<string, unknown>;
   for (const k of Object.keys(r)) {
     const v = r[k];
-    if (typeof v === 'string') r[k] = FEW_VALUES.has(k) ? shared(v) : ownString(v);
+    if (typeof v === 'string') r[k] = FEW_VALUES.has(k) ? sharedString(v) : ownString(v);
   }
-  rec.routeSet = rec.routeSet.map(ownString); // Record-Route often carries per-dialog parameters
+  if (rec.id === rec.localTag) rec.id = rec.localTag; // the id is our tag: one string
+  // Record-Route often carries per-dialog parameters; most dialogs have none and share one empty array.
+  rec.routeSet = rec.routeSet.length === 0 ? NO_ROUTES : rec.routeSet.map(ownString);
 }
 
 /** A new watcher of a presentity takes the presentity's strings from one already watching it. */

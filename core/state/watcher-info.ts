@@ -82,7 +82,7 @@ export class WatcherInfo {
    * Live presence subscriptions by presentity and watcher AOR: the subscription, or a set when
    * the watcher subscribes from several devices. (Each one's winfo state is its `winfo`.)
    */
-  private readonly byWatcher = new Map<string, LiveSubscription | Set<LiveSubscription>>();
+  private readonly byWatcher = new Map<string, Map<string, LiveSubscription | Set<LiveSubscription>>>();
   /** Waiting entries: presentity URI → watcher AOR → record (as stored). */
   private readonly waiting = new Map<string, Map<string, WatcherAuth>>();
   private readonly giveupTimers = new ExpiryTimers<WatcherAuth>((w) => this.end(w, 'giveup'));
@@ -129,23 +129,31 @@ export class WatcherInfo {
 
   private track(sub: LiveSubscription, st: LiveState): LiveState {
     sub.winfo = st;
-    const k = ownString(watcherKey(sub.record.presentityUri, st.aor));
-    const there = this.byWatcher.get(k);
-    if (there === undefined || there === sub) this.byWatcher.set(k, sub);
+    const p = sub.record.presentityUri;
+    let of = this.byWatcher.get(p);
+    if (of === undefined) {
+      of = new Map();
+      this.byWatcher.set(p, of);
+    }
+    const there = of.get(st.aor);
+    if (there === undefined || there === sub) of.set(st.aor, sub);
     else if (there instanceof Set) there.add(sub);
-    else this.byWatcher.set(k, new Set([there, sub]));
+    else of.set(st.aor, new Set([there, sub]));
     return st;
   }
 
   private untrack(sub: LiveSubscription): LiveState {
     const st = this.stateOf(sub);
     sub.winfo = undefined;
-    const k = watcherKey(sub.record.presentityUri, st.aor);
-    const there = this.byWatcher.get(k);
-    if (there === sub) this.byWatcher.delete(k);
-    else if (there instanceof Set) {
+    const p = sub.record.presentityUri;
+    const of = this.byWatcher.get(p);
+    const there = of?.get(st.aor);
+    if (there === sub) {
+      of!.delete(st.aor);
+      if (of!.size === 0) this.byWatcher.delete(p);
+    } else if (there instanceof Set) {
       there.delete(sub);
-      if (there.size === 1) this.byWatcher.set(k, there.values().next().value!);
+      if (there.size === 1) of!.set(st.aor, there.values().next().value!);
     }
     return st;
   }
@@ -227,7 +235,7 @@ export class WatcherInfo {
 
   /** A live presence subscription of this watcher to this presentity. */
   private otherSubscription(presentityUri: string, aor: string): LiveSubscription | undefined {
-    const there = this.byWatcher.get(watcherKey(presentityUri, aor));
+    const there = this.byWatcher.get(presentityUri)?.get(aor);
     return there instanceof Set ? there.values().next().value : there;
   }
 
