@@ -306,7 +306,7 @@ export class Store {
   // ───── subscriptions ─────
 
   putSubscription(s: Subscription): Promise<boolean> {
-    return this.committed(() => this.subs.put(s.id, codecs.subscription.encode(s)));
+    return this.committed(() => this.subs.put(s.id, encodeSubscription(s)));
   }
 
   removeSubscription(id: string): Promise<boolean> {
@@ -318,8 +318,8 @@ export class Store {
   }
 
   *allSubscriptions(): Iterable<Subscription> {
-    for (const { value } of this.subs.getRange({ snapshot: false })) {
-      const s = codecs.subscription.decode(value);
+    for (const { key, value } of this.subs.getRange({ snapshot: false })) {
+      const s = decodeSubscription(key as string, value);
       const c = this.cseqs.get(s.id);
       if (c !== undefined && c > s.localCseq) s.localCseq = c;
       yield s;
@@ -329,7 +329,7 @@ export class Store {
   // ───── list subscriptions (the resource list server's dialogs, RFC 4662): key = id ─────
 
   putListSubscription(s: Subscription): Promise<boolean> {
-    return this.committed(() => this.lists.put(s.id, codecs.subscription.encode(s)));
+    return this.committed(() => this.lists.put(s.id, encodeSubscription(s)));
   }
 
   removeListSubscription(id: string): Promise<boolean> {
@@ -337,8 +337,8 @@ export class Store {
   }
 
   *allListSubscriptions(): Iterable<Subscription> {
-    for (const { value } of this.lists.getRange({ snapshot: false })) {
-      const s = codecs.subscription.decode(value);
+    for (const { key, value } of this.lists.getRange({ snapshot: false })) {
+      const s = decodeSubscription(key as string, value);
       const c = this.cseqs.get(s.id);
       if (c !== undefined && c > s.localCseq) s.localCseq = c;
       yield s;
@@ -348,12 +348,13 @@ export class Store {
   // ───── watcher authorisation states ─────
 
   putWatcher(w: WatcherAuth): Promise<boolean> {
-    return this.committed(() => this.watchers.put([w.presentityUri, w.event, w.watcherUri], codecs.watcher.encode(w)));
+    return this.committed(() => this.watchers.put([w.presentityUri, w.event, w.watcherUri], encodeWatcher(w)));
   }
 
   getWatcher(presentityUri: string, event: string, watcherUri: string): WatcherAuth | undefined {
-    const v = this.watchers.get([presentityUri, event, watcherUri]);
-    return v ? codecs.watcher.decode(v) : undefined;
+    const key = [presentityUri, event, watcherUri];
+    const v = this.watchers.get(key);
+    return v ? decodeWatcher(key, v) : undefined;
   }
 
   removeWatcher(presentityUri: string, event: string, watcherUri: string): Promise<boolean> {
@@ -362,14 +363,14 @@ export class Store {
 
   watchersOf(presentityUri: string, event: string): WatcherAuth[] {
     const out: WatcherAuth[] = [];
-    for (const { value } of this.watchers.getRange({ start: [presentityUri, event], end: [presentityUri, event, '\uffff'] })) {
-      out.push(codecs.watcher.decode(value));
+    for (const { key, value } of this.watchers.getRange({ start: [presentityUri, event], end: [presentityUri, event, '\uffff'] })) {
+      out.push(decodeWatcher(key, value));
     }
     return out;
   }
 
   *allWatchers(): Iterable<WatcherAuth> {
-    for (const { value } of this.watchers.getRange({ snapshot: false })) yield codecs.watcher.decode(value);
+    for (const { key, value } of this.watchers.getRange({ snapshot: false })) yield decodeWatcher(key, value);
   }
 
   // ───── XCAP documents ─────
@@ -445,4 +446,50 @@ function describe(err: unknown): string {
     return code === undefined ? err.message : `${err.message} (${String(code)})`;
   }
   return String(err);
+}
+
+// ───── records as stored: without what their key says already ─────
+// A live subscription costs its stored record too (the store's pages are mapped into the
+// process): the id is the key, the local URI is most often the presentity's, and a watcher's
+// key holds its presentity, event and watcher URI. Records written before are read as well.
+
+function encodeSubscription(s: Subscription): Buffer {
+  const { id, localUri } = s;
+  s.id = '';
+  if (localUri === s.presentityUri) s.localUri = '';
+  try {
+    return codecs.subscription.encode(s);
+  } finally {
+    s.id = id;
+    s.localUri = localUri;
+  }
+}
+
+function decodeSubscription(key: string, value: Uint8Array): Subscription {
+  const s = codecs.subscription.decode(value);
+  if (!s.id) s.id = key;
+  if (!s.localUri) s.localUri = s.presentityUri;
+  return s;
+}
+
+function encodeWatcher(w: WatcherAuth): Buffer {
+  const { presentityUri, event, watcherUri } = w;
+  w.presentityUri = w.event = w.watcherUri = '';
+  try {
+    return codecs.watcher.encode(w);
+  } finally {
+    w.presentityUri = presentityUri;
+    w.event = event;
+    w.watcherUri = watcherUri;
+  }
+}
+
+function decodeWatcher(key: Key, value: Uint8Array): WatcherAuth {
+  const w = codecs.watcher.decode(value);
+  if (!w.presentityUri && Array.isArray(key)) {
+    w.presentityUri = String(key[0]);
+    w.event = String(key[1]);
+    w.watcherUri = String(key[2]);
+  }
+  return w;
 }
