@@ -121,3 +121,126 @@ export class ExpiryTimers<T> {
     return top;
   }
 }
+
+/** What a DeadlineHeap holds: the object itself carries its deadline and its place in the heap. */
+export interface Timed {
+  /** When it is due (ms since epoch); meaningful while `heapIndex` ≥ 0. */
+  deadline: number;
+  /** Its index in the heap, -1 when not armed. */
+  heapIndex: number;
+}
+
+/**
+ * ExpiryTimers for objects that carry their own deadline (live subscriptions: hundreds of
+ * thousands). An indexed binary min-heap of the objects themselves under a single Node timer: no
+ * key, no entry object and no map per armed object, and a re-armed or cleared one leaves no stale
+ * entry behind (it moves or leaves the heap at once, in O(log n)).
+ */
+export class DeadlineHeap<T extends Timed> {
+  private readonly heap: T[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+
+  /** `expire` gets each object whose deadline passed (it is out of the heap then). */
+  constructor(private readonly expire: (value: T) => void) {}
+
+  get size(): number {
+    return this.heap.length;
+  }
+
+  /** Arm `v` for `at`, or move it there if armed already. */
+  set(v: T, at: number): void {
+    v.deadline = at;
+    if (v.heapIndex >= 0 && this.heap[v.heapIndex] === v) {
+      this.up(v.heapIndex);
+      this.down(v.heapIndex);
+    } else {
+      v.heapIndex = this.heap.length;
+      this.heap.push(v);
+      this.up(v.heapIndex);
+    }
+    if (at < this.timerAt) this.arm();
+  }
+
+  clear(v: T): void {
+    const i = v.heapIndex;
+    if (i < 0 || this.heap[i] !== v) return;
+    v.heapIndex = -1;
+    const last = this.heap.pop()!;
+    if (last !== v) {
+      this.heap[i] = last;
+      last.heapIndex = i;
+      this.up(i);
+      this.down(last.heapIndex);
+    }
+  }
+
+  clearAll(): void {
+    for (const v of this.heap) v.heapIndex = -1;
+    this.heap.length = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    const top = this.heap[0];
+    if (!top) {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      return;
+    }
+    this.timerAt = top.deadline;
+    this.timer = setTimeout(this.run, Math.max(0, Math.min(top.deadline - Date.now(), MAX_TIMER_DELAY)));
+    this.timer.unref();
+  }
+
+  private readonly run = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = Date.now();
+    const due: T[] = [];
+    while (this.heap.length > 0 && this.heap[0]!.deadline <= now) {
+      const v = this.heap[0]!;
+      this.clear(v);
+      due.push(v);
+    }
+    this.arm();
+    // Fired after the heap is consistent: a callback may set or clear others.
+    for (const v of due) this.expire(v);
+  };
+
+  private up(i: number): void {
+    const h = this.heap;
+    const v = h[i]!;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = h[parent]!;
+      if (p.deadline <= v.deadline) break;
+      h[i] = p;
+      p.heapIndex = i;
+      i = parent;
+    }
+    h[i] = v;
+    v.heapIndex = i;
+  }
+
+  private down(i: number): void {
+    const h = this.heap;
+    const v = h[i]!;
+    const n = h.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && h[r]!.deadline < h[l]!.deadline ? r : l;
+      if (h[c]!.deadline >= v.deadline) break;
+      h[i] = h[c]!;
+      h[i]!.heapIndex = i;
+      i = c;
+    }
+    h[i] = v;
+    v.heapIndex = i;
+  }
+}

@@ -68,13 +68,24 @@ export interface LastNotify {
   /** When it left (ms since epoch). */
   at: number;
   cseq: number;
+  /**
+   * Its Subscription-State; without the expires parameter when `expires` is 0 or more (then a
+   * state shared by many dialogs, not a string per dialog): see lastNotifyState().
+   */
   subscriptionState: string;
+  /** The expires parameter it carried, -1 when `subscriptionState` is whole. */
+  expires: number;
   /** The body as sent (the string shared by every watcher of that change, not a copy). */
   body: string | undefined;
   /** The final response's status (408 timeout, 503 transport error), 0 while unanswered. */
   status: number;
   /** Why it failed, when it did. */
   why: string;
+}
+
+/** The Subscription-State header value of a dialog's last NOTIFY, as it was sent. */
+export function lastNotifyState(last: LastNotify): string {
+  return last.expires < 0 ? last.subscriptionState : `${last.subscriptionState};expires=${last.expires}`;
 }
 
 export class NotifierDialog {
@@ -178,10 +189,14 @@ export class NotifierDialog {
   }
 
   /** Subscription-State of a non-final NOTIFY leaving now: state, expires left, and the RFC 6446 parameters in use. */
-  activeState(): string {
-    const rec = this.record;
-    const s = `${rec.state};expires=${Math.max(0, Math.round((rec.expiresAt - Date.now()) / 1000))}`;
+  activeState(expires = this.expiresLeft()): string {
+    const s = `${this.record.state};expires=${expires}`;
     return this.rate === undefined ? s : s + this.rate.stateParams;
+  }
+
+  /** Seconds left until the subscription expires (its Subscription-State expires parameter). */
+  expiresLeft(): number {
+    return Math.max(0, Math.round((this.record.expiresAt - Date.now()) / 1000));
   }
 
   // ───── RFC 6446 rate control ─────

@@ -219,6 +219,7 @@ export class Notifier {
       const pkg = this.deps.packages.get(rec.event);
       let body: string | undefined;
       let state: string;
+      let expires = -1;
       if (pending.kind === 'terminate') {
         state = `terminated;reason=${pending.reason}`;
         // A final NOTIFY after expiry, unsubscribe or fetch still carries the state (RFC 6665 §4.4.3).
@@ -255,7 +256,8 @@ export class Notifier {
           if (!(err instanceof StoreWriteError)) throw err;
         }
         // The expires it shows is computed last, just before sending.
-        state = sub.activeState();
+        expires = sub.expiresLeft();
+        state = sub.activeState(expires);
       }
       // The dialog's Contact is fixed with its first NOTIFY: on a wildcard listener, after the
       // address toward the subscriber is known (after a restart it may not be yet).
@@ -265,11 +267,14 @@ export class Notifier {
       const wire = sub.template(this.contact);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') sub.rate.sent();
-      const last = (sub.lastNotify ??= { at: 0, cseq: 0, subscriptionState: '', body: undefined, status: 0, why: '' });
+      const last = (sub.lastNotify ??= { at: 0, cseq: 0, subscriptionState: '', expires: -1, body: undefined, status: 0, why: '' });
       const now = performance.now(); // one clock read per NOTIFY serves both records below
       last.at = performance.timeOrigin + now;
       last.cseq = cseq;
-      last.subscriptionState = state;
+      // Without its expires, an active state is one of a few strings shared by every dialog.
+      const plain = expires >= 0 && sub.rate === undefined;
+      last.subscriptionState = plain ? rec.state : state;
+      last.expires = plain ? expires : -1;
       last.body = body;
       last.status = 0;
       last.why = '';

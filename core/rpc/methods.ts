@@ -15,6 +15,7 @@ import type { WatcherInfo } from '../state/watcher-info.js';
 import type { PackageRegistry } from '../packages/registry.js';
 import { VERSION_SLOT, type PackageContext } from '../packages/types.js';
 import type { Notifier } from '../notify/notifier.js';
+import { lastNotifyState } from '../dialogs/subscription-dialog.js';
 import type { Authorization } from '../authorization/index.js';
 
 /** What the methods act on: the node's parts, handed over explicitly. */
@@ -256,7 +257,7 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
                 sent: new Date(last.at).toISOString(),
                 seconds_ago: Math.round((now - last.at) / 1000),
                 cseq: last.cseq,
-                subscription_state: last.subscriptionState,
+                subscription_state: lastNotifyState(last),
                 outcome:
                   last.status === 0
                     ? 'no final response yet'

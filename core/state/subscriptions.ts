@@ -12,7 +12,7 @@ import type { EventHub } from '../events.js';
 import type { StateStore } from '../store/interfaces.js';
 import type { Subscription } from '../store/records.js';
 import { NotifierDialog } from '../dialogs/subscription-dialog.js';
-import { ExpiryTimers } from '../timers.js';
+import { DeadlineHeap, type Timed } from '../timers.js';
 import { presentityKey, uriAor } from '../uris.js';
 import type { StateLimits } from '../limits.js';
 
@@ -31,13 +31,16 @@ export interface WatcherState {
  * A live subscription: its dialog (notifier role) plus what the state layer keeps for it — the
  * key of its presentity, the authorisation outcome's body key, its watcher-info state.
  */
-export class LiveSubscription extends NotifierDialog {
+export class LiveSubscription extends NotifierDialog implements Timed {
   /** presentity + event: the key of the composed body this watcher's NOTIFYs share (fixed for a subscription). */
   presentityKey: string;
   /** Authorisation outcome's transformation key (which composed body this watcher sees; '' = the whole state). */
   bodyKey = '';
   /** What presence.winfo shows of it (presence subscriptions; set by WatcherInfo). */
   winfo: WatcherState | undefined;
+  /** When it is removed, and its place in the expiry heap (Subscriptions' DeadlineHeap). */
+  deadline = 0;
+  heapIndex = -1;
 
   constructor(record: Subscription) {
     super(record);
@@ -105,7 +108,7 @@ export class Subscriptions {
    */
   private readonly byCallId = new Map<string, LiveSubscription | LiveSubscription[]>();
   private readonly byPresentity = new Map<string, Set<LiveSubscription>>();
-  private readonly timers = new ExpiryTimers<LiveSubscription>((sub) => {
+  private readonly timers = new DeadlineHeap<LiveSubscription>((sub) => {
     this.terminate(sub, 'timeout').catch((err) => this.deps.log.error({ err, callId: sub.record.callId }, 'expiry failed'));
   });
 
@@ -226,7 +229,7 @@ export class Subscriptions {
   }
 
   private arm(sub: LiveSubscription): void {
-    this.timers.set(sub.id, this.removedAt(sub.record), sub);
+    this.timers.set(sub, this.removedAt(sub.record));
   }
 
   /** When a subscription is removed: its expiry plus the grace of expires_offset (Kamailio's presence module). */
@@ -298,7 +301,7 @@ export class Subscriptions {
       set.delete(sub);
       if (set.size === 0) this.byPresentity.delete(sub.presentityKey);
     }
-    this.timers.clear(sub.id);
+    this.timers.clear(sub);
     return true;
   }
 

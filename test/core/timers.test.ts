@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ExpiryTimers } from '../../core/timers.js';
+import { DeadlineHeap, ExpiryTimers, type Timed } from '../../core/timers.js';
 
 /**
  * Wait for `p`, keeping the event loop alive meanwhile: ExpiryTimers' own timer does not
@@ -90,4 +90,65 @@ test('a callback may arm new deadlines, and many stale entries are compacted', a
   assert.ok(fired[1]!.at >= kDue, `k fired ${kDue - fired[1]!.at} ms before its last deadline`);
   t.clearAll();
   assert.equal(t.size, 0);
+});
+
+test('DeadlineHeap: objects carrying their deadline fire once each, in deadline order, never early; cleared ones never, re-armed ones at their last deadline', async () => {
+  interface Item extends Timed {
+    name: number;
+    due: number;
+    firedAt?: number;
+  }
+  const fired: Item[] = [];
+  const all = signal();
+  let expected = 0;
+  const heap = new DeadlineHeap<Item>((v) => {
+    v.firedAt = Date.now();
+    fired.push(v);
+    if (fired.length === expected) all.fire();
+  });
+  const now = Date.now();
+  // A fixed pseudo-random sequence: deadlines within 300 ms, then re-arms and clears in between.
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const items: Item[] = Array.from({ length: 400 }, (_, name) => ({ name, due: 0, deadline: 0, heapIndex: -1 }));
+  for (const it of items) {
+    it.due = now + 20 + rand(300);
+    heap.set(it, it.due);
+  }
+  const cleared = new Set<Item>();
+  for (let k = 0; k < 300; k++) {
+    const it = items[rand(items.length)]!;
+    if (rand(3) === 0) {
+      heap.clear(it);
+      cleared.add(it);
+    } else {
+      it.due = now + 20 + rand(300);
+      heap.set(it, it.due);
+      cleared.delete(it);
+    }
+  }
+  heap.clear(items[0]!);
+  heap.clear(items[0]!); // twice: no effect
+  cleared.add(items[0]!);
+  expected = items.length - cleared.size;
+  assert.equal(heap.size, expected);
+  for (const it of cleared) assert.equal(it.heapIndex, -1);
+  await held(all.done);
+  await new Promise((r) => setTimeout(r, 5)); // nothing more fires
+  assert.equal(fired.length, expected, 'each armed object fired once');
+  assert.equal(new Set(fired).size, fired.length);
+  for (const it of fired) {
+    assert.ok(!cleared.has(it), `cleared item ${it.name} fired`);
+    assert.ok(it.firedAt! >= it.due, `item ${it.name} fired ${it.due - it.firedAt!} ms early`);
+    assert.equal(it.heapIndex, -1);
+  }
+  for (let i = 1; i < fired.length; i++) {
+    // In deadline order: one run fires what is due in order, and a later run only later deadlines.
+    assert.ok(fired[i]!.due >= fired[i - 1]!.due, `deadline order at ${i}`);
+  }
+  assert.equal(heap.size, 0);
+  heap.clearAll();
 });
