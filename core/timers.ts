@@ -8,6 +8,38 @@
 /** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-armed on firing. */
 export const MAX_TIMER_DELAY = 0x7fffffff;
 
+/**
+ * The single Node timer of a heap of deadlines, armed for the earliest one (unref'd: expiry
+ * alone does not keep a process alive). A deadline beyond what a Node timer can wait fires
+ * early; the heap finds nothing due and arms again.
+ */
+class EarliestTimer {
+  private timer: NodeJS.Timeout | undefined;
+  /** The deadline it is armed for; Infinity when unarmed. */
+  at = Infinity;
+
+  constructor(private readonly fire: () => void) {}
+
+  /** Armed for `at`, or unarmed when undefined (the heap is empty). */
+  arm(at: number | undefined): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (at === undefined) {
+      this.timer = undefined;
+      this.at = Infinity;
+      return;
+    }
+    this.at = at;
+    this.timer = setTimeout(this.run, Math.max(0, Math.min(at - Date.now(), MAX_TIMER_DELAY)));
+    this.timer.unref();
+  }
+
+  private readonly run = (): void => {
+    this.timer = undefined;
+    this.at = Infinity;
+    this.fire();
+  };
+}
+
 interface Entry<T> {
   at: number;
   key: string;
@@ -17,8 +49,7 @@ interface Entry<T> {
 export class ExpiryTimers<T> {
   private readonly current = new Map<string, Entry<T>>();
   private readonly heap: Entry<T>[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
+  private readonly timer = new EarliestTimer(() => this.run());
 
   /** `expire` gets the value of each key whose deadline passed (it is no longer held then). */
   constructor(private readonly expire: (value: T) => void) {}
@@ -27,7 +58,7 @@ export class ExpiryTimers<T> {
     const e: Entry<T> = { at: expiresAt, key, value };
     this.current.set(key, e);
     this.push(e);
-    if (expiresAt < this.timerAt) this.arm();
+    if (expiresAt < this.timer.at) this.timer.arm(this.heap[0]!.at);
     // Stale entries are bounded: rebuild when they outnumber the live ones.
     if (this.heap.length > 1024 && this.heap.length > 2 * this.current.size) this.compact();
   }
@@ -44,31 +75,14 @@ export class ExpiryTimers<T> {
   clearAll(): void {
     this.current.clear();
     this.heap.length = 0;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    this.timer.arm(undefined);
   }
 
   get size(): number {
     return this.current.size;
   }
 
-  private arm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    const top = this.heap[0];
-    if (!top) {
-      this.timer = undefined;
-      this.timerAt = Infinity;
-      return;
-    }
-    this.timerAt = top.at;
-    this.timer = setTimeout(this.run, Math.max(0, Math.min(top.at - Date.now(), MAX_TIMER_DELAY)));
-    this.timer.unref();
-  }
-
-  private readonly run = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
+  private run(): void {
     const now = Date.now();
     const due: Entry<T>[] = [];
     while (this.heap.length > 0 && this.heap[0]!.at <= now) {
@@ -77,10 +91,10 @@ export class ExpiryTimers<T> {
       this.current.delete(e.key);
       due.push(e);
     }
-    this.arm();
+    this.timer.arm(this.heap[0]?.at);
     // Fired after the heap is consistent: a callback may set or clear other keys.
     for (const e of due) this.expire(e.value);
-  };
+  }
 
   private compact(): void {
     const live = [...this.current.values()].sort((a, b) => a.at - b.at); // a sorted array is a heap
@@ -138,8 +152,7 @@ export interface Timed {
  */
 export class DeadlineHeap<T extends Timed> {
   private readonly heap: T[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
+  private readonly timer = new EarliestTimer(() => this.run());
 
   /** `expire` gets each object whose deadline passed (it is out of the heap then). */
   constructor(private readonly expire: (value: T) => void) {}
@@ -159,7 +172,8 @@ export class DeadlineHeap<T extends Timed> {
       this.heap.push(v);
       this.up(v.heapIndex);
     }
-    if (at < this.timerAt) this.arm();
+    // Moved later, the earliest one's timer fires early and re-arms: no harm.
+    if (at < this.timer.at) this.timer.arm(this.heap[0]!.deadline);
   }
 
   clear(v: T): void {
@@ -178,27 +192,10 @@ export class DeadlineHeap<T extends Timed> {
   clearAll(): void {
     for (const v of this.heap) v.heapIndex = -1;
     this.heap.length = 0;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    this.timer.arm(undefined);
   }
 
-  private arm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    const top = this.heap[0];
-    if (!top) {
-      this.timer = undefined;
-      this.timerAt = Infinity;
-      return;
-    }
-    this.timerAt = top.deadline;
-    this.timer = setTimeout(this.run, Math.max(0, Math.min(top.deadline - Date.now(), MAX_TIMER_DELAY)));
-    this.timer.unref();
-  }
-
-  private readonly run = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
+  private run(): void {
     const now = Date.now();
     const due: T[] = [];
     while (this.heap.length > 0 && this.heap[0]!.deadline <= now) {
@@ -206,10 +203,10 @@ export class DeadlineHeap<T extends Timed> {
       this.clear(v);
       due.push(v);
     }
-    this.arm();
+    this.timer.arm(this.heap[0]?.deadline);
     // Fired after the heap is consistent: a callback may set or clear others.
     for (const v of due) this.expire(v);
-  };
+  }
 
   private up(i: number): void {
     const h = this.heap;
