@@ -30,7 +30,6 @@ import type {
   WinfoEvent,
 } from './subscriptions.js';
 import { uriAor } from '../uris.js';
-import { ownString } from '../../transport/message.js';
 import { ExpiryTimers } from '../timers.js';
 
 /** One <watcher> of a watcherinfo document (RFC 3858 §4.4). */
