@@ -1,7 +1,8 @@
 /**
  * Watcher information (RFC 3857): turns life-cycle events of `presence` subscriptions into
- * watcherinfo NOTIFYs for the presentity's presence.winfo subscribers, and keeps each
- * watcher's state in the store's watcher table.
+ * watcherinfo NOTIFYs for the presentity's presence.winfo subscribers. A live subscription's
+ * watcher state goes to the store with its own record (winfoEvent); the store's watcher table
+ * keeps the waiting entries.
  *
  * The subscription state machine of RFC 3857 §4.7.1, as presenced runs it:
  *
@@ -115,14 +116,26 @@ export class WatcherInfo {
     return sub.winfo ?? this.resume(sub);
   }
 
-  /** A subscription recovered after a restart: the store remembers the watcher's last event. */
+  /**
+   * A subscription recovered after a restart: its record remembers its last event. A record of
+   * an earlier version has none; the watcher record that version kept beside it is read instead,
+   * and an approval found there moves into the subscription's record (start() then drops it).
+   */
   private resume(sub: LiveSubscription): LiveState {
     const r = sub.record;
     const aor = aorOf(r);
     const status: WinfoStatus = r.state === 'active' ? 'active' : 'pending';
-    const stored = this.deps.store.getWatcher(r.presentityUri, r.event, aor);
-    const event =
-      stored && stored.status === status && WINFO_EVENTS.has(stored.winfoEvent) ? (stored.winfoEvent as WinfoEvent) : 'subscribe';
+    let event: WinfoEvent = r.winfoEvent === 'approved' && status === 'active' ? 'approved' : 'subscribe';
+    if (!r.winfoEvent) {
+      const stored = this.deps.store.getWatcher(r.presentityUri, r.event, aor);
+      if (stored && stored.status === status && WINFO_EVENTS.has(stored.winfoEvent)) event = stored.winfoEvent as WinfoEvent;
+      if (event !== 'subscribe') {
+        r.winfoEvent = event;
+        this.deps.store
+          .putSubscription(r)
+          .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'subscription record update failed'));
+      }
+    }
     return this.track(sub, { aor, status, event });
   }
 
@@ -167,7 +180,10 @@ export class WatcherInfo {
     if (record.event !== 'presence') return undefined;
     const w = this.waiting.get(record.presentityUri)?.get(uriAor(record.watcherUri));
     if (!w) return undefined;
-    this.dropWaiting(w); // its store record is overwritten when the subscription is created
+    this.dropWaiting(w);
+    this.deps.store
+      .removeWatcher(w.presentityUri, w.event, w.watcherUri)
+      .catch((err) => this.deps.log.error({ err, presentityUri: w.presentityUri }, 'watcher removal failed'));
     return w.winfoId || undefined;
   };
 
@@ -186,8 +202,7 @@ export class WatcherInfo {
       if (before === status) return; // other transformations, same winfo state: nothing to tell
     }
     const ev: WinfoEvent = event === 'authorized' && status === 'active' ? 'approved' : 'subscribe';
-    this.track(sub, { aor, status, event: ev });
-    this.persist(sub, aor, status, ev);
+    this.track(sub, { aor, status, event: ev }); // the record carries it to the store (winfoEvent)
     this.publish(r.presentityUri, entryOf(sub, aor, status, ev));
   }
 
@@ -221,14 +236,6 @@ export class WatcherInfo {
       }
       event = 'giveup'; // it expired while the node was down, longer ago than the waiting period
     }
-    if (sibling) {
-      const st = this.stateOf(sibling);
-      this.persist(sibling, aor, st.status, st.event);
-    } else {
-      this.deps.store
-        .removeWatcher(r.presentityUri, r.event, aor)
-        .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher removal failed'));
-    }
     this.publish(r.presentityUri, entryOf(sub, aor, 'terminated', event));
   }
 
@@ -236,13 +243,6 @@ export class WatcherInfo {
   private otherSubscription(presentityUri: string, aor: string): LiveSubscription | undefined {
     const there = this.byWatcher.get(presentityUri)?.get(aor);
     return there instanceof Set ? there.values().next().value : there;
-  }
-
-  private persist(sub: LiveSubscription, aor: string, status: WinfoStatus, event: WinfoEvent): void {
-    const r = sub.record;
-    this.deps.store
-      .putWatcher(authRecord(r, aor, status, event))
-      .catch((err) => this.deps.log.error({ err, callId: r.callId }, 'watcher state write failed'));
   }
 
   // ───── waiting entries ─────
@@ -312,16 +312,21 @@ export class WatcherInfo {
   }
 
   /**
-   * Once every subscription is back: arm the giveup timers (those due while the node was down
-   * fire now, and the recovered winfo subscribers hear of it), and drop records of watchers
-   * whose subscriptions vanished without passing here (a crash between the two writes).
+   * Once every subscription is back: a waiting entry whose watcher subscribed again (a crash
+   * before its record went) is dropped; the giveup timers are armed (those due while the node
+   * was down fire now, and the recovered winfo subscribers hear of it); and the store keeps
+   * watcher records of waiting entries only: a live subscription's state is in its own record,
+   * and records of watchers an earlier version kept (read by resume() already) go.
    */
   start(): void {
     this.started = true;
+    for (const m of [...this.waiting.values()]) {
+      for (const w of [...m.values()]) if (this.otherSubscription(w.presentityUri, w.watcherUri)) this.dropWaiting(w);
+    }
     for (const m of this.waiting.values()) for (const w of m.values()) this.arm(w);
     for (const w of this.deps.store.allWatchers()) {
-      if (w.status === 'waiting' || w.event !== 'presence') continue;
-      if (this.waiting.get(w.presentityUri)?.has(w.watcherUri) || this.otherSubscription(w.presentityUri, w.watcherUri)) continue;
+      if (w.event !== 'presence') continue;
+      if (w.status === 'waiting' && this.waiting.get(w.presentityUri)?.get(w.watcherUri) !== undefined) continue;
       this.deps.store
         .removeWatcher(w.presentityUri, w.event, w.watcherUri)
         .catch((err) => this.deps.log.error({ err }, 'watcher removal failed'));

@@ -70,6 +70,8 @@ export interface Subscription {
   maxInterval?: number;
   /** The package's view of the state this subscription asked for with Event parameters (RFC 4235 §3.2); empty or absent = all of it. */
   eventView?: string;
+  /** presence: its watcher-info event, '' or absent = subscribe, approved once a pending one was approved (RFC 3857 §4.7.1). */
+  winfoEvent?: string;
 }
 
 export interface WatcherAuth {

@@ -46,6 +46,7 @@ function subscription(id: string, localUri: string): Subscription {
     minInterval: 0,
     maxInterval: 0,
     eventView: '',
+    winfoEvent: '',
   };
 }
 

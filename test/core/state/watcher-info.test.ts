@@ -64,3 +64,80 @@ test('created, approved, and a pending one that times out becomes waiting (store
   winfo.stop();
   subscriptions.stop();
 });
+
+test('a live subscription keeps its watcher-info event in its own record: approved survives a restart; a watcher record of an earlier version is read once, moved into the record and dropped', async () => {
+  const config = testConfig({ winfo_waiting_period: 60 });
+  const store = new MemoryStore();
+  const alice = 'sip:alice@example.com';
+  const run = () => {
+    const { hub } = recordingHub();
+    const subscriptions = new Subscriptions({ config, store, log: quietLog(), hub });
+    const winfo = new WatcherInfo({ config, store, hub, subscriptions, log: quietLog() });
+    return { subscriptions, winfo };
+  };
+
+  // First run: bob pending, then approved; carol active from the start.
+  const first = run();
+  first.winfo.start();
+  const bob = new LiveSubscription(
+    subscriptionRecord(alice, { watcherUri: 'sip:bob@example.org', state: 'pending', subHandling: 'confirm' }),
+  );
+  const carol = new LiveSubscription(subscriptionRecord(alice, { watcherUri: 'sip:carol@example.org' }));
+  await store.putSubscription(bob.record);
+  await store.putSubscription(carol.record);
+  first.subscriptions.add(bob);
+  first.subscriptions.add(carol);
+  await first.subscriptions.authorize(bob, 'allow', '');
+  assert.equal(store.subscriptions.get(bob.id)!.winfoEvent, 'approved', 'the approval is in the stored record');
+  assert.equal(store.watchers.size, 0, 'no watcher record for live subscriptions');
+  first.winfo.stop();
+  first.subscriptions.stop();
+
+  // A record as an earlier version stored it: no winfoEvent, a watcher record beside it.
+  const dave = subscriptionRecord(alice, { watcherUri: 'sip:dave@example.org' });
+  delete dave.winfoEvent;
+  await store.putSubscription(dave);
+  await store.putWatcher({
+    presentityUri: alice,
+    event: 'presence',
+    watcherUri: 'sip:dave@example.org',
+    status: 'active',
+    winfoEvent: 'approved',
+    insertedAt: dave.createdAt,
+    displayName: '',
+    subHandling: 'allow',
+    winfoId: dave.id,
+  });
+
+  // Restart on the same store.
+  const second = run();
+  second.winfo.load();
+  await second.subscriptions.recover(async () => '');
+  second.winfo.start();
+  const rows = second.winfo
+    .list(alice)
+    .map((e) => [e.uri, e.status, e.event])
+    .sort();
+  assert.deepEqual(rows, [
+    ['sip:bob@example.org', 'active', 'approved'],
+    ['sip:carol@example.org', 'active', 'subscribe'],
+    ['sip:dave@example.org', 'active', 'approved'],
+  ]);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(store.subscriptions.get(dave.id)!.winfoEvent, 'approved', "dave's approval moved into his record");
+  assert.equal(store.watchers.size, 0, 'the old watcher record is gone');
+
+  // Back to pending (the rules now ask for confirmation): subscribe again, in the record too.
+  const back = [...second.subscriptions.watchersOf(alice, 'presence')].find((s) => s.id === bob.id)!;
+  await second.subscriptions.authorize(back, 'confirm', '');
+  assert.equal(store.subscriptions.get(bob.id)!.winfoEvent, '');
+  assert.deepEqual(
+    second.winfo
+      .list(alice)
+      .filter((e) => e.uri === 'sip:bob@example.org')
+      .map((e) => [e.status, e.event]),
+    [['pending', 'subscribe']],
+  );
+  second.winfo.stop();
+  second.subscriptions.stop();
+});
