@@ -8,13 +8,13 @@
  */
 import type { SipResponse } from '../message.js';
 import { timer64T1, type TimerSettings, type Send } from './timers.js';
-import { retained } from './non-invite-server-transaction.js';
+import { retained, resent } from './non-invite-server-transaction.js';
 
 export type InviteServerState = 'proceeding' | 'completed' | 'confirmed' | 'terminated';
 
 export class InviteServerTransaction {
   state: InviteServerState = 'proceeding';
-  private lastResponse: Buffer | undefined;
+  private lastResponse: string | undefined;
   private timerG: NodeJS.Timeout | undefined;
   private timerH: NodeJS.Timeout | undefined;
   private timerI: NodeJS.Timeout | undefined;
@@ -33,8 +33,9 @@ export class InviteServerTransaction {
   respond(response: SipResponse): void {
     if (this.state !== 'proceeding') return;
     if (response.status < 300) throw new Error('this INVITE server transaction only sends rejections');
-    this.lastResponse = retained(response.toBuffer());
-    this.send(this.lastResponse);
+    const bytes = response.toBuffer();
+    this.lastResponse = retained(bytes);
+    this.send(bytes);
     this.state = 'completed';
     if (!this.reliable) this.scheduleG();
     this.timerH = setTimeout(() => this.terminate(), timer64T1(this.timers));
@@ -43,8 +44,8 @@ export class InviteServerTransaction {
 
   private scheduleG(): void {
     this.timerG = setTimeout(() => {
-      if (this.state !== 'completed' || !this.lastResponse) return;
-      this.send(this.lastResponse);
+      if (this.state !== 'completed' || this.lastResponse === undefined) return;
+      this.send(resent(this.lastResponse));
       this.gInterval = Math.min(this.gInterval * 2, this.timers.t2);
       this.scheduleG();
     }, this.gInterval);
@@ -52,7 +53,7 @@ export class InviteServerTransaction {
   }
 
   receiveRequest(): void {
-    if (this.state === 'completed' && this.lastResponse) this.send(this.lastResponse);
+    if (this.state === 'completed' && this.lastResponse !== undefined) this.send(resent(this.lastResponse));
   }
 
   receiveAck(): void {
