@@ -44,7 +44,7 @@ const MERGE_WINDOW_MS = 32_000;
 
 export class SubscribeUas {
   /** Initial SUBSCRIBEs of the last MERGE_WINDOW_MS by Call-ID, From tag and CSeq: the branch each came with, and the subscription it made. */
-  private readonly recentInitial = new ExpiryTimers<{ branch: string; subId?: string }>(() => undefined);
+  private readonly recentInitial = new ExpiryTimers<{ branch: string; sub?: LiveSubscription }>(() => undefined);
 
   constructor(private readonly deps: SubscribeUasDeps) {}
 
@@ -86,7 +86,7 @@ export class SubscribeUas {
       if (seen.branch !== branch) throw new SipError(482, 'Loop Detected');
       // The same request again once its transaction is gone (TCP ends it with the response):
       // the subscription it created is answered again, not created twice.
-      const created = seen.subId !== undefined ? this.deps.subscriptions.get(seen.subId) : undefined;
+      const created = seen.sub !== undefined && this.deps.subscriptions.has(seen.sub) ? seen.sub : undefined;
       if (created && created.record.callId === req.callId && created.record.remoteTag === fromTag) {
         const remaining = Math.max(0, Math.round((created.record.expiresAt - now) / 1000));
         this.deps.log.info({ callId: req.callId, presentityUri }, 'initial SUBSCRIBE sent again: answered from its subscription');
@@ -95,7 +95,7 @@ export class SubscribeUas {
       }
     }
     // Owned: a slice of the request would keep the whole request text alive for the window.
-    const remembered: { branch: string; subId?: string } = { branch: ownString(branch) };
+    const remembered: { branch: string; sub?: LiveSubscription } = { branch: ownString(branch) };
     this.recentInitial.set(mergeKey, now + MERGE_WINDOW_MS, remembered);
 
     const auth = await this.deps.authorization.evaluate(presentityUri, from.uri.aor, pkg);
@@ -138,7 +138,7 @@ export class SubscribeUas {
     await Promise.all([store.putSubscription(record), notifier.reserveCseq(sub, 1)]);
     incoming.respond(res);
     subscriptions.add(sub);
-    remembered.subId = record.id;
+    remembered.sub = sub;
     this.deps.log.info(
       {
         callId: req.callId,

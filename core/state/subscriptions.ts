@@ -101,7 +101,8 @@ function sharePresentity(sub: LiveSubscription, peer: LiveSubscription): void {
 }
 
 export class Subscriptions {
-  private readonly byId = new Map<string, LiveSubscription>();
+  /** How many are live (each is in byCallId, under its Call-ID). */
+  private live = 0;
   /**
    * By Call-ID, keyed by the record's own string (a key per dialog would be one more string per
    * subscription); the tags tell the dialogs apart. Several only when dialogs share a Call-ID.
@@ -122,8 +123,16 @@ export class Subscriptions {
     return this.byPresentity.get(presentityKey(presentityUri, event))?.size ?? 0;
   }
 
+  /** The live subscription with this id: a walk over all of them, for tools and tests (nothing on a hot path asks by id). */
   get(id: string): LiveSubscription | undefined {
-    return this.byId.get(id);
+    for (const sub of this.all()) if (sub.id === id) return sub;
+    return undefined;
+  }
+
+  /** Whether `sub` is live (still in the indices). */
+  has(sub: LiveSubscription): boolean {
+    const r = sub.record;
+    return this.inDialog(r.callId, r.localTag, r.remoteTag) === sub;
   }
 
   /** The subscription of a dialog (RFC 3261 §12: Call-ID, our tag, the subscriber's tag). */
@@ -135,8 +144,11 @@ export class Subscriptions {
     return there.find(mine);
   }
 
-  all(): Iterable<LiveSubscription> {
-    return this.byId.values();
+  *all(): Iterable<LiveSubscription> {
+    for (const there of this.byCallId.values()) {
+      if (Array.isArray(there)) yield* there.slice();
+      else yield there;
+    }
   }
 
   /** Live subscriptions of one event package (for /metrics; walks the presentities, not the subscriptions). */
@@ -148,14 +160,15 @@ export class Subscriptions {
   }
 
   get count(): number {
-    return this.byId.size;
+    return this.live;
   }
 
   // ───── life cycle ─────
 
   /** A new subscription, committed to the store: indexed, its expiry armed, reported. */
   add(sub: LiveSubscription, what: 'created' | 'resumed' = 'created'): void {
-    this.byId.set(sub.id, sub);
+    if (this.has(sub)) return; // added already
+    this.live++;
     this.deps.limits?.subscriptionAdded(uriAor(sub.record.watcherUri));
     const callId = sub.record.callId;
     const there = this.byCallId.get(callId);
@@ -256,23 +269,23 @@ export class Subscriptions {
       // keeps the record (full disk) until a later try removes it (retryRemovals), so a restart
       // meanwhile does not bring back a subscription its watcher was told had ended.
       this.deps.log.error({ err, callId: sub.record.callId }, 'removing an ended subscription from the store failed: trying again');
-      this.removalsDue.add(sub.id);
+      this.removalsDue.set(sub.id, sub);
       this.retryRemovals();
     }
     this.ended(sub, why, final);
   };
 
   /** Records of ended subscriptions the store could not remove yet (full disk). */
-  private readonly removalsDue = new Set<string>();
+  private readonly removalsDue = new Map<string, LiveSubscription>();
   private removalTimer: NodeJS.Timeout | undefined;
 
   /** Try the removals the store refused again every few seconds until they are committed. */
   private retryRemovals(): void {
     if (this.removalTimer || this.removalsDue.size === 0) return;
     this.removalTimer = setTimeout(async () => {
-      for (const id of [...this.removalsDue]) {
-        if (this.byId.has(id)) {
-          this.removalsDue.delete(id); // live again under the same id: its record is current
+      for (const [id, sub] of [...this.removalsDue]) {
+        if (this.has(sub)) {
+          this.removalsDue.delete(id); // live again: its record is current
           continue;
         }
         try {
@@ -290,8 +303,8 @@ export class Subscriptions {
 
   /** Out of every index, its expiry disarmed; false when it was not (or no longer) live. */
   private drop(sub: LiveSubscription): boolean {
-    if (this.byId.get(sub.id) !== sub) return false;
-    this.byId.delete(sub.id);
+    if (!this.has(sub)) return false;
+    this.live--;
     this.deps.limits?.subscriptionRemoved(uriAor(sub.record.watcherUri));
     const there = this.byCallId.get(sub.record.callId);
     if (there === sub) this.byCallId.delete(sub.record.callId);
