@@ -157,6 +157,10 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
   if (settle !== undefined) {
     rows.push(row(`  settled: ${settle} s after the last SUBSCRIBE (PSS)`, 'bytes', (f) => f.memory?.settled?.pssBytesPerSubscription));
   }
+  const idle = figs.find((f) => f.memory?.idle)?.memory?.idle?.seconds;
+  if (idle !== undefined) {
+    rows.push(row(`  idle: ${idle} s after the last SUBSCRIBE (PSS)`, 'bytes', (f) => f.memory?.idle?.pssBytesPerSubscription));
+  }
   // Ratios: each presenced column against Kamailio where both ran.
   const kam = figs.find((f) => f.target === 'kamailio');
   let ratio = '';
@@ -188,6 +192,7 @@ function loadTables(figs: LoadFigures[], args: BenchArgs): string {
     r('memory/subscription (kamailio ÷ presenced)', (f) => f.memory?.pssBytesPerSubscription, true);
     if (settle !== undefined)
       r('memory/subscription settled (kamailio ÷ presenced)', (f) => f.memory?.settled?.pssBytesPerSubscription, true);
+    if (idle !== undefined) r('memory/subscription idle (kamailio ÷ presenced)', (f) => f.memory?.idle?.pssBytesPerSubscription, true);
     ratio = '\n\n' + table(lines);
   }
   return table(rows) + ratio;

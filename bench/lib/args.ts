@@ -47,6 +47,8 @@ export interface BenchArgs {
   subs: number;
   /** Seconds after the last SUBSCRIBE for the settled memory reading (0 = none). */
   settle: number;
+  /** Seconds after the last SUBSCRIBE for the idle memory reading, after the settled one (0 = none). */
+  idle: number;
   /** Requests in flight in the PUBLISH / SUBSCRIBE phases. */
   concurrency: number;
   /** UDP sockets the driver multiplexes its watchers over. */
@@ -87,6 +89,9 @@ const USAGE = `usage: npm run bench -- [options]
   --subs N                live subscriptions for the memory figure (default 100000, quick 20000)
   --settle S              also measure memory S seconds after the last SUBSCRIBE, once finished
                           transactions are gone (Timer J: 32 s) (default 35, quick 0 = skip)
+  --idle S                and once more S seconds after the last SUBSCRIBE, the server idle meanwhile: by
+                          then a garbage-collected server has had its idle-time collection (V8's memory
+                          reducer), which the settled reading is too early for (default 120, quick 0 = skip)
   --watchers LIST         watchers per presentity for fan-out (default 1000,10000)
   --fanout-presentities N presentities published at once in the fan-out phase (default 2, quick 1)
   --latency-cycles N      PUBLISH→last-NOTIFY samples on the 1,000-watcher presentity (default 100, quick 15)
@@ -163,6 +168,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     'warmup',
     'subs',
     'settle',
+    'idle',
     'watchers',
     'fanout-presentities',
     'latency-cycles',
@@ -242,6 +248,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     latencyCycles: flags.has('latency-cycles') ? num(s('latency-cycles'), '--latency-cycles') : quick ? 15 : 100,
     subs: flags.has('subs') ? num(s('subs'), '--subs') : quick ? 20_000 : 100_000,
     settle: flags.has('settle') ? num(s('settle'), '--settle') : quick ? 0 : 35,
+    idle: flags.has('idle') ? num(s('idle'), '--idle') : quick ? 0 : 120,
     concurrency: flags.has('concurrency') ? num(s('concurrency'), '--concurrency') : 64,
     sockets: flags.has('sockets') ? num(s('sockets'), '--sockets') : 16,
     refreshes: flags.has('refreshes') ? num(s('refreshes'), '--refreshes') : 3,

@@ -53,6 +53,8 @@ export interface LoadFigures {
     pssBytesPerSubscription: number;
     /** The same, `settleSeconds` after the last SUBSCRIBE (finished transactions gone). */
     settled?: { seconds: number; after: Memory; pssBytesPerSubscription: number };
+    /** The same once more, `seconds` after the last SUBSCRIBE, the server idle meanwhile (--idle). */
+    idle?: { seconds: number; after: Memory; pssBytesPerSubscription: number };
   };
   fanout: Array<FanoutResult & { cpu: Cpu }>;
   latency?: LatencyResult & { cpu: Cpu };
@@ -164,6 +166,19 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
                 seconds: args.settle,
                 after: later,
                 pssBytesPerSubscription: (later.pss - before.pss) / Math.max(1, r.subscriptions),
+              };
+            }
+          }
+          const waited = args.settle > 2 ? args.settle : 2; // seconds since the last SUBSCRIBE so far
+          if (args.idle > waited) {
+            log(`  memory: waiting until ${args.idle} s after the last SUBSCRIBE, the server idle`);
+            await sleep((args.idle - waited) * 1000);
+            const idle = memoryOf(target.pid!);
+            if (idle) {
+              fig.memory.idle = {
+                seconds: args.idle,
+                after: idle,
+                pssBytesPerSubscription: (idle.pss - before.pss) / Math.max(1, r.subscriptions),
               };
             }
           }
