@@ -138,7 +138,10 @@ export class ExpiryTimers<T> {
 
 /** What a DeadlineHeap holds: the object itself carries its deadline and its place in the heap. */
 export interface Timed {
-  /** When it is due (ms since epoch); meaningful while `heapIndex` ≥ 0. */
+  /**
+   * When it is due, in ms after the heap's origin (a small integer, so V8 keeps it in the object
+   * rather than in a number box of its own); meaningful while `heapIndex` ≥ 0.
+   */
   deadline: number;
   /** Its index in the heap, -1 when not armed. */
   heapIndex: number;
@@ -153,6 +156,8 @@ export interface Timed {
 export class DeadlineHeap<T extends Timed> {
   private readonly heap: T[] = [];
   private readonly timer = new EarliestTimer(() => this.run());
+  /** Deadlines are kept relative to this (ms since epoch). */
+  private readonly origin = Date.now();
 
   /** `expire` gets each object whose deadline passed (it is out of the heap then). */
   constructor(private readonly expire: (value: T) => void) {}
@@ -161,9 +166,9 @@ export class DeadlineHeap<T extends Timed> {
     return this.heap.length;
   }
 
-  /** Arm `v` for `at`, or move it there if armed already. */
+  /** Arm `v` for `at` (ms since epoch), or move it there if armed already. */
   set(v: T, at: number): void {
-    v.deadline = at;
+    v.deadline = Math.ceil(at - this.origin);
     if (v.heapIndex >= 0 && this.heap[v.heapIndex] === v) {
       this.up(v.heapIndex);
       this.down(v.heapIndex);
@@ -173,7 +178,7 @@ export class DeadlineHeap<T extends Timed> {
       this.up(v.heapIndex);
     }
     // Moved later, the earliest one's timer fires early and re-arms: no harm.
-    if (at < this.timer.at) this.timer.arm(this.heap[0]!.deadline);
+    if (at < this.timer.at) this.timer.arm(this.heap[0]!.deadline + this.origin);
   }
 
   clear(v: T): void {
@@ -196,14 +201,15 @@ export class DeadlineHeap<T extends Timed> {
   }
 
   private run(): void {
-    const now = Date.now();
+    const now = Date.now() - this.origin;
     const due: T[] = [];
     while (this.heap.length > 0 && this.heap[0]!.deadline <= now) {
       const v = this.heap[0]!;
       this.clear(v);
       due.push(v);
     }
-    this.timer.arm(this.heap[0]?.deadline);
+    const top = this.heap[0];
+    this.timer.arm(top === undefined ? undefined : top.deadline + this.origin);
     // Fired after the heap is consistent: a callback may set or clear others.
     for (const v of due) this.expire(v);
   }

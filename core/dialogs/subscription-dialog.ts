@@ -65,7 +65,7 @@ export function notifyResult(outcome: ClientOutcome, timeoutEnds: boolean): Noti
 
 /** The dialog's last NOTIFY, for presence.explain: what left, when, and how it was answered. */
 export interface LastNotify {
-  /** When it left (ms since epoch). */
+  /** When it left: performance.now(), whole ms (add performance.timeOrigin for ms since epoch). */
   at: number;
   cseq: number;
   /**
@@ -91,8 +91,8 @@ export function lastNotifyState(last: LastNotify): string {
 export class NotifierDialog {
   /** The last NOTIFY sent in this dialog (one object per dialog, overwritten by each NOTIFY). */
   lastNotify: LastNotify | undefined;
-  /** The presentity change (performance.now()) this dialog's NOTIFYs have covered: changes before it was created do not count. */
-  changeSeen = performance.now();
+  /** The presentity change (performance.now(), whole ms up) this dialog's NOTIFYs have covered: changes before it was created do not count. */
+  changeSeen = Math.ceil(performance.now());
   /** A NOTIFY of this subscription is awaiting its final response (or a node-wide slot). */
   inFlight = false;
   /** Sent once the in-flight NOTIFY is answered (RFC 6665 §4.2.2: one NOTIFY at a time, newest state). */

@@ -269,7 +269,7 @@ export class Notifier {
       if (sub.rate !== undefined && pending.kind === 'state') sub.rate.sent();
       const last = (sub.lastNotify ??= { at: 0, cseq: 0, subscriptionState: '', expires: -1, body: undefined, status: 0, why: '' });
       const now = performance.now(); // one clock read per NOTIFY serves both records below
-      last.at = performance.timeOrigin + now;
+      last.at = Math.round(now);
       last.cseq = cseq;
       // Without its expires, an active state is one of a few strings shared by every dialog.
       const plain = expires >= 0 && sub.rate === undefined;
@@ -282,7 +282,7 @@ export class Notifier {
       const changed = this.changedAt.get(sub.presentityKey);
       if (changed !== undefined && changed > sub.changeSeen) {
         this.stats.changeToNotify.observe((now - changed) / 1000);
-        sub.changeSeen = changed;
+        sub.changeSeen = Math.ceil(changed); // whole ms: kept in the dialog object, not in a box of its own
       }
       const outcome = await this.deps.sender.sendRequest(wire.request(cseq, state, this.encode(body), pkg?.notifyType), wire.target);
       const forgetting = this.afterOutcome(sub, pending, outcome);

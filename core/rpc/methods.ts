@@ -254,8 +254,8 @@ export function createMethods(node: RpcDeps): Map<string, RpcMethod> {
           rate: r.minInterval || r.maxInterval ? { min_interval: r.minInterval, max_interval: r.maxInterval } : undefined,
           last_notify: last
             ? {
-                sent: new Date(last.at).toISOString(),
-                seconds_ago: Math.round((now - last.at) / 1000),
+                sent: new Date(performance.timeOrigin + last.at).toISOString(),
+                seconds_ago: Math.round((now - (performance.timeOrigin + last.at)) / 1000),
                 cseq: last.cseq,
                 subscription_state: lastNotifyState(last),
                 outcome:

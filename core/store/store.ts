@@ -450,18 +450,21 @@ function describe(err: unknown): string {
 
 // ───── records as stored: without what their key says already ─────
 // A live subscription costs its stored record too (the store's pages are mapped into the
-// process): the id is the key, the local URI is most often the presentity's, and a watcher's
-// key holds its presentity, event and watcher URI. Records written before are read as well.
+// process): the id is the key, and so is our tag most often; the local URI is most often the
+// presentity's; and a watcher's key holds its presentity, event and watcher URI. Records
+// written before are read as well.
 
 function encodeSubscription(s: Subscription): Buffer {
-  const { id, localUri } = s;
+  const { id, localUri, localTag } = s;
   s.id = '';
   if (localUri === s.presentityUri) s.localUri = '';
+  if (localTag === id) s.localTag = ''; // our tag is the id (dialogs/subscribe-request.ts)
   try {
     return codecs.subscription.encode(s);
   } finally {
     s.id = id;
     s.localUri = localUri;
+    s.localTag = localTag;
   }
 }
 
@@ -469,6 +472,7 @@ function decodeSubscription(key: string, value: Uint8Array): Subscription {
   const s = codecs.subscription.decode(value);
   if (!s.id) s.id = key;
   if (!s.localUri) s.localUri = s.presentityUri;
+  if (!s.localTag) s.localTag = s.id;
   return s;
 }
 

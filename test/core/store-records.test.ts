@@ -1,6 +1,6 @@
 /**
  * Records as the store keeps them (issue 11, memory): a subscription's value leaves out its id
- * (the key) and a local URI equal to the presentity's, a watcher's value leaves out the
+ * (the key), our tag when it is the id, and a local URI equal to the presentity's, a watcher's value leaves out the
  * presentity, event and watcher URI (its key); all come back whole when read, and records
  * written whole by an earlier version are read as they were.
  */
@@ -93,6 +93,7 @@ test('subscriptions and watchers are stored without the fields their key holds, 
     const stored = codecs.subscription.decode(subs.get('aaa1') as Buffer);
     assert.equal(stored.id, '');
     assert.equal(stored.localUri, '');
+    assert.equal(stored.localTag, '', 'our tag is the id');
     assert.equal(codecs.subscription.decode(subs.get('bbb2') as Buffer).localUri, 'sip:alias@example.com');
     const watchers = env.openDB({ name: 'watcher', encoding: 'binary' });
     const sw = codecs.watcher.decode(watchers.get([w.presentityUri, w.event, w.watcherUri]) as Buffer);
