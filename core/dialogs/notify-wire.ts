@@ -58,7 +58,10 @@ export class NotifyWire {
   /** The remote target and flow the wire was made for: a target refresh or a new flow makes a new one. */
   readonly remoteTarget: string;
   readonly flowId: string;
-  readonly target: Target;
+  // Where NOTIFYs go, as fields of the wire: one object per dialog, not two.
+  private readonly proto: Protocol;
+  private readonly host: string;
+  private readonly port: number;
   private readonly contact: string;
 
   /** `extraHeaders`: more constant header lines, each ending in CRLF (a list's `Require: eventlist`). */
@@ -69,8 +72,18 @@ export class NotifyWire {
   ) {
     this.remoteTarget = rec.remoteTarget;
     this.flowId = rec.flowId;
-    this.target = notifyTarget(rec);
+    const t = notifyTarget(rec);
+    this.proto = t.proto;
+    this.host = t.host;
+    this.port = t.port;
     this.contact = sharedString(contact);
+  }
+
+  /** Where its NOTIFYs go (made per NOTIFY: a short-lived object). */
+  get target(): Target {
+    const t: Target = { proto: this.proto, host: this.host, port: this.port };
+    if (this.flowId) t.flowId = this.flowId;
+    return t;
   }
 
   /** One NOTIFY of this dialog. `body` is shared between watchers and never written to. */

@@ -119,5 +119,6 @@ export function dialogRecord(incoming: IncomingRequest, d: NewDialog, now: numbe
     maxInterval: d.maxInterval,
     eventView: d.eventView,
     winfoId: '',
+    winfoEvent: '',
   };
 }

@@ -89,8 +89,49 @@ export function lastNotifyState(last: LastNotify): string {
 }
 
 export class NotifierDialog {
-  /** The last NOTIFY sent in this dialog (one object per dialog, overwritten by each NOTIFY). */
-  lastNotify: LastNotify | undefined;
+  // The last NOTIFY sent in this dialog (for presence.explain): fields of the dialog, not an object each.
+  private lastAt = -1;
+  private lastCseq = 0;
+  private lastState = '';
+  private lastExpires = -1;
+  private lastBody: string | undefined = undefined;
+  private lastStatus = 0;
+  private lastWhy = '';
+
+  /** The last NOTIFY sent in this dialog; undefined before the first. */
+  get lastNotify(): LastNotify | undefined {
+    if (this.lastAt < 0) return undefined;
+    return {
+      at: this.lastAt,
+      cseq: this.lastCseq,
+      subscriptionState: this.lastState,
+      expires: this.lastExpires,
+      body: this.lastBody,
+      status: this.lastStatus,
+      why: this.lastWhy,
+    };
+  }
+
+  /**
+   * A NOTIFY leaves now (`at`: performance.now()): remembered as the last one, unanswered yet.
+   * `state` is its Subscription-State, without the expires parameter when `expires` ≥ 0.
+   */
+  notifyLeft(at: number, cseq: number, state: string, expires: number, body: string | undefined): void {
+    this.lastAt = Math.round(at);
+    this.lastCseq = cseq;
+    this.lastState = state;
+    this.lastExpires = expires;
+    this.lastBody = body;
+    this.lastStatus = 0;
+    this.lastWhy = '';
+  }
+
+  /** The last NOTIFY's final status (408 timeout, 503 transport error) and, for a failure, why. */
+  notifyAnswered(status: number, why?: string): void {
+    if (this.lastAt < 0) return;
+    this.lastStatus = status;
+    if (why !== undefined) this.lastWhy = why;
+  }
   /** The presentity change (performance.now(), whole ms up) this dialog's NOTIFYs have covered: changes before it was created do not count. */
   changeSeen = Math.ceil(performance.now());
   /** A NOTIFY of this subscription is awaiting its final response (or a node-wide slot). */

@@ -267,17 +267,10 @@ export class Notifier {
       const wire = sub.template(this.contact);
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') sub.rate.sent();
-      const last = (sub.lastNotify ??= { at: 0, cseq: 0, subscriptionState: '', expires: -1, body: undefined, status: 0, why: '' });
       const now = performance.now(); // one clock read per NOTIFY serves both records below
-      last.at = Math.round(now);
-      last.cseq = cseq;
       // Without its expires, an active state is one of a few strings shared by every dialog.
       const plain = expires >= 0 && sub.rate === undefined;
-      last.subscriptionState = plain ? rec.state : state;
-      last.expires = plain ? expires : -1;
-      last.body = body;
-      last.status = 0;
-      last.why = '';
+      sub.notifyLeft(now, cseq, plain ? rec.state : state, plain ? expires : -1, body);
       // The first NOTIFY of this dialog after a change it had not yet been told of: time it.
       const changed = this.changedAt.get(sub.presentityKey);
       if (changed !== undefined && changed > sub.changeSeen) {
@@ -338,12 +331,11 @@ export class Notifier {
   private afterOutcome(sub: LiveSubscription, pending: Pending, outcome: ClientOutcome): Promise<void> | undefined {
     const rec = sub.record;
     const { status, kind, fatal, why } = notifyResult(outcome, this.deps.config.timeout_rm_subs === 1);
-    if (sub.lastNotify) sub.lastNotify.status = status;
+    sub.notifyAnswered(status, kind === '2xx' ? undefined : why);
     this.stats.outcomes.set(kind, (this.stats.outcomes.get(kind) ?? 0) + 1);
     if (kind === '2xx') this.stats.sent++;
     else {
       this.stats.failed++;
-      if (sub.lastNotify) sub.lastNotify.why = why;
       this.deps.log.info(
         { callId: rec.callId, watcherUri: rec.watcherUri, presentityUri: rec.presentityUri, status, why },
         'NOTIFY not accepted',

@@ -36,8 +36,23 @@ export class LiveSubscription extends NotifierDialog implements Timed {
   presentityKey: string;
   /** Authorisation outcome's transformation key (which composed body this watcher sees; '' = the whole state). */
   bodyKey = '';
+  // What presence.winfo shows of it (presence subscriptions; set by WatcherInfo through `winfo`):
+  // three fields of its own, not an object each.
+  private winfoAor: string | undefined = undefined;
+  private winfoStatus: WinfoStatus = 'pending';
+  private winfoLast: WinfoEvent = 'subscribe';
+
   /** What presence.winfo shows of it (presence subscriptions; set by WatcherInfo). */
-  winfo: WatcherState | undefined;
+  get winfo(): WatcherState | undefined {
+    return this.winfoAor === undefined ? undefined : { aor: this.winfoAor, status: this.winfoStatus, event: this.winfoLast };
+  }
+
+  set winfo(st: WatcherState | undefined) {
+    this.winfoAor = st?.aor;
+    if (st === undefined) return;
+    this.winfoStatus = st.status;
+    this.winfoLast = st.event;
+  }
   /** When it is removed, and its place in the expiry heap (Subscriptions' DeadlineHeap). */
   deadline = 0;
   heapIndex = -1;
