@@ -10,7 +10,7 @@ import type { SipRequest } from '../../transport/message.js';
 import { NameAddr } from '../../transport/uri.js';
 import type { Config } from '../config.js';
 import { SipError } from '../errors.js';
-import { SCHEMA_VERSION, type Subscription } from '../store/records.js';
+import { SCHEMA_VERSION, compactSubscription, type Subscription } from '../store/records.js';
 
 /** The granted lifetime in seconds (0 = remove/unsubscribe), at most `max`; throws 423 or 400. */
 export function grantedExpires(req: SipRequest, config: Config, max = config.max_expires): number {
@@ -79,15 +79,14 @@ export interface NewDialog {
 }
 
 /**
- * The record of the dialog an initial SUBSCRIBE creates (notifier side). Every field the record
- * will ever have is written here, `schema` (stamped by the store's encoder) and `winfoId` included:
- * a property added later costs each of the node's records a separate property array (about 50
- * bytes). Its strings are still slices of the request: the caller owns them (ownStrings).
+ * The record of the dialog an initial SUBSCRIBE creates (notifier side), in the compact form a
+ * live node keeps (store/records.ts compactSubscription: the rare fields aside). Its strings are
+ * still slices of the request: the caller owns them (ownStrings).
  */
 export function dialogRecord(incoming: IncomingRequest, d: NewDialog, now: number): Subscription {
   const req = incoming.request;
   const from = req.from;
-  return {
+  return compactSubscription({
     schema: SCHEMA_VERSION,
     id: d.localTag,
     presentityUri: d.presentityUri,
@@ -120,5 +119,5 @@ export function dialogRecord(incoming: IncomingRequest, d: NewDialog, now: numbe
     eventView: d.eventView,
     winfoId: '',
     winfoEvent: '',
-  };
+  });
 }

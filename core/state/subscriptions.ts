@@ -10,7 +10,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { EventHub } from '../events.js';
 import type { StateStore } from '../store/interfaces.js';
-import type { Subscription } from '../store/records.js';
+import { RARE_SUBSCRIPTION_FIELDS, type Subscription } from '../store/records.js';
 import { NotifierDialog } from '../dialogs/subscription-dialog.js';
 import { DeadlineHeap, type Timed } from '../timers.js';
 import { presentityKey, uriAor } from '../uris.js';
@@ -100,6 +100,11 @@ export function ownStrings(rec: Subscription): void {
   for (const k of Object.keys(r)) {
     const v = r[k];
     if (typeof v === 'string') r[k] = FEW_VALUES.has(k) ? sharedString(v) : ownString(v);
+  }
+  // A compact record keeps its rare fields aside (not among its own keys): those set are owned too.
+  for (const k of RARE_SUBSCRIPTION_FIELDS) {
+    const v = r[k];
+    if (typeof v === 'string' && v !== '') r[k] = ownString(v);
   }
   if (rec.id === rec.localTag) rec.id = rec.localTag; // the id is our tag: one string
   // Record-Route often carries per-dialog parameters; most dialogs have none and share one empty array.

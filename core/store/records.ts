@@ -74,6 +74,208 @@ export interface Subscription {
   winfoEvent?: string;
 }
 
+/** The fields of a subscription record most records leave at their default. */
+interface RareFields {
+  eventId: string;
+  watcherDisplay: string;
+  flowId: string;
+  reason: string;
+  winfoVersion: number;
+  winfoId: string;
+  minInterval: number;
+  maxInterval: number;
+  eventView: string;
+  winfoEvent: string;
+}
+
+const RARE_DEFAULTS: RareFields = {
+  eventId: '',
+  watcherDisplay: '',
+  flowId: '',
+  reason: '',
+  winfoVersion: 0,
+  winfoId: '',
+  minInterval: 0,
+  maxInterval: 0,
+  eventView: '',
+  winfoEvent: '',
+};
+
+/** The rare fields' names (for code that walks a record's fields). */
+export const RARE_SUBSCRIPTION_FIELDS = Object.keys(RARE_DEFAULTS) as ReadonlyArray<keyof RareFields>;
+
+/**
+ * A subscription record as a live node keeps it (a node holds hundreds of thousands): the fields
+ * every subscription uses are its own, the rare ones (RareFields) live in a side object made
+ * only for a record that sets one, so the record is some 80 bytes smaller. It reads and writes
+ * as any Subscription; the store encodes a plain copy of it (plainSubscription).
+ */
+class CompactSubscription implements Subscription {
+  id: string;
+  presentityUri: string;
+  event: string;
+  watcherUri: string;
+  callId: string;
+  localTag: string;
+  remoteTag: string;
+  remoteCseq: number;
+  localCseq: number;
+  routeSet: string[];
+  remoteTarget: string;
+  transport: string;
+  sourceAddress: string;
+  sourcePort: number;
+  expiresAt: number;
+  state: SubscriptionState;
+  localUri: string;
+  accept: string;
+  createdAt: number;
+  subHandling: string;
+  private rare: Partial<RareFields> | undefined = undefined;
+
+  constructor(s: Subscription) {
+    this.id = s.id;
+    this.presentityUri = s.presentityUri;
+    this.event = s.event;
+    this.watcherUri = s.watcherUri;
+    this.callId = s.callId;
+    this.localTag = s.localTag;
+    this.remoteTag = s.remoteTag;
+    this.remoteCseq = s.remoteCseq;
+    this.localCseq = s.localCseq;
+    this.routeSet = s.routeSet;
+    this.remoteTarget = s.remoteTarget;
+    this.transport = s.transport;
+    this.sourceAddress = s.sourceAddress;
+    this.sourcePort = s.sourcePort;
+    this.expiresAt = s.expiresAt;
+    this.state = s.state;
+    this.localUri = s.localUri;
+    this.accept = s.accept;
+    this.createdAt = s.createdAt;
+    this.subHandling = s.subHandling;
+    for (const k of RARE_SUBSCRIPTION_FIELDS) {
+      const v = s[k];
+      if (v !== undefined) this.setRare(k, v);
+    }
+  }
+
+  private getRare<K extends keyof RareFields>(k: K): RareFields[K] {
+    return this.rare?.[k] ?? RARE_DEFAULTS[k];
+  }
+
+  private setRare<K extends keyof RareFields>(k: K, v: RareFields[K]): void {
+    if (this.rare === undefined) {
+      if (v === RARE_DEFAULTS[k]) return;
+      this.rare = {};
+    }
+    this.rare[k] = v;
+  }
+
+  get eventId(): string {
+    return this.getRare('eventId');
+  }
+  set eventId(v: string) {
+    this.setRare('eventId', v);
+  }
+  get watcherDisplay(): string {
+    return this.getRare('watcherDisplay');
+  }
+  set watcherDisplay(v: string) {
+    this.setRare('watcherDisplay', v);
+  }
+  get flowId(): string {
+    return this.getRare('flowId');
+  }
+  set flowId(v: string) {
+    this.setRare('flowId', v);
+  }
+  get reason(): string {
+    return this.getRare('reason');
+  }
+  set reason(v: string) {
+    this.setRare('reason', v);
+  }
+  get winfoVersion(): number {
+    return this.getRare('winfoVersion');
+  }
+  set winfoVersion(v: number) {
+    this.setRare('winfoVersion', v);
+  }
+  get winfoId(): string {
+    return this.getRare('winfoId');
+  }
+  set winfoId(v: string) {
+    this.setRare('winfoId', v);
+  }
+  get minInterval(): number {
+    return this.getRare('minInterval');
+  }
+  set minInterval(v: number) {
+    this.setRare('minInterval', v);
+  }
+  get maxInterval(): number {
+    return this.getRare('maxInterval');
+  }
+  set maxInterval(v: number) {
+    this.setRare('maxInterval', v);
+  }
+  get eventView(): string {
+    return this.getRare('eventView');
+  }
+  set eventView(v: string) {
+    this.setRare('eventView', v);
+  }
+  get winfoEvent(): string {
+    return this.getRare('winfoEvent');
+  }
+  set winfoEvent(v: string) {
+    this.setRare('winfoEvent', v);
+  }
+}
+
+/** The record in its compact form for a live node (see CompactSubscription). */
+export function compactSubscription(s: Subscription): Subscription {
+  return s instanceof CompactSubscription ? s : new CompactSubscription(s);
+}
+
+/** A plain object with every field of `s` (what the encoder takes: it reads own properties only). */
+export function plainSubscription(s: Subscription): Subscription {
+  return {
+    schema: s.schema,
+    id: s.id,
+    presentityUri: s.presentityUri,
+    event: s.event,
+    eventId: s.eventId,
+    watcherUri: s.watcherUri,
+    watcherDisplay: s.watcherDisplay,
+    callId: s.callId,
+    localTag: s.localTag,
+    remoteTag: s.remoteTag,
+    remoteCseq: s.remoteCseq,
+    localCseq: s.localCseq,
+    routeSet: s.routeSet,
+    remoteTarget: s.remoteTarget,
+    transport: s.transport,
+    flowId: s.flowId,
+    sourceAddress: s.sourceAddress,
+    sourcePort: s.sourcePort,
+    expiresAt: s.expiresAt,
+    state: s.state,
+    reason: s.reason,
+    localUri: s.localUri,
+    accept: s.accept,
+    winfoVersion: s.winfoVersion,
+    createdAt: s.createdAt,
+    subHandling: s.subHandling,
+    winfoId: s.winfoId,
+    minInterval: s.minInterval,
+    maxInterval: s.maxInterval,
+    eventView: s.eventView,
+    winfoEvent: s.winfoEvent,
+  };
+}
+
 export interface WatcherAuth {
   schema?: number;
   presentityUri: string;

@@ -23,7 +23,16 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { SipError } from '../errors.js';
 import { LatencyHistogram } from '../../transport/sip-stats.js';
-import { codecs, publicationId, type Publication, type Subscription, type WatcherAuth, type XcapDocument } from './records.js';
+import {
+  codecs,
+  compactSubscription,
+  plainSubscription,
+  publicationId,
+  type Publication,
+  type Subscription,
+  type WatcherAuth,
+  type XcapDocument,
+} from './records.js';
 
 type Key = string | Array<string>;
 
@@ -455,17 +464,12 @@ function describe(err: unknown): string {
 // written before are read as well.
 
 function encodeSubscription(s: Subscription): Buffer {
-  const { id, localUri, localTag } = s;
-  s.id = '';
-  if (localUri === s.presentityUri) s.localUri = '';
-  if (localTag === id) s.localTag = ''; // our tag is the id (dialogs/subscribe-request.ts)
-  try {
-    return codecs.subscription.encode(s);
-  } finally {
-    s.id = id;
-    s.localUri = localUri;
-    s.localTag = localTag;
-  }
+  // A plain copy: the encoder reads own properties (a live record keeps rare fields aside) and stamps the schema.
+  const p = plainSubscription(s);
+  p.id = '';
+  if (p.localUri === p.presentityUri) p.localUri = '';
+  if (p.localTag === s.id) p.localTag = ''; // our tag is the id (dialogs/subscribe-request.ts)
+  return codecs.subscription.encode(p);
 }
 
 function decodeSubscription(key: string, value: Uint8Array): Subscription {
@@ -473,7 +477,7 @@ function decodeSubscription(key: string, value: Uint8Array): Subscription {
   if (!s.id) s.id = key;
   if (!s.localUri) s.localUri = s.presentityUri;
   if (!s.localTag) s.localTag = s.id;
-  return s;
+  return compactSubscription(s);
 }
 
 function encodeWatcher(w: WatcherAuth): Buffer {

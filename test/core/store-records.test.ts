@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import { Store } from '../../core/store/store.js';
-import { codecs, type Subscription, type WatcherAuth } from '../../core/store/records.js';
+import { codecs, compactSubscription, plainSubscription, type Subscription, type WatcherAuth } from '../../core/store/records.js';
 
 function subscription(id: string, localUri: string): Subscription {
   const presentityUri = 'sip:alice@example.com';
@@ -106,7 +106,8 @@ test('subscriptions and watchers are stored without the fields their key holds, 
     await env.close();
 
     store = Store.open(path, 'xcap');
-    const back = new Map([...store.allSubscriptions()].map((s) => [s.id, s]));
+    // Read back in the compact form a live node keeps; compared field by field.
+    const back = new Map([...store.allSubscriptions()].map((s) => [s.id, plainSubscription(s)]));
     assert.deepEqual(strip(back.get('aaa1')!), strip(a));
     assert.deepEqual(strip(back.get('bbb2')!), strip(b));
     assert.deepEqual(strip(back.get('ccc3')!), strip(old));
@@ -121,4 +122,22 @@ test('subscriptions and watchers are stored without the fields their key holds, 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('the compact live record reads and writes every field as a plain one, and keeps rare fields aside only when set', () => {
+  const plain = subscription('ddd4', '');
+  const c = compactSubscription(plain);
+  assert.deepEqual(strip(plainSubscription(c)), strip(plain));
+  assert.equal((c as unknown as { rare: unknown }).rare, undefined, 'all rare fields at their defaults: no side object');
+  c.minInterval = 5;
+  c.flowId = 'tcp-1';
+  c.winfoVersion++;
+  assert.deepEqual([c.minInterval, c.flowId, c.winfoVersion, c.eventId], [5, 'tcp-1', 1, '']);
+  Object.assign(c, { maxInterval: 60, state: 'pending' });
+  assert.deepEqual([c.maxInterval, c.state], [60, 'pending']);
+  assert.deepEqual(
+    strip(plainSubscription(c)),
+    strip({ ...plain, minInterval: 5, maxInterval: 60, flowId: 'tcp-1', winfoVersion: 1, state: 'pending' }),
+  );
+  assert.equal(compactSubscription(c), c, 'compact already: the same object');
 });
