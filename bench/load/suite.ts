@@ -39,6 +39,13 @@ export interface Cpu {
   driverPct: number;
 }
 
+/** A memory reading some seconds after the last SUBSCRIBE. */
+export interface Reading {
+  seconds: number;
+  after: Memory;
+  pssBytesPerSubscription: number;
+}
+
 export interface LoadFigures {
   target: string;
   description: string;
@@ -52,9 +59,9 @@ export interface LoadFigures {
     bytesPerSubscription: number;
     pssBytesPerSubscription: number;
     /** The same, `settleSeconds` after the last SUBSCRIBE (finished transactions gone). */
-    settled?: { seconds: number; after: Memory; pssBytesPerSubscription: number };
+    settled?: Reading;
     /** The same once more, `seconds` after the last SUBSCRIBE, the server idle meanwhile (--idle). */
-    idle?: { seconds: number; after: Memory; pssBytesPerSubscription: number };
+    idle?: Reading;
   };
   fanout: Array<FanoutResult & { cpu: Cpu }>;
   latency?: LatencyResult & { cpu: Cpu };
@@ -157,31 +164,17 @@ export async function runLoad(target: RunningTarget, args: BenchArgs, log: (s: s
             bytesPerSubscription: (after.rss - before.rss) / Math.max(1, r.subscriptions),
             pssBytesPerSubscription: (after.pss - before.pss) / Math.max(1, r.subscriptions),
           };
-          if (args.settle > 2) {
-            log(`  memory: waiting ${args.settle} s for finished transactions to go`);
-            await sleep(args.settle * 1000 - 2000);
-            const later = memoryOf(target.pid!);
-            if (later) {
-              fig.memory.settled = {
-                seconds: args.settle,
-                after: later,
-                pssBytesPerSubscription: (later.pss - before.pss) / Math.max(1, r.subscriptions),
-              };
-            }
-          }
-          const waited = args.settle > 2 ? args.settle : 2; // seconds since the last SUBSCRIBE so far
-          if (args.idle > waited) {
-            log(`  memory: waiting until ${args.idle} s after the last SUBSCRIBE, the server idle`);
-            await sleep((args.idle - waited) * 1000);
-            const idle = memoryOf(target.pid!);
-            if (idle) {
-              fig.memory.idle = {
-                seconds: args.idle,
-                after: idle,
-                pssBytesPerSubscription: (idle.pss - before.pss) / Math.max(1, r.subscriptions),
-              };
-            }
-          }
+          // Later readings, `seconds` after the last SUBSCRIBE (the first was 2 s after).
+          let waited = 2;
+          const readingAt = async (seconds: number, why: string): Promise<Reading | undefined> => {
+            log(`  memory: waiting until ${seconds} s after the last SUBSCRIBE (${why})`);
+            await sleep((seconds - waited) * 1000);
+            waited = seconds;
+            const m = memoryOf(target.pid!);
+            return m && { seconds, after: m, pssBytesPerSubscription: (m.pss - before.pss) / Math.max(1, r.subscriptions) };
+          };
+          if (args.settle > waited) fig.memory.settled = await readingAt(args.settle, 'finished transactions gone');
+          if (args.idle > waited) fig.memory.idle = await readingAt(args.idle, 'the server idle');
         }
       } else if (phases.has('memory')) fig.notes.push('memory: no PID for the target (--pid), not measured');
     }

@@ -75,18 +75,21 @@ export interface Subscription {
 }
 
 /** The fields of a subscription record most records leave at their default. */
-interface RareFields {
-  eventId: string;
-  watcherDisplay: string;
-  flowId: string;
-  reason: string;
-  winfoVersion: number;
-  winfoId: string;
-  minInterval: number;
-  maxInterval: number;
-  eventView: string;
-  winfoEvent: string;
-}
+type RareFields = Required<
+  Pick<
+    Subscription,
+    | 'eventId'
+    | 'watcherDisplay'
+    | 'flowId'
+    | 'reason'
+    | 'winfoVersion'
+    | 'winfoId'
+    | 'minInterval'
+    | 'maxInterval'
+    | 'eventView'
+    | 'winfoEvent'
+  >
+>;
 
 const RARE_DEFAULTS: RareFields = {
   eventId: '',
@@ -132,6 +135,17 @@ class CompactSubscription implements Subscription {
   createdAt: number;
   subHandling: string;
   private rare: Partial<RareFields> | undefined = undefined;
+  // Accessors over `rare`, defined on the prototype below.
+  declare eventId: string;
+  declare watcherDisplay: string;
+  declare flowId: string;
+  declare reason: string;
+  declare winfoVersion: number;
+  declare winfoId: string;
+  declare minInterval: number;
+  declare maxInterval: number;
+  declare eventView: string;
+  declare winfoEvent: string;
 
   constructor(s: Subscription) {
     this.id = s.id;
@@ -172,65 +186,20 @@ class CompactSubscription implements Subscription {
     this.rare[k] = v;
   }
 
-  get eventId(): string {
-    return this.getRare('eventId');
-  }
-  set eventId(v: string) {
-    this.setRare('eventId', v);
-  }
-  get watcherDisplay(): string {
-    return this.getRare('watcherDisplay');
-  }
-  set watcherDisplay(v: string) {
-    this.setRare('watcherDisplay', v);
-  }
-  get flowId(): string {
-    return this.getRare('flowId');
-  }
-  set flowId(v: string) {
-    this.setRare('flowId', v);
-  }
-  get reason(): string {
-    return this.getRare('reason');
-  }
-  set reason(v: string) {
-    this.setRare('reason', v);
-  }
-  get winfoVersion(): number {
-    return this.getRare('winfoVersion');
-  }
-  set winfoVersion(v: number) {
-    this.setRare('winfoVersion', v);
-  }
-  get winfoId(): string {
-    return this.getRare('winfoId');
-  }
-  set winfoId(v: string) {
-    this.setRare('winfoId', v);
-  }
-  get minInterval(): number {
-    return this.getRare('minInterval');
-  }
-  set minInterval(v: number) {
-    this.setRare('minInterval', v);
-  }
-  get maxInterval(): number {
-    return this.getRare('maxInterval');
-  }
-  set maxInterval(v: number) {
-    this.setRare('maxInterval', v);
-  }
-  get eventView(): string {
-    return this.getRare('eventView');
-  }
-  set eventView(v: string) {
-    this.setRare('eventView', v);
-  }
-  get winfoEvent(): string {
-    return this.getRare('winfoEvent');
-  }
-  set winfoEvent(v: string) {
-    this.setRare('winfoEvent', v);
+  // The rare fields' accessors, on the prototype (see the static block).
+  static {
+    for (const k of RARE_SUBSCRIPTION_FIELDS) {
+      Object.defineProperty(CompactSubscription.prototype, k, {
+        get(this: CompactSubscription) {
+          return this.getRare(k);
+        },
+        set(this: CompactSubscription, v: never) {
+          this.setRare(k, v);
+        },
+        enumerable: false,
+        configurable: true,
+      });
+    }
   }
 }
 
