@@ -1,9 +1,9 @@
 /**
- * Soft-state expiry: one deadline per key (publication entity-tag, subscription id), re-armed
- * on refresh, each holding the value it is for (so the owner needs no map of its own: get()). A node holds hundreds of thousands of these, so they are not Node timers each:
- * deadlines sit in a binary min-heap under a single Node timer armed for the earliest one.
- * A cleared or re-armed key leaves its old heap entry behind; it is recognised as stale (it is
- * no longer the key's current entry) and skipped when it reaches the top.
+ * Soft-state expiry. A node holds hundreds of thousands of deadlines, so they are not Node
+ * timers each: DeadlineHeap keeps objects that carry their own deadline in an indexed binary
+ * min-heap under a single Node timer armed for the earliest one; ExpiryTimers is the same by key
+ * (publication entity-tag, waiting watcher), each key holding the value it is for (so the owner
+ * needs no map of its own: get()).
  */
 /** Longest delay a Node timer takes (about 24.8 days); a later deadline is re-armed on firing. */
 export const MAX_TIMER_DELAY = 0x7fffffff;
@@ -40,27 +40,29 @@ class EarliestTimer {
   };
 }
 
-interface Entry<T> {
-  at: number;
+/** One armed key of ExpiryTimers: its own place in the DeadlineHeap. */
+interface Entry<T> extends Timed {
   key: string;
   value: T;
 }
 
 export class ExpiryTimers<T> {
   private readonly current = new Map<string, Entry<T>>();
-  private readonly heap: Entry<T>[] = [];
-  private readonly timer = new EarliestTimer(() => this.run());
+  private readonly heap = new DeadlineHeap<Entry<T>>((e) => {
+    this.current.delete(e.key);
+    this.expire(e.value);
+  });
 
   /** `expire` gets the value of each key whose deadline passed (it is no longer held then). */
   constructor(private readonly expire: (value: T) => void) {}
 
   set(key: string, expiresAt: number, value: T): void {
-    const e: Entry<T> = { at: expiresAt, key, value };
-    this.current.set(key, e);
-    this.push(e);
-    if (expiresAt < this.timer.at) this.timer.arm(this.heap[0]!.at);
-    // Stale entries are bounded: rebuild when they outnumber the live ones.
-    if (this.heap.length > 1024 && this.heap.length > 2 * this.current.size) this.compact();
+    let e = this.current.get(key);
+    if (e === undefined) {
+      e = { key, value, deadline: 0, heapIndex: -1 };
+      this.current.set(key, e);
+    } else e.value = value;
+    this.heap.set(e, expiresAt);
   }
 
   /** The value a live key holds. */
@@ -69,70 +71,19 @@ export class ExpiryTimers<T> {
   }
 
   clear(key: string): void {
+    const e = this.current.get(key);
+    if (e === undefined) return;
     this.current.delete(key);
+    this.heap.clear(e);
   }
 
   clearAll(): void {
     this.current.clear();
-    this.heap.length = 0;
-    this.timer.arm(undefined);
+    this.heap.clearAll();
   }
 
   get size(): number {
     return this.current.size;
-  }
-
-  private run(): void {
-    const now = Date.now();
-    const due: Entry<T>[] = [];
-    while (this.heap.length > 0 && this.heap[0]!.at <= now) {
-      const e = this.pop();
-      if (this.current.get(e.key) !== e) continue; // cleared or re-armed since
-      this.current.delete(e.key);
-      due.push(e);
-    }
-    this.timer.arm(this.heap[0]?.at);
-    // Fired after the heap is consistent: a callback may set or clear other keys.
-    for (const e of due) this.expire(e.value);
-  }
-
-  private compact(): void {
-    const live = [...this.current.values()].sort((a, b) => a.at - b.at); // a sorted array is a heap
-    this.heap.length = 0;
-    for (const e of live) this.heap.push(e);
-  }
-
-  private push(e: Entry<T>): void {
-    const h = this.heap;
-    h.push(e);
-    let i = h.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (h[parent]!.at <= e.at) break;
-      h[i] = h[parent]!;
-      i = parent;
-    }
-    h[i] = e;
-  }
-
-  private pop(): Entry<T> {
-    const h = this.heap;
-    const top = h[0]!;
-    const last = h.pop()!;
-    if (h.length > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= h.length) break;
-        const r = l + 1;
-        const c = r < h.length && h[r]!.at < h[l]!.at ? r : l;
-        if (h[c]!.at >= last.at) break;
-        h[i] = h[c]!;
-        i = c;
-      }
-      h[i] = last;
-    }
-    return top;
   }
 }
 

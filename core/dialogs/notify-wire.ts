@@ -3,7 +3,7 @@
  * they go, resolved once per dialog (and again only after a target refresh), and their bytes,
  * written from the dialog's record with the Via, CSeq, Subscription-State and body of each NOTIFY.
  */
-import { sharedString, type OutgoingRequest } from '../../transport/message.js';
+import { ownString, sharedString, type OutgoingRequest } from '../../transport/message.js';
 import { SipUri, NameAddr } from '../../transport/uri.js';
 import type { Target, Protocol } from '../../transport/flows.js';
 import type { Subscription } from '../store/records.js';
@@ -49,9 +49,9 @@ export function notifyTarget(rec: Subscription): Target {
 /**
  * Where one dialog's NOTIFYs go and what they carry besides the dialog's record (RFC 6665
  * §4.2.2, RFC 3261 §12.2.1.1): the target, resolved once (a URI parse), our Contact, fixed with
- * the dialog's first NOTIFY, and constant extra header lines. The header lines of the dialog
- * (Request-URI, Route set, From/To with tags, Call-ID, Event) are written from the record at
- * each NOTIFY: kept serialised they cost about 330 bytes per subscription, written they cost a
+ * the dialog's first NOTIFY, the Request-URI and Route lines (RFC 3261 §12.2.1.1, worked out
+ * once), and constant extra header lines. The rest of the dialog's header lines (From/To with
+ * tags, Call-ID, Event) are written from the record at each NOTIFY: kept serialised they cost about 330 bytes per subscription, written they cost a
  * concatenation (`npm run bench -- --only micro --filter notify`).
  */
 export class NotifyWire {
@@ -63,6 +63,10 @@ export class NotifyWire {
   private readonly host: string;
   private readonly port: number;
   private readonly contact: string;
+  /** The Request-URI (the remote target's own string unless a strict router comes first). */
+  private readonly requestUri: string;
+  /** The Route header lines, CRLF-ended ('' without a route set): worked out once, not per NOTIFY. */
+  private readonly routeLines: string;
 
   /** `extraHeaders`: more constant header lines, each ending in CRLF (a list's `Require: eventlist`). */
   constructor(
@@ -77,6 +81,14 @@ export class NotifyWire {
     this.host = t.host;
     this.port = t.port;
     this.contact = sharedString(contact);
+    if (rec.routeSet.length === 0) {
+      this.requestUri = rec.remoteTarget;
+      this.routeLines = '';
+    } else {
+      const { requestUri, routes } = dialogRouting(rec.routeSet, rec.remoteTarget);
+      this.requestUri = requestUri === rec.remoteTarget ? rec.remoteTarget : ownString(requestUri);
+      this.routeLines = ownString(routes.map((r) => `Route: ${r}\r\n`).join(''));
+    }
   }
 
   /** Where its NOTIFYs go (made per NOTIFY: a short-lived object). */
@@ -93,14 +105,13 @@ export class NotifyWire {
 
   serialize(via: string, cseq: number, state: string, body: Buffer | undefined, contentType: string | undefined): Buffer {
     const rec = this.rec;
-    let head: string;
-    if (rec.routeSet.length === 0) head = 'NOTIFY ' + rec.remoteTarget + ' SIP/2.0\r\nVia: ' + via + '\r\nMax-Forwards: 70\r\n';
-    else {
-      const { requestUri, routes } = dialogRouting(rec.routeSet, rec.remoteTarget);
-      head = 'NOTIFY ' + requestUri + ' SIP/2.0\r\nVia: ' + via + '\r\nMax-Forwards: 70\r\n';
-      for (const r of routes) head += 'Route: ' + r + '\r\n';
-    }
-    head +=
+    let head =
+      'NOTIFY ' +
+      this.requestUri +
+      ' SIP/2.0\r\nVia: ' +
+      via +
+      '\r\nMax-Forwards: 70\r\n' +
+      this.routeLines +
       'From: <' +
       rec.localUri +
       '>;tag=' +

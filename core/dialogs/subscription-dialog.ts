@@ -113,14 +113,16 @@ export class NotifierDialog {
   }
 
   /**
-   * A NOTIFY leaves now (`at`: performance.now()): remembered as the last one, unanswered yet.
-   * `state` is its Subscription-State, without the expires parameter when `expires` ≥ 0.
+   * A NOTIFY leaves now (`at`: performance.now()) with Subscription-State `state`, `expires` its
+   * expires parameter (-1 for a final one): remembered as the last one, unanswered yet. A plain
+   * active or pending state is kept as the record's state plus the number, not a string per dialog.
    */
   notifyLeft(at: number, cseq: number, state: string, expires: number, body: string | undefined): void {
+    const plain = expires >= 0 && this.rate === undefined;
     this.lastAt = Math.round(at);
     this.lastCseq = cseq;
-    this.lastState = state;
-    this.lastExpires = expires;
+    this.lastState = plain ? this.record.state : state;
+    this.lastExpires = plain ? expires : -1;
     this.lastBody = body;
     this.lastStatus = 0;
     this.lastWhy = '';
@@ -132,6 +134,7 @@ export class NotifierDialog {
     this.lastStatus = status;
     if (why !== undefined) this.lastWhy = why;
   }
+
   /** The presentity change (performance.now(), whole ms up) this dialog's NOTIFYs have covered: changes before it was created do not count. */
   changeSeen = Math.ceil(performance.now());
   /** A NOTIFY of this subscription is awaiting its final response (or a node-wide slot). */

@@ -268,9 +268,7 @@ export class Notifier {
       // min-interval and max-interval count between NOTIFYs leaving, after the body and the CSeq commit.
       if (sub.rate !== undefined && pending.kind === 'state') sub.rate.sent();
       const now = performance.now(); // one clock read per NOTIFY serves both records below
-      // Without its expires, an active state is one of a few strings shared by every dialog.
-      const plain = expires >= 0 && sub.rate === undefined;
-      sub.notifyLeft(now, cseq, plain ? rec.state : state, plain ? expires : -1, body);
+      sub.notifyLeft(now, cseq, state, expires, body);
       // The first NOTIFY of this dialog after a change it had not yet been told of: time it.
       const changed = this.changedAt.get(sub.presentityKey);
       if (changed !== undefined && changed > sub.changeSeen) {

@@ -257,9 +257,9 @@ export class Subscriptions {
     sub.bodyKey = bodyKey;
     const was = rec.state;
     rec.state = handling === 'confirm' ? 'pending' : 'active';
-    // The watcher-info event goes with the record (watcher-info.ts reads it after a restart):
-    // approved when a pending one becomes active, subscribe again when it goes back to pending.
-    if (rec.event === 'presence' && rec.state !== was) rec.winfoEvent = rec.state === 'active' ? 'approved' : '';
+    // The watcher-info event (RFC 3857 §4.7.1) goes with the record (watcher-info.ts reads it after
+    // a restart): approved when a pending one becomes active, subscribe again when back to pending.
+    if (rec.state !== was) rec.winfoEvent = rec.state === 'active' ? 'approved' : '';
     if (this.leaving.has(sub.id)) return; // its record is being removed: not written back
     await this.deps.store.putSubscription(rec);
     this.deps.hub.emit('subscription.changed', { sub, what: 'authorized' });
